@@ -1,0 +1,62 @@
+//! Wall-clock helpers. Times are kept as Unix milliseconds inside kurz and formatted as
+//! RFC 3339 (UTC) only at the edges; click statistics bucket by UTC day number.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Formats Unix milliseconds as RFC 3339 in UTC, e.g. `2026-11-23T08:30:00.123Z`.
+pub fn format_rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parses an RFC 3339 timestamp (any offset) into Unix milliseconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// The UTC day number (days since 1970-01-01) a timestamp falls on.
+pub fn day_of(ms: i64) -> u32 {
+    u32::try_from(ms.div_euclid(MS_PER_DAY)).unwrap_or(0)
+}
+
+/// `YYYY-MM-DD` for a UTC day number.
+pub fn format_day(day: u32) -> String {
+    let date = OffsetDateTime::from_unix_timestamp(i64::from(day) * 86_400)
+        .map(|t| t.date())
+        .unwrap_or(time::Date::MIN);
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_and_days_are_utc() {
+        let ms = parse_rfc3339("2026-11-23T23:59:59.500+00:00").expect("valid");
+        assert_eq!(format_rfc3339(ms), "2026-11-23T23:59:59.5Z");
+        assert_eq!(format_day(day_of(ms)), "2026-11-23");
+        let later = parse_rfc3339("2026-11-24T01:00:00+02:00").expect("valid");
+        assert_eq!(format_day(day_of(later)), "2026-11-23");
+        assert_eq!(parse_rfc3339("tomorrow"), None);
+    }
+}

@@ -1,0 +1,34 @@
+//! Hash codes: base62 of SHA-256(url ‖ nonce), used when the counter cannot be leased.
+//! A collision is resolved by the caller with the next nonce; after a few, with 8 characters.
+
+use sha2::{Digest, Sha256};
+
+use super::base62::{encode_padded, space};
+
+/// The code for `url` at `nonce`, `len` (7 or 8) characters long.
+pub fn hash_code(url: &str, nonce: u32, len: u32) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(url.as_bytes());
+    hasher.update(nonce.to_be_bytes());
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // 2^64 is ~5,000x 62^8, so the modulo bias is negligible.
+    let n = u64::from_be_bytes(first) % space(len);
+    encode_padded(n, len as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_and_nonce_changes_code() {
+        let a = hash_code("https://example.com/", 0, 7);
+        assert_eq!(a, hash_code("https://example.com/", 0, 7));
+        assert_eq!(a.len(), 7);
+        assert_ne!(a, hash_code("https://example.com/", 1, 7));
+        assert_eq!(hash_code("https://example.com/", 0, 8).len(), 8);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+}

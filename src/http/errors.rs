@@ -1,0 +1,135 @@
+//! `ApiError`: the only thing that becomes an HTTP error response, always as
+//! `application/problem+json` (RFC 9457) with a `detail` a person can act on. Internal causes
+//! are logged in full and never sent to clients.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::links::CreateError;
+use crate::store::StoreError;
+
+/// Seconds a client is told to wait after a 503.
+const RETRY_AFTER_SECS: &str = "2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{method} is not allowed here; allowed: {}", allow.join(", "))]
+    MethodNotAllowed {
+        method: String,
+        allow: &'static [&'static str],
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A dependency is down; the client should retry. The cause is logged, not sent.
+    #[error("{what} is unavailable right now; retry shortly")]
+    Unavailable { what: &'static str, cause: String },
+    /// A bug or an unexpected failure. The cause is logged, not sent.
+    #[error("an internal error occurred; it has been logged")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
+            Self::Unavailable { what, cause } => {
+                tracing::warn!(dependency = what, cause = %cause, "dependency unavailable");
+            }
+            _ => {}
+        }
+        let status = self.status_code();
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        match self {
+            Self::Unauthorized(_) => {
+                response.insert_header((WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::MethodNotAllowed { allow, .. } => {
+                response.insert_header((ALLOW, allow.join(", ")));
+            }
+            Self::Unavailable { .. } => {
+                response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            _ => {}
+        }
+        let problem = Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        response.body(serde_json::to_string(&problem).unwrap_or_default())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_transient() {
+            Self::Unavailable {
+                what: "the link store",
+                cause: e.to_string(),
+            }
+        } else {
+            Self::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::AliasTaken(_) => Self::Conflict(e.to_string()),
+            CreateError::IdempotencyMismatch => Self::Unprocessable(e.to_string()),
+            CreateError::IdempotentLinkGone => Self::Conflict(e.to_string()),
+            CreateError::NoFreeCode => Self::Unavailable {
+                what: "code allocation",
+                cause: e.to_string(),
+            },
+            CreateError::Store(e) => e.into(),
+        }
+    }
+}

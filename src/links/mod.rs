@@ -1,0 +1,276 @@
+//! The link service the HTTP handlers call: create (choosing a code and handling collisions in
+//! one place), resolve through the cache, delete, statistics and click recording.
+
+mod url;
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+pub use url::{BaseUrl, UrlError, validate_url};
+
+use crate::cache::{Cached, LocalCache};
+use crate::clicks::ClickRecorder;
+use crate::clock;
+use crate::code::{CodeGenerator, IdAllocator, hash_code};
+use crate::store::{IdempotencyRecord, InsertOutcome, Link, LinkStats, LinkStore, StoreError};
+use crate::telemetry::{Metrics, inc};
+
+/// Generated-code attempts before a create gives up (each one a taken code).
+const MAX_ATTEMPTS: u32 = 32;
+/// Hash-code nonces tried at 7 characters before growing to 8.
+const HASH_NONCES_AT_7: u32 = 4;
+
+/// A validated create request.
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    pub url: String,
+    pub alias: Option<String>,
+    pub expires_at_ms: Option<i64>,
+    pub redirect_status: u16,
+    /// Fingerprint of the API key that asks, if any.
+    pub owner: Option<String>,
+    /// The client's `Idempotency-Key`, if sent.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Created {
+    pub link: Link,
+    /// True when an `Idempotency-Key` retry got the original link back.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("alias '{0}' is already taken")]
+    AliasTaken(String),
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyMismatch,
+    #[error("the link created under this Idempotency-Key has since been deleted")]
+    IdempotentLinkGone,
+    #[error("no free code found after {MAX_ATTEMPTS} attempts")]
+    NoFreeCode,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a redirect finds for a code.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    Found(Arc<Link>),
+    Expired(Arc<Link>),
+    Missing,
+}
+
+pub struct LinkService {
+    store: Arc<dyn LinkStore>,
+    cache: LocalCache,
+    ids: IdAllocator,
+    codes: CodeGenerator,
+    clicks: Arc<ClickRecorder>,
+    metrics: Arc<Metrics>,
+}
+
+impl LinkService {
+    pub fn new(
+        store: Arc<dyn LinkStore>,
+        cache: LocalCache,
+        ids: IdAllocator,
+        codes: CodeGenerator,
+        clicks: Arc<ClickRecorder>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            cache,
+            ids,
+            codes,
+            clicks,
+            metrics,
+        }
+    }
+
+    pub fn store(&self) -> &dyn LinkStore {
+        &*self.store
+    }
+
+    pub fn cache(&self) -> &LocalCache {
+        &self.cache
+    }
+
+    /// Creates a link. Every insert is put-if-absent: a taken alias is a conflict, a taken
+    /// counter code takes the next id, a taken hash code the next nonce.
+    #[tracing::instrument(skip_all, fields(alias = new.alias.as_deref()))]
+    pub async fn create(&self, new: NewLink) -> Result<Created, CreateError> {
+        let now = clock::now_ms();
+        let mut idempotency = new.idempotency_key.as_ref().map(|key| IdempotencyRecord {
+            key: format!("{}:{key}", new.owner.as_deref().unwrap_or("-")),
+            fingerprint: fingerprint(&new),
+            code: String::new(),
+            created_at_ms: now,
+        });
+        let mut link = Link {
+            code: String::new(),
+            url: new.url.clone(),
+            created_at_ms: now,
+            expires_at_ms: new.expires_at_ms,
+            redirect_status: new.redirect_status,
+            owner: new.owner.clone(),
+        };
+
+        if let Some(alias) = &new.alias {
+            link.code.clone_from(alias);
+            return match self.try_insert(&link, idempotency.as_mut()).await? {
+                InsertOutcome::Inserted => Ok(self.created(link)),
+                InsertOutcome::CodeTaken => Err(CreateError::AliasTaken(alias.clone())),
+                InsertOutcome::Replay(previous) => self.replay(previous, idempotency).await,
+            };
+        }
+
+        let mut hash_nonce: Option<u32> = None;
+        for _ in 0..MAX_ATTEMPTS {
+            link.code = match hash_nonce {
+                None => match self.ids.next_id(&*self.store).await {
+                    Ok(id) => match self.codes.code_for(id) {
+                        Some(code) => code,
+                        None => continue, // a reserved word: take the next id
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot lease ids; using hash codes for this link");
+                        inc(&self.metrics.hash_fallbacks);
+                        hash_nonce = Some(0);
+                        hash_code(&link.url, 0, 7)
+                    }
+                },
+                Some(nonce) => {
+                    let len = if nonce < HASH_NONCES_AT_7 { 7 } else { 8 };
+                    hash_code(&link.url, nonce, len)
+                }
+            };
+            match self.try_insert(&link, idempotency.as_mut()).await? {
+                InsertOutcome::Inserted => return Ok(self.created(link)),
+                InsertOutcome::Replay(previous) => return self.replay(previous, idempotency).await,
+                InsertOutcome::CodeTaken => {
+                    inc(&self.metrics.code_collisions);
+                    tracing::debug!(code = %link.code, "generated code taken; trying another");
+                    hash_nonce = hash_nonce.map(|n| n + 1);
+                }
+            }
+        }
+        Err(CreateError::NoFreeCode)
+    }
+
+    async fn try_insert(
+        &self,
+        link: &Link,
+        idempotency: Option<&mut IdempotencyRecord>,
+    ) -> Result<InsertOutcome, StoreError> {
+        let record = idempotency.map(|r| {
+            r.code.clone_from(&link.code);
+            &*r
+        });
+        let outcome = self.store.insert(link, record).await;
+        if outcome.is_err() {
+            inc(&self.metrics.store_errors);
+        }
+        outcome
+    }
+
+    fn created(&self, link: Link) -> Created {
+        inc(&self.metrics.links_created);
+        tracing::info!(code = %link.code, "link created");
+        Created {
+            link,
+            replayed: false,
+        }
+    }
+
+    async fn replay(
+        &self,
+        previous: IdempotencyRecord,
+        ours: Option<IdempotencyRecord>,
+    ) -> Result<Created, CreateError> {
+        if ours.is_none_or(|o| o.fingerprint != previous.fingerprint) {
+            return Err(CreateError::IdempotencyMismatch);
+        }
+        match self.store.get(&previous.code).await? {
+            Some(link) => Ok(Created {
+                link,
+                replayed: true,
+            }),
+            None => Err(CreateError::IdempotentLinkGone),
+        }
+    }
+
+    /// Resolves a code for a redirect: L1 cache, then the store (one read however many ask).
+    pub async fn resolve(&self, code: &str) -> Result<Resolved, StoreError> {
+        let cached = match self.cache.get(code).await {
+            Some(hit) => {
+                inc(&self.metrics.cache_hits);
+                hit
+            }
+            None => {
+                inc(&self.metrics.cache_misses);
+                let load = async {
+                    match self.store.get(code).await {
+                        Ok(Some(link)) => Ok(Cached::Found(Arc::new(link))),
+                        Ok(None) => Ok(Cached::Missing),
+                        Err(e) => {
+                            inc(&self.metrics.store_errors);
+                            Err(e)
+                        }
+                    }
+                };
+                self.cache
+                    .get_or_load(code, load)
+                    .await
+                    .map_err(|e| (*e).clone())?
+            }
+        };
+        Ok(match cached {
+            Cached::Found(link) if link.is_expired_at(clock::now_ms()) => Resolved::Expired(link),
+            Cached::Found(link) => Resolved::Found(link),
+            Cached::Missing => Resolved::Missing,
+        })
+    }
+
+    /// Counts a click; the redirect path's only write, and it stays in memory.
+    pub fn record_click(&self, code: &str) {
+        self.clicks.record(code, clock::now_ms());
+    }
+
+    /// The stored link, read from the store (not the cache) so the API is never stale.
+    pub async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        self.store.get(code).await
+    }
+
+    /// Deletes a link and its statistics, and evicts it from the cache at once.
+    pub async fn delete(&self, code: &str) -> Result<bool, StoreError> {
+        let existed = self.store.delete(code).await?;
+        self.cache.invalidate(code).await;
+        if existed {
+            tracing::info!(code, "link deleted");
+        }
+        Ok(existed)
+    }
+
+    pub async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
+        self.store.stats(code).await
+    }
+}
+
+/// What makes two create requests "the same" for `Idempotency-Key`.
+fn fingerprint(new: &NewLink) -> String {
+    let mut h = Sha256::new();
+    h.update(new.url.as_bytes());
+    h.update([0]);
+    h.update(new.alias.as_deref().unwrap_or("").as_bytes());
+    h.update([0]);
+    h.update(new.expires_at_ms.unwrap_or(i64::MIN).to_be_bytes());
+    h.update(new.redirect_status.to_be_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! Collision handling, against the real embedded store.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::config::LocalCacheSettings;
+use crate::store::{ClickDelta, EmbeddedStore};
+
+/// The embedded store, except that leasing ids can be made to fail.
+struct NoCounter(EmbeddedStore);
+
+#[async_trait]
+impl LinkStore for NoCounter {
+    fn backend(&self) -> &'static str {
+        "test"
+    }
+    async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        self.0.get(code).await
+    }
+    async fn insert(
+        &self,
+        link: &Link,
+        idem: Option<&IdempotencyRecord>,
+    ) -> Result<InsertOutcome, StoreError> {
+        self.0.insert(link, idem).await
+    }
+    async fn delete(&self, code: &str) -> Result<bool, StoreError> {
+        self.0.delete(code).await
+    }
+    async fn lease_ids(&self, _: u64) -> Result<Range<u64>, StoreError> {
+        Err(StoreError::Unavailable("counter throttled".into()))
+    }
+    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), StoreError> {
+        self.0.add_clicks(deltas).await
+    }
+    async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
+        self.0.stats(code).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping().await
+    }
+    async fn close(&self) {
+        self.0.close().await
+    }
+}
+
+const KEY: &[u8] = b"test-key";
+
+fn service(store: Arc<dyn LinkStore>) -> (LinkService, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::default());
+    let service = LinkService::new(
+        store,
+        LocalCache::new(&LocalCacheSettings::default()),
+        IdAllocator::new(10),
+        CodeGenerator::new(KEY),
+        Arc::new(ClickRecorder::new(Arc::clone(&metrics))),
+        Arc::clone(&metrics),
+    );
+    (service, metrics)
+}
+
+fn embedded(dir: &tempfile::TempDir) -> EmbeddedStore {
+    EmbeddedStore::open(&dir.path().join("k.redb"), Duration::from_secs(5)).expect("open")
+}
+
+fn new_link(url: &str) -> NewLink {
+    NewLink {
+        url: url.into(),
+        alias: None,
+        expires_at_ms: None,
+        redirect_status: 302,
+        owner: None,
+        idempotency_key: None,
+    }
+}
+
+fn squatter(code: String) -> Link {
+    Link {
+        code,
+        url: "https://squatter.example/".into(),
+        created_at_ms: 0,
+        expires_at_ms: None,
+        redirect_status: 302,
+        owner: None,
+    }
+}
+
+#[tokio::test]
+async fn a_taken_counter_code_takes_the_next_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn LinkStore> = Arc::new(embedded(&dir));
+    let codes = CodeGenerator::new(KEY);
+    let first = codes.code_for(0).expect("not reserved");
+    let second = codes.code_for(1).expect("not reserved");
+    // Someone took id 0's code as a custom alias before the counter got there.
+    store
+        .insert(&squatter(first.clone()), None)
+        .await
+        .expect("insert");
+    let (service, metrics) = service(Arc::clone(&store));
+
+    let created = service
+        .create(new_link("https://example.com/a"))
+        .await
+        .expect("create");
+    assert_eq!(created.link.code, second);
+    assert_eq!(metrics.code_collisions.load(Ordering::Relaxed), 1);
+    let squatter = store.get(&first).await.expect("get").expect("kept");
+    assert_eq!(
+        squatter.url, "https://squatter.example/",
+        "never overwritten"
+    );
+}
+
+#[tokio::test]
+async fn without_a_counter_hash_codes_are_used_and_collisions_take_the_next_nonce() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn LinkStore> = Arc::new(NoCounter(embedded(&dir)));
+    let url = "https://example.com/hashed";
+    store
+        .insert(&squatter(hash_code(url, 0, 7)), None)
+        .await
+        .expect("insert");
+    let (service, metrics) = service(Arc::clone(&store));
+
+    let created = service.create(new_link(url)).await.expect("create");
+    assert_eq!(created.link.code, hash_code(url, 1, 7));
+    assert_eq!(metrics.hash_fallbacks.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.code_collisions.load(Ordering::Relaxed), 1);
+
+    // The same URL again: nonces 0 and 1 are taken now, so it gets nonce 2.
+    let again = service.create(new_link(url)).await.expect("create");
+    assert_eq!(again.link.code, hash_code(url, 2, 7));
+}
+
+#[tokio::test]
+async fn hash_codes_grow_to_eight_characters_after_repeated_collisions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn LinkStore> = Arc::new(NoCounter(embedded(&dir)));
+    let url = "https://example.com/crowded";
+    for nonce in 0..HASH_NONCES_AT_7 {
+        store
+            .insert(&squatter(hash_code(url, nonce, 7)), None)
+            .await
+            .expect("insert");
+    }
+    let (service, _) = service(store);
+    let created = service.create(new_link(url)).await.expect("create");
+    assert_eq!(created.link.code, hash_code(url, HASH_NONCES_AT_7, 8));
+    assert_eq!(created.link.code.len(), 8);
+}
+
+#[tokio::test]
+async fn a_taken_alias_is_a_conflict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (service, _) = service(Arc::new(embedded(&dir)));
+    let mut new = new_link("https://example.com/");
+    new.alias = Some("promo".into());
+    service.create(new.clone()).await.expect("first");
+    let err = service.create(new).await.expect_err("second");
+    assert!(
+        matches!(err, CreateError::AliasTaken(ref a) if a == "promo"),
+        "{err}"
+    );
+}
+
+use std::sync::atomic::Ordering;

@@ -1,0 +1,526 @@
+//! The embedded backend: one redb file, nothing else to install.
+//!
+//! Writes go through a single writer thread that drains everything queued and applies it in one
+//! write transaction with one durable commit (group commit): under load, many creates share one
+//! fsync instead of waiting for one each. Callers hear back only after the commit, so a reply
+//! of "inserted" means the link is on disk. Reads use redb's MVCC read transactions on the
+//! blocking pool and never wait for the writer.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    ClickDelta, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome, Link, LinkStats,
+    LinkStore, StoreError,
+};
+
+const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// code -> (total clicks, last click ms)
+const CLICK_TOTALS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("click_totals");
+/// (code, UTC day) -> clicks
+const CLICK_DAILY: TableDefinition<(&str, u32), u64> = TableDefinition::new("click_daily");
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+
+const LINK_ID_COUNTER: &str = "link_ids";
+/// Most operations applied in one transaction; bounds commit latency under a flood.
+const MAX_BATCH: usize = 1024;
+const QUEUE_DEPTH: usize = 8192;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum WriteOp {
+    Insert {
+        link: Link,
+        idempotency: Option<IdempotencyRecord>,
+        reply: Reply<InsertOutcome>,
+    },
+    Delete {
+        code: String,
+        reply: Reply<bool>,
+    },
+    Lease {
+        count: u64,
+        reply: Reply<Range<u64>>,
+    },
+    Clicks {
+        deltas: Vec<ClickDelta>,
+        reply: Reply<()>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    writes: mpsc::Sender<WriteOp>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    timeout: Duration,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database file, creating its directory if needed.
+    pub fn open(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("{}: {e}", path.display()));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
+        }
+        let db = Database::create(path).map_err(|e| unavailable(&e))?;
+        create_tables(&db).map_err(|e| unavailable(&e))?;
+        let db = Arc::new(db);
+        let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
+        let writer_db = Arc::clone(&db);
+        let writer = std::thread::Builder::new()
+            .name("kurz-store-writer".into())
+            .spawn(move || run_writer(&writer_db, queue))
+            .map_err(|e| unavailable(&e))?;
+        Ok(Self {
+            db,
+            writes,
+            writer: Mutex::new(Some(writer)),
+            timeout,
+        })
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        let task = tokio::task::spawn_blocking(move || f(&db));
+        match tokio::time::timeout(self.timeout, task).await {
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+            Ok(Err(join)) => Err(StoreError::Internal(format!("read task failed: {join}"))),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    async fn write<T>(&self, op: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let round_trip = async {
+            self.writes
+                .send(op(reply))
+                .await
+                .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+            answer.await.map_err(|_| {
+                StoreError::Internal("write transaction failed; nothing was committed".into())
+            })?
+        };
+        tokio::time::timeout(self.timeout, round_trip)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+}
+
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(LINKS)?;
+    txn.open_table(COUNTERS)?;
+    txn.open_table(CLICK_TOTALS)?;
+    txn.open_table(CLICK_DAILY)?;
+    txn.open_table(IDEMPOTENCY)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn internal(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Internal(e.into().to_string())
+}
+
+fn decode_link(code: &str, bytes: &[u8]) -> Result<Link, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        code: code.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these plain structs to JSON cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// The writer thread: batch, apply, commit once, then answer everyone in the batch.
+fn run_writer(db: &Database, mut queue: mpsc::Receiver<WriteOp>) {
+    let mut closing = None;
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let (ops, close): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|op| !matches!(op, WriteOp::Close { .. }));
+        if !ops.is_empty() {
+            let size = ops.len();
+            match apply_batch(db, ops) {
+                Ok(answers) => answers.into_iter().for_each(Answer::send),
+                // Dropping the replies tells every waiting caller that nothing was committed.
+                Err(e) => tracing::error!(error = %e, ops = size, "store write batch failed"),
+            }
+        }
+        if let Some(WriteOp::Close { reply }) = close.into_iter().next() {
+            closing = Some(reply);
+            break;
+        }
+    }
+    queue.close();
+    // Anything still queued after Close was never applied; its callers see the error.
+    while queue.try_recv().is_ok() {}
+    if let Some(reply) = closing {
+        let _ = reply.send(());
+    }
+}
+
+/// A computed result, sent only once the batch has committed.
+enum Answer {
+    Insert(Reply<InsertOutcome>, InsertOutcome),
+    Delete(Reply<bool>, bool),
+    Lease(Reply<Range<u64>>, Range<u64>),
+    Clicks(Reply<()>),
+}
+
+impl Answer {
+    fn send(self) {
+        // A caller that timed out has gone away; its answer has nowhere to go.
+        match self {
+            Self::Insert(r, v) => drop(r.send(Ok(v))),
+            Self::Delete(r, v) => drop(r.send(Ok(v))),
+            Self::Lease(r, v) => drop(r.send(Ok(v))),
+            Self::Clicks(r) => drop(r.send(Ok(()))),
+        }
+    }
+}
+
+fn apply_batch(db: &Database, ops: Vec<WriteOp>) -> Result<Vec<Answer>, redb::Error> {
+    let txn = db.begin_write()?;
+    let mut answers = Vec::with_capacity(ops.len());
+    for op in ops {
+        answers.push(match op {
+            WriteOp::Insert {
+                link,
+                idempotency,
+                reply,
+            } => Answer::Insert(reply, insert(&txn, &link, idempotency.as_ref())?),
+            WriteOp::Delete { code, reply } => Answer::Delete(reply, delete(&txn, &code)?),
+            WriteOp::Lease { count, reply } => Answer::Lease(reply, lease(&txn, count)?),
+            WriteOp::Clicks { deltas, reply } => {
+                add_clicks(&txn, &deltas)?;
+                Answer::Clicks(reply)
+            }
+            WriteOp::Close { .. } => continue,
+        });
+    }
+    txn.commit()?;
+    Ok(answers)
+}
+
+fn insert(
+    txn: &WriteTransaction,
+    link: &Link,
+    idempotency: Option<&IdempotencyRecord>,
+) -> Result<InsertOutcome, redb::Error> {
+    let mut keys = txn.open_table(IDEMPOTENCY)?;
+    if let Some(record) = idempotency
+        && let Some(previous) = keys.get(record.key.as_str())?
+        && let Ok(previous) = serde_json::from_slice::<IdempotencyRecord>(previous.value())
+        && record.created_at_ms - previous.created_at_ms < IDEMPOTENCY_WINDOW_MS
+    {
+        return Ok(InsertOutcome::Replay(previous));
+    }
+    let mut links = txn.open_table(LINKS)?;
+    if links.get(link.code.as_str())?.is_some() {
+        return Ok(InsertOutcome::CodeTaken);
+    }
+    links.insert(link.code.as_str(), encode(link).as_slice())?;
+    if let Some(record) = idempotency {
+        keys.insert(record.key.as_str(), encode(record).as_slice())?;
+    }
+    Ok(InsertOutcome::Inserted)
+}
+
+fn delete(txn: &WriteTransaction, code: &str) -> Result<bool, redb::Error> {
+    let existed = txn.open_table(LINKS)?.remove(code)?.is_some();
+    txn.open_table(CLICK_TOTALS)?.remove(code)?;
+    let mut daily = txn.open_table(CLICK_DAILY)?;
+    let days: Vec<u32> = daily
+        .range((code, 0u32)..=(code, u32::MAX))?
+        .map(|entry| entry.map(|(key, _)| key.value().1))
+        .collect::<Result<_, _>>()?;
+    for day in days {
+        daily.remove((code, day))?;
+    }
+    Ok(existed)
+}
+
+fn lease(txn: &WriteTransaction, count: u64) -> Result<Range<u64>, redb::Error> {
+    let mut counters = txn.open_table(COUNTERS)?;
+    let start = counters
+        .get(LINK_ID_COUNTER)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    let end = start.saturating_add(count);
+    counters.insert(LINK_ID_COUNTER, end)?;
+    Ok(start..end)
+}
+
+fn add_clicks(txn: &WriteTransaction, deltas: &[ClickDelta]) -> Result<(), redb::Error> {
+    let links = txn.open_table(LINKS)?;
+    let mut totals = txn.open_table(CLICK_TOTALS)?;
+    let mut daily = txn.open_table(CLICK_DAILY)?;
+    for delta in deltas {
+        let code = delta.code.as_str();
+        if links.get(code)?.is_none() {
+            continue; // deleted since the click: its statistics went with it
+        }
+        let (total, last) = totals.get(code)?.map(|v| v.value()).unwrap_or((0, 0));
+        totals.insert(
+            code,
+            (
+                total.saturating_add(delta.count),
+                last.max(delta.last_click_ms),
+            ),
+        )?;
+        for &(day, n) in &delta.days {
+            let current = daily.get((code, day))?.map(|v| v.value()).unwrap_or(0);
+            daily.insert((code, day), current.saturating_add(n))?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl LinkStore for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        let code = code.to_owned();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let links = txn.open_table(LINKS).map_err(internal)?;
+            match links.get(code.as_str()).map_err(internal)? {
+                Some(bytes) => decode_link(&code, bytes.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn insert(
+        &self,
+        link: &Link,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<InsertOutcome, StoreError> {
+        self.write(|reply| WriteOp::Insert {
+            link: link.clone(),
+            idempotency: idempotency.cloned(),
+            reply,
+        })
+        .await
+    }
+
+    async fn delete(&self, code: &str) -> Result<bool, StoreError> {
+        self.write(|reply| WriteOp::Delete {
+            code: code.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
+        self.write(|reply| WriteOp::Lease { count, reply }).await
+    }
+
+    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), StoreError> {
+        self.write(|reply| WriteOp::Clicks {
+            deltas: deltas.to_vec(),
+            reply,
+        })
+        .await
+    }
+
+    async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
+        let code = code.to_owned();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let code = code.as_str();
+            if txn
+                .open_table(LINKS)
+                .map_err(internal)?
+                .get(code)
+                .map_err(internal)?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let (total_clicks, last) = txn
+                .open_table(CLICK_TOTALS)
+                .map_err(internal)?
+                .get(code)
+                .map_err(internal)?
+                .map(|v| v.value())
+                .unwrap_or((0, 0));
+            let daily = txn
+                .open_table(CLICK_DAILY)
+                .map_err(internal)?
+                .range((code, 0u32)..=(code, u32::MAX))
+                .map_err(internal)?
+                .map(|entry| entry.map(|(k, v)| (k.value().1, v.value())))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal)?;
+            Ok(Some(LinkStats {
+                total_clicks,
+                last_click_ms: (total_clicks > 0).then_some(last),
+                daily,
+            }))
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.writes.is_closed() {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        self.read(|db| {
+            let txn = db.begin_read().map_err(internal)?;
+            txn.open_table(COUNTERS).map_err(internal)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.writes.send(WriteOp::Close { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(code: &str) -> Link {
+        Link {
+            code: code.into(),
+            url: format!("https://example.com/{code}"),
+            created_at_ms: 1,
+            expires_at_ms: None,
+            redirect_status: 302,
+            owner: None,
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            EmbeddedStore::open(&dir.path().join("k.redb"), Duration::from_secs(5)).expect("open");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn insert_is_put_if_absent() {
+        let (_dir, store) = store().await;
+        assert_eq!(
+            store.insert(&link("abc"), None).await.expect("insert"),
+            InsertOutcome::Inserted
+        );
+        let mut other = link("abc");
+        other.url = "https://other.example/".into();
+        assert_eq!(
+            store.insert(&other, None).await.expect("insert"),
+            InsertOutcome::CodeTaken
+        );
+        let stored = store.get("abc").await.expect("get").expect("exists");
+        assert_eq!(stored.url, "https://example.com/abc");
+    }
+
+    #[tokio::test]
+    async fn leases_do_not_overlap_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.redb");
+        let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("open");
+        let a = store.lease_ids(1000).await.expect("lease");
+        let b = store.lease_ids(1000).await.expect("lease");
+        assert_eq!(a, 0..1000);
+        assert_eq!(b, 1000..2000);
+        store.close().await;
+        drop(store);
+        let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("reopen");
+        assert_eq!(store.lease_ids(10).await.expect("lease"), 2000..2010);
+    }
+
+    #[tokio::test]
+    async fn clicks_accumulate_and_go_with_the_link() {
+        let (_dir, store) = store().await;
+        store.insert(&link("abc"), None).await.expect("insert");
+        let delta = |count, day| ClickDelta {
+            code: "abc".into(),
+            count,
+            last_click_ms: i64::from(day) * 86_400_000,
+            days: vec![(day, count)],
+        };
+        store
+            .add_clicks(&[delta(2, 10), delta(3, 11)])
+            .await
+            .expect("clicks");
+        store.add_clicks(&[delta(1, 11)]).await.expect("clicks");
+        let stats = store.stats("abc").await.expect("stats").expect("exists");
+        assert_eq!(stats.total_clicks, 6);
+        assert_eq!(stats.daily, vec![(10, 2), (11, 4)]);
+        assert_eq!(stats.last_click_ms, Some(11 * 86_400_000));
+
+        assert!(store.delete("abc").await.expect("delete"));
+        assert_eq!(store.stats("abc").await.expect("stats"), None);
+        store.add_clicks(&[delta(1, 12)]).await.expect("clicks");
+        store.insert(&link("abc"), None).await.expect("insert");
+        let fresh = store.stats("abc").await.expect("stats").expect("exists");
+        assert_eq!(fresh, LinkStats::default());
+    }
+
+    #[tokio::test]
+    async fn idempotency_key_replays_within_the_window() {
+        let (_dir, store) = store().await;
+        let record = IdempotencyRecord {
+            key: "k1".into(),
+            fingerprint: "f".into(),
+            code: "abc".into(),
+            created_at_ms: 1,
+        };
+        store
+            .insert(&link("abc"), Some(&record))
+            .await
+            .expect("insert");
+        let retry = IdempotencyRecord {
+            code: "xyz".into(),
+            ..record.clone()
+        };
+        assert_eq!(
+            store
+                .insert(&link("xyz"), Some(&retry))
+                .await
+                .expect("insert"),
+            InsertOutcome::Replay(record)
+        );
+        assert_eq!(store.get("xyz").await.expect("get"), None);
+    }
+}

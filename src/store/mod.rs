@@ -1,0 +1,142 @@
+//! Durable storage of links, the id counter and click statistics, behind one small trait.
+//!
+//! Every insert is put-if-absent: the store is the single place where uniqueness of codes is
+//! decided, and nothing ever overwrites an existing link. An `Ok` from `insert` means the link
+//! is durable. Backends: `embedded` (a redb file, the default).
+
+mod embedded;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use embedded::EmbeddedStore;
+
+use crate::config::{Backend, Settings};
+
+/// A stored short link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub code: String,
+    pub url: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub redirect_status: u16,
+    /// Fingerprint of the API key that created it (never the key itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl Link {
+    pub fn is_expired_at(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+}
+
+/// Remembers which link a create with an `Idempotency-Key` made, so a retry gets it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// The client's key, scoped by who sent it.
+    pub key: String,
+    /// SHA-256 of the request, to tell a retry from a different request reusing the key.
+    pub fingerprint: String,
+    pub code: String,
+    pub created_at_ms: i64,
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// A link with this code exists; nothing was written.
+    CodeTaken,
+    /// The idempotency key was used before (within the window); nothing was written.
+    Replay(IdempotencyRecord),
+}
+
+/// Clicks on one code since the last flush.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClickDelta {
+    pub code: String,
+    pub count: u64,
+    pub last_click_ms: i64,
+    /// (UTC day number, clicks) pairs.
+    pub days: Vec<(u32, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkStats {
+    pub total_clicks: u64,
+    pub last_click_ms: Option<i64>,
+    /// (UTC day number, clicks), ascending by day.
+    pub daily: Vec<(u32, u64)>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or refused for now; worth retrying later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store call timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("stored record for '{code}' is unreadable: {reason}")]
+    Corrupt { code: String, reason: String },
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// Whether a client should retry (503) rather than see an internal error (500).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Timeout(_))
+    }
+}
+
+#[async_trait]
+pub trait LinkStore: Send + Sync + 'static {
+    /// Backend name for logs and readiness.
+    fn backend(&self) -> &'static str;
+
+    async fn get(&self, code: &str) -> Result<Option<Link>, StoreError>;
+
+    /// Stores `link` unless its code exists (and records `idempotency`, unless its key was used
+    /// within the window), atomically. `Ok(Inserted)` means durable.
+    async fn insert(
+        &self,
+        link: &Link,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<InsertOutcome, StoreError>;
+
+    /// Deletes a link and its statistics; `false` when there was none.
+    async fn delete(&self, code: &str) -> Result<bool, StoreError>;
+
+    /// Atomically advances the id counter by `count` and returns the leased ids.
+    async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError>;
+
+    /// Adds click deltas. Deltas for codes that no longer exist are discarded.
+    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), StoreError>;
+
+    /// Statistics of an existing link, `None` when there is no such link.
+    async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError>;
+
+    /// A cheap round trip proving the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Finishes pending writes and releases the store. Later calls fail.
+    async fn close(&self);
+}
+
+/// Opens the backend the settings name.
+pub async fn open(settings: &Settings) -> Result<Arc<dyn LinkStore>, StoreError> {
+    match settings.store.backend {
+        Backend::Embedded => {
+            let store = EmbeddedStore::open(&settings.store.path, settings.store_timeout())?;
+            Ok(Arc::new(store))
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Logging, request ids and the metrics registry.
+
+mod metrics;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing_subscriber::EnvFilter;
+
+pub use metrics::{Metrics, Route, inc};
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Installs the global tracing subscriber: human-readable lines by default, JSON on request.
+/// `RUST_LOG`, when set, overrides `log.level`. A second call (as in tests) is a no-op.
+pub fn init(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Request ids: a random per-process prefix and a counter, cheap enough for every request and
+/// unique across instances in practice.
+pub struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self {
+            prefix: getrandom::u32().unwrap_or(0),
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+impl RequestIds {
+    pub fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{n:x}", self.prefix)
+    }
+}
+
+/// Whether a client-supplied request id is safe to log and echo.
+pub fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
