@@ -50,10 +50,34 @@ impl Default for ServerSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum Backend {
     /// A redb file on local disk: nothing else to install.
     Embedded,
+}
+
+impl Backend {
+    pub const NAMES: &[&str] = &["embedded"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+        }
+    }
+}
+
+impl TryFrom<String> for Backend {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        match name.to_ascii_lowercase().as_str() {
+            "embedded" => Ok(Backend::Embedded),
+            _ => Err(format!(
+                "unknown store backend '{name}'; expected one of: {}",
+                Backend::NAMES.join(", ")
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

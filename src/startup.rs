@@ -67,7 +67,7 @@ impl Application {
         let store = store::open(&settings)
             .await
             .map_err(|source| StartupError::Store {
-                backend: "embedded",
+                backend: settings.store.backend.name(),
                 source,
             })?;
         tracing::info!(backend = store.backend(), path = %settings.store.path.display(), "store opened");

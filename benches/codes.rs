@@ -1,0 +1,35 @@
+//! Micro-benchmarks of the write path's code generation: base62, the id permutation, the hash
+//! fallback. Run: `cargo bench --bench codes`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use kurz::code::base62::{encode_padded, space};
+use kurz::code::{CodeGenerator, Permutation, hash_code};
+
+fn codes(c: &mut Criterion) {
+    c.bench_function("base62_encode_padded_7", |b| {
+        b.iter(|| encode_padded(black_box(3_521_614_606_207), 7))
+    });
+    let permutation = Permutation::new(b"bench-key", space(7));
+    let mut id = 0u64;
+    c.bench_function("permutation_forward_62^7", |b| {
+        b.iter(|| {
+            id = (id + 1) % space(7);
+            permutation.forward(black_box(id))
+        })
+    });
+    let generator = CodeGenerator::new(b"bench-key");
+    c.bench_function("code_for_id", |b| {
+        b.iter(|| {
+            id += 1;
+            generator.code_for(black_box(id))
+        })
+    });
+    c.bench_function("hash_code_7", |b| {
+        b.iter(|| hash_code(black_box("https://example.com/some/long/path?q=1"), 0, 7))
+    });
+}
+
+criterion_group!(benches, codes);
+criterion_main!(benches);

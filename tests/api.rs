@@ -1,0 +1,480 @@
+//! The HTTP API end to end against the real app on the embedded store.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_TOKEN, assert_problem, spawn_app, spawn_app_with};
+use kurz::config::Secret;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn create_redirect_stats_delete_cycle() {
+    let app = spawn_app().await;
+
+    let response = app
+        .create(json!({ "url": "https://example.com/x?y=1#z" }))
+        .await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: Value = response.json().await.expect("json");
+    let code = body["code"].as_str().expect("code").to_owned();
+    assert_eq!(code.len(), 7);
+    assert!(code.bytes().all(|b| b.is_ascii_alphanumeric()), "{code}");
+    assert_eq!(body["short_url"], format!("{}/{code}", app.base));
+    assert_eq!(location, format!("{}/{code}", app.base));
+    assert_eq!(body["url"], "https://example.com/x?y=1#z");
+    assert_eq!(body["redirect_status"], 302);
+    assert_eq!(body["expires_at"], Value::Null);
+    assert!(kurz::clock::parse_rfc3339(body["created_at"].as_str().expect("created_at")).is_some());
+
+    for _ in 0..3 {
+        let redirect = app.get(&format!("/{code}")).await;
+        assert_eq!(redirect.status(), 302);
+        assert_eq!(
+            redirect.headers()["location"],
+            "https://example.com/x?y=1#z"
+        );
+    }
+    // HEAD answers the same redirect but is not a click.
+    let head = app
+        .client
+        .head(app.url(&format!("/{code}")))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status(), 302);
+    assert_eq!(head.headers()["location"], "https://example.com/x?y=1#z");
+
+    let stats = app.stats_when(&code, 3).await;
+    assert_eq!(stats["code"], code);
+    assert_eq!(stats["total_clicks"], 3);
+    let today = kurz::clock::format_day(kurz::clock::day_of(kurz::clock::now_ms()));
+    assert_eq!(stats["daily"], json!([{ "date": today, "clicks": 3 }]));
+    assert!(stats["last_click_at"].is_string());
+
+    let meta: Value = app
+        .get(&format!("/api/v1/links/{code}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(meta["url"], "https://example.com/x?y=1#z");
+    assert_eq!(meta["code"], code);
+
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/v1/links/{code}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 204);
+    // Evicted from the cache at once: the very next redirect is a 404.
+    assert_problem(app.get(&format!("/{code}")).await, 404).await;
+    assert_problem(
+        app.admin_get(&format!("/api/v1/links/{code}/stats")).await,
+        404,
+    )
+    .await;
+    let again = app
+        .client
+        .delete(app.url(&format!("/api/v1/links/{code}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_problem(again, 404).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn aliases_redirect_statuses_and_conflicts() {
+    let app = spawn_app().await;
+    let response = app
+        .create(json!({ "url": "https://example.com/p", "alias": "Promo_2026", "redirect_status": 308 }))
+        .await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "Promo_2026");
+    assert_eq!(body["redirect_status"], 308);
+
+    let redirect = app.get("/Promo_2026").await;
+    assert_eq!(redirect.status(), 308);
+    assert_eq!(redirect.headers()["location"], "https://example.com/p");
+    // Aliases are case-sensitive.
+    assert_problem(app.get("/promo_2026").await, 404).await;
+
+    let taken = app
+        .create(json!({ "url": "https://other.example/", "alias": "Promo_2026" }))
+        .await;
+    let problem = assert_problem(taken, 409).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("Promo_2026")
+    );
+    // The first link is untouched.
+    assert_eq!(
+        app.get("/Promo_2026").await.headers()["location"],
+        "https://example.com/p"
+    );
+    for status in [301, 307] {
+        let created = app
+            .create(json!({ "url": "https://example.com/s", "redirect_status": status }))
+            .await;
+        let code = created.json::<Value>().await.expect("json")["code"]
+            .as_str()
+            .expect("code")
+            .to_owned();
+        assert_eq!(app.get(&format!("/{code}")).await.status(), status);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn expired_links_answer_410() {
+    let app = spawn_app().await;
+    let expires = kurz::clock::format_rfc3339(kurz::clock::now_ms() + 1_500);
+    let response = app
+        .create(json!({ "url": "https://example.com/soon", "expires_at": expires }))
+        .await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["expires_at"], expires);
+    let code = body["code"].as_str().expect("code").to_owned();
+
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let gone = loop {
+        let response = app.get(&format!("/{code}")).await;
+        if response.status() != 302 || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let problem = assert_problem(gone, 410).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("expired")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_with_the_right_status() {
+    let app = spawn_app().await;
+    let long_url = format!("https://example.com/{}", "a".repeat(8 * 1024));
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({}), "missing field `url`"),
+        (json!({ "url": 42 }), "invalid type"),
+        (json!({ "url": "" }), "must not be empty"),
+        (json!({ "url": "example.com/no-scheme" }), "absolute"),
+        (json!({ "url": "ftp://example.com/" }), "absolute"),
+        (json!({ "url": "javascript:alert(1)" }), "absolute"),
+        (json!({ "url": "https://exa mple.com/" }), "ASCII"),
+        (json!({ "url": long_url }), "limit"),
+        (json!({ "url": format!("{}/abc", app.base) }), "loop"),
+        (
+            json!({ "url": "https://example.com/", "alias": "ab" }),
+            "3 to 64",
+        ),
+        (
+            json!({ "url": "https://example.com/", "alias": "a".repeat(65) }),
+            "3 to 64",
+        ),
+        (
+            json!({ "url": "https://example.com/", "alias": "no/slash" }),
+            "letters, digits",
+        ),
+        (
+            json!({ "url": "https://example.com/", "alias": "healthz" }),
+            "reserved",
+        ),
+        (
+            json!({ "url": "https://example.com/", "alias": "API" }),
+            "reserved",
+        ),
+        (
+            json!({ "url": "https://example.com/", "expires_at": "tomorrow" }),
+            "RFC 3339",
+        ),
+        (
+            json!({ "url": "https://example.com/", "expires_at": "2001-01-01T00:00:00Z" }),
+            "future",
+        ),
+        (
+            json!({ "url": "https://example.com/", "redirect_status": 200 }),
+            "301, 302, 307, 308",
+        ),
+        (
+            json!({ "url": "https://example.com/", "colour": "red" }),
+            "unknown field `colour`",
+        ),
+    ];
+    for (body, expected) in cases {
+        let problem = assert_problem(app.create(body.clone()).await, 400).await;
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(detail.contains(expected), "{body}: {detail}");
+    }
+
+    let post = |content_type: &'static str, body: Vec<u8>| {
+        app.client
+            .post(app.url("/api/v1/links"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let malformed = post("application/json", b"{\"url\": ".to_vec())
+        .await
+        .expect("send");
+    assert_problem(malformed, 400).await;
+    let form = post("application/x-www-form-urlencoded", b"url=x".to_vec())
+        .await
+        .expect("send");
+    assert_problem(form, 415).await;
+    let none = app
+        .client
+        .post(app.url("/api/v1/links"))
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_problem(none, 415).await;
+    let huge = format!(
+        "{{\"url\": \"https://example.com/{}\"}}",
+        "a".repeat(20_000)
+    );
+    assert_problem(
+        post("application/json", huge.into_bytes())
+            .await
+            .expect("send"),
+        413,
+    )
+    .await;
+
+    assert_problem(app.get("/no-such-code").await, 404).await;
+    assert_problem(app.get("/bad.code").await, 404).await;
+    assert_problem(app.get("/api/v1/nothing/here").await, 404).await;
+    let put = app
+        .client
+        .put(app.url("/api/v1/links"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(put.headers()["allow"], "POST");
+    assert_problem(put, 405).await;
+    let bad_key = app
+        .client
+        .post(app.url("/api/v1/links"))
+        .header("idempotency-key", "")
+        .json(&json!({ "url": "https://example.com/" }))
+        .send()
+        .await
+        .expect("send");
+    assert_problem(bad_key, 400).await;
+
+    // Nothing above created a link or hurt the service.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn auth_guards_admin_routes_and_api_keys_when_configured() {
+    let app = spawn_app_with(|s| {
+        s.auth.api_keys = vec![Secret::new("key-alpha-123"), Secret::new("key-beta-456")];
+    })
+    .await;
+    let body = json!({ "url": "https://example.com/auth" });
+    let create = |token: Option<&'static str>| {
+        let mut request = app.client.post(app.url("/api/v1/links")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let missing = create(None).await.expect("send");
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    assert_problem(missing, 401).await;
+    assert_problem(create(Some("wrong-key")).await.expect("send"), 403).await;
+    assert_eq!(
+        create(Some("key-beta-456")).await.expect("send").status(),
+        201
+    );
+    let by_admin = create(Some(ADMIN_TOKEN)).await.expect("send");
+    assert_eq!(by_admin.status(), 201);
+    let code = by_admin.json::<Value>().await.expect("json")["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    let malformed = app
+        .client
+        .post(app.url("/api/v1/links"))
+        .header("authorization", "Basic dXNlcjpwdw==")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_problem(malformed, 401).await;
+
+    // Metadata needs a key too; redirects never do.
+    assert_problem(app.get(&format!("/api/v1/links/{code}")).await, 401).await;
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+
+    let stats = format!("/api/v1/links/{code}/stats");
+    assert_problem(app.get(&stats).await, 401).await;
+    let with_api_key = app
+        .client
+        .get(app.url(&stats))
+        .bearer_auth("key-alpha-123")
+        .send()
+        .await
+        .expect("send");
+    assert_problem(with_api_key, 403).await;
+    assert_eq!(app.admin_get(&stats).await.status(), 200);
+    let delete = app
+        .client
+        .delete(app.url(&format!("/api/v1/links/{code}")))
+        .bearer_auth("key-alpha-123")
+        .send()
+        .await
+        .expect("send");
+    assert_problem(delete, 403).await;
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_creates_give_distinct_codes() {
+    let app = spawn_app_with(|s| s.ids.block_size = 7).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (client, url) = (app.client.clone(), app.url("/api/v1/links"));
+        tasks.push(tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .json(&json!({ "url": format!("https://example.com/{i}") }))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(response.status(), 201);
+            let body: Value = response.json().await.expect("json");
+            (
+                body["code"].as_str().expect("code").to_owned(),
+                body["url"].as_str().expect("url").to_owned(),
+            )
+        }));
+    }
+    let mut codes = HashSet::new();
+    let mut created = Vec::new();
+    for task in tasks {
+        let (code, url) = task.await.expect("join");
+        assert!(codes.insert(code.clone()), "duplicate code {code}");
+        created.push((code, url));
+    }
+    assert_eq!(codes.len(), 200);
+    for (code, url) in created {
+        assert_eq!(
+            app.get(&format!("/{code}")).await.headers()["location"],
+            url.as_str()
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_original_link() {
+    let app = spawn_app().await;
+    let send = |url: &'static str, key: &'static str| {
+        app.client
+            .post(app.url("/api/v1/links"))
+            .header("idempotency-key", key)
+            .json(&json!({ "url": url }))
+            .send()
+    };
+    let first = send("https://example.com/once", "order-17")
+        .await
+        .expect("send");
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.expect("json");
+    let retry = send("https://example.com/once", "order-17")
+        .await
+        .expect("send");
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry: Value = retry.json().await.expect("json");
+    assert_eq!(retry["code"], first["code"]);
+    assert_eq!(retry["created_at"], first["created_at"]);
+
+    let misuse = send("https://example.com/different", "order-17")
+        .await
+        .expect("send");
+    assert_problem(misuse, 422).await;
+    let other_key = send("https://example.com/once", "order-18")
+        .await
+        .expect("send");
+    let other: Value = other_key.json().await.expect("json");
+    assert_ne!(other["code"], first["code"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn operations_endpoints_and_request_ids() {
+    let app = spawn_app().await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status(), 200);
+    assert!(health.headers().contains_key("x-request-id"));
+    let ready: Value = app.get("/readyz").await.json().await.expect("json");
+    assert_eq!(ready["checks"]["store"], "ok");
+
+    let echoed = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(echoed.headers()["x-request-id"], "trace-abc-123");
+
+    let code = app.create_code("https://example.com/m").await;
+    app.get(&format!("/{code}")).await;
+    app.get(&format!("/{code}")).await;
+    let metrics = app.get("/metrics").await;
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain")
+    );
+    let text = metrics.text().await.expect("text");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from metrics"))
+    };
+    assert_eq!(
+        value("kurz_http_requests_total{route=\"redirect\",status=\"3xx\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("kurz_http_requests_total{route=\"create_link\",status=\"2xx\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("kurz_http_request_duration_seconds_count{route=\"redirect\"}"),
+        2.0
+    );
+    assert_eq!(value("kurz_cache_misses_total"), 1.0);
+    assert_eq!(value("kurz_cache_hits_total"), 1.0);
+    assert_eq!(value("kurz_links_created_total"), 1.0);
+    assert_eq!(value("kurz_clicks_recorded_total"), 2.0);
+    assert!(text.contains("kurz_clicks_pending"));
+    app.stop().await;
+}

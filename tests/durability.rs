@@ -1,0 +1,191 @@
+//! The real `kurz` binary as a process: restarts keep links and clicks, SIGKILL loses no
+//! acknowledged link, and bad settings stop start-up with a message naming the setting.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_TOKEN, KurzProcess, client, data_file};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+async fn create(client: &reqwest::Client, base: &str, url: &str) -> Option<String> {
+    let response = client
+        .post(format!("{base}/api/v1/links"))
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .ok()?;
+    if response.status() != 201 {
+        return None;
+    }
+    let body: Value = response.json().await.ok()?;
+    Some(body["code"].as_str()?.to_owned())
+}
+
+async fn location(client: &reqwest::Client, base: &str, code: &str) -> Option<String> {
+    let response = client.get(format!("{base}/{code}")).send().await.ok()?;
+    Some(
+        response
+            .headers()
+            .get("location")?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn graceful_restart_keeps_links_and_flushes_clicks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A flush interval far beyond the test: only the shutdown flush can write the clicks.
+    let env = [("KURZ__CLICKS__FLUSH_INTERVAL_MS", "3600000")];
+    let kurz = KurzProcess::start(&data_file(&dir), &env);
+    let client = client();
+    let mut links = Vec::new();
+    for i in 0..20 {
+        let url = format!("https://example.com/restart/{i}");
+        let code = create(&client, &kurz.base, &url).await.expect("created");
+        links.push((code, url));
+    }
+    let (clicked, _) = &links[0];
+    for _ in 0..5 {
+        assert!(location(&client, &kurz.base, clicked).await.is_some());
+    }
+    kurz.sigterm();
+    assert!(kurz.wait(), "kurz exits cleanly on SIGTERM");
+
+    let kurz = KurzProcess::start(&data_file(&dir), &env);
+    for (code, url) in &links {
+        assert_eq!(
+            location(&client, &kurz.base, code).await.as_deref(),
+            Some(url.as_str())
+        );
+    }
+    let stats: Value = client
+        .get(format!("{}/api/v1/links/{clicked}/stats", kurz.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["total_clicks"], 5);
+    // New links after the restart never reuse a code.
+    let fresh = create(&client, &kurz.base, "https://example.com/after")
+        .await
+        .expect("created");
+    assert!(links.iter().all(|(code, _)| *code != fresh));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_concurrent_creates_loses_no_acknowledged_link() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut kurz = KurzProcess::start(&data_file(&dir), &[]);
+    let client = client();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..32 {
+        let (client, base) = (client.clone(), kurz.base.clone());
+        let (acknowledged, count, stop) = (acknowledged.clone(), count.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) && i < 10_000 {
+                let url = format!("https://example.com/kill/{w}/{i}");
+                i += 1;
+                match create(&client, &base, &url).await {
+                    Some(code) => {
+                        acknowledged.lock().await.push((code, url));
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => break, // the server is gone
+                }
+            }
+        }));
+    }
+    // Kill while creates are in flight, once a good number have been acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count.load(Ordering::Relaxed) < 500 {
+        assert!(Instant::now() < deadline, "creates too slow");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    kurz.child.kill().expect("SIGKILL");
+    kurz.child.wait().expect("reaped");
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let acknowledged = acknowledged.lock().await.clone();
+    assert!(acknowledged.len() >= 500);
+
+    let kurz = KurzProcess::start(&data_file(&dir), &[]);
+    for (code, url) in &acknowledged {
+        assert_eq!(
+            location(&client, &kurz.base, code).await.as_deref(),
+            Some(url.as_str()),
+            "acknowledged link {code} lost"
+        );
+    }
+}
+
+fn start_error(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kurz"));
+    command
+        .env("KURZ__STORE__PATH", data_file(&dir))
+        .env("KURZ__SERVER__BIND", "127.0.0.1:0");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    // Bad settings must stop start-up, so the process exits on its own.
+    let output = command.output().expect("runs");
+    assert!(!output.status.success(), "kurz started with {env:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn bad_settings_stop_start_up_naming_the_setting() {
+    let cases = [
+        ("KURZ__STORE__BACKEND", "cassandra", "store.backend"),
+        ("KURZ__SERVER__BIND", "localhost", "server.bind"),
+        (
+            "KURZ__CLICKS__FLUSH_INTERVAL_MS",
+            "soon",
+            "clicks.flush_interval_ms",
+        ),
+        (
+            "KURZ__SERVER__PUBLIC_BASE_URL",
+            "kurz.example",
+            "server.public_base_url",
+        ),
+        ("KURZ__AUTH__ADMIN_TOKEN", "short", "auth.admin_token"),
+        ("KURZ__SERVER__BNID", "127.0.0.1:1", "bnid"),
+    ];
+    for (key, value, named) in cases {
+        let stderr = start_error(&[(key, value)]);
+        assert!(stderr.contains(named), "{key}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn a_store_file_in_use_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _running = KurzProcess::start(&data_file(&dir), &[]);
+    let output = Command::new(env!("CARGO_BIN_EXE_kurz"))
+        .env("KURZ__STORE__PATH", data_file(&dir))
+        .env("KURZ__SERVER__BIND", "127.0.0.1:0")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot open the embedded store"),
+        "{stderr}"
+    );
+}
