@@ -127,6 +127,9 @@ impl Default for LocalCacheSettings {
     }
 }
 
+/// The built-in permutation key: fine for a laptop, predictable for a public deployment.
+pub const DEFAULT_PERMUTATION_KEY: &str = "kurz-default-permutation-key";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdSettings {
@@ -141,7 +144,7 @@ impl Default for IdSettings {
     fn default() -> Self {
         Self {
             block_size: 1_000,
-            permutation_key: Secret::new("kurz-default-permutation-key"),
+            permutation_key: Secret::new(DEFAULT_PERMUTATION_KEY),
         }
     }
 }

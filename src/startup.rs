@@ -12,7 +12,7 @@ use actix_web::{App, HttpServer, web};
 use crate::cache::LocalCache;
 use crate::clicks::{ClickFlusher, ClickRecorder};
 use crate::code::{CodeGenerator, IdAllocator};
-use crate::config::{Secret, Settings, SettingsError};
+use crate::config::{DEFAULT_PERMUTATION_KEY, Secret, Settings, SettingsError};
 use crate::http::{self, AppState, Auth};
 use crate::links::{BaseUrl, LinkService};
 use crate::store::{self, LinkStore, StoreError};
@@ -83,6 +83,12 @@ impl Application {
             .or(generated_admin_token.as_ref())
             .cloned()
             .unwrap_or_else(generate_token);
+        if settings.ids.permutation_key.expose() == DEFAULT_PERMUTATION_KEY {
+            tracing::warn!(
+                "ids.permutation_key is the built-in default: anyone can predict the codes kurz \
+                 will hand out; set KURZ__IDS__PERMUTATION_KEY on a public deployment"
+            );
+        }
         if settings.auth.api_keys.is_empty() {
             tracing::warn!(
                 "no API keys configured (auth.api_keys): anyone who can reach kurz can create links"
