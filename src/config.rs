@@ -54,14 +54,17 @@ impl Default for ServerSettings {
 pub enum Backend {
     /// A redb file on local disk: nothing else to install.
     Embedded,
+    /// Amazon DynamoDB: the production store shared by many instances.
+    Dynamodb,
 }
 
 impl Backend {
-    pub const NAMES: &[&str] = &["embedded"];
+    pub const NAMES: &[&str] = &["embedded", "dynamodb"];
 
     pub fn name(self) -> &'static str {
         match self {
             Backend::Embedded => "embedded",
+            Backend::Dynamodb => "dynamodb",
         }
     }
 }
@@ -72,6 +75,7 @@ impl TryFrom<String> for Backend {
     fn try_from(name: String) -> Result<Self, Self::Error> {
         match name.to_ascii_lowercase().as_str() {
             "embedded" => Ok(Backend::Embedded),
+            "dynamodb" => Ok(Backend::Dynamodb),
             _ => Err(format!(
                 "unknown store backend '{name}'; expected one of: {}",
                 Backend::NAMES.join(", ")
@@ -86,8 +90,9 @@ pub struct StoreSettings {
     pub backend: Backend,
     /// The embedded store's file.
     pub path: PathBuf,
-    /// Upper bound on one store call; a slower call fails as "unavailable".
+    /// Upper bound on one store call, retries included; a slower call fails as "unavailable".
     pub timeout_ms: u64,
+    pub dynamodb: DynamoSettings,
 }
 
 impl Default for StoreSettings {
@@ -96,6 +101,45 @@ impl Default for StoreSettings {
             backend: Backend::Embedded,
             path: PathBuf::from("./data/kurz.redb"),
             timeout_ms: 3_000,
+            dynamodb: DynamoSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DynamoSettings {
+    /// The table (`kurz init` creates it).
+    pub table: String,
+    /// AWS region; unset, the standard chain decides (AWS_REGION, profile).
+    pub region: Option<String>,
+    /// Endpoint override, for DynamoDB Local. Unset in production.
+    pub endpoint_url: Option<String>,
+    /// Upper bound on one HTTP attempt; the SDK retries within `store.timeout_ms`.
+    pub attempt_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Attempts per call (standard retry mode, exponential backoff with jitter).
+    pub max_attempts: u32,
+    /// Concurrent writes when flushing click counts.
+    pub flush_concurrency: usize,
+    /// Static credentials, for DynamoDB Local and tests. Unset, the standard provider chain is
+    /// used (environment, profile, container or instance role).
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+}
+
+impl Default for DynamoSettings {
+    fn default() -> Self {
+        Self {
+            table: "kurz".into(),
+            region: None,
+            endpoint_url: None,
+            attempt_timeout_ms: 1_000,
+            connect_timeout_ms: 1_000,
+            max_attempts: 3,
+            flush_concurrency: 16,
+            access_key_id: None,
+            secret_access_key: None,
         }
     }
 }
@@ -109,7 +153,7 @@ pub struct CacheSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LocalCacheSettings {
-    /// Memory budget of the in-process cache, in bytes (estimated per entry).
+    /// Memory budget of the in-process cache, in bytes (estimated per entry); 0 turns it off.
     pub max_bytes: u64,
     /// How long a found link stays cached.
     pub ttl_ms: u64,
@@ -329,6 +373,22 @@ impl Settings {
         }
         if self.store.timeout_ms == 0 {
             return invalid("store.timeout_ms", "must be at least 1");
+        }
+        let dynamo = &self.store.dynamodb;
+        if dynamo.table.is_empty() {
+            return invalid("store.dynamodb.table", "must not be empty");
+        }
+        if dynamo.max_attempts == 0 || dynamo.flush_concurrency == 0 {
+            return invalid(
+                "store.dynamodb",
+                "max_attempts and flush_concurrency must be at least 1",
+            );
+        }
+        if dynamo.access_key_id.is_some() != dynamo.secret_access_key.is_some() {
+            return invalid(
+                "store.dynamodb.access_key_id",
+                "set both access_key_id and secret_access_key, or neither",
+            );
         }
         if self.limits.max_url_bytes == 0 || self.limits.max_body_bytes < 1024 {
             return invalid(

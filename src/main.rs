@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP service (the default).
     Serve,
+    /// Create or update the configured store's tables (idempotent), then exit.
+    Init,
 }
 
 #[tokio::main]
@@ -36,6 +38,22 @@ async fn main() -> ExitCode {
     kurz::telemetry::init(&settings.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
+        Command::Init => init(settings).await,
+    }
+}
+
+async fn init(settings: Settings) -> ExitCode {
+    match kurz::store::init(&settings).await {
+        Ok(done) => {
+            for line in done {
+                println!("kurz init: {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kurz init: {} store: {e}", settings.store.backend.name());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,17 +1,17 @@
-//! The HTTP API end to end against the real app on the embedded store.
+//! The HTTP API end to end against the real app: one behavioural suite, run against every
+//! store backend (the embedded redb file and DynamoDB Local).
 
 mod common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, assert_problem, spawn_app, spawn_app_with};
+use common::{ADMIN_TOKEN, Backend, TestStore, assert_problem, spawn_app_on, spawn_app_on_backend};
 use kurz::config::Secret;
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn create_redirect_stats_delete_cycle() {
-    let app = spawn_app().await;
+async fn create_redirect_stats_delete_cycle(backend: Backend) {
+    let app = spawn_app_on_backend(backend, |_| {}).await;
 
     let response = app
         .create(json!({ "url": "https://example.com/x?y=1#z" }))
@@ -92,9 +92,8 @@ async fn create_redirect_stats_delete_cycle() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn aliases_redirect_statuses_and_conflicts() {
-    let app = spawn_app().await;
+async fn aliases_redirect_statuses_and_conflicts(backend: Backend) {
+    let app = spawn_app_on_backend(backend, |_| {}).await;
     let response = app
         .create(json!({ "url": "https://example.com/p", "alias": "Promo_2026", "redirect_status": 308 }))
         .await;
@@ -137,9 +136,8 @@ async fn aliases_redirect_statuses_and_conflicts() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn expired_links_answer_410() {
-    let app = spawn_app().await;
+async fn expired_links_answer_410(backend: Backend) {
+    let app = spawn_app_on_backend(backend, |_| {}).await;
     let expires = kurz::clock::format_rfc3339(kurz::clock::now_ms() + 1_500);
     let response = app
         .create(json!({ "url": "https://example.com/soon", "expires_at": expires }))
@@ -168,9 +166,8 @@ async fn expired_links_answer_410() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn bad_input_gets_a_problem_with_the_right_status() {
-    let app = spawn_app().await;
+async fn bad_input_gets_a_problem_with_the_right_status(backend: Backend) {
+    let app = spawn_app_on_backend(backend, |_| {}).await;
     let long_url = format!("https://example.com/{}", "a".repeat(8 * 1024));
     let cases: Vec<(Value, &str)> = vec![
         (json!({}), "missing field `url`"),
@@ -286,9 +283,8 @@ async fn bad_input_gets_a_problem_with_the_right_status() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn auth_guards_admin_routes_and_api_keys_when_configured() {
-    let app = spawn_app_with(|s| {
+async fn auth_guards_admin_routes_and_api_keys_when_configured(backend: Backend) {
+    let app = spawn_app_on_backend(backend, |s| {
         s.auth.api_keys = vec![Secret::new("key-alpha-123"), Secret::new("key-beta-456")];
     })
     .await;
@@ -351,9 +347,8 @@ async fn auth_guards_admin_routes_and_api_keys_when_configured() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_concurrent_creates_give_distinct_codes() {
-    let app = spawn_app_with(|s| s.ids.block_size = 7).await;
+async fn two_hundred_concurrent_creates_give_distinct_codes(backend: Backend) {
+    let app = spawn_app_on_backend(backend, |s| s.ids.block_size = 7).await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         let (client, url) = (app.client.clone(), app.url("/api/v1/links"));
@@ -389,9 +384,8 @@ async fn two_hundred_concurrent_creates_give_distinct_codes() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn idempotency_key_returns_the_original_link() {
-    let app = spawn_app().await;
+async fn idempotency_key_returns_the_original_link(backend: Backend) {
+    let app = spawn_app_on_backend(backend, |_| {}).await;
     let send = |url: &'static str, key: &'static str| {
         app.client
             .post(app.url("/api/v1/links"))
@@ -425,9 +419,8 @@ async fn idempotency_key_returns_the_original_link() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn operations_endpoints_and_request_ids() {
-    let app = spawn_app().await;
+async fn operations_endpoints_and_request_ids(backend: Backend) {
+    let app = spawn_app_on_backend(backend, |_| {}).await;
     let health = app.get("/healthz").await;
     assert_eq!(health.status(), 200);
     assert!(health.headers().contains_key("x-request-id"));
@@ -478,3 +471,59 @@ async fn operations_endpoints_and_request_ids() {
     assert!(text.contains("kurz_clicks_pending"));
     app.stop().await;
 }
+
+async fn clicks_are_flushed_on_shutdown(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    // No periodic flush within the test: only the shutdown flush can write these clicks.
+    let slow = |s: &mut kurz::config::Settings| s.clicks.flush_interval_ms = 3_600_000;
+    let app = spawn_app_on(&store, slow).await;
+    let code = app.create_code("https://example.com/flush").await;
+    for _ in 0..4 {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+    app.stop().await;
+
+    let app = spawn_app_on(&store, slow).await;
+    let stats: Value = app
+        .admin_get(&format!("/api/v1/links/{code}/stats"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["total_clicks"], 4);
+    app.stop().await;
+}
+
+/// Runs each behavioural test once per backend, as `embedded::name` and `dynamodb::name`.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Embedded).await
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Dynamodb).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    create_redirect_stats_delete_cycle,
+    aliases_redirect_statuses_and_conflicts,
+    expired_links_answer_410,
+    bad_input_gets_a_problem_with_the_right_status,
+    auth_guards_admin_routes_and_api_keys_when_configured,
+    two_hundred_concurrent_creates_give_distinct_codes,
+    idempotency_key_returns_the_original_link,
+    operations_endpoints_and_request_ids,
+    clicks_are_flushed_on_shutdown,
+);

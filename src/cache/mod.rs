@@ -24,11 +24,15 @@ pub enum Cached {
 const ENTRY_OVERHEAD: usize = 160;
 
 pub struct LocalCache {
-    entries: Cache<String, Cached>,
+    /// `None` when the cache is turned off (`max_bytes = 0`): every lookup goes to the store.
+    entries: Option<Cache<String, Cached>>,
 }
 
 impl LocalCache {
     pub fn new(settings: &LocalCacheSettings) -> Self {
+        if settings.max_bytes == 0 {
+            return Self { entries: None };
+        }
         let expiry = TtlPolicy {
             ttl: Duration::from_millis(settings.ttl_ms),
             negative_ttl: Duration::from_millis(settings.negative_ttl_ms),
@@ -44,12 +48,14 @@ impl LocalCache {
             })
             .expire_after(expiry)
             .build();
-        Self { entries }
+        Self {
+            entries: Some(entries),
+        }
     }
 
     /// The cached answer for `code`, if any.
     pub async fn get(&self, code: &str) -> Option<Cached> {
-        self.entries.get(code).await
+        self.entries.as_ref()?.get(code).await
     }
 
     /// The cached answer, or the one `load` gives, cached for the next caller. Concurrent calls
@@ -58,15 +64,20 @@ impl LocalCache {
     where
         F: Future<Output = Result<Cached, StoreError>>,
     {
-        self.entries.try_get_with_by_ref(code, load).await
+        match &self.entries {
+            Some(entries) => entries.try_get_with_by_ref(code, load).await,
+            None => load.await.map_err(Arc::new),
+        }
     }
 
     pub async fn invalidate(&self, code: &str) {
-        self.entries.invalidate(code).await;
+        if let Some(entries) = &self.entries {
+            entries.invalidate(code).await;
+        }
     }
 
     pub fn entry_count(&self) -> u64 {
-        self.entries.entry_count()
+        self.entries.as_ref().map_or(0, Cache::entry_count)
     }
 }
 

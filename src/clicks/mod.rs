@@ -3,14 +3,16 @@
 //! A redirect only bumps an in-memory counter in one of several lock shards (a short critical
 //! section, no allocation once the code has been seen in this interval). A background task
 //! drains the shards every flush interval and writes the aggregated deltas to the store in one
-//! call. When the store fails, the deltas are kept for the next flush, up to a bound; beyond it
-//! they are dropped and counted. Shutdown flushes what is left. Worst case on a crash: one
-//! interval of clicks.
+//! call. A delta the store did not take is kept exactly as it was, with its idempotency token,
+//! and sent again with the next flush: a write that timed out but did land is then recognised
+//! by the store instead of counted twice. Kept deltas are bounded; beyond the bound the oldest
+//! are dropped and counted. Shutdown flushes what is left. Worst case on a crash: one interval
+//! of clicks.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +56,9 @@ type Shard = Mutex<HashMap<Box<str>, Pending>>;
 pub struct ClickRecorder {
     shards: Box<[Shard]>,
     metrics: Arc<Metrics>,
+    /// Delta tokens: a random per-process prefix and a counter.
+    token_prefix: u64,
+    next_token: AtomicU64,
 }
 
 impl ClickRecorder {
@@ -61,7 +66,14 @@ impl ClickRecorder {
         Self {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             metrics,
+            token_prefix: getrandom::u64().unwrap_or_else(|_| clock::now_ms().unsigned_abs()),
+            next_token: AtomicU64::new(0),
         }
+    }
+
+    fn new_token(&self) -> String {
+        let n = self.next_token.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{n:016x}", self.token_prefix)
     }
 
     pub fn record(&self, code: &str, now_ms: i64) {
@@ -112,7 +124,7 @@ impl ClickFlusher {
             recorder,
             store,
             max_pending_codes,
-            carry: HashMap::new(),
+            retry: Vec::new(),
         };
         let task = tokio::spawn(flusher.run(interval, stopped));
         Self { stop, task }
@@ -129,8 +141,8 @@ struct Flusher {
     recorder: Arc<ClickRecorder>,
     store: Arc<dyn LinkStore>,
     max_pending_codes: usize,
-    /// Deltas drained but not yet written (kept across failed flushes).
-    carry: HashMap<Box<str>, Pending>,
+    /// Deltas the store did not take, unchanged (same token), oldest first.
+    retry: Vec<ClickDelta>,
 }
 
 impl Flusher {
@@ -150,56 +162,64 @@ impl Flusher {
             tracing::warn!(attempt, "final click flush failed; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let lost: u64 = self.carry.values().map(|p| p.count).sum();
+        let lost: u64 = self.retry.iter().map(|d| d.count).sum();
         tracing::error!(clicks = lost, "clicks not written at shutdown");
     }
 
     /// One flush; `true` when nothing is left pending.
     async fn flush(&mut self) -> bool {
-        self.recorder.drain_into(&mut self.carry);
-        if self.carry.is_empty() {
+        let mut fresh = HashMap::new();
+        self.recorder.drain_into(&mut fresh);
+        let mut batch = std::mem::take(&mut self.retry);
+        batch.extend(fresh.into_iter().map(|(code, p)| ClickDelta {
+            token: self.recorder.new_token(),
+            code: code.into(),
+            count: p.count,
+            last_click_ms: p.last_click_ms,
+            days: p.days,
+        }));
+        if batch.is_empty() {
             return true;
         }
-        let deltas: Vec<ClickDelta> = self
-            .carry
-            .iter()
-            .map(|(code, p)| ClickDelta {
-                code: code.to_string(),
-                count: p.count,
-                last_click_ms: p.last_click_ms,
-                days: p.days.clone(),
-            })
+        let result = self.store.add_clicks(&batch).await;
+        let unapplied = match &result {
+            Ok(()) => Vec::new(),
+            Err(e) => e.unapplied.clone(),
+        };
+        let total: u64 = batch.iter().map(|d| d.count).sum();
+        let mut unapplied = unapplied.into_iter().peekable();
+        self.retry = batch
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| unapplied.next_if_eq(i).is_some())
+            .map(|(_, delta)| delta)
             .collect();
-        let clicks: u64 = deltas.iter().map(|d| d.count).sum();
+        let kept: u64 = self.retry.iter().map(|d| d.count).sum();
         let metrics = &self.recorder.metrics;
-        match self.store.add_clicks(&deltas).await {
-            Ok(()) => {
-                self.carry.clear();
-                metrics.clicks_flushed.fetch_add(clicks, Ordering::Relaxed);
-                metrics.clicks_pending.fetch_sub(clicks, Ordering::Relaxed);
-                true
-            }
+        metrics
+            .clicks_flushed
+            .fetch_add(total - kept, Ordering::Relaxed);
+        metrics
+            .clicks_pending
+            .fetch_sub(total - kept, Ordering::Relaxed);
+        match result {
+            Ok(()) => true,
             Err(e) => {
                 metrics.click_flush_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, codes = deltas.len(), clicks, "click flush failed; keeping deltas for the next one");
+                tracing::warn!(error = %e.error, deltas = self.retry.len(), clicks = kept, "click flush failed; keeping deltas for the next one");
                 self.enforce_bound();
                 false
             }
         }
     }
 
+    /// Drops the oldest kept deltas beyond the bound.
     fn enforce_bound(&mut self) {
-        let excess = self.carry.len().saturating_sub(self.max_pending_codes);
+        let excess = self.retry.len().saturating_sub(self.max_pending_codes);
         if excess == 0 {
             return;
         }
-        let victims: Vec<Box<str>> = self.carry.keys().take(excess).cloned().collect();
-        let mut dropped = 0;
-        for code in victims {
-            if let Some(p) = self.carry.remove(&code) {
-                dropped += p.count;
-            }
-        }
+        let dropped: u64 = self.retry.drain(..excess).map(|d| d.count).sum();
         let metrics = &self.recorder.metrics;
         metrics.clicks_dropped.fetch_add(dropped, Ordering::Relaxed);
         metrics.clicks_pending.fetch_sub(dropped, Ordering::Relaxed);

@@ -136,6 +136,8 @@ impl LinkService {
                         Some(code) => code,
                         None => continue, // a reserved word: take the next id
                     },
+                    // A stalled store would stall the insert too: answer 503 now, not later.
+                    Err(e @ StoreError::Timeout(_)) => return Err(e.into()),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot lease ids; using hash codes for this link");
                         inc(&self.metrics.hash_fallbacks);

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::config::LocalCacheSettings;
-use crate::store::{ClickDelta, EmbeddedStore};
+use crate::store::{ClickDelta, EmbeddedStore, FlushError};
 
 /// The embedded store, except that leasing ids can be made to fail.
 struct NoCounter(EmbeddedStore);
@@ -33,7 +33,7 @@ impl LinkStore for NoCounter {
     async fn lease_ids(&self, _: u64) -> Result<Range<u64>, StoreError> {
         Err(StoreError::Unavailable("counter throttled".into()))
     }
-    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), StoreError> {
+    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
         self.0.add_clicks(deltas).await
     }
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {

@@ -17,8 +17,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClickDelta, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome, Link, LinkStats,
-    LinkStore, StoreError,
+    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome, Link,
+    LinkStats, LinkStore, StoreError,
 };
 
 const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
@@ -345,12 +345,17 @@ impl LinkStore for EmbeddedStore {
         self.write(|reply| WriteOp::Lease { count, reply }).await
     }
 
-    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), StoreError> {
+    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
+        // One transaction: all deltas are written, or none.
         self.write(|reply| WriteOp::Clicks {
             deltas: deltas.to_vec(),
             reply,
         })
         .await
+        .map_err(|error| FlushError {
+            error,
+            unapplied: (0..deltas.len()).collect(),
+        })
     }
 
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
@@ -474,6 +479,7 @@ mod tests {
         let (_dir, store) = store().await;
         store.insert(&link("abc"), None).await.expect("insert");
         let delta = |count, day| ClickDelta {
+            token: String::new(),
             code: "abc".into(),
             count,
             last_click_ms: i64::from(day) * 86_400_000,

@@ -2,8 +2,10 @@
 //!
 //! Every insert is put-if-absent: the store is the single place where uniqueness of codes is
 //! decided, and nothing ever overwrites an existing link. An `Ok` from `insert` means the link
-//! is durable. Backends: `embedded` (a redb file, the default).
+//! is durable. Backends: `embedded` (a redb file, the default) and `dynamodb` (production).
 
+#[cfg(feature = "dynamodb")]
+mod dynamodb;
 mod embedded;
 
 use std::ops::Range;
@@ -13,6 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "dynamodb")]
+pub use dynamodb::DynamoStore;
 pub use embedded::EmbeddedStore;
 
 use crate::config::{Backend, Settings};
@@ -62,6 +66,9 @@ pub enum InsertOutcome {
 /// Clicks on one code since the last flush.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClickDelta {
+    /// Unique per delta and kept when the delta is retried, so that a write which timed out
+    /// but did land is not applied twice (DynamoDB's `ClientRequestToken`, valid 10 minutes).
+    pub token: String,
     pub code: String,
     pub count: u64,
     pub last_click_ms: i64,
@@ -88,6 +95,15 @@ pub enum StoreError {
     Corrupt { code: String, reason: String },
     #[error("store failure: {0}")]
     Internal(String),
+}
+
+/// A click flush that did not fully apply: `unapplied` indexes the deltas to retry (those
+/// before and after them are written and must not be written again).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error} ({} click deltas not written)", unapplied.len())]
+pub struct FlushError {
+    pub error: StoreError,
+    pub unapplied: Vec<usize>,
 }
 
 impl StoreError {
@@ -118,8 +134,9 @@ pub trait LinkStore: Send + Sync + 'static {
     /// Atomically advances the id counter by `count` and returns the leased ids.
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError>;
 
-    /// Adds click deltas. Deltas for codes that no longer exist are discarded.
-    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), StoreError>;
+    /// Adds click deltas. Deltas for codes that no longer exist are discarded. Each delta is
+    /// applied wholly or not at all; on failure the error says which were not.
+    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError>;
 
     /// Statistics of an existing link, `None` when there is no such link.
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError>;
@@ -131,12 +148,50 @@ pub trait LinkStore: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the backend the settings name.
+/// Opens the backend the settings name, checking that its schema exists.
 pub async fn open(settings: &Settings) -> Result<Arc<dyn LinkStore>, StoreError> {
     match settings.store.backend {
         Backend::Embedded => {
             let store = EmbeddedStore::open(&settings.store.path, settings.store_timeout())?;
             Ok(Arc::new(store))
         }
+        #[cfg(feature = "dynamodb")]
+        Backend::Dynamodb => {
+            let store =
+                DynamoStore::connect(&settings.store.dynamodb, settings.store_timeout()).await?;
+            store.verify_table().await?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "dynamodb"))]
+        Backend::Dynamodb => Err(not_built()),
     }
+}
+
+/// Creates or updates what the configured backend needs (`kurz init`); safe to run again.
+/// Returns what it did, one line each.
+pub async fn init(settings: &Settings) -> Result<Vec<String>, StoreError> {
+    match settings.store.backend {
+        Backend::Embedded => {
+            let store = EmbeddedStore::open(&settings.store.path, settings.store_timeout())?;
+            store.close().await;
+            Ok(vec![format!(
+                "embedded store ready at {}",
+                settings.store.path.display()
+            )])
+        }
+        #[cfg(feature = "dynamodb")]
+        Backend::Dynamodb => {
+            DynamoStore::connect(&settings.store.dynamodb, settings.store_timeout())
+                .await?
+                .init()
+                .await
+        }
+        #[cfg(not(feature = "dynamodb"))]
+        Backend::Dynamodb => Err(not_built()),
+    }
+}
+
+#[cfg(not(feature = "dynamodb"))]
+fn not_built() -> StoreError {
+    StoreError::Unavailable("this kurz was built without the `dynamodb` feature".into())
 }

