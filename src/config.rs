@@ -148,6 +148,45 @@ impl Default for DynamoSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSettings {
     pub local: LocalCacheSettings,
+    pub redis: RedisSettings,
+}
+
+/// The shared L2 cache. Off unless `url` is set; Redis is never needed for a redirect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`; unset, there is no L2.
+    pub url: Option<Secret>,
+    pub pool_size: usize,
+    /// Upper bound on one Redis call, connection included. A redirect never waits longer
+    /// than this because of Redis.
+    pub timeout_ms: u64,
+    /// Prefix of every key and of the invalidation channel, so instances of different
+    /// deployments can share one Redis.
+    pub key_prefix: String,
+    /// How long a link stays in Redis (never past the link's expiry).
+    pub ttl_ms: u64,
+    /// How long "no such code" stays in Redis.
+    pub negative_ttl_ms: u64,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open before one call probes Redis again.
+    pub breaker_cool_off_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: 32,
+            timeout_ms: 50,
+            key_prefix: "kurz:".into(),
+            ttl_ms: 3_600_000,
+            negative_ttl_ms: 5_000,
+            breaker_threshold: 5,
+            breaker_cool_off_ms: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +433,23 @@ impl Settings {
             return invalid(
                 "limits",
                 "max_url_bytes must be positive and max_body_bytes at least 1024",
+            );
+        }
+        let redis = &self.cache.redis;
+        if let Some(url) = &redis.url
+            && !url.expose().starts_with("redis://")
+            && !url.expose().starts_with("rediss://")
+            && !url.expose().starts_with("unix://")
+        {
+            return invalid(
+                "cache.redis.url",
+                "expected redis://host:port (or rediss://, unix://)",
+            );
+        }
+        if redis.pool_size == 0 || redis.timeout_ms == 0 || redis.breaker_threshold == 0 {
+            return invalid(
+                "cache.redis",
+                "pool_size, timeout_ms and breaker_threshold must be at least 1",
             );
         }
         if let Some(token) = &self.auth.admin_token

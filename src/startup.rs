@@ -8,8 +8,9 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use tokio::task::JoinHandle;
 
-use crate::cache::LocalCache;
+use crate::cache::{LocalCache, RedisCache, start_invalidation_listener};
 use crate::clicks::{ClickFlusher, ClickRecorder};
 use crate::code::{CodeGenerator, IdAllocator};
 use crate::config::{DEFAULT_PERMUTATION_KEY, Secret, Settings, SettingsError};
@@ -40,6 +41,7 @@ pub struct Application {
     base_url: BaseUrl,
     generated_admin_token: Option<Secret>,
     flusher: ClickFlusher,
+    invalidations: Option<JoinHandle<()>>,
     store: Arc<dyn LinkStore>,
 }
 
@@ -97,9 +99,27 @@ impl Application {
 
         let metrics = Arc::new(Metrics::default());
         let clicks = Arc::new(ClickRecorder::new(Arc::clone(&metrics)));
+        let local = Arc::new(LocalCache::new(&settings.cache.local));
+        let redis = match &settings.cache.redis.url {
+            None => None,
+            Some(url) => {
+                let redis =
+                    RedisCache::new(&settings.cache.redis, url.expose(), Arc::clone(&metrics))
+                        .map_err(|reason| SettingsError::Invalid {
+                            key: "cache.redis.url",
+                            reason,
+                        })?;
+                redis.check_eviction_policy().await;
+                Some(redis)
+            }
+        };
+        let invalidations = redis
+            .clone()
+            .map(|redis| start_invalidation_listener(redis, Arc::clone(&local)));
         let links = LinkService::new(
             Arc::clone(&store),
-            LocalCache::new(&settings.cache.local),
+            local,
+            redis,
             IdAllocator::new(settings.ids.block_size),
             CodeGenerator::new(settings.ids.permutation_key.expose().as_bytes()),
             Arc::clone(&clicks),
@@ -139,6 +159,7 @@ impl Application {
             base_url,
             generated_admin_token,
             flusher,
+            invalidations,
             store,
         })
     }
@@ -171,6 +192,9 @@ impl Application {
         let result = self.server.await;
         tracing::info!("server stopped; flushing clicks");
         self.flusher.shutdown().await;
+        if let Some(listener) = self.invalidations {
+            listener.abort();
+        }
         self.store.close().await;
         tracing::info!("shutdown complete");
         result

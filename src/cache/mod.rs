@@ -1,157 +1,99 @@
-//! The in-process L1 cache in front of the store: bounded by an estimate of its memory, with a
-//! short TTL for links and a shorter one for "no such code", so hot links are answered from
-//! memory and scanners probing random codes cannot hammer the store. Concurrent misses for one
-//! code are coalesced into one store read.
+//! The cache tiers in front of the store: an in-process L1 (always, unless turned off) and a
+//! shared Redis L2 (optional). Both hold what a redirect needs, and "no such code" too.
+//! Neither is ever needed for a redirect to succeed.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod local;
+mod redis;
 
-use moka::Expiry;
-use moka::future::Cache;
+use crate::store::Link;
 
-use crate::clock;
-use crate::config::LocalCacheSettings;
-use crate::store::{Link, StoreError};
+pub use local::LocalCache;
+pub use redis::{RedisCache, start_invalidation_listener};
 
-/// What the cache knows about a code.
-#[derive(Debug, Clone)]
+/// What a redirect needs to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: Box<str>,
+    pub redirect_status: u16,
+    pub expires_at_ms: Option<i64>,
+}
+
+impl Target {
+    pub fn is_expired_at(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+}
+
+impl From<&Link> for Target {
+    fn from(link: &Link) -> Self {
+        Self {
+            url: link.url.as_str().into(),
+            redirect_status: link.redirect_status,
+            expires_at_ms: link.expires_at_ms,
+        }
+    }
+}
+
+/// What a cache knows about a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached {
-    Found(Arc<Link>),
+    Found(std::sync::Arc<Target>),
     Missing,
 }
 
-/// Rough per-entry overhead beyond the strings: moka's node, the Arc, the Link struct.
-const ENTRY_OVERHEAD: usize = 160;
-
-pub struct LocalCache {
-    /// `None` when the cache is turned off (`max_bytes = 0`): every lookup goes to the store.
-    entries: Option<Cache<String, Cached>>,
-}
-
-impl LocalCache {
-    pub fn new(settings: &LocalCacheSettings) -> Self {
-        if settings.max_bytes == 0 {
-            return Self { entries: None };
-        }
-        let expiry = TtlPolicy {
-            ttl: Duration::from_millis(settings.ttl_ms),
-            negative_ttl: Duration::from_millis(settings.negative_ttl_ms),
-        };
-        let entries = Cache::builder()
-            .max_capacity(settings.max_bytes)
-            .weigher(|code: &String, value: &Cached| {
-                let url = match value {
-                    Cached::Found(link) => link.url.len() + link.code.len(),
-                    Cached::Missing => 0,
-                };
-                u32::try_from(code.len() + url + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
-            })
-            .expire_after(expiry)
-            .build();
-        Self {
-            entries: Some(entries),
+impl Cached {
+    /// Compact form for Redis: `-` for "no such code", else `STATUS EXPIRES_MS URL`
+    /// (`EXPIRES_MS` is 0 for a link that never expires).
+    pub fn encode(&self) -> String {
+        match self {
+            Cached::Missing => "-".into(),
+            Cached::Found(t) => format!(
+                "{} {} {}",
+                t.redirect_status,
+                t.expires_at_ms.unwrap_or(0),
+                t.url
+            ),
         }
     }
 
-    /// The cached answer for `code`, if any.
-    pub async fn get(&self, code: &str) -> Option<Cached> {
-        self.entries.as_ref()?.get(code).await
-    }
-
-    /// The cached answer, or the one `load` gives, cached for the next caller. Concurrent calls
-    /// for one code share a single `load`; errors are not cached.
-    pub async fn get_or_load<F>(&self, code: &str, load: F) -> Result<Cached, Arc<StoreError>>
-    where
-        F: Future<Output = Result<Cached, StoreError>>,
-    {
-        match &self.entries {
-            Some(entries) => entries.try_get_with_by_ref(code, load).await,
-            None => load.await.map_err(Arc::new),
+    pub fn decode(text: &str) -> Option<Cached> {
+        if text == "-" {
+            return Some(Cached::Missing);
         }
-    }
-
-    pub async fn invalidate(&self, code: &str) {
-        if let Some(entries) = &self.entries {
-            entries.invalidate(code).await;
-        }
-    }
-
-    pub fn entry_count(&self) -> u64 {
-        self.entries.as_ref().map_or(0, Cache::entry_count)
-    }
-}
-
-struct TtlPolicy {
-    ttl: Duration,
-    negative_ttl: Duration,
-}
-
-impl Expiry<String, Cached> for TtlPolicy {
-    fn expire_after_create(&self, _: &String, value: &Cached, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Cached::Missing => self.negative_ttl,
-            // Never keep a link past its own expiry: after it, the store answers 410.
-            Cached::Found(link) => match link.expires_at_ms {
-                Some(at) => {
-                    let left = u64::try_from(at - clock::now_ms()).unwrap_or(0);
-                    self.ttl.min(Duration::from_millis(left))
-                }
-                None => self.ttl,
-            },
-        })
+        let mut parts = text.splitn(3, ' ');
+        let redirect_status = parts.next()?.parse().ok()?;
+        let expires: i64 = parts.next()?.parse().ok()?;
+        let url = parts.next().filter(|u| !u.is_empty())?;
+        Some(Cached::Found(std::sync::Arc::new(Target {
+            url: url.into(),
+            redirect_status,
+            expires_at_ms: (expires != 0).then_some(expires),
+        })))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
-    fn settings() -> LocalCacheSettings {
-        LocalCacheSettings {
-            max_bytes: 1 << 20,
-            ttl_ms: 60_000,
-            negative_ttl_ms: 60_000,
+    #[test]
+    fn redis_encoding_round_trips() {
+        let found = Cached::Found(Arc::new(Target {
+            url: "https://example.com/a b?c".into(),
+            redirect_status: 308,
+            expires_at_ms: Some(1_900_000_000_000),
+        }));
+        assert_eq!(
+            found.encode(),
+            "308 1900000000000 https://example.com/a b?c"
+        );
+        for value in [found, Cached::Missing] {
+            assert_eq!(Cached::decode(&value.encode()), Some(value));
         }
-    }
-
-    #[tokio::test]
-    async fn concurrent_misses_share_one_load() {
-        let cache = Arc::new(LocalCache::new(&settings()));
-        let loads = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..100 {
-            let (cache, loads) = (Arc::clone(&cache), Arc::clone(&loads));
-            tasks.push(tokio::spawn(async move {
-                cache
-                    .get_or_load("abc", async {
-                        loads.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(Cached::Missing)
-                    })
-                    .await
-            }));
-        }
-        for task in tasks {
-            assert!(matches!(task.await.expect("join"), Ok(Cached::Missing)));
-        }
-        assert_eq!(loads.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn errors_are_not_cached_and_invalidate_evicts() {
-        let cache = LocalCache::new(&settings());
-        let failed = cache
-            .get_or_load("abc", async { Err(StoreError::Unavailable("down".into())) })
-            .await;
-        assert!(failed.is_err());
-        assert!(cache.get("abc").await.is_none());
-        cache
-            .get_or_load("abc", async { Ok(Cached::Missing) })
-            .await
-            .expect("load");
-        assert!(matches!(cache.get("abc").await, Some(Cached::Missing)));
-        cache.invalidate("abc").await;
-        assert!(cache.get("abc").await.is_none());
+        let forever = Cached::decode("302 0 https://e.com").expect("decodes");
+        assert!(matches!(forever, Cached::Found(t) if t.expires_at_ms.is_none()));
+        assert_eq!(Cached::decode("garbage"), None);
+        assert_eq!(Cached::decode("302 0 "), None);
     }
 }

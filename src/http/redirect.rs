@@ -16,18 +16,18 @@ pub async fn redirect(
 ) -> Result<HttpResponse, ApiError> {
     let code = code_param(&req)?;
     match state.links.resolve(code).await? {
-        Resolved::Found(link) => {
+        Resolved::Found(target) => {
             if req.method() != Method::HEAD {
                 state.links.record_click(code);
             }
-            let status = StatusCode::from_u16(link.redirect_status).unwrap_or(StatusCode::FOUND);
+            let status = StatusCode::from_u16(target.redirect_status).unwrap_or(StatusCode::FOUND);
             Ok(HttpResponse::build(status)
-                .insert_header((LOCATION, link.url.as_str()))
+                .insert_header((LOCATION, &*target.url))
                 .finish())
         }
-        Resolved::Expired(link) => Err(ApiError::Gone(format!(
+        Resolved::Expired(target) => Err(ApiError::Gone(format!(
             "short link '{code}' expired at {}",
-            clock::format_rfc3339(link.expires_at_ms.unwrap_or_default())
+            clock::format_rfc3339(target.expires_at_ms.unwrap_or_default())
         ))),
         Resolved::Missing => Err(no_such_link(code)),
     }

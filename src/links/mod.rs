@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 pub use url::{BaseUrl, UrlError, validate_url};
 
-use crate::cache::{Cached, LocalCache};
+use crate::cache::{Cached, LocalCache, RedisCache, Target};
 use crate::clicks::ClickRecorder;
 use crate::clock;
 use crate::code::{CodeGenerator, IdAllocator, hash_code};
@@ -58,14 +58,15 @@ pub enum CreateError {
 /// What a redirect finds for a code.
 #[derive(Debug, Clone)]
 pub enum Resolved {
-    Found(Arc<Link>),
-    Expired(Arc<Link>),
+    Found(Arc<Target>),
+    Expired(Arc<Target>),
     Missing,
 }
 
 pub struct LinkService {
     store: Arc<dyn LinkStore>,
-    cache: LocalCache,
+    cache: Arc<LocalCache>,
+    redis: Option<RedisCache>,
     ids: IdAllocator,
     codes: CodeGenerator,
     clicks: Arc<ClickRecorder>,
@@ -75,7 +76,8 @@ pub struct LinkService {
 impl LinkService {
     pub fn new(
         store: Arc<dyn LinkStore>,
-        cache: LocalCache,
+        cache: Arc<LocalCache>,
+        redis: Option<RedisCache>,
         ids: IdAllocator,
         codes: CodeGenerator,
         clicks: Arc<ClickRecorder>,
@@ -84,6 +86,7 @@ impl LinkService {
         Self {
             store,
             cache,
+            redis,
             ids,
             codes,
             clicks,
@@ -205,7 +208,9 @@ impl LinkService {
         }
     }
 
-    /// Resolves a code for a redirect: L1 cache, then the store (one read however many ask).
+    /// Resolves a code for a redirect: L1, then Redis (when configured), then the store. One
+    /// load runs per code however many ask at once; a store answer is copied to Redis in the
+    /// background.
     pub async fn resolve(&self, code: &str) -> Result<Resolved, StoreError> {
         let cached = match self.cache.get(code).await {
             Some(hit) => {
@@ -214,27 +219,37 @@ impl LinkService {
             }
             None => {
                 inc(&self.metrics.cache_misses);
-                let load = async {
-                    match self.store.get(code).await {
-                        Ok(Some(link)) => Ok(Cached::Found(Arc::new(link))),
-                        Ok(None) => Ok(Cached::Missing),
-                        Err(e) => {
-                            inc(&self.metrics.store_errors);
-                            Err(e)
-                        }
-                    }
-                };
                 self.cache
-                    .get_or_load(code, load)
+                    .get_or_load(code, self.load(code))
                     .await
                     .map_err(|e| (*e).clone())?
             }
         };
         Ok(match cached {
-            Cached::Found(link) if link.is_expired_at(clock::now_ms()) => Resolved::Expired(link),
-            Cached::Found(link) => Resolved::Found(link),
+            Cached::Found(t) if t.is_expired_at(clock::now_ms()) => Resolved::Expired(t),
+            Cached::Found(t) => Resolved::Found(t),
             Cached::Missing => Resolved::Missing,
         })
+    }
+
+    async fn load(&self, code: &str) -> Result<Cached, StoreError> {
+        if let Some(redis) = &self.redis
+            && let Some(hit) = redis.get(code).await
+        {
+            return Ok(hit);
+        }
+        let cached = match self.store.get(code).await {
+            Ok(Some(link)) => Cached::Found(Arc::new(Target::from(&link))),
+            Ok(None) => Cached::Missing,
+            Err(e) => {
+                inc(&self.metrics.store_errors);
+                return Err(e);
+            }
+        };
+        if let Some(redis) = &self.redis {
+            redis.put_in_background(code, cached.clone());
+        }
+        Ok(cached)
     }
 
     /// Counts a click; the redirect path's only write, and it stays in memory.
@@ -247,10 +262,14 @@ impl LinkService {
         self.store.get(code).await
     }
 
-    /// Deletes a link and its statistics, and evicts it from the cache at once.
+    /// Deletes a link and its statistics, evicts it from this instance's cache at once, and
+    /// (with Redis) from Redis and every other instance's cache.
     pub async fn delete(&self, code: &str) -> Result<bool, StoreError> {
         let existed = self.store.delete(code).await?;
         self.cache.invalidate(code).await;
+        if let Some(redis) = &self.redis {
+            redis.invalidate(code).await;
+        }
         if existed {
             tracing::info!(code, "link deleted");
         }

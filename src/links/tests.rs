@@ -53,7 +53,8 @@ fn service(store: Arc<dyn LinkStore>) -> (LinkService, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
     let service = LinkService::new(
         store,
-        LocalCache::new(&LocalCacheSettings::default()),
+        Arc::new(LocalCache::new(&LocalCacheSettings::default())),
+        None,
         IdAllocator::new(10),
         CodeGenerator::new(KEY),
         Arc::new(ClickRecorder::new(Arc::clone(&metrics))),

@@ -74,6 +74,12 @@ pub struct Metrics {
     routes: [RouteMetrics; Route::ALL.len()],
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
+    pub redis_hits: AtomicU64,
+    pub redis_misses: AtomicU64,
+    pub redis_errors: AtomicU64,
+    /// 1 while the Redis circuit breaker is open.
+    pub redis_breaker_open: AtomicU64,
+    pub redis_invalidations: AtomicU64,
     pub links_created: AtomicU64,
     pub code_collisions: AtomicU64,
     pub hash_fallbacks: AtomicU64,
@@ -141,7 +147,7 @@ impl Metrics {
                 get(&m.sum_us) as f64 / 1e6
             );
         }
-        let scalars: [(&str, &str, &str, u64); 13] = [
+        let scalars: [(&str, &str, &str, u64); 18] = [
             (
                 "kurz_cache_hits_total",
                 "counter",
@@ -151,8 +157,38 @@ impl Metrics {
             (
                 "kurz_cache_misses_total",
                 "counter",
-                "Redirect lookups that went to the store.",
+                "Redirect lookups the in-process cache could not answer.",
                 get(&self.cache_misses),
+            ),
+            (
+                "kurz_redis_hits_total",
+                "counter",
+                "Lookups answered by Redis.",
+                get(&self.redis_hits),
+            ),
+            (
+                "kurz_redis_misses_total",
+                "counter",
+                "Lookups Redis could not answer (miss, failure or open breaker).",
+                get(&self.redis_misses),
+            ),
+            (
+                "kurz_redis_errors_total",
+                "counter",
+                "Redis calls that failed or timed out.",
+                get(&self.redis_errors),
+            ),
+            (
+                "kurz_redis_breaker_open",
+                "gauge",
+                "1 while the Redis circuit breaker is open and Redis is skipped.",
+                get(&self.redis_breaker_open),
+            ),
+            (
+                "kurz_redis_invalidations_total",
+                "counter",
+                "Invalidations received from other instances.",
+                get(&self.redis_invalidations),
             ),
             (
                 "kurz_cache_entries",

