@@ -145,7 +145,6 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(from_fn(http::observe))
                 .configure(http::configure)
-                .default_service(web::to(http::not_found))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_s);
         if let Some(workers) = settings.server.workers {

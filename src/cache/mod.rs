@@ -5,32 +5,51 @@
 mod local;
 mod redis;
 
+// The only framework type below the HTTP layer: the header value is what makes a cached
+// redirect cheap.
+use actix_web::http::header::HeaderValue;
+
 use crate::store::Link;
 
 pub use local::LocalCache;
 pub use redis::{RedisCache, start_invalidation_listener};
 
-/// What a redirect needs to know about a link.
+/// What a redirect needs to know about a link. The URL is kept as a ready `Location` header
+/// value: a redirect from the cache then clones a reference count instead of checking and
+/// copying the URL into a new header each time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub url: Box<str>,
+    location: HeaderValue,
     pub redirect_status: u16,
     pub expires_at_ms: Option<i64>,
 }
 
 impl Target {
+    /// `None` when `url` cannot be a header value (kurz only stores URLs that can).
+    pub fn new(url: &str, redirect_status: u16, expires_at_ms: Option<i64>) -> Option<Self> {
+        Some(Self {
+            location: HeaderValue::from_str(url).ok()?,
+            redirect_status,
+            expires_at_ms,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        // Built from a &str that passed `HeaderValue::from_str`, so always visible ASCII.
+        self.location.to_str().unwrap_or_default()
+    }
+
+    pub fn location(&self) -> &HeaderValue {
+        &self.location
+    }
+
     pub fn is_expired_at(&self, now_ms: i64) -> bool {
         self.expires_at_ms.is_some_and(|at| at <= now_ms)
     }
-}
 
-impl From<&Link> for Target {
-    fn from(link: &Link) -> Self {
-        Self {
-            url: link.url.as_str().into(),
-            redirect_status: link.redirect_status,
-            expires_at_ms: link.expires_at_ms,
-        }
+    /// The redirect view of a stored link.
+    pub fn of(link: &Link) -> Option<Self> {
+        Self::new(&link.url, link.redirect_status, link.expires_at_ms)
     }
 }
 
@@ -51,7 +70,7 @@ impl Cached {
                 "{} {} {}",
                 t.redirect_status,
                 t.expires_at_ms.unwrap_or(0),
-                t.url
+                t.url()
             ),
         }
     }
@@ -64,11 +83,8 @@ impl Cached {
         let redirect_status = parts.next()?.parse().ok()?;
         let expires: i64 = parts.next()?.parse().ok()?;
         let url = parts.next().filter(|u| !u.is_empty())?;
-        Some(Cached::Found(std::sync::Arc::new(Target {
-            url: url.into(),
-            redirect_status,
-            expires_at_ms: (expires != 0).then_some(expires),
-        })))
+        let target = Target::new(url, redirect_status, (expires != 0).then_some(expires))?;
+        Some(Cached::Found(std::sync::Arc::new(target)))
     }
 }
 
@@ -79,11 +95,8 @@ mod tests {
 
     #[test]
     fn redis_encoding_round_trips() {
-        let found = Cached::Found(Arc::new(Target {
-            url: "https://example.com/a b?c".into(),
-            redirect_status: 308,
-            expires_at_ms: Some(1_900_000_000_000),
-        }));
+        let target = Target::new("https://example.com/a b?c", 308, Some(1_900_000_000_000));
+        let found = Cached::Found(Arc::new(target.expect("a valid header value")));
         assert_eq!(
             found.encode(),
             "308 1900000000000 https://example.com/a b?c"
@@ -95,5 +108,10 @@ mod tests {
         assert!(matches!(forever, Cached::Found(t) if t.expires_at_ms.is_none()));
         assert_eq!(Cached::decode("garbage"), None);
         assert_eq!(Cached::decode("302 0 "), None);
+        assert_eq!(
+            Cached::decode("302 0 https://e.com/\nx"),
+            None,
+            "not a header value"
+        );
     }
 }

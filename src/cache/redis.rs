@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use super::{Cached, LocalCache};
 use crate::clock;
 use crate::config::RedisSettings;
-use crate::telemetry::{Metrics, inc};
+use crate::telemetry::Metrics;
 
 /// The L2 cache. Cheap to clone (the pool is shared).
 #[derive(Clone)]
@@ -105,7 +105,7 @@ impl RedisCache {
                 Some(value)
             }
             Err(e) => {
-                inc(&inner.metrics.redis_errors);
+                inner.metrics.redis_errors.inc();
                 if inner.breaker.on_failure() {
                     inner.metrics.redis_breaker_open.store(1, Ordering::Relaxed);
                 }
@@ -126,8 +126,8 @@ impl RedisCache {
             .flatten();
         let cached = value.as_deref().and_then(Cached::decode);
         match cached {
-            Some(_) => inc(&self.inner.metrics.redis_hits),
-            None => inc(&self.inner.metrics.redis_misses),
+            Some(_) => self.inner.metrics.redis_hits.inc(),
+            None => self.inner.metrics.redis_misses.inc(),
         }
         cached
     }
@@ -239,8 +239,8 @@ pub fn start_invalidation_listener(redis: RedisCache, local: Arc<LocalCache>) ->
                     let mut messages = pubsub.into_on_message();
                     while let Some(message) = messages.next().await {
                         if let Ok(code) = message.get_payload::<String>() {
-                            inc(&inner.metrics.redis_invalidations);
-                            local.invalidate(&code).await;
+                            inner.metrics.redis_invalidations.inc();
+                            local.invalidate(&code);
                         }
                     }
                     tracing::warn!("invalidation listener lost Redis; reconnecting");

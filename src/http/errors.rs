@@ -74,13 +74,6 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        match self {
-            Self::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
-            Self::Unavailable { what, cause } => {
-                tracing::warn!(dependency = what, cause = %cause, "dependency unavailable");
-            }
-            _ => {}
-        }
         let status = self.status_code();
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
@@ -103,6 +96,17 @@ impl ResponseError for ApiError {
             detail: self.to_string(),
         };
         response.body(serde_json::to_string(&problem).unwrap_or_default())
+    }
+}
+
+impl ApiError {
+    /// What really went wrong, for the logs (the request observer logs it with the request
+    /// id); never sent to the client.
+    pub fn cause(&self) -> Option<&str> {
+        match self {
+            Self::Internal(cause) | Self::Unavailable { cause, .. } => Some(cause),
+            _ => None,
+        }
     }
 }
 

@@ -53,26 +53,49 @@ fn handler(name: &str, method: &str) -> actix_web::Route {
         ("link", "GET") => web::get().to(links::get),
         ("link", "DELETE") => web::delete().to(links::delete),
         ("link_stats", "GET") => web::get().to(stats::stats),
-        ("redirect", "GET") => web::get().to(redirect::redirect),
-        ("redirect", "HEAD") => web::head().to(redirect::redirect),
         _ => web::route().to(not_found),
     }
 }
 
+/// The links API's common prefix. Its routes sit in one scope, matched by this prefix first,
+/// so a redirect never pays for trying their patterns.
+const API_PREFIX: &str = "/api/v1/links";
+
 /// Registers [`ROUTES`]; other methods on a known path answer 405 with `Allow`.
+///
+/// `/{code}` is not a pattern here but the fallback for whatever the table does not match
+/// ([`redirect::fallback`]): the redirect, the hot path, then costs no pattern matching, and
+/// the handful of fixed paths are compared first.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut api = web::scope(API_PREFIX).default_service(web::to(not_found));
     for &(name, path, methods) in ROUTES {
-        let mut resource = web::resource(path).name(name);
+        if name == REDIRECT {
+            continue;
+        }
+        let mut resource = web::resource(path.strip_prefix(API_PREFIX).unwrap_or(path)).name(name);
         for method in methods {
             resource = resource.route(handler(name, method));
         }
         resource = resource.default_service(web::to(move |req: HttpRequest| async move {
-            Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed {
-                method: req.method().to_string(),
-                allow: methods,
-            })
+            Err::<actix_web::HttpResponse, _>(method_not_allowed(&req, methods))
         }));
-        cfg.service(resource);
+        if path.starts_with(API_PREFIX) {
+            api = api.service(resource);
+        } else {
+            cfg.service(resource);
+        }
+    }
+    cfg.service(api);
+    cfg.default_service(web::to(redirect::fallback));
+}
+
+/// The route table's name for `/{code}`.
+const REDIRECT: &str = "redirect";
+
+fn method_not_allowed(req: &HttpRequest, allow: &'static [&'static str]) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        allow,
     }
 }
 
@@ -86,7 +109,10 @@ pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiE
 
 /// The `{code}` path segment, if it could be a stored code; otherwise a 404.
 fn code_param(req: &HttpRequest) -> Result<&str, ApiError> {
-    let code = req.match_info().get("code").unwrap_or_default();
+    valid_code(req.match_info().get("code").unwrap_or_default())
+}
+
+fn valid_code(code: &str) -> Result<&str, ApiError> {
     if crate::code::looks_like_code(code) {
         Ok(code)
     } else {

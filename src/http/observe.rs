@@ -11,7 +11,7 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use tracing::Instrument;
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::telemetry::{Route, is_valid_request_id};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -25,39 +25,70 @@ pub async fn observe(
     let request_id = req
         .headers()
         .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| is_valid_request_id(id))
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            state
-                .as_ref()
-                .map(|s| s.request_ids.next())
-                .unwrap_or_default()
-        });
-    let span = tracing::info_span!(
-        "request",
-        method = %req.method(),
-        path = %req.path(),
-        request_id = %request_id,
-    );
+        .filter(|v| v.to_str().is_ok_and(is_valid_request_id))
+        .cloned()
+        .or_else(|| {
+            let id = state.as_ref()?.request_ids.next();
+            HeaderValue::from_bytes(&id).ok()
+        })
+        .unwrap_or_else(|| HeaderValue::from_static("-"));
+    let request_id_text = request_id.to_str().unwrap_or("-");
+    // Redirects and probes (a GET or HEAD of one path segment) are the hot path: their span is
+    // at debug level, free unless asked for. Everything else gets an info span. Failures are
+    // logged below with their request id whatever the span's level.
+    let hot = matches!(*req.method(), Method::GET | Method::HEAD)
+        && !req.path().get(1..).unwrap_or_default().contains('/');
+    let span = if hot {
+        tracing::debug_span!("request", method = %req.method(), path = %req.path(), request_id = %request_id_text)
+    } else {
+        tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %request_id_text)
+    };
     let mut res = next.call(req).instrument(span.clone()).await?;
 
     let status = res.status();
     let elapsed = started.elapsed();
-    let route = route_of(res.request().match_name(), res.request().method());
+    let route = match res.request().match_name() {
+        // Single segments the route table does not match are redirects (the fallback).
+        None if hot && res.request().path().len() > 1 => Route::Redirect,
+        name => route_of(name, res.request().method()),
+    };
     if let Some(state) = &state {
         state.metrics.observe(route, status.as_u16(), elapsed);
     }
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(X_REQUEST_ID, value);
-    }
-    let _entered = span.enter();
-    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     if status.is_server_error() {
-        tracing::error!(status = status.as_u16(), latency_us, "request failed");
-    } else {
+        let _entered = span.enter();
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        // The cause stays in the logs; the client saw only a generic detail.
+        let cause = res
+            .response()
+            .error()
+            .and_then(|e| e.as_error::<ApiError>())
+            .and_then(ApiError::cause)
+            .unwrap_or("unknown");
+        let status = status.as_u16();
+        if status == 503 {
+            tracing::warn!(
+                request_id = request_id_text,
+                status,
+                latency_us,
+                cause,
+                "request failed: dependency unavailable"
+            );
+        } else {
+            tracing::error!(
+                request_id = request_id_text,
+                status,
+                latency_us,
+                cause,
+                "request failed"
+            );
+        }
+    } else if tracing::enabled!(tracing::Level::DEBUG) {
+        let _entered = span.enter();
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         tracing::debug!(status = status.as_u16(), latency_us, "request served");
     }
+    res.headers_mut().insert(X_REQUEST_ID, request_id.clone());
     Ok(res)
 }
 

@@ -1,28 +1,47 @@
 //! `GET /{code}` and `HEAD /{code}`: the hot path. Answered from the L1 cache when it can be;
 //! the click is counted in memory. HEAD answers the same but counts no click (link checkers
-//! and previewers use it).
+//! and previewers use it). Served as the app's fallback: any path the route table does not
+//! match that is one segment long is a code.
 
 use actix_web::http::header::LOCATION;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::{ApiError, AppState, code_param, no_such_link};
+use super::{
+    ApiError, AppState, REDIRECT, ROUTES, method_not_allowed, no_such_link, not_found, valid_code,
+};
 use crate::clock;
 use crate::links::Resolved;
 
-pub async fn redirect(
+/// Whatever the route table does not match: a redirect for one path segment, else a 404.
+pub async fn fallback(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let code = code_param(&req)?;
-    match state.links.resolve(code).await? {
+    let segment = req
+        .path()
+        .strip_prefix('/')
+        .filter(|p| !p.is_empty() && !p.contains('/'));
+    let Some(segment) = segment else {
+        return not_found(req).await;
+    };
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let allow = ROUTES
+            .iter()
+            .find(|(name, _, _)| *name == REDIRECT)
+            .map_or(&[][..], |(_, _, methods)| *methods);
+        return Err(method_not_allowed(&req, allow));
+    }
+    let code = valid_code(segment)?;
+    let now = clock::now_ms();
+    match state.links.resolve(code, now).await? {
         Resolved::Found(target) => {
             if req.method() != Method::HEAD {
-                state.links.record_click(code);
+                state.links.record_click(code, now);
             }
             let status = StatusCode::from_u16(target.redirect_status).unwrap_or(StatusCode::FOUND);
             Ok(HttpResponse::build(status)
-                .insert_header((LOCATION, &*target.url))
+                .insert_header((LOCATION, target.location().clone()))
                 .finish())
         }
         Resolved::Expired(target) => Err(ApiError::Gone(format!(

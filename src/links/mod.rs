@@ -14,7 +14,7 @@ use crate::clicks::ClickRecorder;
 use crate::clock;
 use crate::code::{CodeGenerator, IdAllocator, hash_code};
 use crate::store::{IdempotencyRecord, InsertOutcome, Link, LinkStats, LinkStore, StoreError};
-use crate::telemetry::{Metrics, inc};
+use crate::telemetry::Metrics;
 
 /// Generated-code attempts before a create gives up (each one a taken code).
 const MAX_ATTEMPTS: u32 = 32;
@@ -143,7 +143,7 @@ impl LinkService {
                     Err(e @ StoreError::Timeout(_)) => return Err(e.into()),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot lease ids; using hash codes for this link");
-                        inc(&self.metrics.hash_fallbacks);
+                        self.metrics.hash_fallbacks.inc();
                         hash_nonce = Some(0);
                         hash_code(&link.url, 0, 7)
                     }
@@ -157,7 +157,7 @@ impl LinkService {
                 InsertOutcome::Inserted => return Ok(self.created(link)),
                 InsertOutcome::Replay(previous) => return self.replay(previous, idempotency).await,
                 InsertOutcome::CodeTaken => {
-                    inc(&self.metrics.code_collisions);
+                    self.metrics.code_collisions.inc();
                     tracing::debug!(code = %link.code, "generated code taken; trying another");
                     hash_nonce = hash_nonce.map(|n| n + 1);
                 }
@@ -177,13 +177,13 @@ impl LinkService {
         });
         let outcome = self.store.insert(link, record).await;
         if outcome.is_err() {
-            inc(&self.metrics.store_errors);
+            self.metrics.store_errors.inc();
         }
         outcome
     }
 
     fn created(&self, link: Link) -> Created {
-        inc(&self.metrics.links_created);
+        self.metrics.links_created.inc();
         tracing::info!(code = %link.code, "link created");
         Created {
             link,
@@ -211,22 +211,24 @@ impl LinkService {
     /// Resolves a code for a redirect: L1, then Redis (when configured), then the store. One
     /// load runs per code however many ask at once; a store answer is copied to Redis in the
     /// background.
-    pub async fn resolve(&self, code: &str) -> Result<Resolved, StoreError> {
-        let cached = match self.cache.get(code).await {
+    /// `now_ms` decides expiry (one clock read serves the whole redirect).
+    pub async fn resolve(&self, code: &str, now_ms: i64) -> Result<Resolved, StoreError> {
+        let cached = match self.cache.get(code) {
             Some(hit) => {
-                inc(&self.metrics.cache_hits);
+                self.metrics.cache_hits.inc();
                 hit
             }
             None => {
-                inc(&self.metrics.cache_misses);
-                self.cache
-                    .get_or_load(code, self.load(code))
+                self.metrics.cache_misses.inc();
+                // Boxed: the miss path's state (Redis, store, coalescing) is large, and a
+                // redirect answered from L1 should not carry it around.
+                Box::pin(self.cache.get_or_load(code, self.load(code)))
                     .await
                     .map_err(|e| (*e).clone())?
             }
         };
         Ok(match cached {
-            Cached::Found(t) if t.is_expired_at(clock::now_ms()) => Resolved::Expired(t),
+            Cached::Found(t) if t.is_expired_at(now_ms) => Resolved::Expired(t),
             Cached::Found(t) => Resolved::Found(t),
             Cached::Missing => Resolved::Missing,
         })
@@ -239,10 +241,18 @@ impl LinkService {
             return Ok(hit);
         }
         let cached = match self.store.get(code).await {
-            Ok(Some(link)) => Cached::Found(Arc::new(Target::from(&link))),
+            Ok(Some(link)) => match Target::of(&link) {
+                Some(target) => Cached::Found(Arc::new(target)),
+                None => {
+                    return Err(StoreError::Corrupt {
+                        code: link.code,
+                        reason: "the stored URL is not a valid Location header".into(),
+                    });
+                }
+            },
             Ok(None) => Cached::Missing,
             Err(e) => {
-                inc(&self.metrics.store_errors);
+                self.metrics.store_errors.inc();
                 return Err(e);
             }
         };
@@ -253,8 +263,8 @@ impl LinkService {
     }
 
     /// Counts a click; the redirect path's only write, and it stays in memory.
-    pub fn record_click(&self, code: &str) {
-        self.clicks.record(code, clock::now_ms());
+    pub fn record_click(&self, code: &str, now_ms: i64) {
+        self.clicks.record(code, now_ms);
     }
 
     /// The stored link, read from the store (not the cache) so the API is never stale.
@@ -266,7 +276,7 @@ impl LinkService {
     /// (with Redis) from Redis and every other instance's cache.
     pub async fn delete(&self, code: &str) -> Result<bool, StoreError> {
         let existed = self.store.delete(code).await?;
-        self.cache.invalidate(code).await;
+        self.cache.invalidate(code);
         if let Some(redis) = &self.redis {
             redis.invalidate(code).await;
         }

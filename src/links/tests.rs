@@ -108,7 +108,7 @@ async fn a_taken_counter_code_takes_the_next_id() {
         .await
         .expect("create");
     assert_eq!(created.link.code, second);
-    assert_eq!(metrics.code_collisions.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.code_collisions.get(), 1);
     let squatter = store.get(&first).await.expect("get").expect("kept");
     assert_eq!(
         squatter.url, "https://squatter.example/",
@@ -129,8 +129,8 @@ async fn without_a_counter_hash_codes_are_used_and_collisions_take_the_next_nonc
 
     let created = service.create(new_link(url)).await.expect("create");
     assert_eq!(created.link.code, hash_code(url, 1, 7));
-    assert_eq!(metrics.hash_fallbacks.load(Ordering::Relaxed), 1);
-    assert_eq!(metrics.code_collisions.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.hash_fallbacks.get(), 1);
+    assert_eq!(metrics.code_collisions.get(), 1);
 
     // The same URL again: nonces 0 and 1 are taken now, so it gets nonce 2.
     let again = service.create(new_link(url)).await.expect("create");
@@ -167,5 +167,3 @@ async fn a_taken_alias_is_a_conflict() {
         "{err}"
     );
 }
-
-use std::sync::atomic::Ordering;

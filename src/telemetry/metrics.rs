@@ -1,9 +1,52 @@
 //! A fixed set of Prometheus metrics kept in atomics: recording is a few relaxed atomic adds,
-//! with no allocation or lock on the request path. Rendered as Prometheus text on `/metrics`.
+//! with no allocation or lock on the request path. Counters are striped across cache lines by
+//! thread, so worker threads on different cores never fight over one line. Rendered as
+//! Prometheus text on `/metrics`.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+const STRIPES: usize = 8;
+
+#[derive(Default)]
+#[repr(align(64))]
+struct Stripe(AtomicU64);
+
+/// A counter (or an up-and-down gauge) striped across cache lines: each thread adds to its
+/// own stripe; reading sums them.
+#[derive(Default)]
+pub struct Counter([Stripe; STRIPES]);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0[stripe()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Takes `n` off a gauge (stripes may go "negative"; their wrapping sum is right).
+    pub fn sub(&self, n: u64) {
+        self.0[stripe()].0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// This thread's stripe, assigned round-robin on first use.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
 
 /// The routes kurz serves, as metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +89,18 @@ impl Route {
         }
     }
 
+    /// The route of a resource name from the HTTP route table.
     pub fn from_name(name: &str) -> Route {
-        Route::ALL
-            .into_iter()
-            .find(|r| r.as_str() == name)
-            .unwrap_or(Route::Unmatched)
+        match name {
+            "redirect" => Route::Redirect,
+            "create_link" => Route::CreateLink,
+            "link" => Route::GetLink,
+            "link_stats" => Route::LinkStats,
+            "healthz" => Route::Healthz,
+            "readyz" => Route::Readyz,
+            "metrics" => Route::Metrics,
+            _ => Route::Unmatched,
+        }
     }
 }
 
@@ -63,56 +113,52 @@ const BUCKETS_US: [u64; 14] = [
 #[derive(Default)]
 struct RouteMetrics {
     /// Responses by status class: 1xx .. 5xx.
-    by_class: [AtomicU64; 5],
-    buckets: [AtomicU64; BUCKETS_US.len()],
-    count: AtomicU64,
-    sum_us: AtomicU64,
+    by_class: [Counter; 5],
+    buckets: [Counter; BUCKETS_US.len()],
+    count: Counter,
+    sum_us: Counter,
 }
 
 #[derive(Default)]
 pub struct Metrics {
     routes: [RouteMetrics; Route::ALL.len()],
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
-    pub redis_hits: AtomicU64,
-    pub redis_misses: AtomicU64,
-    pub redis_errors: AtomicU64,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub redis_hits: Counter,
+    pub redis_misses: Counter,
+    pub redis_errors: Counter,
     /// 1 while the Redis circuit breaker is open.
     pub redis_breaker_open: AtomicU64,
-    pub redis_invalidations: AtomicU64,
-    pub links_created: AtomicU64,
-    pub code_collisions: AtomicU64,
-    pub hash_fallbacks: AtomicU64,
-    pub id_leases: AtomicU64,
-    pub store_errors: AtomicU64,
-    pub clicks_recorded: AtomicU64,
-    pub clicks_pending: AtomicU64,
-    pub clicks_flushed: AtomicU64,
-    pub clicks_dropped: AtomicU64,
-    pub click_flush_failures: AtomicU64,
-}
-
-pub fn inc(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    pub redis_invalidations: Counter,
+    pub links_created: Counter,
+    pub code_collisions: Counter,
+    pub hash_fallbacks: Counter,
+    pub id_leases: Counter,
+    pub store_errors: Counter,
+    pub clicks_recorded: Counter,
+    pub clicks_pending: Counter,
+    pub clicks_flushed: Counter,
+    pub clicks_dropped: Counter,
+    pub click_flush_failures: Counter,
 }
 
 impl Metrics {
     pub fn observe(&self, route: Route, status: u16, elapsed: Duration) {
         let m = &self.routes[route as usize];
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        m.by_class[class].fetch_add(1, Ordering::Relaxed);
+        m.by_class[class].inc();
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         if let Some(i) = BUCKETS_US.iter().position(|&b| us <= b) {
-            m.buckets[i].fetch_add(1, Ordering::Relaxed);
+            m.buckets[i].inc();
         }
-        m.count.fetch_add(1, Ordering::Relaxed);
-        m.sum_us.fetch_add(us, Ordering::Relaxed);
+        m.count.inc();
+        m.sum_us.add(us);
     }
 
     /// Prometheus text exposition (format 0.0.4). `cache_entries` is read at render time.
     pub fn render(&self, cache_entries: u64) -> String {
         let mut out = String::with_capacity(8192);
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = Counter::get;
 
         out.push_str("# HELP kurz_http_requests_total HTTP responses by route and status class.\n# TYPE kurz_http_requests_total counter\n");
         for route in Route::ALL {
@@ -182,7 +228,7 @@ impl Metrics {
                 "kurz_redis_breaker_open",
                 "gauge",
                 "1 while the Redis circuit breaker is open and Redis is skipped.",
-                get(&self.redis_breaker_open),
+                self.redis_breaker_open.load(Ordering::Relaxed),
             ),
             (
                 "kurz_redis_invalidations_total",

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
-pub use metrics::{Metrics, Route, inc};
+pub use metrics::{Counter, Metrics, Route};
 
 use crate::config::{LogFormat, LogSettings};
 
@@ -43,9 +43,18 @@ impl Default for RequestIds {
 }
 
 impl RequestIds {
-    pub fn next(&self) -> String {
+    /// `pppppppp-nnnnnnnnnnnnnnnn` in hex, as the bytes of a header value (no `String`).
+    pub fn next(&self) -> [u8; 25] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}-{n:x}", self.prefix)
+        let mut id = [b'-'; 25];
+        for (i, byte) in id[..8].iter_mut().enumerate() {
+            *byte = HEX[(self.prefix >> (28 - 4 * i) & 0xf) as usize];
+        }
+        for (i, byte) in id[9..].iter_mut().enumerate() {
+            *byte = HEX[(n >> (60 - 4 * i) & 0xf) as usize];
+        }
+        id
     }
 }
 
