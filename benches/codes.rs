@@ -4,12 +4,15 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kurz::code::base62::{encode_padded, space};
+use kurz::code::base62::{decode, encode_padded, space};
 use kurz::code::{CodeGenerator, Permutation, hash_code};
 
 fn codes(c: &mut Criterion) {
     c.bench_function("base62_encode_padded_7", |b| {
         b.iter(|| encode_padded(black_box(3_521_614_606_207), 7))
+    });
+    c.bench_function("base62_decode_7", |b| {
+        b.iter(|| decode(black_box("zZ09aB7")))
     });
     let permutation = Permutation::new(b"bench-key", space(7));
     let mut id = 0u64;

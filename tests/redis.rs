@@ -256,3 +256,51 @@ async fn redirects_survive_redis_dying_and_kurz_uses_it_again_after_a_restart() 
         .expect("sole owner")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_reach_other_instances_again_after_redis_restarts() {
+    let port = free_port();
+    let redis_server = RedisServer::start_on(port);
+    let prefix = format!("{}:", unique_name("t"));
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let one = spawn_app_on(&store, with_redis(&redis_server.url, &prefix)).await;
+    let two = spawn_app_on(&store, with_redis(&redis_server.url, &prefix)).await;
+
+    redis_server.kill();
+    let redis_server = RedisServer::start_on(port);
+    // Give both listeners time to resubscribe on their own (they retry with a short backoff);
+    // a delete published before that would be missed, so wait until a probe message arrives.
+    let mut conn = redis_conn(&redis_server.url).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(format!("{prefix}invalidate"))
+            .arg("no-such-code")
+            .query_async(&mut conn)
+            .await
+            .expect("PUBLISH");
+        if receivers == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "listeners did not resubscribe within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let code = one.create_code("https://example.com/after-restart").await;
+    assert_eq!(two.get(&format!("/{code}")).await.status(), 302); // cached in two's L1
+    let deleted = one
+        .client
+        .delete(one.url(&format!("/api/v1/links/{code}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while two.get(&format!("/{code}")).await.status() != 404 {
+        assert!(Instant::now() < deadline, "the delete did not reach instance two");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    one.stop().await;
+    two.stop().await;
+}

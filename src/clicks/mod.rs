@@ -1,7 +1,8 @@
 //! Click counting off the redirect path.
 //!
 //! A redirect only bumps an in-memory counter in one of several lock shards (a short critical
-//! section, no allocation once the code has been seen in this interval). A background task
+//! section). A code keeps its slot across flushes while it is being clicked, so a hot link
+//! never allocates on the redirect path; a slot idle for a whole interval is freed. A background task
 //! drains the shards every flush interval and writes the aggregated deltas to the store in one
 //! call. A delta the store did not take is kept exactly as it was, with its idempotency token,
 //! and sent again with the next flush: a write that timed out but did land is then recognised
@@ -42,10 +43,13 @@ impl Pending {
         }
     }
 
-    fn merge(&mut self, other: Pending) {
-        for (day, n) in other.days {
-            self.add(n, other.last_click_ms, day);
+    /// Moves this slot's clicks into `into`, leaving the slot empty but allocated.
+    fn move_into(&mut self, into: &mut Pending) {
+        for &(day, n) in &self.days {
+            into.add(n, self.last_click_ms, day);
         }
+        self.count = 0;
+        self.days.clear();
     }
 }
 
@@ -115,13 +119,27 @@ impl ClickRecorder {
         self.metrics.clicks_pending.inc();
     }
 
+    /// Moves every pending click into `into`. Slots clicked since the last drain stay (empty)
+    /// for the next interval; slots that were not are freed.
     fn drain_into<S: BuildHasher>(&self, into: &mut HashMap<Box<str>, Pending, S>) {
         for shard in self.shards.iter() {
-            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
-            for (code, pending) in taken {
-                into.entry(code).or_default().merge(pending);
-            }
+            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|code, pending| {
+                if pending.count == 0 {
+                    return false;
+                }
+                pending.move_into(into.entry(code.clone()).or_default());
+                true
+            });
         }
+    }
+
+    #[cfg(test)]
+    fn slots(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
     }
 }
 
@@ -267,5 +285,12 @@ mod tests {
         let mut again = HashMap::new();
         recorder.drain_into(&mut again);
         assert!(again.is_empty());
+        // Clicked codes kept their slots for one more interval; idle ones are freed now.
+        assert_eq!(recorder.slots(), 0);
+        recorder.record("abc", 12 * day_ms);
+        let mut third = HashMap::new();
+        recorder.drain_into(&mut third);
+        assert_eq!(third["abc"].days, vec![(12, 1)]);
+        assert_eq!(recorder.slots(), 1, "a clicked code keeps its slot");
     }
 }

@@ -1,0 +1,48 @@
+//! Micro-benchmarks of the redirect path's own work: an L1 cache hit and recording a click.
+//! Run: `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use kurz::cache::{Cached, LocalCache, Target};
+use kurz::clicks::ClickRecorder;
+use kurz::config::LocalCacheSettings;
+use kurz::telemetry::Metrics;
+
+fn hot_path(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let cache = LocalCache::new(&LocalCacheSettings::default());
+    let codes: Vec<String> = (0..10_000).map(|i| format!("c{i:06}")).collect();
+    runtime.block_on(async {
+        for code in &codes {
+            let url = format!("https://example.com/{code}");
+            let target = Cached::Found(Arc::new(Target::new(&url, 302, None).expect("valid")));
+            cache
+                .get_or_load(code, async { Ok(target) })
+                .await
+                .expect("load");
+        }
+    });
+    let mut i = 0;
+    c.bench_function("l1_lookup_hit", |b| {
+        b.iter(|| {
+            i = (i + 7919) % codes.len();
+            cache.get(black_box(&codes[i]))
+        })
+    });
+
+    let recorder = ClickRecorder::new(Arc::new(Metrics::default()));
+    let now = kurz::clock::now_ms();
+    c.bench_function("record_click", |b| {
+        b.iter(|| {
+            i = (i + 7919) % codes.len();
+            recorder.record(black_box(&codes[i]), now)
+        })
+    });
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);

@@ -1,0 +1,453 @@
+//! The load benchmark: kurz's redirect path against the machine's ceiling, measured with `wrk`.
+//!
+//! In one run it starts (a) a minimal actix-web server answering `GET /{code}` with a fixed 302
+//! (this same program, re-executed with `--ceiling-server`) and (b) the real `kurz` binary on its
+//! embedded default with 100,000 links created through the API, then drives them alternately
+//! with `wrk` and a Lua script requesting random existing codes over keep-alive connections, at
+//! 64 and 256 connections. It prints requests/s, p50 and p99 of each and the ratio kurz /
+//! ceiling, durable creates per second through the API (32 connections), redirect latency with
+//! 10,000 and 1,000,000 links stored, and redirects per second served from each cache tier
+//! (L1, Redis with L1 off, the store with both off).
+//!
+//! Run: `cargo bench --bench load` (needs `wrk` and `redis-server`: `apt-get install wrk
+//! redis-server`). `LOAD_SECONDS` sets each wrk run's length (default 10).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kurz::code::CodeGenerator;
+use kurz::config::DEFAULT_PERMUTATION_KEY;
+use kurz::store::{EmbeddedStore, Link, LinkStore};
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--ceiling-server") {
+        let port: u16 = args
+            .get(i + 1)
+            .and_then(|p| p.parse().ok())
+            .expect("--ceiling-server PORT");
+        ceiling_server(port);
+        return;
+    }
+    let seconds: u64 = std::env::var("LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    assert!(
+        Command::new("wrk").arg("--version").output().is_ok(),
+        "wrk is missing: apt-get install wrk"
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "kurz load benchmark, {} cores, wrk runs of {seconds} s\n",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+
+    // kurz on its embedded default, 100,000 links created through the API.
+    let data = work.path().join("kurz.redb");
+    let kurz = Server::kurz(&data, &[]);
+    let started = Instant::now();
+    let codes = create_links(&kurz.base, 100_000, 32);
+    let _ = writeln!(
+        report,
+        "created 100,000 links through the API (32 concurrent HTTP/1.1 clients in this process): {:.0}/s\n",
+        100_000.0 / started.elapsed().as_secs_f64()
+    );
+    let redirects = work.path().join("redirect.lua");
+    write_redirect_script(&redirects, &codes);
+    let ceiling = Server::ceiling();
+
+    let _ = writeln!(
+        report,
+        "| connections | server | requests/s | p50 | p99 |\n|---|---|---|---|---|"
+    );
+    let mut ratios = Vec::new();
+    for connections in [64, 256] {
+        let (mut k, mut c) = (Vec::new(), Vec::new());
+        // Alternate the order so that drift in the machine hits both alike.
+        for round in 0..2 {
+            if round == 0 {
+                c.push(wrk(&ceiling.base, &redirects, connections, seconds));
+                k.push(wrk(&kurz.base, &redirects, connections, seconds));
+            } else {
+                k.push(wrk(&kurz.base, &redirects, connections, seconds));
+                c.push(wrk(&ceiling.base, &redirects, connections, seconds));
+            }
+        }
+        let (k, c) = (Wrk::mean(&k), Wrk::mean(&c));
+        for (name, r) in [("ceiling (fixed 302)", &c), ("kurz (L1)", &k)] {
+            let _ = writeln!(
+                report,
+                "| {connections} | {name} | {:.0} | {:.2} ms | {:.2} ms |",
+                r.rps, r.p50_ms, r.p99_ms
+            );
+        }
+        ratios.push((connections, k.rps / c.rps, k.p99_ms / c.p99_ms));
+    }
+    let _ = writeln!(
+        report,
+        "\n| connections | kurz / ceiling requests/s | kurz / ceiling p99 |\n|---|---|---|"
+    );
+    for (connections, rps, p99) in ratios {
+        let _ = writeln!(report, "| {connections} | {rps:.2} | {p99:.2} |");
+    }
+    drop(ceiling);
+
+    // Durable creates through the API, 32 connections.
+    let creates = wrk_script(&kurz.base, &create_script(work.path()), 32, seconds);
+    let _ = writeln!(
+        report,
+        "\ndurable creates (POST /api/v1/links, 32 connections, every 201 committed to disk): {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx: {}",
+        creates.rps, creates.p50_ms, creates.p99_ms, creates.errors
+    );
+    let rss = kurz.rss_kib();
+    let _ = writeln!(
+        report,
+        "kurz resident size after all of the above: {} MiB",
+        rss / 1024
+    );
+    drop(kurz);
+
+    // Redirects per cache tier, on the same 100,000 links.
+    let redis = common::RedisServer::start_on(common::free_port());
+    let tiers: [(&str, Vec<(&str, String)>); 3] = [
+        ("L1 (in-process)", vec![]),
+        (
+            "Redis (L1 off)",
+            vec![
+                ("KURZ__CACHE__LOCAL__MAX_BYTES", "0".into()),
+                ("KURZ__CACHE__REDIS__URL", redis.url.clone()),
+            ],
+        ),
+        (
+            "store (L1 and Redis off)",
+            vec![("KURZ__CACHE__LOCAL__MAX_BYTES", "0".into())],
+        ),
+    ];
+    let _ = writeln!(
+        report,
+        "\n| redirects served from | requests/s | p50 | p99 |\n|---|---|---|---|"
+    );
+    for (tier, env) in tiers {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let server = Server::kurz(&data, &env);
+        // Warm the tier (fills Redis in the Redis case), then measure.
+        wrk(&server.base, &redirects, 64, seconds.min(5));
+        let r = wrk(&server.base, &redirects, 64, seconds);
+        let _ = writeln!(
+            report,
+            "| {tier} | {:.0} | {:.2} ms | {:.2} ms |",
+            r.rps, r.p50_ms, r.p99_ms
+        );
+    }
+    drop(redis);
+
+    // Redirect latency as the store grows: 10,000 vs 1,000,000 links stored.
+    let _ = writeln!(
+        report,
+        "\n| links stored | requests/s | p50 | p99 |\n|---|---|---|---|"
+    );
+    for count in [10_000, 1_000_000] {
+        let data = work.path().join(format!("kurz-{count}.redb"));
+        let codes = prefill(&data, count);
+        let script = work.path().join(format!("redirect-{count}.lua"));
+        write_redirect_script(&script, &codes);
+        let server = Server::kurz(&data, &[]);
+        let r = wrk(&server.base, &script, 64, seconds);
+        let _ = writeln!(
+            report,
+            "| {count} | {:.0} | {:.2} ms | {:.2} ms |",
+            r.rps, r.p50_ms, r.p99_ms
+        );
+    }
+    println!("{report}");
+}
+
+/// The practical ceiling: actix-web answering every `GET /{code}` with the same 302.
+fn ceiling_server(port: u16) {
+    use actix_web::{App, HttpResponse, HttpServer, http::header::LOCATION, web};
+    actix_web::rt::System::new().block_on(async move {
+        HttpServer::new(|| {
+            App::new().route(
+                "/{code}",
+                web::get().to(|| async {
+                    HttpResponse::Found()
+                        .insert_header((LOCATION, "https://example.com/bench/12345"))
+                        .finish()
+                }),
+            )
+        })
+        .bind(("127.0.0.1", port))
+        .expect("bind")
+        .run()
+        .await
+        .expect("ceiling server");
+    });
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// The real kurz binary on its defaults, but for the data file, a free port, an admin
+    /// token and `env`.
+    fn kurz(data: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kurz"));
+        command
+            .env("KURZ__SERVER__BIND", "127.0.0.1:0")
+            .env("KURZ__STORE__PATH", data)
+            .env("KURZ__AUTH__ADMIN_TOKEN", ADMIN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("kurz starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let base = loop {
+            let line = lines.next().expect("kurz exited").expect("line");
+            if let Some(addr) = line.strip_prefix("kurz listening on ") {
+                break addr.to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, base }
+    }
+
+    fn ceiling() -> Self {
+        let port = common::free_port();
+        let child = Command::new(std::env::current_exe().expect("own path"))
+            .args(["--ceiling-server", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ceiling starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "ceiling server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM for a clean shutdown (flushes clicks, closes the store), then reap.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates `count` links through the API with `concurrency` clients; returns their codes.
+fn create_links(base: &str, count: usize, concurrency: usize) -> Vec<String> {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = common::client();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..concurrency {
+            let (client, next, base) = (client.clone(), Arc::clone(&next), base.to_owned());
+            workers.push(tokio::spawn(async move {
+                let mut codes = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        return codes;
+                    }
+                    let response = client
+                        .post(format!("{base}/api/v1/links"))
+                        .json(
+                            &serde_json::json!({ "url": format!("https://example.com/bench/{i}") }),
+                        )
+                        .send()
+                        .await
+                        .expect("create");
+                    assert_eq!(response.status(), 201);
+                    let body: serde_json::Value = response.json().await.expect("json");
+                    codes.push(body["code"].as_str().expect("code").to_owned());
+                }
+            }));
+        }
+        let mut codes = Vec::with_capacity(count);
+        for worker in workers {
+            codes.extend(worker.await.expect("worker"));
+        }
+        codes
+    })
+}
+
+/// Writes `count` links straight into a fresh embedded store, as kurz would have made them
+/// (leased ids through the permutation), and returns their codes.
+fn prefill(path: &Path, count: u64) -> Vec<String> {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let store = Arc::new(EmbeddedStore::open(path, Duration::from_secs(60)).expect("open"));
+        let ids = store.lease_ids(count).await.expect("lease");
+        let generator = CodeGenerator::new(DEFAULT_PERMUTATION_KEY.as_bytes());
+        let codes: Vec<String> = ids.filter_map(|id| generator.code_for(id)).collect();
+        for chunk in codes.chunks(10_000) {
+            let mut tasks = Vec::with_capacity(chunk.len());
+            for code in chunk {
+                let (store, code) = (Arc::clone(&store), code.clone());
+                tasks.push(tokio::spawn(async move {
+                    let link = Link {
+                        url: format!("https://example.com/prefill/{code}"),
+                        code,
+                        created_at_ms: kurz::clock::now_ms(),
+                        expires_at_ms: None,
+                        redirect_status: 302,
+                        owner: None,
+                    };
+                    store.insert(&link, None).await.expect("insert");
+                }));
+            }
+            for task in tasks {
+                task.await.expect("insert task");
+            }
+        }
+        store.close().await;
+        codes
+    })
+}
+
+fn write_redirect_script(path: &Path, codes: &[String]) {
+    let mut lua = String::with_capacity(codes.len() * 12 + 512);
+    lua.push_str("codes = {\n");
+    for code in codes {
+        let _ = writeln!(lua, "\"{code}\",");
+    }
+    lua.push_str(
+        "}\n\
+         local n = #codes\n\
+         function init(args) math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16)) end\n\
+         function request() return wrk.format(\"GET\", \"/\" .. codes[math.random(n)]) end\n",
+    );
+    std::fs::write(path, lua).expect("write lua");
+}
+
+fn create_script(dir: &Path) -> PathBuf {
+    let path = dir.join("create.lua");
+    std::fs::write(
+        &path,
+        "local counter = 0\n\
+         local id = tostring({}):sub(8)\n\
+         wrk.method = \"POST\"\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         function request()\n\
+           counter = counter + 1\n\
+           return wrk.format(nil, \"/api/v1/links\", nil, '{\"url\":\"https://example.com/wrk/' .. id .. '/' .. counter .. '\"}')\n\
+         end\n",
+    )
+    .expect("write lua");
+    path
+}
+
+#[derive(Debug, Default, Clone)]
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+impl Wrk {
+    fn mean(runs: &[Wrk]) -> Wrk {
+        let n = runs.len() as f64;
+        Wrk {
+            rps: runs.iter().map(|r| r.rps).sum::<f64>() / n,
+            p50_ms: runs.iter().map(|r| r.p50_ms).sum::<f64>() / n,
+            p99_ms: runs.iter().map(|r| r.p99_ms).sum::<f64>() / n,
+            errors: runs.iter().map(|r| r.errors).sum(),
+        }
+    }
+}
+
+fn wrk(base: &str, script: &Path, connections: u32, seconds: u64) -> Wrk {
+    let result = wrk_script(base, script, connections, seconds);
+    assert_eq!(result.errors, 0, "redirects answered other than 3xx");
+    result
+}
+
+fn wrk_script(base: &str, script: &Path, connections: u32, seconds: u64) -> Wrk {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(base)
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    Wrk {
+        rps: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}")),
+        p50_ms: field("50%").map(millis).unwrap_or(f64::NAN),
+        p99_ms: field("99%").map(millis).unwrap_or(f64::NAN),
+        errors: field("Non-2xx or 3xx responses:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+/// wrk's latency figures: `812.00us`, `1.23ms`, `2.01s`.
+fn millis(text: &str) -> f64 {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (text, f64::NAN)
+    };
+    number.parse::<f64>().map_or(f64::NAN, |n| n * factor)
+}
