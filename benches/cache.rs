@@ -82,7 +82,7 @@ fn main() {
     let codes: Vec<String> = (0..LINKS).map(code).collect();
     let before = rss_kib();
     let cache = LocalCache::new(&LocalCacheSettings {
-        max_bytes: 1 << 40,
+        max_bytes: 600 << 20,
         ..LocalCacheSettings::default()
     });
     runtime.block_on(async {

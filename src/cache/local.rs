@@ -9,63 +9,82 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::Expiry;
 use moka::sync::Cache;
 use tokio::sync::OnceCell;
 
-use super::Cached;
-use crate::clock;
+use super::{Cached, Target};
 use crate::config::LocalCacheSettings;
 use crate::store::StoreError;
 
-/// Rough per-entry overhead beyond the strings: moka's node, the Arc, the Target struct.
-const ENTRY_OVERHEAD: usize = 160;
+/// Per-entry memory beyond the code and URL bytes: moka's bookkeeping (~370 bytes), the
+/// Arc'd Target and the allocations' rounding. Measured by `cargo bench --bench cache` (562
+/// resident bytes per link with 7-byte codes and 70-byte URLs), so that `max_bytes` bounds
+/// what the cache really takes.
+const ENTRY_OVERHEAD: usize = 480;
+/// Share of the memory budget "no such code" entries may take.
+const MISSING_SHARE: u64 = 8;
 
 type Loaded = Result<Cached, Arc<StoreError>>;
 type Flight = Arc<OnceCell<Loaded>>;
 
 pub struct LocalCache {
-    /// `None` when the cache is turned off (`max_bytes = 0`): every lookup goes to the store.
-    entries: Option<Cache<String, Cached>>,
+    /// Links, for `cache.local.ttl_ms`. A link's own expiry is checked on every hit, so entries
+    /// need no expiry of their own (which would cost a timer node each).
+    found: Option<Cache<Box<str>, Arc<Target>>>,
+    /// Codes known not to exist, for `cache.local.negative_ttl_ms`, in a smaller budget.
+    missing: Option<Cache<Box<str>, ()>>,
     /// Loads under way, by code.
     inflight: Mutex<HashMap<String, Flight>>,
 }
 
 impl LocalCache {
+    /// `max_bytes = 0` turns the cache off: every lookup loads.
     pub fn new(settings: &LocalCacheSettings) -> Self {
-        let inflight = Mutex::new(HashMap::new());
-        if settings.max_bytes == 0 {
-            return Self {
-                entries: None,
-                inflight,
-            };
-        }
-        let expiry = TtlPolicy {
-            ttl: Duration::from_millis(settings.ttl_ms),
-            negative_ttl: Duration::from_millis(settings.negative_ttl_ms),
-        };
-        let entries = Cache::builder()
-            .max_capacity(settings.max_bytes)
-            .weigher(|code: &String, value: &Cached| {
-                let url = match value {
-                    Cached::Found(target) => target.url().len(),
-                    Cached::Missing => 0,
-                };
-                u32::try_from(code.len() + url + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
-            })
-            .expire_after(expiry)
-            .build();
+        let enabled = settings.max_bytes > 0;
+        let found = enabled.then(|| {
+            Cache::builder()
+                .max_capacity(settings.max_bytes)
+                .weigher(weigh_found)
+                .time_to_live(Duration::from_millis(settings.ttl_ms))
+                .build()
+        });
+        let missing = enabled.then(|| {
+            Cache::builder()
+                .max_capacity((settings.max_bytes / MISSING_SHARE).max(1))
+                .weigher(weigh_missing)
+                .time_to_live(Duration::from_millis(settings.negative_ttl_ms))
+                .build()
+        });
         Self {
-            entries: Some(entries),
-            inflight,
+            found,
+            missing,
+            inflight: Mutex::new(HashMap::new()),
         }
     }
 
     /// The cached answer for `code`, if any.
     pub fn get(&self, code: &str) -> Option<Cached> {
-        self.entries.as_ref()?.get(code)
+        if let Some(target) = self.found.as_ref()?.get(code) {
+            return Some(Cached::Found(target));
+        }
+        self.missing.as_ref()?.get(code).map(|()| Cached::Missing)
+    }
+
+    fn insert(&self, code: &str, value: &Cached) {
+        match value {
+            Cached::Found(target) => {
+                if let Some(found) = &self.found {
+                    found.insert(code.into(), Arc::clone(target));
+                }
+            }
+            Cached::Missing => {
+                if let Some(missing) = &self.missing {
+                    missing.insert(code.into(), ());
+                }
+            }
+        }
     }
 
     /// The cached answer, or the one `load` gives, cached for the next caller. Concurrent calls
@@ -74,10 +93,10 @@ impl LocalCache {
     where
         F: Future<Output = Result<Cached, StoreError>>,
     {
-        let Some(entries) = &self.entries else {
+        if self.found.is_none() {
             return load.await.map_err(Arc::new);
-        };
-        if let Some(hit) = entries.get(code) {
+        }
+        if let Some(hit) = self.get(code) {
             return Ok(hit);
         }
         let flight = Arc::clone(self.flights().entry(code.to_owned()).or_default());
@@ -92,35 +111,49 @@ impl LocalCache {
             .await
             .clone();
         if let Ok(value) = &loaded {
-            guard.finish(|| entries.insert(code.to_owned(), value.clone()));
+            guard.finish(|| self.insert(code, value));
         }
         loaded
     }
 
     /// Evicts `code`, and keeps a load already under way for it from caching its answer.
     pub fn invalidate(&self, code: &str) {
-        if let Some(entries) = &self.entries {
-            entries.invalidate(code);
+        if let (Some(found), Some(missing)) = (&self.found, &self.missing) {
+            found.invalidate(code);
+            missing.invalidate(code);
         }
         self.flights().remove(code);
     }
 
     /// Forgets everything, e.g. after invalidation messages may have been missed.
     pub fn invalidate_all(&self) {
-        if let Some(entries) = &self.entries {
-            entries.invalidate_all();
+        if let (Some(found), Some(missing)) = (&self.found, &self.missing) {
+            found.invalidate_all();
+            missing.invalidate_all();
         }
         self.flights().clear();
     }
 
     pub fn entry_count(&self) -> u64 {
-        self.entries.as_ref().map_or(0, Cache::entry_count)
+        self.found.as_ref().map_or(0, Cache::entry_count)
+            + self.missing.as_ref().map_or(0, Cache::entry_count)
     }
 
     fn flights(&self) -> MutexGuard<'_, HashMap<String, Flight>> {
         // The map holds no invariant a panicking holder could break.
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+// moka hands the weigher `&K`, and K is `Box<str>`.
+#[allow(clippy::borrowed_box)]
+fn weigh_found(code: &Box<str>, target: &Arc<Target>) -> u32 {
+    u32::try_from(code.len() + target.url().len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+}
+
+#[allow(clippy::borrowed_box)]
+fn weigh_missing(code: &Box<str>, _: &()) -> u32 {
+    u32::try_from(code.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
 
 /// Unregisters a load when it is done or abandoned, if it is still the registered one.
@@ -153,27 +186,6 @@ impl Drop for FlightGuard<'_> {
         {
             flights.remove(self.code);
         }
-    }
-}
-
-struct TtlPolicy {
-    ttl: Duration,
-    negative_ttl: Duration,
-}
-
-impl Expiry<String, Cached> for TtlPolicy {
-    fn expire_after_create(&self, _: &String, value: &Cached, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Cached::Missing => self.negative_ttl,
-            // Never keep a link past its own expiry: after it, the store answers 410.
-            Cached::Found(link) => match link.expires_at_ms {
-                Some(at) => {
-                    let left = u64::try_from(at - clock::now_ms()).unwrap_or(0);
-                    self.ttl.min(Duration::from_millis(left))
-                }
-                None => self.ttl,
-            },
-        })
     }
 }
 
