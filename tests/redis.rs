@@ -282,7 +282,10 @@ async fn invalidations_reach_other_instances_again_after_redis_restarts() {
         if receivers == 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "listeners did not resubscribe within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "listeners did not resubscribe within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -298,7 +301,10 @@ async fn invalidations_reach_other_instances_again_after_redis_restarts() {
     assert_eq!(deleted.status(), 204);
     let deadline = Instant::now() + Duration::from_secs(2);
     while two.get(&format!("/{code}")).await.status() != 404 {
-        assert!(Instant::now() < deadline, "the delete did not reach instance two");
+        assert!(
+            Instant::now() < deadline,
+            "the delete did not reach instance two"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     one.stop().await;
