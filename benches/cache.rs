@@ -8,6 +8,9 @@
 //!
 //! Run: `cargo bench --bench cache`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -15,17 +18,6 @@ use kurz::cache::{Cached, LocalCache, Target};
 use kurz::config::LocalCacheSettings;
 
 const LINKS: usize = 1_000_000;
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn code(i: usize) -> String {
     kurz::code::base62::encode_padded(i as u64 * 7_919 % 3_521_614_606_208, 7)
@@ -80,7 +72,7 @@ fn main() {
 
     // Memory per cached link.
     let codes: Vec<String> = (0..LINKS).map(code).collect();
-    let before = rss_kib();
+    let before = common::rss_kib("self");
     let cache = LocalCache::new(&LocalCacheSettings {
         max_bytes: 600 << 20,
         ..LocalCacheSettings::default()
@@ -94,7 +86,7 @@ fn main() {
                 .expect("load");
         }
     });
-    let after = rss_kib();
+    let after = common::rss_kib("self");
     let per_link = (after - before) as f64 * 1024.0 / LINKS as f64;
     println!(
         "L1 with {LINKS} links (~70-byte URLs): {} entries, resident size +{} MiB, {per_link:.0} bytes per cached link",

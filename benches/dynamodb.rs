@@ -49,25 +49,6 @@ where
     ops as f64 / started.elapsed().as_secs_f64()
 }
 
-fn sdk_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local", "local", None, None, "bench",
-        ))
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
-}
-
 fn link_item(i: usize) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("pk".into(), AttributeValue::S(format!("raw{i:07}"))),
@@ -96,7 +77,7 @@ async fn main() {
         })
         .await,
     );
-    let raw = sdk_client(&dynamo.endpoint);
+    let raw = common::sdk_client(&dynamo.endpoint);
     let table = store.table.clone();
 
     // Warm up both paths (connections, JIT of DynamoDB Local).

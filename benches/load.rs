@@ -111,7 +111,7 @@ fn main() {
         "\ndurable creates (POST /api/v1/links, 32 connections, every 201 committed to disk): {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx: {}",
         creates.rps, creates.p50_ms, creates.p99_ms, creates.errors
     );
-    let rss = kurz.rss_kib();
+    let rss = common::rss_kib(&kurz.child.id().to_string());
     let _ = writeln!(
         report,
         "kurz resident size after all of the above: {} MiB",
@@ -244,17 +244,6 @@ impl Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
         }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
     }
 }
 

@@ -66,13 +66,7 @@ async fn create_redirect_stats_delete_cycle(backend: Backend) {
     assert_eq!(meta["url"], "https://example.com/x?y=1#z");
     assert_eq!(meta["code"], code);
 
-    let deleted = app
-        .client
-        .delete(app.url(&format!("/api/v1/links/{code}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("delete");
+    let deleted = app.admin_delete(&code).await;
     assert_eq!(deleted.status(), 204);
     // Evicted from the cache at once: the very next redirect is a 404.
     assert_problem(app.get(&format!("/{code}")).await, 404).await;
@@ -81,13 +75,7 @@ async fn create_redirect_stats_delete_cycle(backend: Backend) {
         404,
     )
     .await;
-    let again = app
-        .client
-        .delete(app.url(&format!("/api/v1/links/{code}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("delete");
+    let again = app.admin_delete(&code).await;
     assert_problem(again, 404).await;
     app.stop().await;
 }

@@ -131,7 +131,7 @@ async fn hash_codes_take_over_when_the_counter_cannot_be_leased() {
     let store = TestStore::new(Backend::Dynamodb).await;
     // Break the counter record only: a string where DynamoDB's ADD needs a number makes every
     // lease fail with a validation error, while links can still be written.
-    sdk_client(&store)
+    common::sdk_client(&store.endpoint)
         .put_item()
         .table_name(&store.table)
         .item("pk", attr("#counter"))
@@ -276,17 +276,11 @@ async fn clicks_of_a_deleted_link_do_not_bring_its_statistics_back() {
     let app = spawn_app_on(&store, |s| s.clicks.flush_interval_ms = 3_600_000).await;
     let code = app.create_code("https://example.com/gone").await;
     assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
-    let deleted = app
-        .client
-        .delete(app.url(&format!("/api/v1/links/{code}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("delete");
+    let deleted = app.admin_delete(&code).await;
     assert_eq!(deleted.status(), 204);
     app.stop().await; // flushes the click recorded before the delete
 
-    let items = sdk_client(&store)
+    let items = common::sdk_client(&store.endpoint)
         .query()
         .table_name(&store.table)
         .key_condition_expression("pk = :pk")
@@ -299,24 +293,4 @@ async fn clicks_of_a_deleted_link_do_not_bring_its_statistics_back() {
 
 fn attr(s: &str) -> aws_sdk_dynamodb::types::AttributeValue {
     aws_sdk_dynamodb::types::AttributeValue::S(s.to_owned())
-}
-
-/// A plain SDK client on the test's DynamoDB Local, to look at or tamper with the table.
-fn sdk_client(store: &TestStore) -> aws_sdk_dynamodb::Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .endpoint_url(&store.endpoint)
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local", "local", None, None, "test",
-        ))
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
 }

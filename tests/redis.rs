@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
-    ADMIN_TOKEN, Backend, RedisServer, TestApp, TestStore, free_port, spawn_app_on, unique_name,
-};
+use common::{Backend, RedisServer, TestApp, TestStore, free_port, spawn_app_on, unique_name};
 use deadpool_redis::redis::{self, AsyncCommands};
 use kurz::config::{Secret, Settings};
 
@@ -137,13 +135,7 @@ async fn a_delete_on_one_instance_reaches_the_other_within_two_seconds() {
     assert_eq!(two.get(&format!("/{code}")).await.status(), 302);
     assert_eq!(two.get(&format!("/{code}")).await.status(), 302);
 
-    let deleted = one
-        .client
-        .delete(one.url(&format!("/api/v1/links/{code}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("delete");
+    let deleted = one.admin_delete(&code).await;
     assert_eq!(deleted.status(), 204);
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
@@ -291,13 +283,7 @@ async fn invalidations_reach_other_instances_again_after_redis_restarts() {
 
     let code = one.create_code("https://example.com/after-restart").await;
     assert_eq!(two.get(&format!("/{code}")).await.status(), 302); // cached in two's L1
-    let deleted = one
-        .client
-        .delete(one.url(&format!("/api/v1/links/{code}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("delete");
+    let deleted = one.admin_delete(&code).await;
     assert_eq!(deleted.status(), 204);
     let deadline = Instant::now() + Duration::from_secs(2);
     while two.get(&format!("/{code}")).await.status() != 404 {

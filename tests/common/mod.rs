@@ -191,6 +191,16 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `DELETE /api/v1/links/{code}` with the admin token.
+    pub async fn admin_delete(&self, code: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/api/v1/links/{code}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// Stats of `code` once `total_clicks` reaches `expected` (clicks are flushed
     /// asynchronously); fails after 10 s.
     pub async fn stats_when(&self, code: &str, expected: u64) -> Value {
@@ -497,4 +507,36 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// A plain SDK client on a DynamoDB Local, to look at or tamper with a table directly.
+#[cfg(feature = "dynamodb")]
+pub fn sdk_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local", "local", None, None, "test",
+        ))
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                .build_https(),
+        )
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// Resident memory of a process (`"self"` or a pid), in KiB, from /proc.
+pub fn rss_kib(process: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
