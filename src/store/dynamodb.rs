@@ -276,6 +276,20 @@ impl DynamoStore {
         }
     }
 
+    /// A strongly consistent `GetItem` of one item: a link created a moment ago on another
+    /// instance must be found.
+    fn read_item(
+        &self,
+        pk: impl Into<String>,
+        sk: &str,
+    ) -> aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .consistent_read(true)
+    }
+
     fn key(pk: impl Into<String>, sk: &str) -> Item {
         HashMap::from([
             (PK.to_owned(), AttributeValue::S(pk.into())),
@@ -286,11 +300,7 @@ impl DynamoStore {
     async fn get_idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let out = self
             .call(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .set_key(Some(Self::key(format!("{IDEM_PREFIX}{key}"), IDEM_SK)))
-                    .consistent_read(true)
+                self.read_item(format!("{IDEM_PREFIX}{key}"), IDEM_SK)
                     .send(),
             )
             .await
@@ -538,14 +548,7 @@ impl LinkStore for DynamoStore {
     async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
         // Strongly consistent: a link created on another instance a moment ago must be found.
         let out = self
-            .call(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .set_key(Some(Self::key(code, LINK_SK)))
-                    .consistent_read(true)
-                    .send(),
-            )
+            .call(self.read_item(code, LINK_SK).send())
             .await
             .map_err(|e| self.classify(e))?;
         out.item().map(|item| parse_link(code, item)).transpose()
@@ -697,12 +700,8 @@ impl LinkStore for DynamoStore {
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
         let out = self
             .call(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .set_key(Some(Self::key(code, LINK_SK)))
+                self.read_item(code, LINK_SK)
                     .projection_expression("pk, clicks, last_click_ms")
-                    .consistent_read(true)
                     .send(),
             )
             .await
