@@ -40,8 +40,8 @@ pub const ROUTES: &[(&str, &str, &[&str])] = &[
     ("create_link", "/api/v1/links", &["POST"]),
     ("link", "/api/v1/links/{code}", &["GET", "DELETE"]),
     ("link_stats", "/api/v1/links/{code}/stats", &["GET"]),
-    // Last: it matches any single path segment.
-    ("redirect", "/{code}", &["GET", "HEAD"]),
+    // Not a pattern: the fallback for any other single path segment, see `configure`.
+    (REDIRECT, "/{code}", REDIRECT_METHODS),
 ];
 
 fn handler(name: &str, method: &str) -> actix_web::Route {
@@ -89,8 +89,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.default_service(web::to(redirect::fallback));
 }
 
-/// The route table's name for `/{code}`.
+/// The route table's name for `/{code}`, and its methods.
 const REDIRECT: &str = "redirect";
+const REDIRECT_METHODS: &[&str] = &["GET", "HEAD"];
 
 fn method_not_allowed(req: &HttpRequest, allow: &'static [&'static str]) -> ApiError {
     ApiError::MethodNotAllowed {

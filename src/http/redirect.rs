@@ -8,7 +8,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{
-    ApiError, AppState, REDIRECT, ROUTES, method_not_allowed, no_such_link, not_found, valid_code,
+    ApiError, AppState, REDIRECT_METHODS, method_not_allowed, no_such_link, not_found, valid_code,
 };
 use crate::clock;
 use crate::links::Resolved;
@@ -26,11 +26,7 @@ pub async fn fallback(
         return not_found(req).await;
     };
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let allow = ROUTES
-            .iter()
-            .find(|(name, _, _)| *name == REDIRECT)
-            .map_or(&[][..], |(_, _, methods)| *methods);
-        return Err(method_not_allowed(&req, allow));
+        return Err(method_not_allowed(&req, REDIRECT_METHODS));
     }
     let code = valid_code(segment)?;
     let now = clock::now_ms();
