@@ -47,6 +47,24 @@ async fn wait_for_key(
     }
 }
 
+/// Polls `app` until `code` answers 404; fails after 2 s (the bound a delete must meet on
+/// every instance).
+async fn assert_gone_within_two_seconds(app: &TestApp, code: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let status = app.get(&format!("/{code}")).await.status();
+        if status == 404 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} still answers {status} for {code} after 2 s",
+            app.base
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
@@ -137,18 +155,7 @@ async fn a_delete_on_one_instance_reaches_the_other_within_two_seconds() {
 
     let deleted = one.admin_delete(&code).await;
     assert_eq!(deleted.status(), 204);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let status = two.get(&format!("/{code}")).await.status();
-        if status == 404 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "instance two still answers {status} after 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_gone_within_two_seconds(&two, &code).await;
     one.stop().await;
     two.stop().await;
 }
@@ -285,14 +292,7 @@ async fn invalidations_reach_other_instances_again_after_redis_restarts() {
     assert_eq!(two.get(&format!("/{code}")).await.status(), 302); // cached in two's L1
     let deleted = one.admin_delete(&code).await;
     assert_eq!(deleted.status(), 204);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while two.get(&format!("/{code}")).await.status() != 404 {
-        assert!(
-            Instant::now() < deadline,
-            "the delete did not reach instance two"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_gone_within_two_seconds(&two, &code).await;
     one.stop().await;
     two.stop().await;
 }
