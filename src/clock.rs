@@ -1,13 +1,58 @@
-//! Wall-clock helpers. Times are kept as Unix milliseconds inside kurz and formatted as
-//! RFC 3339 (UTC) only at the edges; click statistics bucket by UTC day number.
+//! Wall-clock time. Times are kept as Unix milliseconds inside kurz and formatted as RFC 3339
+//! (UTC) only at the edges; click statistics bucket by UTC day number.
+//!
+//! Whatever decides by the wall clock (expiry, creation times, the day a click counts for)
+//! reads a [`Clock`] handed down from start-up, so tests can set the time instead of sleeping.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 const MS_PER_DAY: i64 = 86_400_000;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
+/// The wall clock kurz decides by: the system's, or (in tests) one that moves only when told.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    manual: Option<Arc<AtomicI64>>,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// A clock that stands at `start_ms` until [`advance`](Self::advance)d.
+    pub fn manual(start_ms: i64) -> Self {
+        Self {
+            manual: Some(Arc::new(AtomicI64::new(start_ms))),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        match &self.manual {
+            None => system_now_ms(),
+            Some(now) => now.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Moves a manual clock forward (every clone sees it); the system clock ignores it.
+    pub fn advance(&self, by: Duration) {
+        if let Some(now) = &self.manual {
+            now.fetch_add(
+                i64::try_from(by.as_millis()).unwrap_or(i64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the system clock.
+pub fn system_now_ms() -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -58,5 +103,17 @@ mod tests {
         let later = parse_rfc3339("2026-11-24T01:00:00+02:00").expect("valid");
         assert_eq!(format_day(day_of(later)), "2026-11-23");
         assert_eq!(parse_rfc3339("tomorrow"), None);
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told_and_clones_share_it() {
+        let clock = Clock::manual(1_000);
+        let other = clock.clone();
+        assert_eq!(clock.now_ms(), 1_000);
+        other.advance(Duration::from_millis(2_500));
+        assert_eq!(clock.now_ms(), 3_500);
+        let system = Clock::system();
+        system.advance(Duration::from_secs(3_600));
+        assert!((system.now_ms() - system_now_ms()).abs() < 60_000);
     }
 }

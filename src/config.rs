@@ -1,16 +1,27 @@
-//! Typed settings, loaded once at start-up and passed down explicitly.
+//! Typed settings, loaded once at start-up and passed down explicitly: each part of kurz gets
+//! only its own section (`store::open(&settings.store)`).
 //!
 //! Layers, later wins: built-in defaults (the `Default` impls below, the only place a default
 //! lives) < an optional TOML file (`--config PATH`) < environment variables named
-//! `KURZ__SECTION__KEY` (e.g. `KURZ__SERVER__BIND`). Unknown keys and malformed values stop
-//! start-up with a message naming the setting, so a typo never silently falls back to a default.
+//! `KURZ__SECTION__KEY` (e.g. `KURZ__SERVER__BIND`). Values are parsed into real types at load
+//! (`SocketAddr`, `BaseUrl`, `Duration`, non-zero counts), so nothing downstream checks them
+//! again. Unknown keys and malformed values stop start-up with a message naming the setting, so
+//! a typo never silently falls back to a default.
+//!
+//! Durations keep their unit in the setting's name (`timeout_ms`, `shutdown_timeout_s`): the
+//! name is the contract, the field is a `Duration`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
+
+use crate::base_url::BaseUrl;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -29,22 +40,23 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
-    pub bind: String,
+    pub bind: SocketAddr,
     /// Base of every `short_url`, e.g. `https://kurz.example`. Defaults to the bound address.
-    pub public_base_url: Option<String>,
+    pub public_base_url: Option<BaseUrl>,
     /// Worker threads; defaults to the number of CPU cores.
-    pub workers: Option<usize>,
+    pub workers: Option<NonZeroUsize>,
     /// How long a graceful stop waits for in-flight requests.
-    pub shutdown_timeout_s: u64,
+    #[serde(rename = "shutdown_timeout_s", deserialize_with = "seconds")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
-            bind: "127.0.0.1:8080".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_base_url: None,
             workers: None,
-            shutdown_timeout_s: 10,
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -91,7 +103,8 @@ pub struct StoreSettings {
     /// The embedded store's file.
     pub path: PathBuf,
     /// Upper bound on one store call, retries included; a slower call fails as "unavailable".
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    pub timeout: Duration,
     pub dynamodb: DynamoSettings,
 }
 
@@ -100,7 +113,7 @@ impl Default for StoreSettings {
         Self {
             backend: Backend::Embedded,
             path: PathBuf::from("./data/kurz.redb"),
-            timeout_ms: 3_000,
+            timeout: Duration::from_secs(3),
             dynamodb: DynamoSettings::default(),
         }
     }
@@ -116,12 +129,14 @@ pub struct DynamoSettings {
     /// Endpoint override, for DynamoDB Local. Unset in production.
     pub endpoint_url: Option<String>,
     /// Upper bound on one HTTP attempt; the SDK retries within `store.timeout_ms`.
-    pub attempt_timeout_ms: u64,
-    pub connect_timeout_ms: u64,
+    #[serde(rename = "attempt_timeout_ms", deserialize_with = "millis")]
+    pub attempt_timeout: Duration,
+    #[serde(rename = "connect_timeout_ms", deserialize_with = "millis")]
+    pub connect_timeout: Duration,
     /// Attempts per call (standard retry mode, exponential backoff with jitter).
-    pub max_attempts: u32,
+    pub max_attempts: NonZeroU32,
     /// Concurrent writes when flushing click counts.
-    pub flush_concurrency: usize,
+    pub flush_concurrency: NonZeroUsize,
     /// Static credentials, for DynamoDB Local and tests. Unset, the standard provider chain is
     /// used (environment, profile, container or instance role).
     pub access_key_id: Option<Secret>,
@@ -134,10 +149,10 @@ impl Default for DynamoSettings {
             table: "kurz".into(),
             region: None,
             endpoint_url: None,
-            attempt_timeout_ms: 1_000,
-            connect_timeout_ms: 1_000,
-            max_attempts: 3,
-            flush_concurrency: 16,
+            attempt_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            max_attempts: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
+            flush_concurrency: NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN),
             access_key_id: None,
             secret_access_key: None,
         }
@@ -157,34 +172,38 @@ pub struct CacheSettings {
 pub struct RedisSettings {
     /// `redis://[user:password@]host:port[/db]`; unset, there is no L2.
     pub url: Option<Secret>,
-    pub pool_size: usize,
+    pub pool_size: NonZeroUsize,
     /// Upper bound on one Redis call, connection included. A redirect never waits longer
     /// than this because of Redis.
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    pub timeout: Duration,
     /// Prefix of every key and of the invalidation channel, so instances of different
     /// deployments can share one Redis.
     pub key_prefix: String,
     /// How long a link stays in Redis (never past the link's expiry).
-    pub ttl_ms: u64,
+    #[serde(rename = "ttl_ms", deserialize_with = "millis")]
+    pub ttl: Duration,
     /// How long "no such code" stays in Redis.
-    pub negative_ttl_ms: u64,
+    #[serde(rename = "negative_ttl_ms", deserialize_with = "millis")]
+    pub negative_ttl: Duration,
     /// Consecutive failures that open the circuit breaker.
-    pub breaker_threshold: u32,
+    pub breaker_threshold: NonZeroU32,
     /// How long the breaker stays open before one call probes Redis again.
-    pub breaker_cool_off_ms: u64,
+    #[serde(rename = "breaker_cool_off_ms", deserialize_with = "millis")]
+    pub breaker_cool_off: Duration,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: None,
-            pool_size: 32,
-            timeout_ms: 50,
+            pool_size: NonZeroUsize::new(32).unwrap_or(NonZeroUsize::MIN),
+            timeout: Duration::from_millis(50),
             key_prefix: "kurz:".into(),
-            ttl_ms: 3_600_000,
-            negative_ttl_ms: 5_000,
-            breaker_threshold: 5,
-            breaker_cool_off_ms: 1_000,
+            ttl: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(5),
+            breaker_threshold: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+            breaker_cool_off: Duration::from_secs(1),
         }
     }
 }
@@ -195,17 +214,19 @@ pub struct LocalCacheSettings {
     /// Memory budget of the in-process cache, in bytes (estimated per entry); 0 turns it off.
     pub max_bytes: u64,
     /// How long a found link stays cached.
-    pub ttl_ms: u64,
+    #[serde(rename = "ttl_ms", deserialize_with = "millis")]
+    pub ttl: Duration,
     /// How long "no such code" stays cached, so scanners cannot hammer the store.
-    pub negative_ttl_ms: u64,
+    #[serde(rename = "negative_ttl_ms", deserialize_with = "millis")]
+    pub negative_ttl: Duration,
 }
 
 impl Default for LocalCacheSettings {
     fn default() -> Self {
         Self {
             max_bytes: 256 * 1024 * 1024,
-            ttl_ms: 60_000,
-            negative_ttl_ms: 5_000,
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -216,7 +237,7 @@ pub const DEFAULT_PERMUTATION_KEY: &str = "kurz-default-permutation-key";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdSettings {
-    /// Ids leased from the store's counter in one call.
+    /// Ids leased from the store's counter in one call (1 to 1,000,000).
     pub block_size: u64,
     /// Key of the id -> code permutation. Changing it on a live deployment changes which codes
     /// future ids map to (existing links keep their codes; collisions are still caught).
@@ -236,7 +257,8 @@ impl Default for IdSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct ClickSettings {
     /// How often click deltas are written to the store.
-    pub flush_interval_ms: u64,
+    #[serde(rename = "flush_interval_ms", deserialize_with = "millis")]
+    pub flush_interval: Duration,
     /// Most distinct codes whose unflushed clicks are kept while the store fails; beyond that
     /// clicks are dropped and counted in `kurz_clicks_dropped_total`.
     pub max_pending_codes: usize,
@@ -245,7 +267,7 @@ pub struct ClickSettings {
 impl Default for ClickSettings {
     fn default() -> Self {
         Self {
-            flush_interval_ms: 1_000,
+            flush_interval: Duration::from_secs(1),
             max_pending_codes: 1_000_000,
         }
     }
@@ -254,7 +276,8 @@ impl Default for ClickSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// Token for delete and stats; generated and printed at start-up when unset.
+    /// Token for delete and stats (at least 16 characters); generated and printed at start-up
+    /// when unset.
     pub admin_token: Option<Secret>,
     /// Keys allowed to create links (`Authorization: Bearer KEY`). Empty: creation is open.
     /// In the environment: comma-separated.
@@ -265,17 +288,17 @@ pub struct AuthSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
-    /// Largest accepted request body.
+    /// Largest accepted request body (at least 1024).
     pub max_body_bytes: usize,
     /// Longest accepted long URL.
-    pub max_url_bytes: usize,
+    pub max_url_bytes: NonZeroUsize,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 16 * 1024,
-            max_url_bytes: 8 * 1024,
+            max_url_bytes: NonZeroUsize::new(8 * 1024).unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
@@ -305,18 +328,18 @@ impl Default for LogSettings {
     }
 }
 
-/// A secret string (token, key). `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// A secret string (token, key): `Debug` never shows it, and its memory is wiped on drop.
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
@@ -324,6 +347,14 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
     }
+}
+
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
+}
+
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_secs)
 }
 
 fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
@@ -341,7 +372,7 @@ fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret
         .into_iter()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
-        .map(Secret)
+        .map(Secret::new)
         .collect())
 }
 
@@ -354,8 +385,18 @@ pub enum SettingsError {
 }
 
 impl Settings {
-    /// Defaults, then the TOML file if given, then `KURZ__*` environment variables.
+    /// Defaults, then the TOML file if given, then `KURZ__*` environment variables; checked.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, None)
+    }
+
+    /// As [`load`](Self::load), with `env` (names as in the environment, `KURZ__…`) standing in
+    /// for the process environment when given: for tools and tests that check settings
+    /// without touching the real environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, SettingsError> {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             builder = builder.add_source(
@@ -368,60 +409,38 @@ impl Settings {
             .add_source(
                 config::Environment::with_prefix("KURZ")
                     .prefix_separator("__")
-                    .separator("__"),
+                    .separator("__")
+                    .source(env),
             )
             .build()?
             .try_deserialize()?;
-        settings.validate()?;
+        settings.check()?;
         Ok(settings)
     }
 
-    /// Checks what types alone cannot; `load` calls it, and so does start-up.
-    pub fn validate(&self) -> Result<(), SettingsError> {
+    /// What the types alone cannot say; run once, by `load`.
+    fn check(&self) -> Result<(), SettingsError> {
         let invalid = |key, reason: &str| {
             Err(SettingsError::Invalid {
                 key,
                 reason: reason.to_owned(),
             })
         };
-        if self.server.bind.parse::<SocketAddr>().is_err() {
-            return invalid(
-                "server.bind",
-                "expected IP:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080",
-            );
-        }
-        if let Some(base) = &self.server.public_base_url
-            && crate::links::BaseUrl::parse(base).is_none()
-        {
-            return invalid(
-                "server.public_base_url",
-                "expected an absolute http(s) URL such as https://kurz.example",
-            );
-        }
-        if self.server.workers == Some(0) {
-            return invalid("server.workers", "must be at least 1");
-        }
-        if self.ids.block_size == 0 || self.ids.block_size > 1_000_000 {
+        if !(1..=1_000_000).contains(&self.ids.block_size) {
             return invalid("ids.block_size", "must be between 1 and 1000000");
         }
         if self.ids.permutation_key.expose().is_empty() {
             return invalid("ids.permutation_key", "must not be empty");
         }
-        if self.clicks.flush_interval_ms == 0 {
+        if self.clicks.flush_interval.is_zero() {
             return invalid("clicks.flush_interval_ms", "must be at least 1");
         }
-        if self.store.timeout_ms == 0 {
+        if self.store.timeout.is_zero() {
             return invalid("store.timeout_ms", "must be at least 1");
         }
         let dynamo = &self.store.dynamodb;
         if dynamo.table.is_empty() {
             return invalid("store.dynamodb.table", "must not be empty");
-        }
-        if dynamo.max_attempts == 0 || dynamo.flush_concurrency == 0 {
-            return invalid(
-                "store.dynamodb",
-                "max_attempts and flush_concurrency must be at least 1",
-            );
         }
         if dynamo.access_key_id.is_some() != dynamo.secret_access_key.is_some() {
             return invalid(
@@ -429,28 +448,22 @@ impl Settings {
                 "set both access_key_id and secret_access_key, or neither",
             );
         }
-        if self.limits.max_url_bytes == 0 || self.limits.max_body_bytes < 1024 {
-            return invalid(
-                "limits",
-                "max_url_bytes must be positive and max_body_bytes at least 1024",
-            );
+        if self.limits.max_body_bytes < 1024 {
+            return invalid("limits.max_body_bytes", "must be at least 1024");
         }
         let redis = &self.cache.redis;
         if let Some(url) = &redis.url
-            && !url.expose().starts_with("redis://")
-            && !url.expose().starts_with("rediss://")
-            && !url.expose().starts_with("unix://")
+            && !["redis://", "rediss://", "unix://"]
+                .iter()
+                .any(|scheme| url.expose().starts_with(scheme))
         {
             return invalid(
                 "cache.redis.url",
                 "expected redis://host:port (or rediss://, unix://)",
             );
         }
-        if redis.pool_size == 0 || redis.timeout_ms == 0 || redis.breaker_threshold == 0 {
-            return invalid(
-                "cache.redis",
-                "pool_size, timeout_ms and breaker_threshold must be at least 1",
-            );
+        if redis.timeout.is_zero() {
+            return invalid("cache.redis.timeout_ms", "must be at least 1");
         }
         if let Some(token) = &self.auth.admin_token
             && token.expose().len() < 16
@@ -462,15 +475,20 @@ impl Settings {
         }
         Ok(())
     }
-
-    pub fn store_timeout(&self) -> Duration {
-        Duration::from_millis(self.store.timeout_ms)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
 
     #[test]
     fn secrets_never_show_in_debug() {
@@ -484,8 +502,51 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid() {
-        Settings::default().validate().expect("defaults validate");
+    fn defaults_load_and_pass_the_checks() {
+        let s = Settings::load_from(None, env(&[])).expect("defaults load");
+        assert_eq!(s.server.bind, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(s.store.timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn values_are_parsed_into_their_types_at_load() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("KURZ__SERVER__BIND", "0.0.0.0:9000"),
+                ("KURZ__SERVER__PUBLIC_BASE_URL", "https://kurz.example/"),
+                ("KURZ__SERVER__SHUTDOWN_TIMEOUT_S", "7"),
+                ("KURZ__STORE__TIMEOUT_MS", "1500"),
+                ("KURZ__AUTH__API_KEYS", "one, two ,"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.server.bind.port(), 9000);
+        let base = s.server.public_base_url.expect("base url");
+        assert_eq!(base.as_str(), "https://kurz.example");
+        assert_eq!(s.server.shutdown_timeout, Duration::from_secs(7));
+        assert_eq!(s.store.timeout, Duration::from_millis(1500));
+        let keys: Vec<&str> = s.auth.api_keys.iter().map(Secret::expose).collect();
+        assert_eq!(keys, ["one", "two"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        for (key, value, named) in [
+            ("KURZ__SERVER__BIND", "localhost", "server.bind"),
+            ("KURZ__SERVER__WORKERS", "0", "server.workers"),
+            ("KURZ__IDS__BLOCK_SIZE", "0", "ids.block_size"),
+            (
+                "KURZ__LIMITS__MAX_BODY_BYTES",
+                "10",
+                "limits.max_body_bytes",
+            ),
+            ("KURZ__CACHE__REDIS__URL", "http://x", "cache.redis.url"),
+            ("KURZ__LOG__LEVEL", "kurz=loud", "log.level"),
+        ] {
+            let err = Settings::load_from(None, env(&[(key, value)])).expect_err(key);
+            assert!(err.to_string().contains(named), "{key}={value}: {err}");
+        }
     }
 
     #[test]
@@ -497,12 +558,12 @@ mod tests {
             "[server]\nbind = \"127.0.0.1:9999\"\n[auth]\napi_keys = [\"a\", \"b\"]\n",
         )
         .expect("write");
-        let s = Settings::load(Some(&path)).expect("loads");
-        assert_eq!(s.server.bind, "127.0.0.1:9999");
+        let s = Settings::load_from(Some(&path), env(&[])).expect("loads");
+        assert_eq!(s.server.bind.port(), 9999);
         assert_eq!(s.auth.api_keys.len(), 2);
 
         std::fs::write(&path, "[server]\nbnid = \"127.0.0.1:9999\"\n").expect("write");
-        let err = Settings::load(Some(&path)).expect_err("typo rejected");
+        let err = Settings::load_from(Some(&path), env(&[])).expect_err("typo rejected");
         assert!(err.to_string().contains("bnid"), "{err}");
     }
 }

@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
 }
 
 async fn init(settings: Settings) -> ExitCode {
-    match kurz::store::init(&settings).await {
+    match kurz::store::init(&settings.store).await {
         Ok(done) => {
             for line in done {
                 println!("kurz init: {line}");

@@ -3,19 +3,19 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio::task::JoinHandle;
 
+use crate::base_url::BaseUrl;
 use crate::cache::{LocalCache, RedisCache, start_invalidation_listener};
 use crate::clicks::{ClickFlusher, ClickRecorder};
-use crate::code::{CodeGenerator, IdAllocator};
+use crate::clock::Clock;
 use crate::config::{DEFAULT_PERMUTATION_KEY, Secret, Settings, SettingsError};
-use crate::http::{self, AppState, Auth};
-use crate::links::{BaseUrl, LinkService};
+use crate::http::{self, AppState, Auth, Endpoint};
+use crate::links::{CodeSource, LinkService};
 use crate::store::{self, LinkStore, StoreError};
 use crate::telemetry::{Metrics, RequestIds};
 
@@ -30,7 +30,7 @@ pub enum StartupError {
     },
     #[error("cannot listen on {addr} (set server.bind / KURZ__SERVER__BIND): {source}")]
     Bind {
-        addr: String,
+        addr: SocketAddr,
         source: std::io::Error,
     },
 }
@@ -47,26 +47,28 @@ pub struct Application {
 
 impl Application {
     /// Builds everything and binds the listener; serving starts with [`run_until_stopped`].
+    /// Expiry and creation times follow the system clock.
     ///
     /// [`run_until_stopped`]: Application::run_until_stopped
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        settings.validate()?;
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// As [`build`](Self::build), deciding expiry and creation times by `clock` (tests set
+    /// the time instead of sleeping).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, StartupError> {
         let bind_error = |source| StartupError::Bind {
-            addr: settings.server.bind.clone(),
+            addr: settings.server.bind,
             source,
         };
-        let listener = TcpListener::bind(&settings.server.bind).map_err(bind_error)?;
+        let listener = TcpListener::bind(settings.server.bind).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let base_url = match &settings.server.public_base_url {
-            Some(url) => BaseUrl::parse(url),
-            None => BaseUrl::parse(&default_base_url(local_addr)),
-        }
-        .ok_or_else(|| SettingsError::Invalid {
-            key: "server.public_base_url",
-            reason: "not an absolute http(s) URL".into(),
-        })?;
+            Some(url) => url.clone(),
+            None => BaseUrl::for_listener(local_addr),
+        };
 
-        let store = store::open(&settings)
+        let store = store::open(&settings.store)
             .await
             .map_err(|source| StartupError::Store {
                 backend: settings.store.backend.name(),
@@ -74,17 +76,13 @@ impl Application {
             })?;
         tracing::info!(backend = store.backend(), path = %settings.store.path.display(), "store opened");
 
-        let generated_admin_token = match settings.auth.admin_token {
-            Some(_) => None,
-            None => Some(generate_token()),
+        let (admin_token, generated_admin_token) = match &settings.auth.admin_token {
+            Some(token) => (token.clone(), None),
+            None => {
+                let token = generate_token();
+                (token.clone(), Some(token))
+            }
         };
-        let admin_token = settings
-            .auth
-            .admin_token
-            .as_ref()
-            .or(generated_admin_token.as_ref())
-            .cloned()
-            .unwrap_or_else(generate_token);
         if settings.ids.permutation_key.expose() == DEFAULT_PERMUTATION_KEY {
             tracing::warn!(
                 "ids.permutation_key is the built-in default: anyone can predict the codes kurz \
@@ -97,7 +95,7 @@ impl Application {
             );
         }
 
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::with_routes(Endpoint::METRIC_LABELS));
         let clicks = Arc::new(ClickRecorder::new(Arc::clone(&metrics)));
         let local = Arc::new(LocalCache::new(&settings.cache.local));
         let redis = match &settings.cache.redis.url {
@@ -120,15 +118,18 @@ impl Application {
             Arc::clone(&store),
             local,
             redis,
-            IdAllocator::new(settings.ids.block_size),
-            CodeGenerator::new(settings.ids.permutation_key.expose().as_bytes()),
+            CodeSource::new(
+                settings.ids.block_size,
+                settings.ids.permutation_key.expose().as_bytes(),
+            ),
             Arc::clone(&clicks),
             Arc::clone(&metrics),
+            clock,
         );
         let flusher = ClickFlusher::start(
             clicks,
             Arc::clone(&store),
-            Duration::from_millis(settings.clicks.flush_interval_ms),
+            settings.clicks.flush_interval,
             settings.clicks.max_pending_codes,
         );
         let state = web::Data::new(AppState {
@@ -146,9 +147,9 @@ impl Application {
                 .wrap(from_fn(http::observe))
                 .configure(http::configure)
         })
-        .shutdown_timeout(settings.server.shutdown_timeout_s);
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs());
         if let Some(workers) = settings.server.workers {
-            server = server.workers(workers);
+            server = server.workers(workers.get());
         }
         let server = server.listen(listener).map_err(bind_error)?.run();
         tracing::info!(addr = %local_addr, base_url = base_url.as_str(), "kurz listening");
@@ -200,16 +201,6 @@ impl Application {
     }
 }
 
-fn default_base_url(addr: SocketAddr) -> String {
-    let ip = match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
-        ip if ip.is_unspecified() => "[::1]".to_owned(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        std::net::IpAddr::V4(ip) => ip.to_string(),
-    };
-    format!("http://{ip}:{}", addr.port())
-}
-
 /// 32 random bytes, hex: a fresh admin token for this run.
 fn generate_token() -> Secret {
     let mut bytes = [0u8; 32];
@@ -218,5 +209,5 @@ fn generate_token() -> Secret {
         tracing::error!(error = %e, "no OS randomness; cannot generate an admin token");
         std::process::abort();
     }
-    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    Secret::new(hex::encode(bytes))
 }

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use moka::sync::Cache;
 use tokio::sync::OnceCell;
@@ -47,14 +46,14 @@ impl LocalCache {
             Cache::builder()
                 .max_capacity(settings.max_bytes)
                 .weigher(weigh_found)
-                .time_to_live(Duration::from_millis(settings.ttl_ms))
+                .time_to_live(settings.ttl)
                 .build()
         });
         let missing = enabled.then(|| {
             Cache::builder()
                 .max_capacity((settings.max_bytes / MISSING_SHARE).max(1))
                 .weigher(weigh_missing)
-                .time_to_live(Duration::from_millis(settings.negative_ttl_ms))
+                .time_to_live(settings.negative_ttl)
                 .build()
         });
         Self {
@@ -193,12 +192,13 @@ impl Drop for FlightGuard<'_> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     fn settings() -> LocalCacheSettings {
         LocalCacheSettings {
             max_bytes: 1 << 20,
-            ttl_ms: 60_000,
-            negative_ttl_ms: 60_000,
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(60),
         }
     }
 
@@ -229,7 +229,7 @@ mod tests {
     async fn errors_are_not_cached_and_invalidate_evicts() {
         let cache = LocalCache::new(&settings());
         let failed = cache
-            .get_or_load("abc", async { Err(StoreError::Unavailable("down".into())) })
+            .get_or_load("abc", async { Err(StoreError::unavailable("down")) })
             .await;
         assert!(failed.is_err());
         assert!(cache.get("abc").is_none());

@@ -42,11 +42,11 @@ struct Inner {
 impl RedisCache {
     /// Builds the pool; no connection is made until the first call.
     pub fn new(settings: &RedisSettings, url: &str, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let timeout = Duration::from_millis(settings.timeout_ms);
+        let timeout = settings.timeout;
         let pool = deadpool_redis::Config::from_url(url)
             .builder()
             .map_err(|e| e.to_string())?
-            .max_size(settings.pool_size)
+            .max_size(settings.pool_size.get())
             .wait_timeout(Some(timeout))
             .create_timeout(Some(timeout))
             .recycle_timeout(Some(timeout))
@@ -61,12 +61,9 @@ impl RedisCache {
                 prefix: settings.key_prefix.clone(),
                 channel: format!("{}invalidate", settings.key_prefix),
                 timeout,
-                ttl: Duration::from_millis(settings.ttl_ms),
-                negative_ttl: Duration::from_millis(settings.negative_ttl_ms),
-                breaker: Breaker::new(
-                    settings.breaker_threshold,
-                    Duration::from_millis(settings.breaker_cool_off_ms),
-                ),
+                ttl: settings.ttl,
+                negative_ttl: settings.negative_ttl,
+                breaker: Breaker::new(settings.breaker_threshold.get(), settings.breaker_cool_off),
                 metrics,
             }),
         })
@@ -100,14 +97,14 @@ impl RedisCache {
             Ok(value) => {
                 if inner.breaker.on_success() {
                     tracing::info!("Redis answers again; circuit breaker closed");
-                    inner.metrics.redis_breaker_open.store(0, Ordering::Relaxed);
+                    inner.metrics.redis_breaker_open.set(0);
                 }
                 Some(value)
             }
             Err(e) => {
                 inner.metrics.redis_errors.inc();
                 if inner.breaker.on_failure() {
-                    inner.metrics.redis_breaker_open.store(1, Ordering::Relaxed);
+                    inner.metrics.redis_breaker_open.set(1);
                 }
                 if inner.breaker.should_log() {
                     tracing::warn!(error = %e, "Redis call failed; serving from the next tier");
@@ -132,14 +129,15 @@ impl RedisCache {
         cached
     }
 
-    /// Stores `value` in the background, with TTL = min(Redis TTL, time to the link's expiry).
-    pub fn put_in_background(&self, code: &str, value: Cached) {
+    /// Stores `value` in the background, with TTL = min(Redis TTL, time from `now_ms` to the
+    /// link's expiry).
+    pub fn put_in_background(&self, code: &str, value: Cached, now_ms: i64) {
         let ttl = match &value {
             Cached::Missing => self.inner.negative_ttl,
             Cached::Found(target) => match target.expires_at_ms {
                 None => self.inner.ttl,
                 Some(at) => {
-                    let left = u64::try_from(at - clock::now_ms()).unwrap_or(0);
+                    let left = u64::try_from(at - now_ms).unwrap_or(0);
                     self.inner.ttl.min(Duration::from_millis(left))
                 }
             },
@@ -283,7 +281,7 @@ impl Breaker {
         if until == 0 {
             return true;
         }
-        let now = clock::now_ms();
+        let now = clock::system_now_ms();
         // Past the cool-off: the caller that moves the deadline gets to probe; others skip.
         now >= until
             && self
@@ -311,7 +309,7 @@ impl Breaker {
         }
         let was = self
             .open_until_ms
-            .swap(clock::now_ms() + self.cool_off_ms, Ordering::AcqRel);
+            .swap(clock::system_now_ms() + self.cool_off_ms, Ordering::AcqRel);
         if was == 0 {
             tracing::warn!(
                 failures,
@@ -323,7 +321,7 @@ impl Breaker {
 
     /// At most one log line every 10 s about Redis failures.
     fn should_log(&self) -> bool {
-        let now = clock::now_ms();
+        let now = clock::system_now_ms();
         let last = self.last_log_ms.load(Ordering::Relaxed);
         now - last >= 10_000
             && self

@@ -90,7 +90,8 @@ impl ClickRecorder {
         Self {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             metrics,
-            token_prefix: getrandom::u64().unwrap_or_else(|_| clock::now_ms().unsigned_abs()),
+            token_prefix: getrandom::u64()
+                .unwrap_or_else(|_| clock::system_now_ms().unsigned_abs()),
             next_token: AtomicU64::new(0),
         }
     }

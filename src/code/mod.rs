@@ -6,13 +6,13 @@
 //! the store's put-if-absent insert is the final word on uniqueness.
 
 mod alias;
-mod allocator;
 pub mod base62;
+mod generator;
 mod hash;
 mod permutation;
 
 pub use alias::{AliasError, is_reserved, parse_alias};
-pub use allocator::{CodeGenerator, IdAllocator};
+pub use generator::CodeGenerator;
 pub use hash::hash_code;
 pub use permutation::Permutation;
 

@@ -4,6 +4,7 @@
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::config::Secret;
@@ -40,11 +41,11 @@ fn digest(token: &str) -> Digest32 {
 }
 
 fn same(a: &Digest32, b: &Digest32) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 fn fingerprint(d: &Digest32) -> String {
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&d[..8])
 }
 
 impl Auth {

@@ -23,11 +23,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{method} is not allowed here; allowed: {}", allow.join(", "))]
-    MethodNotAllowed {
-        method: String,
-        allow: &'static [&'static str],
-    },
+    #[error("{method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: String },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -82,7 +79,7 @@ impl ResponseError for ApiError {
                 response.insert_header((WWW_AUTHENTICATE, "Bearer"));
             }
             Self::MethodNotAllowed { allow, .. } => {
-                response.insert_header((ALLOW, allow.join(", ")));
+                response.insert_header((ALLOW, allow.as_str()));
             }
             Self::Unavailable { .. } => {
                 response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));

@@ -5,9 +5,10 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, code_param, no_such_link};
+use crate::base_url::BaseUrl;
 use crate::clock;
 use crate::code::parse_alias;
-use crate::links::{BaseUrl, NewLink, validate_url};
+use crate::links::{NewLink, validate_url};
 use crate::store::Link;
 
 const ALLOWED_REDIRECTS: [u16; 4] = [301, 302, 307, 308];
@@ -55,8 +56,12 @@ pub async fn create(
     let input: CreateLinkRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("request body is not a valid link: {e}")))?;
 
-    validate_url(&input.url, state.limits.max_url_bytes, &state.base_url)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    validate_url(
+        &input.url,
+        state.limits.max_url_bytes.get(),
+        &state.base_url,
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let alias = input
         .alias
         .as_deref()
@@ -64,7 +69,12 @@ pub async fn create(
         .transpose()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?
         .map(str::to_owned);
-    let expires_at_ms = input.expires_at.as_deref().map(parse_expiry).transpose()?;
+    let now = state.links.clock().now_ms();
+    let expires_at_ms = input
+        .expires_at
+        .as_deref()
+        .map(|text| parse_expiry(text, now))
+        .transpose()?;
     let redirect_status = match input.redirect_status {
         None => 302,
         Some(s) if ALLOWED_REDIRECTS.contains(&s) => s,
@@ -157,13 +167,14 @@ async fn read_json_body(
     }
 }
 
-fn parse_expiry(text: &str) -> Result<i64, ApiError> {
+/// An RFC 3339 expiry, which must be after `now_ms`.
+fn parse_expiry(text: &str, now_ms: i64) -> Result<i64, ApiError> {
     let at = clock::parse_rfc3339(text).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "expires_at must be an RFC 3339 timestamp such as 2030-01-31T12:00:00Z; got '{text}'"
         ))
     })?;
-    if at <= clock::now_ms() {
+    if at <= now_ms {
         return Err(ApiError::BadRequest(format!(
             "expires_at must be in the future; got '{text}'"
         )));

@@ -11,14 +11,16 @@ mod stats;
 
 use std::sync::Arc;
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, web};
 
 pub use auth::{Auth, Caller};
 pub use errors::ApiError;
 pub use observe::observe;
 
+use crate::base_url::BaseUrl;
 use crate::config::LimitSettings;
-use crate::links::{BaseUrl, LinkService};
+use crate::links::LinkService;
 use crate::telemetry::{Metrics, RequestIds};
 
 /// Everything a handler needs, built once at start-up.
@@ -31,29 +33,75 @@ pub struct AppState {
     pub request_ids: RequestIds,
 }
 
-/// Every route kurz serves: (name, path, methods). [`configure`] registers exactly these, and
-/// the tests hold `openapi.yaml` to the same table.
-pub const ROUTES: &[(&str, &str, &[&str])] = &[
-    ("healthz", "/healthz", &["GET"]),
-    ("readyz", "/readyz", &["GET"]),
-    ("metrics", "/metrics", &["GET"]),
-    ("create_link", "/api/v1/links", &["POST"]),
-    ("link", "/api/v1/links/{code}", &["GET", "DELETE"]),
-    ("link_stats", "/api/v1/links/{code}/stats", &["GET"]),
-    // Not a pattern: the fallback for any other single path segment, see `configure`.
-    (REDIRECT, "/{code}", REDIRECT_METHODS),
-];
+/// Declares [`Endpoint`]: one line per endpoint, `Variant => "metric label", [METHODS] "path",
+/// handler;`. The metric label, the methods, the path and the handler live only here.
+macro_rules! endpoints {
+    ($( $variant:ident => $label:literal, [$($method:ident),+] $path:literal, $handler:path; )*) => {
+        /// Every endpoint kurz serves. [`configure`] registers exactly these, `/metrics` labels
+        /// by them, the tests hold `openapi.yaml` to them, and the first segment of every path
+        /// is a reserved alias (a test checks it).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Endpoint { $($variant,)* }
 
-fn handler(name: &str, method: &str) -> actix_web::Route {
-    match (name, method) {
-        ("healthz", "GET") => web::get().to(health::live),
-        ("readyz", "GET") => web::get().to(health::ready),
-        ("metrics", "GET") => web::get().to(health::metrics),
-        ("create_link", "POST") => web::post().to(links::create),
-        ("link", "GET") => web::get().to(links::get),
-        ("link", "DELETE") => web::delete().to(links::delete),
-        ("link_stats", "GET") => web::get().to(stats::stats),
-        _ => web::route().to(not_found),
+        impl Endpoint {
+            pub const ALL: &[Endpoint] = &[$(Endpoint::$variant,)*];
+
+            /// The metric label of each endpoint in [`ALL`](Self::ALL)'s order, then one for
+            /// requests no endpoint matched.
+            pub const METRIC_LABELS: &[&str] = &[$($label,)* "unmatched"];
+
+            pub fn label(self) -> &'static str {
+                match self { $(Endpoint::$variant => $label,)* }
+            }
+
+            pub fn methods(self) -> &'static [Method] {
+                match self { $(Endpoint::$variant => &[$(Method::$method),+],)* }
+            }
+
+            pub fn path(self) -> &'static str {
+                match self { $(Endpoint::$variant => $path,)* }
+            }
+
+            fn route(self, method: Method) -> actix_web::Route {
+                match self { $(Endpoint::$variant => web::method(method).to($handler),)* }
+            }
+        }
+    };
+}
+
+endpoints! {
+    Healthz => "healthz", [GET] "/healthz", health::live;
+    Readyz => "readyz", [GET] "/readyz", health::ready;
+    Metrics => "metrics", [GET] "/metrics", health::metrics;
+    CreateLink => "create_link", [POST] "/api/v1/links", links::create;
+    GetLink => "get_link", [GET] "/api/v1/links/{code}", links::get;
+    DeleteLink => "delete_link", [DELETE] "/api/v1/links/{code}", links::delete;
+    LinkStats => "link_stats", [GET] "/api/v1/links/{code}/stats", stats::stats;
+    // Not a pattern: the fallback for any other single path segment, see `configure`.
+    Redirect => "redirect", [GET, HEAD] "/{code}", redirect::fallback;
+}
+
+impl Endpoint {
+    /// The endpoint serving `method` on the resource registered as `path`.
+    pub fn find(path: &str, method: &Method) -> Option<Endpoint> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|e| e.path() == path && e.methods().contains(method))
+    }
+
+    /// Index of this endpoint's metric label in [`METRIC_LABELS`](Self::METRIC_LABELS).
+    pub fn metric_index(endpoint: Option<Endpoint>) -> usize {
+        endpoint.map_or(Self::ALL.len(), |e| e as usize)
+    }
+
+    /// The methods served on `path` by any endpoint.
+    fn methods_on(path: &str) -> Vec<Method> {
+        Self::ALL
+            .iter()
+            .filter(|e| e.path() == path)
+            .flat_map(|e| e.methods().iter().cloned())
+            .collect()
     }
 }
 
@@ -61,23 +109,36 @@ fn handler(name: &str, method: &str) -> actix_web::Route {
 /// so a redirect never pays for trying their patterns.
 const API_PREFIX: &str = "/api/v1/links";
 
-/// Registers [`ROUTES`]; other methods on a known path answer 405 with `Allow`.
+/// Registers every [`Endpoint`], one resource per path (named by its path, which is how the
+/// request observer finds the endpoint); other methods on a known path answer 405 with
+/// `Allow`.
 ///
 /// `/{code}` is not a pattern here but the fallback for whatever the table does not match
 /// ([`redirect::fallback`]): the redirect, the hot path, then costs no pattern matching, and
 /// the handful of fixed paths are compared first.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let mut api = web::scope(API_PREFIX).default_service(web::to(not_found));
-    for &(name, path, methods) in ROUTES {
-        if name == REDIRECT {
+    let mut registered: Vec<&str> = Vec::new();
+    for endpoint in Endpoint::ALL {
+        let path = endpoint.path();
+        if *endpoint == Endpoint::Redirect || registered.contains(&path) {
             continue;
         }
-        let mut resource = web::resource(path.strip_prefix(API_PREFIX).unwrap_or(path)).name(name);
-        for method in methods {
-            resource = resource.route(handler(name, method));
+        registered.push(path);
+        let allow: String = Endpoint::methods_on(path)
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut resource = web::resource(path.strip_prefix(API_PREFIX).unwrap_or(path)).name(path);
+        for same_path in Endpoint::ALL.iter().filter(|e| e.path() == path) {
+            for method in same_path.methods() {
+                resource = resource.route(same_path.route(method.clone()));
+            }
         }
-        resource = resource.default_service(web::to(move |req: HttpRequest| async move {
-            Err::<actix_web::HttpResponse, _>(method_not_allowed(&req, methods))
+        resource = resource.default_service(web::to(move |req: HttpRequest| {
+            let allow = allow.clone();
+            async move { Err::<actix_web::HttpResponse, _>(method_not_allowed(&req, allow)) }
         }));
         if path.starts_with(API_PREFIX) {
             api = api.service(resource);
@@ -89,14 +150,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.default_service(web::to(redirect::fallback));
 }
 
-/// The route table's name for `/{code}`, and its methods.
-const REDIRECT: &str = "redirect";
-const REDIRECT_METHODS: &[&str] = &["GET", "HEAD"];
+/// The methods `/{code}` answers, for `Allow`.
+const REDIRECT_METHODS: &str = "GET, HEAD";
 
-fn method_not_allowed(req: &HttpRequest, allow: &'static [&'static str]) -> ApiError {
+fn method_not_allowed(req: &HttpRequest, allow: impl Into<String>) -> ApiError {
     ApiError::MethodNotAllowed {
         method: req.method().to_string(),
-        allow,
+        allow: allow.into(),
     }
 }
 
@@ -125,4 +185,53 @@ fn valid_code(code: &str) -> Result<&str, ApiError> {
 
 fn no_such_link(code: &str) -> ApiError {
     ApiError::NotFound(format!("no short link with code '{code}'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_segment_of_every_path_is_a_reserved_alias() {
+        for endpoint in Endpoint::ALL {
+            let first = endpoint
+                .path()
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            if first.starts_with('{') {
+                continue; // `/{code}` itself
+            }
+            assert!(
+                crate::code::is_reserved(first),
+                "'{first}' (from {}) is not a reserved alias: a link could shadow the route",
+                endpoint.path()
+            );
+        }
+    }
+
+    #[test]
+    fn labels_are_unique_and_match_the_metric_order() {
+        let mut labels: Vec<&str> = Endpoint::METRIC_LABELS.to_vec();
+        for (i, endpoint) in Endpoint::ALL.iter().enumerate() {
+            assert_eq!(labels[i], endpoint.label());
+            assert_eq!(Endpoint::metric_index(Some(*endpoint)), i);
+        }
+        assert_eq!(labels[Endpoint::metric_index(None)], "unmatched");
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Endpoint::METRIC_LABELS.len());
+    }
+
+    #[test]
+    fn find_maps_a_resource_and_method_to_its_endpoint() {
+        let link = "/api/v1/links/{code}";
+        assert_eq!(Endpoint::find(link, &Method::GET), Some(Endpoint::GetLink));
+        assert_eq!(
+            Endpoint::find(link, &Method::DELETE),
+            Some(Endpoint::DeleteLink)
+        );
+        assert_eq!(Endpoint::find(link, &Method::PUT), None);
+    }
 }

@@ -11,8 +11,8 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use tracing::Instrument;
 
-use super::{ApiError, AppState};
-use crate::telemetry::{Route, is_valid_request_id};
+use super::{ApiError, AppState, Endpoint};
+use crate::telemetry::is_valid_request_id;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -47,12 +47,14 @@ pub async fn observe(
 
     let status = res.status();
     let elapsed = started.elapsed();
-    let route = match res.request().match_name() {
+    let endpoint = match res.request().match_name() {
         // Single segments the route table does not match are redirects (the fallback).
-        None if hot && res.request().path().len() > 1 => Route::Redirect,
-        name => route_of(name, res.request().method()),
+        None if hot && res.request().path().len() > 1 => Some(Endpoint::Redirect),
+        None => None,
+        Some(path) => Endpoint::find(path, res.request().method()),
     };
     if let Some(state) = &state {
+        let route = Endpoint::metric_index(endpoint);
         state.metrics.observe(route, status.as_u16(), elapsed);
     }
     if status.is_server_error() {
@@ -90,13 +92,4 @@ pub async fn observe(
     }
     res.headers_mut().insert(X_REQUEST_ID, request_id.clone());
     Ok(res)
-}
-
-fn route_of(name: Option<&str>, method: &Method) -> Route {
-    match name {
-        Some("link") if method == Method::DELETE => Route::DeleteLink,
-        Some("link") => Route::GetLink,
-        Some(name) => Route::from_name(name),
-        None => Route::Unmatched,
-    }
 }

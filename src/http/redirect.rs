@@ -29,7 +29,7 @@ pub async fn fallback(
         return Err(method_not_allowed(&req, REDIRECT_METHODS));
     }
     let code = valid_code(segment)?;
-    let now = clock::now_ms();
+    let now = state.links.clock().now_ms();
     match state.links.resolve(code, now).await? {
         Resolved::Found(target) => {
             if req.method() != Method::HEAD {

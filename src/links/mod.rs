@@ -1,18 +1,20 @@
 //! The link service the HTTP handlers call: create (choosing a code and handling collisions in
 //! one place), resolve through the cache, delete, statistics and click recording.
 
+mod ids;
 mod url;
 
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-pub use url::{BaseUrl, UrlError, validate_url};
+pub use ids::CodeSource;
+pub use url::{UrlError, validate_url};
 
 use crate::cache::{Cached, LocalCache, RedisCache, Target};
 use crate::clicks::ClickRecorder;
-use crate::clock;
-use crate::code::{CodeGenerator, IdAllocator, hash_code};
+use crate::clock::Clock;
+use crate::code::hash_code;
 use crate::store::{IdempotencyRecord, InsertOutcome, Link, LinkStats, LinkStore, StoreError};
 use crate::telemetry::Metrics;
 
@@ -67,10 +69,10 @@ pub struct LinkService {
     store: Arc<dyn LinkStore>,
     cache: Arc<LocalCache>,
     redis: Option<RedisCache>,
-    ids: IdAllocator,
-    codes: CodeGenerator,
+    codes: CodeSource,
     clicks: Arc<ClickRecorder>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
 
 impl LinkService {
@@ -78,20 +80,25 @@ impl LinkService {
         store: Arc<dyn LinkStore>,
         cache: Arc<LocalCache>,
         redis: Option<RedisCache>,
-        ids: IdAllocator,
-        codes: CodeGenerator,
+        codes: CodeSource,
         clicks: Arc<ClickRecorder>,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> Self {
         Self {
             store,
             cache,
             redis,
-            ids,
             codes,
             clicks,
             metrics,
+            clock,
         }
+    }
+
+    /// The clock expiry and creation times are decided by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn store(&self) -> &dyn LinkStore {
@@ -106,7 +113,7 @@ impl LinkService {
     /// counter code takes the next id, a taken hash code the next nonce.
     #[tracing::instrument(skip_all, fields(alias = new.alias.as_deref()))]
     pub async fn create(&self, new: NewLink) -> Result<Created, CreateError> {
-        let now = clock::now_ms();
+        let now = self.clock.now_ms();
         let mut idempotency = new.idempotency_key.as_ref().map(|key| IdempotencyRecord {
             key: format!("{}:{key}", new.owner.as_deref().unwrap_or("-")),
             fingerprint: fingerprint(&new),
@@ -134,11 +141,9 @@ impl LinkService {
         let mut hash_nonce: Option<u32> = None;
         for _ in 0..MAX_ATTEMPTS {
             link.code = match hash_nonce {
-                None => match self.ids.next_id(&*self.store).await {
-                    Ok(id) => match self.codes.code_for(id) {
-                        Some(code) => code,
-                        None => continue, // a reserved word: take the next id
-                    },
+                None => match self.codes.next_code(&*self.store).await {
+                    Ok(Some(code)) => code,
+                    Ok(None) => continue, // a reserved word: take the next id
                     // A stalled store would stall the insert too: answer 503 now, not later.
                     Err(e @ StoreError::Timeout(_)) => return Err(e.into()),
                     Err(e) => {
@@ -257,7 +262,7 @@ impl LinkService {
             }
         };
         if let Some(redis) = &self.redis {
-            redis.put_in_background(code, cached.clone());
+            redis.put_in_background(code, cached.clone(), self.clock.now_ms());
         }
         Ok(cached)
     }
@@ -300,7 +305,7 @@ fn fingerprint(new: &NewLink) -> String {
     h.update([0]);
     h.update(new.expires_at_ms.unwrap_or(i64::MIN).to_be_bytes());
     h.update(new.redirect_status.to_be_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::*;
+use crate::code::CodeGenerator;
 use crate::config::LocalCacheSettings;
 use crate::store::{ClickDelta, EmbeddedStore, FlushError};
 
@@ -31,7 +32,7 @@ impl LinkStore for NoCounter {
         self.0.delete(code).await
     }
     async fn lease_ids(&self, _: u64) -> Result<Range<u64>, StoreError> {
-        Err(StoreError::Unavailable("counter throttled".into()))
+        Err(StoreError::unavailable("counter throttled"))
     }
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
         self.0.add_clicks(deltas).await
@@ -55,10 +56,10 @@ fn service(store: Arc<dyn LinkStore>) -> (LinkService, Arc<Metrics>) {
         store,
         Arc::new(LocalCache::new(&LocalCacheSettings::default())),
         None,
-        IdAllocator::new(10),
-        CodeGenerator::new(KEY),
+        CodeSource::new(10, KEY),
         Arc::new(ClickRecorder::new(Arc::clone(&metrics))),
         Arc::clone(&metrics),
+        Clock::system(),
     );
     (service, metrics)
 }

@@ -1,51 +1,8 @@
-//! Long URLs kurz will redirect to, and its own public base URL.
+//! Long URLs kurz will redirect to.
 
 use actix_web::http::Uri;
 
-/// Scheme, host and port of kurz's public base URL: where short links point, and what a long
-/// URL must not point at (a link to kurz itself would redirect in a loop).
-#[derive(Debug, Clone)]
-pub struct BaseUrl {
-    text: String,
-    host: String,
-    port: u16,
-}
-
-impl BaseUrl {
-    /// Parses `https://kurz.example` or `http://127.0.0.1:8080/` (a trailing slash is dropped).
-    pub fn parse(text: &str) -> Option<Self> {
-        let text = text.trim_end_matches('/');
-        let uri: Uri = text.parse().ok()?;
-        let (host, port) = host_and_port(&uri)?;
-        Some(Self {
-            text: text.to_owned(),
-            host,
-            port,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    pub fn short_url(&self, code: &str) -> String {
-        format!("{}/{code}", self.text)
-    }
-}
-
-/// The lower-cased host and the effective port of an absolute http(s) URI.
-fn host_and_port(uri: &Uri) -> Option<(String, u16)> {
-    let default_port = match uri.scheme_str()?.to_ascii_lowercase().as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
-    };
-    let host = uri.host().filter(|h| !h.is_empty())?;
-    Some((
-        host.to_ascii_lowercase(),
-        uri.port_u16().unwrap_or(default_port),
-    ))
-}
+use crate::base_url::{BaseUrl, host_and_port};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
@@ -84,7 +41,7 @@ pub fn validate_url(raw: &str, max_len: usize, base: &BaseUrl) -> Result<(), Url
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(UrlError::Credentials);
     }
-    if host == base.host && port == base.port {
+    if host == base.host() && port == base.port() {
         return Err(UrlError::SelfReference(base.as_str().to_owned()));
     }
     Ok(())

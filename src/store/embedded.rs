@@ -70,7 +70,7 @@ impl EmbeddedStore {
     /// Opens (or creates) the database file, creating its directory if needed.
     pub fn open(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
         let unavailable =
-            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("{}: {e}", path.display()));
+            |e: &dyn std::fmt::Display| StoreError::unavailable(format!("{}: {e}", path.display()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
         }
@@ -100,7 +100,7 @@ impl EmbeddedStore {
         let task = tokio::task::spawn_blocking(move || f(&db));
         match tokio::time::timeout(self.timeout, task).await {
             Err(_) => Err(StoreError::Timeout(self.timeout)),
-            Ok(Err(join)) => Err(StoreError::Internal(format!("read task failed: {join}"))),
+            Ok(Err(join)) => Err(StoreError::internal(format!("read task failed: {join}"))),
             Ok(Ok(result)) => result,
         }
     }
@@ -111,9 +111,9 @@ impl EmbeddedStore {
             self.writes
                 .send(op(reply))
                 .await
-                .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+                .map_err(|_| StoreError::unavailable("the store is closed"))?;
             answer.await.map_err(|_| {
-                StoreError::Internal("write transaction failed; nothing was committed".into())
+                StoreError::internal("write transaction failed; nothing was committed")
             })?
         };
         tokio::time::timeout(self.timeout, round_trip)
@@ -134,7 +134,11 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
 }
 
 fn internal(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Internal(e.into().to_string())
+    let e: redb::Error = e.into();
+    StoreError::Internal {
+        reason: e.to_string(),
+        source: Some(Arc::new(e)),
+    }
 }
 
 fn decode_link(code: &str, bytes: &[u8]) -> Result<Link, StoreError> {
@@ -398,7 +402,7 @@ impl LinkStore for EmbeddedStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         if self.writes.is_closed() {
-            return Err(StoreError::Unavailable("the store is closed".into()));
+            return Err(StoreError::unavailable("the store is closed"));
         }
         self.read(|db| {
             let txn = db.begin_read().map_err(internal)?;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use dynamodb::DynamoStore;
 pub use embedded::EmbeddedStore;
 
-use crate::config::{Backend, Settings};
+use crate::config::{Backend, StoreSettings};
 
 /// A stored short link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,17 +84,28 @@ pub struct LinkStats {
     pub daily: Vec<(u32, u64)>,
 }
 
+/// The cause of a store failure as the backend's library reported it, kept typed for the logs.
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or refused for now; worth retrying later.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        #[source]
+        source: Option<ErrorSource>,
+    },
     #[error("store call timed out after {0:?}")]
     Timeout(Duration),
     #[error("stored record for '{code}' is unreadable: {reason}")]
     Corrupt { code: String, reason: String },
-    #[error("store failure: {0}")]
-    Internal(String),
+    #[error("store failure: {reason}")]
+    Internal {
+        reason: String,
+        #[source]
+        source: Option<ErrorSource>,
+    },
 }
 
 /// A click flush that did not fully apply: `unapplied` indexes the deltas to retry (those
@@ -107,9 +118,23 @@ pub struct FlushError {
 }
 
 impl StoreError {
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub fn internal(reason: impl Into<String>) -> Self {
+        Self::Internal {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
     /// Whether a client should retry (503) rather than see an internal error (500).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Timeout(_))
+        matches!(self, Self::Unavailable { .. } | Self::Timeout(_))
     }
 }
 
@@ -149,16 +174,15 @@ pub trait LinkStore: Send + Sync + 'static {
 }
 
 /// Opens the backend the settings name, checking that its schema exists.
-pub async fn open(settings: &Settings) -> Result<Arc<dyn LinkStore>, StoreError> {
-    match settings.store.backend {
+pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn LinkStore>, StoreError> {
+    match settings.backend {
         Backend::Embedded => {
-            let store = EmbeddedStore::open(&settings.store.path, settings.store_timeout())?;
+            let store = EmbeddedStore::open(&settings.path, settings.timeout)?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "dynamodb")]
         Backend::Dynamodb => {
-            let store =
-                DynamoStore::connect(&settings.store.dynamodb, settings.store_timeout()).await?;
+            let store = DynamoStore::connect(settings).await?;
             store.verify_table().await?;
             Ok(Arc::new(store))
         }
@@ -169,23 +193,18 @@ pub async fn open(settings: &Settings) -> Result<Arc<dyn LinkStore>, StoreError>
 
 /// Creates or updates what the configured backend needs (`kurz init`); safe to run again.
 /// Returns what it did, one line each.
-pub async fn init(settings: &Settings) -> Result<Vec<String>, StoreError> {
-    match settings.store.backend {
+pub async fn init(settings: &StoreSettings) -> Result<Vec<String>, StoreError> {
+    match settings.backend {
         Backend::Embedded => {
-            let store = EmbeddedStore::open(&settings.store.path, settings.store_timeout())?;
+            let store = EmbeddedStore::open(&settings.path, settings.timeout)?;
             store.close().await;
             Ok(vec![format!(
                 "embedded store ready at {}",
-                settings.store.path.display()
+                settings.path.display()
             )])
         }
         #[cfg(feature = "dynamodb")]
-        Backend::Dynamodb => {
-            DynamoStore::connect(&settings.store.dynamodb, settings.store_timeout())
-                .await?
-                .init()
-                .await
-        }
+        Backend::Dynamodb => DynamoStore::connect(settings).await?.init().await,
         #[cfg(not(feature = "dynamodb"))]
         Backend::Dynamodb => Err(not_built()),
     }
@@ -193,5 +212,5 @@ pub async fn init(settings: &Settings) -> Result<Vec<String>, StoreError> {
 
 #[cfg(not(feature = "dynamodb"))]
 fn not_built() -> StoreError {
-    StoreError::Unavailable("this kurz was built without the `dynamodb` feature".into())
+    StoreError::unavailable("this kurz was built without the `dynamodb` feature")
 }

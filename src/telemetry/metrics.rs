@@ -2,6 +2,10 @@
 //! with no allocation or lock on the request path. Counters are striped across cache lines by
 //! thread, so worker threads on different cores never fight over one line. Rendered as
 //! Prometheus text on `/metrics`.
+//!
+//! Each metric is declared once, in the `metrics!` table at the end: its field, its kind, its
+//! Prometheus name, and its HELP text (the doc comment). Per-route HTTP metrics are labelled
+//! by the route table the HTTP layer hands in.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,62 +52,6 @@ fn stripe() -> usize {
     STRIPE.with(|s| *s)
 }
 
-/// The routes kurz serves, as metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Redirect,
-    CreateLink,
-    GetLink,
-    DeleteLink,
-    LinkStats,
-    Healthz,
-    Readyz,
-    Metrics,
-    Unmatched,
-}
-
-impl Route {
-    pub const ALL: [Route; 9] = [
-        Route::Redirect,
-        Route::CreateLink,
-        Route::GetLink,
-        Route::DeleteLink,
-        Route::LinkStats,
-        Route::Healthz,
-        Route::Readyz,
-        Route::Metrics,
-        Route::Unmatched,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Redirect => "redirect",
-            Route::CreateLink => "create_link",
-            Route::GetLink => "get_link",
-            Route::DeleteLink => "delete_link",
-            Route::LinkStats => "link_stats",
-            Route::Healthz => "healthz",
-            Route::Readyz => "readyz",
-            Route::Metrics => "metrics",
-            Route::Unmatched => "unmatched",
-        }
-    }
-
-    /// The route of a resource name from the HTTP route table.
-    pub fn from_name(name: &str) -> Route {
-        match name {
-            "redirect" => Route::Redirect,
-            "create_link" => Route::CreateLink,
-            "link" => Route::GetLink,
-            "link_stats" => Route::LinkStats,
-            "healthz" => Route::Healthz,
-            "readyz" => Route::Readyz,
-            "metrics" => Route::Metrics,
-            _ => Route::Unmatched,
-        }
-    }
-}
-
 /// Latency bucket bounds in microseconds.
 const BUCKETS_US: [u64; 14] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
@@ -119,32 +67,107 @@ struct RouteMetrics {
     sum_us: Counter,
 }
 
+/// A gauge that is set, not added to (e.g. a breaker's state).
 #[derive(Default)]
-pub struct Metrics {
-    routes: [RouteMetrics; Route::ALL.len()],
-    pub cache_hits: Counter,
-    pub cache_misses: Counter,
-    pub redis_hits: Counter,
-    pub redis_misses: Counter,
-    pub redis_errors: Counter,
-    /// 1 while the Redis circuit breaker is open.
-    pub redis_breaker_open: AtomicU64,
-    pub redis_invalidations: Counter,
-    pub links_created: Counter,
-    pub code_collisions: Counter,
-    pub hash_fallbacks: Counter,
-    pub id_leases: Counter,
-    pub store_errors: Counter,
-    pub clicks_recorded: Counter,
-    pub clicks_pending: Counter,
-    pub clicks_flushed: Counter,
-    pub clicks_dropped: Counter,
-    pub click_flush_failures: Counter,
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Declares [`Metrics`]: one line per metric, `/// HELP` then `kind field: Type = "name";`.
+macro_rules! metrics {
+    ($( $(#[doc = $help:literal])+ $kind:ident $field:ident: $ty:ty = $name:literal; )*) => {
+        /// Every metric kurz exports (see `metrics!` for how one is declared).
+        pub struct Metrics {
+            /// HTTP metrics, one entry per route label, in the order of `route_labels`.
+            routes: Box<[RouteMetrics]>,
+            route_labels: &'static [&'static str],
+            $( $(#[doc = $help])+ pub $field: $ty, )*
+        }
+
+        impl Metrics {
+            /// Metrics with one series of HTTP metrics per label (the route table's labels).
+            pub fn with_routes(route_labels: &'static [&'static str]) -> Self {
+                Self {
+                    routes: route_labels.iter().map(|_| RouteMetrics::default()).collect(),
+                    route_labels,
+                    $( $field: <$ty>::default(), )*
+                }
+            }
+
+            fn render_scalars(&self, out: &mut String) {
+                $(
+                    let _ = writeln!(
+                        out,
+                        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}",
+                        name = $name,
+                        help = concat!($($help),+).trim(),
+                        kind = stringify!($kind),
+                        value = self.$field.get(),
+                    );
+                )*
+            }
+        }
+    };
+}
+
+metrics! {
+    /// Redirect lookups answered by the in-process cache.
+    counter cache_hits: Counter = "kurz_cache_hits_total";
+    /// Redirect lookups the in-process cache could not answer.
+    counter cache_misses: Counter = "kurz_cache_misses_total";
+    /// Lookups answered by Redis.
+    counter redis_hits: Counter = "kurz_redis_hits_total";
+    /// Lookups Redis could not answer (miss, failure or open breaker).
+    counter redis_misses: Counter = "kurz_redis_misses_total";
+    /// Redis calls that failed or timed out.
+    counter redis_errors: Counter = "kurz_redis_errors_total";
+    /// 1 while the Redis circuit breaker is open and Redis is skipped.
+    gauge redis_breaker_open: Gauge = "kurz_redis_breaker_open";
+    /// Invalidations received from other instances.
+    counter redis_invalidations: Counter = "kurz_redis_invalidations_total";
+    /// Links created.
+    counter links_created: Counter = "kurz_links_created_total";
+    /// Generated codes that were taken and retried.
+    counter code_collisions: Counter = "kurz_code_collisions_total";
+    /// Codes made by the hash fallback because the counter could not be leased.
+    counter hash_fallbacks: Counter = "kurz_hash_fallbacks_total";
+    /// Id blocks leased from the store's counter.
+    counter id_leases: Counter = "kurz_id_leases_total";
+    /// Store calls that failed.
+    counter store_errors: Counter = "kurz_store_errors_total";
+    /// Clicks counted by redirects.
+    counter clicks_recorded: Counter = "kurz_clicks_recorded_total";
+    /// Clicks counted but not yet written to the store.
+    gauge clicks_pending: Counter = "kurz_clicks_pending";
+    /// Clicks written to the store.
+    counter clicks_flushed: Counter = "kurz_clicks_flushed_total";
+    /// Clicks dropped because the store failed for too long.
+    counter clicks_dropped: Counter = "kurz_clicks_dropped_total";
+    /// Click flushes the store refused (kept for the next flush).
+    counter click_flush_failures: Counter = "kurz_click_flush_failures_total";
+}
+
+impl Default for Metrics {
+    /// Metrics with no HTTP routes, for parts used without the HTTP layer.
+    fn default() -> Self {
+        Self::with_routes(&[])
+    }
 }
 
 impl Metrics {
-    pub fn observe(&self, route: Route, status: u16, elapsed: Duration) {
-        let m = &self.routes[route as usize];
+    /// Records one response on the route at `route` (an index into the route labels).
+    pub fn observe(&self, route: usize, status: u16, elapsed: Duration) {
+        let Some(m) = self.routes.get(route) else {
+            return;
+        };
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         m.by_class[class].inc();
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -159,156 +182,73 @@ impl Metrics {
     pub fn render(&self, cache_entries: u64) -> String {
         let mut out = String::with_capacity(8192);
         let get = Counter::get;
+        let routes = || self.route_labels.iter().zip(self.routes.iter());
 
         out.push_str("# HELP kurz_http_requests_total HTTP responses by route and status class.\n# TYPE kurz_http_requests_total counter\n");
-        for route in Route::ALL {
-            let m = &self.routes[route as usize];
+        for (label, m) in routes() {
             for (i, c) in m.by_class.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "kurz_http_requests_total{{route=\"{}\",status=\"{}xx\"}} {}",
-                    route.as_str(),
+                    "kurz_http_requests_total{{route=\"{label}\",status=\"{}xx\"}} {}",
                     i + 1,
                     get(c)
                 );
             }
         }
         out.push_str("# HELP kurz_http_request_duration_seconds Time from request to response, by route.\n# TYPE kurz_http_request_duration_seconds histogram\n");
-        for route in Route::ALL {
-            let m = &self.routes[route as usize];
-            let name = route.as_str();
+        for (label, m) in routes() {
             let mut cumulative = 0;
             for (bound, c) in BUCKETS_US.iter().zip(&m.buckets) {
                 cumulative += get(c);
                 let _ = writeln!(
                     out,
-                    "kurz_http_request_duration_seconds_bucket{{route=\"{name}\",le=\"{}\"}} {cumulative}",
+                    "kurz_http_request_duration_seconds_bucket{{route=\"{label}\",le=\"{}\"}} {cumulative}",
                     *bound as f64 / 1e6
                 );
             }
             let count = get(&m.count);
             let _ = writeln!(
                 out,
-                "kurz_http_request_duration_seconds_bucket{{route=\"{name}\",le=\"+Inf\"}} {count}\nkurz_http_request_duration_seconds_sum{{route=\"{name}\"}} {}\nkurz_http_request_duration_seconds_count{{route=\"{name}\"}} {count}",
+                "kurz_http_request_duration_seconds_bucket{{route=\"{label}\",le=\"+Inf\"}} {count}\nkurz_http_request_duration_seconds_sum{{route=\"{label}\"}} {}\nkurz_http_request_duration_seconds_count{{route=\"{label}\"}} {count}",
                 get(&m.sum_us) as f64 / 1e6
             );
         }
-        let scalars: [(&str, &str, &str, u64); 18] = [
-            (
-                "kurz_cache_hits_total",
-                "counter",
-                "Redirect lookups answered by the in-process cache.",
-                get(&self.cache_hits),
-            ),
-            (
-                "kurz_cache_misses_total",
-                "counter",
-                "Redirect lookups the in-process cache could not answer.",
-                get(&self.cache_misses),
-            ),
-            (
-                "kurz_redis_hits_total",
-                "counter",
-                "Lookups answered by Redis.",
-                get(&self.redis_hits),
-            ),
-            (
-                "kurz_redis_misses_total",
-                "counter",
-                "Lookups Redis could not answer (miss, failure or open breaker).",
-                get(&self.redis_misses),
-            ),
-            (
-                "kurz_redis_errors_total",
-                "counter",
-                "Redis calls that failed or timed out.",
-                get(&self.redis_errors),
-            ),
-            (
-                "kurz_redis_breaker_open",
-                "gauge",
-                "1 while the Redis circuit breaker is open and Redis is skipped.",
-                self.redis_breaker_open.load(Ordering::Relaxed),
-            ),
-            (
-                "kurz_redis_invalidations_total",
-                "counter",
-                "Invalidations received from other instances.",
-                get(&self.redis_invalidations),
-            ),
-            (
-                "kurz_cache_entries",
-                "gauge",
-                "Entries in the in-process cache.",
-                cache_entries,
-            ),
-            (
-                "kurz_links_created_total",
-                "counter",
-                "Links created.",
-                get(&self.links_created),
-            ),
-            (
-                "kurz_code_collisions_total",
-                "counter",
-                "Generated codes that were taken and retried.",
-                get(&self.code_collisions),
-            ),
-            (
-                "kurz_hash_fallbacks_total",
-                "counter",
-                "Codes made by the hash fallback because the counter could not be leased.",
-                get(&self.hash_fallbacks),
-            ),
-            (
-                "kurz_id_leases_total",
-                "counter",
-                "Id blocks leased from the store's counter.",
-                get(&self.id_leases),
-            ),
-            (
-                "kurz_store_errors_total",
-                "counter",
-                "Store calls that failed.",
-                get(&self.store_errors),
-            ),
-            (
-                "kurz_clicks_recorded_total",
-                "counter",
-                "Clicks counted by redirects.",
-                get(&self.clicks_recorded),
-            ),
-            (
-                "kurz_clicks_pending",
-                "gauge",
-                "Clicks counted but not yet written to the store.",
-                get(&self.clicks_pending),
-            ),
-            (
-                "kurz_clicks_flushed_total",
-                "counter",
-                "Clicks written to the store.",
-                get(&self.clicks_flushed),
-            ),
-            (
-                "kurz_clicks_dropped_total",
-                "counter",
-                "Clicks dropped because the store failed for too long.",
-                get(&self.clicks_dropped),
-            ),
-            (
-                "kurz_click_flush_failures_total",
-                "counter",
-                "Click flushes the store refused (kept for the next flush).",
-                get(&self.click_flush_failures),
-            ),
-        ];
-        for (name, kind, help, value) in scalars {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
+        self.render_scalars(&mut out);
+        let _ = writeln!(
+            out,
+            "# HELP kurz_cache_entries Entries in the in-process cache.\n# TYPE kurz_cache_entries gauge\nkurz_cache_entries {cache_entries}"
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_renders_once_with_help_and_type() {
+        let metrics = Metrics::with_routes(&["redirect", "unmatched"]);
+        metrics.links_created.add(3);
+        metrics.redis_breaker_open.set(1);
+        metrics.observe(0, 302, Duration::from_micros(70));
+        metrics.observe(7, 200, Duration::from_micros(70)); // no such route: ignored
+        let text = metrics.render(5);
+        assert!(text.contains("# HELP kurz_links_created_total Links created.\n# TYPE kurz_links_created_total counter\nkurz_links_created_total 3\n"), "{text}");
+        assert!(text.contains("# TYPE kurz_redis_breaker_open gauge\nkurz_redis_breaker_open 1"));
+        assert!(text.contains("kurz_http_requests_total{route=\"redirect\",status=\"3xx\"} 1"));
+        assert!(text.contains(
+            "kurz_http_request_duration_seconds_bucket{route=\"redirect\",le=\"0.0001\"} 1"
+        ));
+        assert!(text.contains("kurz_cache_entries 5"));
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all, "a metric declared twice");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
-pub use metrics::{Counter, Metrics, Route};
+pub use metrics::{Counter, Gauge, Metrics};
 
 use crate::config::{LogFormat, LogSettings};
 

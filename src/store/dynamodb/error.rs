@@ -1,0 +1,93 @@
+//! How DynamoDB failures become [`StoreError`]s: by the SDK's error kind and the service's
+//! error code, never by matching text. The SDK error is kept as the typed source.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::CancellationReason;
+
+use crate::store::StoreError;
+
+/// Why an SDK call failed: the SDK's error, or our own deadline. Errors are the cold path, and
+/// matching on the SDK error in place is clearer than boxing it.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum CallError<E> {
+    Sdk(SdkError<E>),
+    Deadline,
+}
+
+/// Service error codes worth a retry: throttling and DynamoDB's own transient failures.
+const TRANSIENT_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "TransactionConflictException",
+    "TransactionInProgressException",
+];
+
+/// The cancellation code DynamoDB gives a transaction item whose condition failed.
+const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
+impl<E> CallError<E>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    /// The service's error code (e.g. `ResourceNotFoundException`), if DynamoDB answered.
+    pub(super) fn code(&self) -> Option<&str> {
+        match self {
+            CallError::Sdk(SdkError::ServiceError(service)) => service.err().code(),
+            _ => None,
+        }
+    }
+
+    /// The service error itself, for the typed checks an operation offers.
+    pub(super) fn service_error(&self) -> Option<&E> {
+        match self {
+            CallError::Sdk(SdkError::ServiceError(service)) => Some(service.err()),
+            _ => None,
+        }
+    }
+
+    /// Transient failures (no answer, throttling) are `Unavailable`; a stalled call is a
+    /// `Timeout`; anything else is `Internal`. `table` names the table in the message.
+    pub(super) fn classify(self, table: &str, timeout: Duration) -> StoreError {
+        let e = match self {
+            CallError::Deadline => return StoreError::Timeout(timeout),
+            CallError::Sdk(e) => e,
+        };
+        let transient = match &e {
+            SdkError::TimeoutError(_) => return StoreError::Timeout(timeout),
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+            SdkError::ServiceError(service) => match service.err().code() {
+                Some("ResourceNotFoundException") => {
+                    return StoreError::Unavailable {
+                        reason: format!("DynamoDB table '{table}' does not exist: run `kurz init`"),
+                        source: Some(Arc::new(e)),
+                    };
+                }
+                Some(code) => TRANSIENT_CODES.contains(&code),
+                None => false,
+            },
+            _ => false,
+        };
+        let reason = DisplayErrorContext(&e).to_string();
+        let source = Some(Arc::new(e) as crate::store::ErrorSource);
+        if transient {
+            StoreError::Unavailable { reason, source }
+        } else {
+            StoreError::Internal { reason, source }
+        }
+    }
+}
+
+/// Whether the transaction item at `index` was cancelled because its condition failed.
+pub(super) fn condition_failed(reasons: &[CancellationReason], index: usize) -> bool {
+    reasons.get(index).and_then(CancellationReason::code) == Some(CONDITION_FAILED)
+}
+
+pub(super) fn build_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::internal(format!("building a DynamoDB request: {e}"))
+}
