@@ -8,8 +8,8 @@
 //!
 //! Run: `cargo bench --bench cache`.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/it/harness/mod.rs"]
+mod harness;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -72,7 +72,7 @@ fn main() {
 
     // Memory per cached link.
     let codes: Vec<String> = (0..LINKS).map(code).collect();
-    let before = common::rss_kib("self");
+    let before = harness::rss_kib("self");
     let cache = LocalCache::new(&LocalCacheSettings {
         max_bytes: 600 << 20,
         ..LocalCacheSettings::default()
@@ -86,7 +86,7 @@ fn main() {
                 .expect("load");
         }
     });
-    let after = common::rss_kib("self");
+    let after = harness::rss_kib("self");
     let per_link = (after - before) as f64 * 1024.0 / LINKS as f64;
     println!(
         "L1 with {LINKS} links (~70-byte URLs): {} entries, resident size +{} MiB, {per_link:.0} bytes per cached link",

@@ -5,15 +5,15 @@
 //! Run: `cargo bench --bench dynamodb` (needs DynamoDB Local: `scripts/test.sh` installs it).
 //! Options through the environment: BENCH_OPS (default 4000), BENCH_CONCURRENCY (default 32).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/it/harness/mod.rs"]
+mod harness;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::{Backend, DynamoLocal, TestStore, spawn_app_on};
+use harness::{Backend, DynamoLocal, TestStore, spawn_app_on};
 use tokio::sync::Semaphore;
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -73,11 +73,11 @@ async fn main() {
     let app = Arc::new(
         spawn_app_on(&store, |s| {
             s.cache.local.max_bytes = 0;
-            s.store.timeout_ms = 10_000;
+            s.store.timeout = std::time::Duration::from_secs(10);
         })
         .await,
     );
-    let raw = common::sdk_client(&dynamo.endpoint);
+    let raw = harness::sdk_client(&dynamo.endpoint);
     let table = store.table.clone();
 
     // Warm up both paths (connections, JIT of DynamoDB Local).

@@ -12,13 +12,12 @@
 //! Run: `cargo bench --bench load` (needs `wrk` and `redis-server`: `apt-get install wrk
 //! redis-server`). `LOAD_SECONDS` sets each wrk run's length (default 10).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/it/harness/mod.rs"]
+mod harness;
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use kurz::code::CodeGenerator;
 use kurz::config::DEFAULT_PERMUTATION_KEY;
 use kurz::store::{EmbeddedStore, Link, LinkStore};
 
-const ADMIN: &str = "bench-admin-token-0123456789";
+use harness::{KurzProcess, ServerProcess};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -56,7 +55,7 @@ fn main() {
 
     // kurz on its embedded default, 100,000 links created through the API.
     let data = work.path().join("kurz.redb");
-    let kurz = Server::kurz(&data, &[]);
+    let kurz = KurzProcess::start(&data, &[]);
     let started = Instant::now();
     let codes = create_links(&kurz.base, 100_000, 32);
     let _ = writeln!(
@@ -66,7 +65,7 @@ fn main() {
     );
     let redirects = work.path().join("redirect.lua");
     write_redirect_script(&redirects, &codes);
-    let ceiling = Server::ceiling();
+    let ceiling = ceiling();
 
     let _ = writeln!(
         report,
@@ -78,11 +77,11 @@ fn main() {
         // Alternate the order so that drift in the machine hits both alike.
         for round in 0..2 {
             if round == 0 {
-                c.push(wrk(&ceiling.base, &redirects, connections, seconds));
+                c.push(wrk(&ceiling.base(), &redirects, connections, seconds));
                 k.push(wrk(&kurz.base, &redirects, connections, seconds));
             } else {
                 k.push(wrk(&kurz.base, &redirects, connections, seconds));
-                c.push(wrk(&ceiling.base, &redirects, connections, seconds));
+                c.push(wrk(&ceiling.base(), &redirects, connections, seconds));
             }
         }
         let (k, c) = (Wrk::mean(&k), Wrk::mean(&c));
@@ -111,16 +110,16 @@ fn main() {
         "\ndurable creates (POST /api/v1/links, 32 connections, every 201 committed to disk): {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx: {}",
         creates.rps, creates.p50_ms, creates.p99_ms, creates.errors
     );
-    let rss = common::rss_kib(&kurz.child.id().to_string());
+    let rss = harness::rss_kib(&kurz.child.id().to_string());
     let _ = writeln!(
         report,
         "kurz resident size after all of the above: {} MiB",
         rss / 1024
     );
-    drop(kurz);
+    kurz.stop();
 
     // Redirects per cache tier, on the same 100,000 links.
-    let redis = common::RedisServer::start_on(common::free_port());
+    let redis = harness::RedisServer::start_on(harness::free_port());
     let tiers: [(&str, Vec<(&str, String)>); 3] = [
         ("L1 (in-process)", vec![]),
         (
@@ -141,7 +140,7 @@ fn main() {
     );
     for (tier, env) in tiers {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let server = Server::kurz(&data, &env);
+        let server = KurzProcess::start(&data, &env);
         // Warm the tier (fills Redis in the Redis case), then measure.
         wrk(&server.base, &redirects, 64, seconds.min(5));
         let r = wrk(&server.base, &redirects, 64, seconds);
@@ -150,6 +149,7 @@ fn main() {
             "| {tier} | {:.0} | {:.2} ms | {:.2} ms |",
             r.rps, r.p50_ms, r.p99_ms
         );
+        server.stop();
     }
     drop(redis);
 
@@ -163,13 +163,14 @@ fn main() {
         let codes = prefill(&data, count);
         let script = work.path().join(format!("redirect-{count}.lua"));
         write_redirect_script(&script, &codes);
-        let server = Server::kurz(&data, &[]);
+        let server = KurzProcess::start(&data, &[]);
         let r = wrk(&server.base, &script, 64, seconds);
         let _ = writeln!(
             report,
             "| {count} | {:.0} | {:.2} ms | {:.2} ms |",
             r.rps, r.p50_ms, r.p99_ms
         );
+        server.stop();
     }
     println!("{report}");
 }
@@ -196,80 +197,19 @@ fn ceiling_server(port: u16) {
     });
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    /// The real kurz binary on its defaults, but for the data file, a free port, an admin
-    /// token and `env`.
-    fn kurz(data: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kurz"));
-        command
-            .env("KURZ__SERVER__BIND", "127.0.0.1:0")
-            .env("KURZ__STORE__PATH", data)
-            .env("KURZ__AUTH__ADMIN_TOKEN", ADMIN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("kurz starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let base = loop {
-            let line = lines.next().expect("kurz exited").expect("line");
-            if let Some(addr) = line.strip_prefix("kurz listening on ") {
-                break addr.to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, base }
-    }
-
-    fn ceiling() -> Self {
-        let port = common::free_port();
-        let child = Command::new(std::env::current_exe().expect("own path"))
-            .args(["--ceiling-server", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ceiling starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "ceiling server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM for a clean shutdown (flushes clicks, closes the store), then reap.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The ceiling: this program re-executed as a minimal actix-web server (`--ceiling-server`).
+fn ceiling() -> ServerProcess {
+    let port = harness::free_port();
+    let exe = std::env::current_exe().expect("own path");
+    let command = format!("'{}' --ceiling-server {port}", exe.display());
+    ServerProcess::spawn("ceiling server", &command, port)
 }
 
 /// Creates `count` links through the API with `concurrency` clients; returns their codes.
 fn create_links(base: &str, count: usize, concurrency: usize) -> Vec<String> {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let client = common::client();
+        let client = harness::client();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut workers = Vec::new();
         for _ in 0..concurrency {
@@ -320,7 +260,7 @@ fn prefill(path: &Path, count: u64) -> Vec<String> {
                     let link = Link {
                         url: format!("https://example.com/prefill/{code}"),
                         code,
-                        created_at_ms: kurz::clock::now_ms(),
+                        created_at_ms: kurz::clock::system_now_ms(),
                         expires_at_ms: None,
                         redirect_status: 302,
                         owner: None,

@@ -1,12 +1,12 @@
 //! The HTTP API end to end against the real app: one behavioural suite, run against every
 //! store backend (the embedded redb file and DynamoDB Local).
 
-mod common;
-
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Backend, TestStore, assert_problem, spawn_app_on, spawn_app_on_backend};
+use crate::harness::{
+    ADMIN_TOKEN, Backend, TestStore, assert_problem, spawn_app_on, spawn_app_on_backend,
+};
 use kurz::config::Secret;
 use serde_json::{Value, json};
 
@@ -53,7 +53,7 @@ async fn create_redirect_stats_delete_cycle(backend: Backend) {
     let stats = app.stats_when(&code, 3).await;
     assert_eq!(stats["code"], code);
     assert_eq!(stats["total_clicks"], 3);
-    let today = kurz::clock::format_day(kurz::clock::day_of(kurz::clock::now_ms()));
+    let today = kurz::clock::format_day(kurz::clock::day_of(app.clock.now_ms()));
     assert_eq!(stats["daily"], json!([{ "date": today, "clicks": 3 }]));
     assert!(stats["last_click_at"].is_string());
 
@@ -126,7 +126,7 @@ async fn aliases_redirect_statuses_and_conflicts(backend: Backend) {
 
 async fn expired_links_answer_410(backend: Backend) {
     let app = spawn_app_on_backend(backend, |_| {}).await;
-    let expires = kurz::clock::format_rfc3339(kurz::clock::now_ms() + 1_500);
+    let expires = kurz::clock::format_rfc3339(app.clock.now_ms() + 1_500);
     let response = app
         .create(json!({ "url": "https://example.com/soon", "expires_at": expires }))
         .await;
@@ -136,21 +136,27 @@ async fn expired_links_answer_410(backend: Backend) {
     let code = body["code"].as_str().expect("code").to_owned();
 
     assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let gone = loop {
-        let response = app.get(&format!("/{code}")).await;
-        if response.status() != 302 || Instant::now() > deadline {
-            break response;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let problem = assert_problem(gone, 410).await;
+    app.clock.advance(Duration::from_millis(1_499));
+    assert_eq!(
+        app.get(&format!("/{code}")).await.status(),
+        302,
+        "1 ms before expiry"
+    );
+    // The expiry is checked on every hit, so the cached link expires to the millisecond.
+    app.clock.advance(Duration::from_millis(1));
+    let problem = assert_problem(app.get(&format!("/{code}")).await, 410).await;
     assert!(
         problem["detail"]
             .as_str()
             .expect("detail")
             .contains("expired")
     );
+    // An expiry in the past (by the app's clock) is refused at create.
+    let past = kurz::clock::format_rfc3339(app.clock.now_ms() - 1);
+    let refused = app
+        .create(json!({ "url": "https://example.com/late", "expires_at": past }))
+        .await;
+    assert_problem(refused, 400).await;
     app.stop().await;
 }
 
@@ -463,7 +469,8 @@ async fn operations_endpoints_and_request_ids(backend: Backend) {
 async fn clicks_are_flushed_on_shutdown(backend: Backend) {
     let store = TestStore::new(backend).await;
     // No periodic flush within the test: only the shutdown flush can write these clicks.
-    let slow = |s: &mut kurz::config::Settings| s.clicks.flush_interval_ms = 3_600_000;
+    let slow =
+        |s: &mut kurz::config::Settings| s.clicks.flush_interval = Duration::from_secs(3_600);
     let app = spawn_app_on(&store, slow).await;
     let code = app.create_code("https://example.com/flush").await;
     for _ in 0..4 {

@@ -1,14 +1,12 @@
 //! The real `kurz` binary as a process: restarts keep links and clicks, SIGKILL loses no
 //! acknowledged link, and bad settings stop start-up with a message naming the setting.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, KurzProcess, client, data_file};
+use crate::harness::{ADMIN_TOKEN, KurzProcess, client, data_file};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 

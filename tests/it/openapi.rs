@@ -2,8 +2,6 @@
 //! registers, and every error it documents must be problem+json. The running server is probed
 //! for each documented operation to show the route really exists.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use serde_yaml::Value;
@@ -33,12 +31,13 @@ fn spec_operations(spec: &Value) -> BTreeSet<(String, String)> {
 }
 
 fn server_operations() -> BTreeSet<(String, String)> {
-    kurz::http::ROUTES
+    kurz::http::Endpoint::ALL
         .iter()
-        .flat_map(|(_, path, methods)| {
-            methods
+        .flat_map(|endpoint| {
+            endpoint
+                .methods()
                 .iter()
-                .map(|m| ((*m).to_owned(), (*path).to_owned()))
+                .map(|m| (m.to_string(), endpoint.path().to_owned()))
         })
         .collect()
 }
@@ -96,14 +95,14 @@ fn every_documented_error_is_problem_json() {
 
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
-    let app = common::spawn_app().await;
+    let app = crate::harness::spawn_app().await;
     for (method, path) in spec_operations(&spec()) {
         let url = app.url(&path.replace("{code}", "probe"));
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let response = app
             .client
             .request(method.clone(), &url)
-            .bearer_auth(common::ADMIN_TOKEN)
+            .bearer_auth(crate::harness::ADMIN_TOKEN)
             .send()
             .await
             .expect("send");

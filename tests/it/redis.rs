@@ -3,13 +3,13 @@
 //! pub/sub, and Redis dying mid-load costs no redirect; after it comes back, kurz uses it again
 //! without a restart.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Backend, RedisServer, TestApp, TestStore, free_port, spawn_app_on, unique_name};
+use crate::harness::{
+    Backend, RedisServer, TestApp, TestStore, free_port, metric, spawn_app_on, unique_name,
+};
 use deadpool_redis::redis::{self, AsyncCommands};
 use kurz::config::{Secret, Settings};
 
@@ -65,12 +65,6 @@ async fn assert_gone_within_two_seconds(app: &TestApp, code: &str) {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from metrics"))
-}
-
 async fn misses_fill_redis_with_bounded_ttls(backend: Backend) {
     let redis_server = RedisServer::shared();
     let prefix = format!("{}:", unique_name("t"));
@@ -84,7 +78,7 @@ async fn misses_fill_redis_with_bounded_ttls(backend: Backend) {
     let mut conn = redis_conn(&redis_server.url).await;
 
     let forever = app.create_code("https://example.com/forever").await;
-    let expires = kurz::clock::format_rfc3339(kurz::clock::now_ms() + 30_000);
+    let expires = kurz::clock::format_rfc3339(app.clock.now_ms() + 30_000);
     let soon = app
         .create(serde_json::json!({ "url": "https://example.com/soon", "expires_at": expires, "redirect_status": 307 }))
         .await;

@@ -1,0 +1,87 @@
+//! The real `kurz` binary as a child process, on port 0 with a data file of its own, for what
+//! only a process shows: signals, restarts, SIGKILL, start-up errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::ADMIN_TOKEN;
+
+/// The real `kurz` binary, on port 0, owning its process so tests can kill it.
+pub struct KurzProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl KurzProcess {
+    /// Starts `kurz serve` with `KURZ__*` variables for a data file at `data` and waits until
+    /// it prints where it listens.
+    pub fn start(data: &Path, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kurz"));
+        command
+            .arg("serve")
+            .env("KURZ__SERVER__BIND", "127.0.0.1:0")
+            .env("KURZ__STORE__PATH", data)
+            .env("KURZ__AUTH__ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("KURZ__LOG__LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("kurz binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("kurz exited before listening")
+                .expect("stdout line");
+            if let Some(addr) = line.strip_prefix("kurz listening on ") {
+                break addr.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, base }
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then waits for a clean exit (flushed clicks, closed store); kills it if it
+    /// does not exit within 30 s.
+    pub fn stop(self) -> bool {
+        self.sigterm();
+        self.wait()
+    }
+
+    /// Waits for the process to exit (at most 30 s) and returns whether it exited cleanly.
+    pub fn wait(mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "kurz did not exit within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for KurzProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn data_file(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("kurz.redb")
+}

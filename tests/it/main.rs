@@ -1,0 +1,9 @@
+//! kurz's integration tests, one binary (it links once): each module an area, all on the
+//! shared [`harness`]. Tests talk to real servers the harness starts on free ports.
+
+mod api;
+mod durability;
+mod dynamodb;
+mod harness;
+mod openapi;
+mod redis;
