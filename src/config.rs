@@ -48,6 +48,11 @@ pub struct ServerSettings {
     /// How long a graceful stop waits for in-flight requests.
     #[serde(rename = "shutdown_timeout_s", deserialize_with = "seconds")]
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long `/readyz` answers 503 while requests are still served normally,
+    /// so the load balancer stops routing here before the listener closes. Set it above the
+    /// balancer's health-check window (interval x unhealthy threshold); 0 on a laptop.
+    #[serde(rename = "drain_delay_ms", deserialize_with = "millis")]
+    pub drain_delay: Duration,
 }
 
 impl Default for ServerSettings {
@@ -57,6 +62,7 @@ impl Default for ServerSettings {
             public_base_url: None,
             workers: None,
             shutdown_timeout: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
         }
     }
 }

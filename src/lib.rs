@@ -13,7 +13,10 @@
 //!   rules. Pure functions; imports no other part of kurz.
 //! - [`config`]: typed settings (defaults < TOML file < `KURZ__SECTION__KEY` env vars), loaded
 //!   and checked once.
+//! - [`health`]: what `/readyz` reports: draining, and the shared dependencies' health from a
+//!   background probe.
 //! - [`telemetry`]: logging, request ids and the Prometheus metrics.
+//! - [`healthcheck`]: the `kurz healthcheck` client for container health checks.
 //! - [`clock`], [`base_url`]: leaves: the wall clock decisions are made by, kurz's own URL.
 //!
 //! The redirect path reads top-down: `http::redirect` -> `links` -> `cache` -> `store`.
@@ -25,6 +28,8 @@ pub mod clicks;
 pub mod clock;
 pub mod code;
 pub mod config;
+pub mod health;
+pub mod healthcheck;
 pub mod http;
 pub mod links;
 pub mod startup;

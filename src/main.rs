@@ -23,6 +23,9 @@ enum Command {
     Serve,
     /// Create or update the configured store's tables (idempotent), then exit.
     Init,
+    /// Exit 0 when the kurz at `server.bind` answers `GET /healthz` with 200 (for container
+    /// health checks: needs no shell and no curl).
+    Healthcheck,
 }
 
 #[tokio::main]
@@ -39,6 +42,13 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Init => init(settings).await,
+        Command::Healthcheck => match kurz::healthcheck::check(settings.server.bind) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kurz healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

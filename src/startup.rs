@@ -1,12 +1,15 @@
 //! Wiring: picks backends from settings, builds the shared state, binds the listener, runs the
-//! server and shuts down in order (stop accepting, finish requests, flush clicks, close store).
+//! server and shuts down in order (drain, stop accepting, finish requests, flush clicks, close
+//! the store).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 
 use crate::base_url::BaseUrl;
@@ -14,6 +17,7 @@ use crate::cache::{LocalCache, RedisCache, start_invalidation_listener};
 use crate::clicks::{ClickFlusher, ClickRecorder};
 use crate::clock::Clock;
 use crate::config::{DEFAULT_PERMUTATION_KEY, Secret, Settings, SettingsError};
+use crate::health::Health;
 use crate::http::{self, AppState, Auth, Endpoint};
 use crate::links::{CodeSource, LinkService};
 use crate::store::{self, LinkStore, StoreError};
@@ -41,8 +45,11 @@ pub struct Application {
     base_url: BaseUrl,
     generated_admin_token: Option<Secret>,
     flusher: ClickFlusher,
-    invalidations: Option<JoinHandle<()>>,
+    /// Tasks that run as long as the server: the readiness probe, the invalidation listener.
+    background: Vec<JoinHandle<()>>,
     store: Arc<dyn LinkStore>,
+    health: Arc<Health>,
+    drain_delay: Duration,
 }
 
 impl Application {
@@ -132,6 +139,10 @@ impl Application {
             settings.clicks.flush_interval,
             settings.clicks.max_pending_codes,
         );
+        let health = Arc::new(Health::new(Arc::clone(&metrics)));
+        // One probe before serving, so the first /readyz already knows; then once a second.
+        health.probe(&*store).await;
+        let probe = health.start_probing(Arc::clone(&store));
         let state = web::Data::new(AppState {
             links,
             auth: Auth::new(&admin_token, &settings.auth.api_keys),
@@ -139,6 +150,7 @@ impl Application {
             limits: settings.limits.clone(),
             metrics,
             request_ids: RequestIds::default(),
+            health: Arc::clone(&health),
         });
 
         let mut server = HttpServer::new(move || {
@@ -147,7 +159,9 @@ impl Application {
                 .wrap(from_fn(http::observe))
                 .configure(http::configure)
         })
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs());
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+        // Signals are kurz's own (see `run_until_stopped`): SIGTERM drains first.
+        .disable_signals();
         if let Some(workers) = settings.server.workers {
             server = server.workers(workers.get());
         }
@@ -159,8 +173,10 @@ impl Application {
             base_url,
             generated_admin_token,
             flusher,
-            invalidations,
+            background: invalidations.into_iter().chain([probe]).collect(),
             store,
+            health,
+            drain_delay: settings.server.drain_delay,
         })
     }
 
@@ -181,23 +197,59 @@ impl Application {
         self.generated_admin_token.as_ref()
     }
 
-    /// Stops the server gracefully (as SIGTERM does); `run_until_stopped` then returns.
+    /// Stops the server gracefully, without the drain delay; `run_until_stopped` then returns.
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
 
-    /// Serves until stopped (SIGINT/SIGTERM or [`handle`](Self::handle)), then flushes
-    /// pending clicks and closes the store.
+    /// Serves until stopped, then flushes pending clicks and closes the store.
+    ///
+    /// On SIGTERM or SIGINT: `/readyz` turns 503 at once while requests are served as usual
+    /// for `server.drain_delay_ms` (the load balancer notices and stops sending), then the
+    /// listener closes and in-flight requests get up to `server.shutdown_timeout_s`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let handle = self.server.handle();
+        let mut server = self.server;
+        let result = tokio::select! {
+            result = &mut server => result,
+            signal = shutdown_signal() => {
+                self.health.start_draining();
+                tracing::info!(
+                    signal,
+                    drain_delay_ms = self.drain_delay.as_millis(),
+                    "draining: /readyz answers 503; still serving until the delay is over"
+                );
+                tokio::time::sleep(self.drain_delay).await;
+                tracing::info!("no longer accepting connections; finishing requests in flight");
+                // The stop is carried out by the server future itself: drive both.
+                let ((), result) = tokio::join!(handle.stop(true), server);
+                result
+            }
+        };
         tracing::info!("server stopped; flushing clicks");
         self.flusher.shutdown().await;
-        if let Some(listener) = self.invalidations {
-            listener.abort();
+        for task in self.background {
+            task.abort();
         }
         self.store.close().await;
         tracing::info!("shutdown complete");
         result
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT, naming it.
+async fn shutdown_signal() -> &'static str {
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
     }
 }
 

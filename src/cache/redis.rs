@@ -69,6 +69,11 @@ impl RedisCache {
         })
     }
 
+    /// Whether the circuit breaker is open (Redis is being skipped).
+    pub fn is_skipped(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
     fn key(&self, code: &str) -> String {
         format!("{}l:{code}", self.inner.prefix)
     }
@@ -274,6 +279,10 @@ impl Breaker {
             open_until_ms: AtomicI64::new(0),
             last_log_ms: AtomicI64::new(0),
         }
+    }
+
+    fn is_open(&self) -> bool {
+        self.open_until_ms.load(Ordering::Acquire) != 0
     }
 
     fn allow(&self) -> bool {

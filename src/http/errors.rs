@@ -38,6 +38,9 @@ pub enum ApiError {
     /// A dependency is down; the client should retry. The cause is logged, not sent.
     #[error("{what} is unavailable right now; retry shortly")]
     Unavailable { what: &'static str, cause: String },
+    /// This instance is shutting down; the load balancer should send elsewhere.
+    #[error("this instance is draining before it shuts down; other instances take its traffic")]
+    Draining,
     /// A bug or an unexpected failure. The cause is logged, not sent.
     #[error("an internal error occurred; it has been logged")]
     Internal(String),
@@ -65,7 +68,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,7 +84,7 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed { allow, .. } => {
                 response.insert_header((ALLOW, allow.as_str()));
             }
-            Self::Unavailable { .. } => {
+            Self::Unavailable { .. } | Self::Draining => {
                 response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
             }
             _ => {}

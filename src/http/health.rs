@@ -1,35 +1,33 @@
-//! Operations endpoints: liveness, readiness (naming the failing dependency) and metrics.
-
-use std::time::Duration;
+//! Operations endpoints: liveness, readiness and metrics.
+//!
+//! `/readyz` is 503 only while this instance drains; the shared dependencies' health is in
+//! its body (see [`crate::health`] for why), read from the background probe, not the store.
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::{ApiError, AppState};
 
-/// Longest a readiness probe waits for the store.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
-
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let store = state.links.store();
-    match tokio::time::timeout(READY_TIMEOUT, store.ping()).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({
-            "status": "ready",
-            "checks": { "store": "ok" },
-        }))),
-        Ok(Err(e)) => Err(ApiError::Unavailable {
-            what: "the store",
-            cause: format!("readiness: {} store: {e}", store.backend()),
-        }),
-        Err(_) => Err(ApiError::Unavailable {
-            what: "the store",
-            cause: format!("readiness: {} store timed out", store.backend()),
-        }),
+    if state.health.is_draining() {
+        return Err(ApiError::Draining);
     }
+    let redis = match state.links.redis_in_use() {
+        None => "off",
+        Some(true) => "ok",
+        Some(false) => "unavailable",
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "ready",
+        "checks": {
+            "store": state.health.store().as_str(),
+            "redis": redis,
+        },
+    })))
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

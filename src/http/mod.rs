@@ -20,6 +20,7 @@ pub use observe::observe;
 
 use crate::base_url::BaseUrl;
 use crate::config::LimitSettings;
+use crate::health::Health;
 use crate::links::LinkService;
 use crate::telemetry::{Metrics, RequestIds};
 
@@ -31,6 +32,7 @@ pub struct AppState {
     pub limits: LimitSettings,
     pub metrics: Arc<Metrics>,
     pub request_ids: RequestIds,
+    pub health: Arc<Health>,
 }
 
 /// Declares [`Endpoint`]: one line per endpoint, `Variant => "metric label", [METHODS] "path",

@@ -109,6 +109,12 @@ impl LinkService {
         &self.cache
     }
 
+    /// Whether Redis is in use right now: `None` without Redis, `Some(false)` while the
+    /// circuit breaker skips it.
+    pub fn redis_in_use(&self) -> Option<bool> {
+        self.redis.as_ref().map(|r| !r.is_skipped())
+    }
+
     /// Creates a link. Every insert is put-if-absent: a taken alias is a conflict, a taken
     /// counter code takes the next id, a taken hash code the next nonce.
     #[tracing::instrument(skip_all, fields(alias = new.alias.as_deref()))]

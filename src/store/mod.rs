@@ -5,7 +5,7 @@
 //! is durable. Backends: `embedded` (a redb file, the default) and `dynamodb` (production).
 
 #[cfg(feature = "dynamodb")]
-mod dynamodb;
+pub mod dynamodb;
 mod embedded;
 
 use std::ops::Range;

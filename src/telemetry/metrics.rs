@@ -153,6 +153,10 @@ metrics! {
     counter clicks_dropped: Counter = "kurz_clicks_dropped_total";
     /// Click flushes the store refused (kept for the next flush).
     counter click_flush_failures: Counter = "kurz_click_flush_failures_total";
+    /// 1 while the last background probe of the store succeeded.
+    gauge store_up: Gauge = "kurz_store_up";
+    /// 1 once this instance is draining (after SIGTERM): /readyz answers 503.
+    gauge draining: Gauge = "kurz_draining";
 }
 
 impl Default for Metrics {

@@ -420,6 +420,7 @@ async fn operations_endpoints_and_request_ids(backend: Backend) {
     assert!(health.headers().contains_key("x-request-id"));
     let ready: Value = app.get("/readyz").await.json().await.expect("json");
     assert_eq!(ready["checks"]["store"], "ok");
+    assert_eq!(ready["checks"]["redis"], "off");
 
     let echoed = app
         .client

@@ -187,3 +187,91 @@ fn a_store_file_in_use_is_a_clear_start_up_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_first_then_stops_without_losing_clicks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Long enough that the few requests below all fall inside the drain window.
+    let env = [
+        ("KURZ__SERVER__DRAIN_DELAY_MS", "8000"),
+        ("KURZ__CLICKS__FLUSH_INTERVAL_MS", "3600000"),
+    ];
+    let kurz = KurzProcess::start(&data_file(&dir), &env);
+    let client = client();
+    let code = create(&client, &kurz.base, "https://example.com/drain")
+        .await
+        .expect("created");
+    let ready = |base: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .expect("readyz answers")
+                .status()
+        }
+    };
+    assert_eq!(ready(kurz.base.clone()).await, 200);
+
+    kurz.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ready(kurz.base.clone()).await != 503 {
+        assert!(Instant::now() < deadline, "/readyz still 200 after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Draining is for the load balancer: requests are still served as usual meanwhile.
+    assert_eq!(
+        location(&client, &kurz.base, &code).await.as_deref(),
+        Some("https://example.com/drain")
+    );
+    let during = create(&client, &kurz.base, "https://example.com/during-drain").await;
+    assert!(during.is_some(), "creates are served while draining");
+    let health = client
+        .get(format!("{}/healthz", kurz.base))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200, "alive while draining");
+    assert!(kurz.wait(), "exits cleanly once drained");
+
+    // The click made while draining was flushed on the way out.
+    let kurz = KurzProcess::start(&data_file(&dir), &[]);
+    let stats: Value = client
+        .get(format!("{}/api/v1/links/{code}/stats", kurz.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["total_clicks"], 1);
+    let during = during.expect("created while draining");
+    assert_eq!(
+        location(&client, &kurz.base, &during).await.as_deref(),
+        Some("https://example.com/during-drain")
+    );
+}
+
+#[test]
+fn healthcheck_exits_zero_only_while_healthz_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kurz = KurzProcess::start(&data_file(&dir), &[]);
+    let port = kurz.base.rsplit(':').next().expect("port").to_owned();
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_kurz"))
+            .arg("healthcheck")
+            // As in a container: bound to every address, checked over loopback.
+            .env("KURZ__SERVER__BIND", format!("0.0.0.0:{port}"))
+            .output()
+            .expect("kurz healthcheck runs")
+    };
+    let up = check();
+    assert!(up.status.success(), "{up:?}");
+    drop(kurz); // killed
+    let down = check();
+    assert!(!down.status.success());
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}

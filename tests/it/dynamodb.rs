@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    ADMIN_TOKEN, Backend, DynamoLocal, TestApp, TestStore, assert_problem, code_of, spawn_app_on,
+    ADMIN_TOKEN, Backend, DynamoLocal, TestApp, TestStore, assert_problem, code_of, metric,
+    spawn_app_on,
 };
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -166,6 +167,12 @@ where
     }
 }
 
+/// Long enough for the once-a-second readiness probe to notice, with its 1 s store timeout,
+/// on a busy machine.
+fn within_probe() -> Duration {
+    Duration::from_secs(15)
+}
+
 /// A create of `url` answered 201, its code.
 async fn try_create(app: &TestApp, url: &str) -> Option<String> {
     let response = app.create(json!({ "url": url })).await;
@@ -237,8 +244,24 @@ async fn a_stalled_dynamodb_gives_fast_503s_and_kurz_recovers_without_restart() 
         .await
         .expect("answered");
     assert_problem(uncached, 503).await;
-    let ready = fast.get(app.url("/readyz")).send().await.expect("answered");
-    assert_problem(ready, 503).await;
+    // The instance stays in rotation (a shared store being down is the same for every
+    // instance): /readyz answers 200 and reports the store from its background probe.
+    eventually(
+        "/readyz reports the store unavailable",
+        within_probe(),
+        || async {
+            let ready = fast.get(app.url("/readyz")).send().await.expect("answered");
+            assert_eq!(
+                ready.status(),
+                200,
+                "readiness must not follow a shared dependency"
+            );
+            let body: Value = ready.json().await.expect("json");
+            body["checks"]["store"] == "unavailable"
+        },
+    )
+    .await;
+    assert_eq!(metric(&app.metrics().await, "kurz_store_up"), 0.0);
 
     dynamo.resume();
     // Recovery without a restart: each path comes back by itself (the emulator may need a few
@@ -250,10 +273,12 @@ async fn a_stalled_dynamodb_gives_fast_503s_and_kurz_recovers_without_restart() 
             .is_some()
     })
     .await;
-    eventually("ready again", within, || async {
-        app.get("/readyz").await.status() == 200
+    eventually("/readyz reports the store again", within, || async {
+        let body: Value = app.get("/readyz").await.json().await.expect("json");
+        body["checks"]["store"] == "ok"
     })
     .await;
+    assert_eq!(metric(&app.metrics().await, "kurz_store_up"), 1.0);
     eventually("the uncached code redirects", within, || async {
         app.get(&format!("/{cold}")).await.status() == 302
     })

@@ -11,6 +11,8 @@ mod error;
 pub mod item;
 mod table;
 
+pub use table::INIT_OPERATIONS;
+
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -41,6 +43,19 @@ use super::{
     LinkStats, LinkStore, StoreError,
 };
 use crate::config::StoreSettings;
+
+/// The DynamoDB operations `kurz serve` makes: what its IAM role must allow, and no more.
+/// (A test holds the source's SDK calls and the Terraform task role to this list.)
+pub const SERVE_OPERATIONS: &[&str] = &[
+    "BatchWriteItem",
+    "DeleteItem",
+    "DescribeTable",
+    "GetItem",
+    "PutItem",
+    "Query",
+    "TransactWriteItems",
+    "UpdateItem",
+];
 
 #[derive(Clone)]
 pub struct DynamoStore {

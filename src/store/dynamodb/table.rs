@@ -13,6 +13,15 @@ use super::error::build_error;
 use super::item::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use crate::store::StoreError;
 
+/// The DynamoDB operations only `kurz init` makes (an operator's credentials, not the
+/// service's role).
+pub const INIT_OPERATIONS: &[&str] = &[
+    "CreateTable",
+    "DescribeTable",
+    "DescribeTimeToLive",
+    "UpdateTimeToLive",
+];
+
 /// Longest `kurz init` waits for a new table to become ACTIVE.
 const ACTIVE_WITHIN: Duration = Duration::from_secs(120);
 
