@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kurz::code::CodeGenerator;
-use kurz::config::DEFAULT_PERMUTATION_KEY;
 use kurz::store::{EmbeddedStore, Link, LinkStore};
 
 use harness::{KurzProcess, ServerProcess};
@@ -250,7 +249,8 @@ fn prefill(path: &Path, count: u64) -> Vec<String> {
     runtime.block_on(async {
         let store = Arc::new(EmbeddedStore::open(path, Duration::from_secs(60)).expect("open"));
         let ids = store.lease_ids(count).await.expect("lease");
-        let generator = CodeGenerator::new(DEFAULT_PERMUTATION_KEY.as_bytes());
+        // Any key: these links are written straight into the store under these codes.
+        let generator = CodeGenerator::new(b"load-benchmark-prefill");
         let codes: Vec<String> = ids.filter_map(|id| generator.code_for(id)).collect();
         for chunk in codes.chunks(10_000) {
             let mut tasks = Vec::with_capacity(chunk.len());
@@ -264,6 +264,7 @@ fn prefill(path: &Path, count: u64) -> Vec<String> {
                         expires_at_ms: None,
                         redirect_status: 302,
                         owner: None,
+                        disabled: None,
                     };
                     store.insert(&link, None).await.expect("insert");
                 }));

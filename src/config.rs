@@ -16,8 +16,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
@@ -33,6 +35,7 @@ pub struct Settings {
     pub clicks: ClickSettings,
     pub auth: AuthSettings,
     pub limits: LimitSettings,
+    pub abuse: AbuseSettings,
     pub log: LogSettings,
 }
 
@@ -53,6 +56,23 @@ pub struct ServerSettings {
     /// balancer's health-check window (interval x unhealthy threshold); 0 on a laptop.
     #[serde(rename = "drain_delay_ms", deserialize_with = "millis")]
     pub drain_delay: Duration,
+    /// A second listener for `/metrics` only (e.g. `127.0.0.1:9090`); set, the public
+    /// listener no longer serves `/metrics`.
+    pub admin_bind: Option<SocketAddr>,
+    /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` and `X-Request-Id` are believed. From
+    /// anyone else the client is the socket peer and request ids are kurz's own.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub trusted_proxies: Vec<Network>,
+    /// More host names of this service: long URLs pointing at them are refused (loops).
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub own_hosts: Vec<String>,
+    /// Most open connections per worker thread.
+    pub max_connections: NonZeroUsize,
+    /// Most connections being set up at once per worker thread.
+    pub max_connection_rate: NonZeroUsize,
+    /// Longest a client may take to send a request body; slower gets 408.
+    #[serde(rename = "body_timeout_ms", deserialize_with = "millis")]
+    pub body_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -63,6 +83,12 @@ impl Default for ServerSettings {
             workers: None,
             shutdown_timeout: Duration::from_secs(10),
             drain_delay: Duration::ZERO,
+            admin_bind: None,
+            trusted_proxies: Vec::new(),
+            own_hosts: Vec::new(),
+            max_connections: NonZeroUsize::new(25_000).unwrap_or(NonZeroUsize::MIN),
+            max_connection_rate: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -165,11 +191,26 @@ impl Default for DynamoSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSettings {
     pub local: LocalCacheSettings,
     pub redis: RedisSettings,
+    /// How long browsers may keep a permanent (301/308) redirect, never past the link's
+    /// expiry. While they keep it, their clicks do not reach kurz (not counted), and a delete
+    /// or disable does not reach them. Temporary redirects are never cached.
+    #[serde(rename = "browser_max_age_s", deserialize_with = "seconds")]
+    pub browser_max_age: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            local: LocalCacheSettings::default(),
+            redis: RedisSettings::default(),
+            browser_max_age: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// The shared L2 cache. Off unless `url` is set; Redis is never needed for a redirect.
@@ -237,24 +278,22 @@ impl Default for LocalCacheSettings {
     }
 }
 
-/// The built-in permutation key: fine for a laptop, predictable for a public deployment.
-pub const DEFAULT_PERMUTATION_KEY: &str = "kurz-default-permutation-key";
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdSettings {
     /// Ids leased from the store's counter in one call (1 to 1,000,000).
     pub block_size: u64,
-    /// Key of the id -> code permutation. Changing it on a live deployment changes which codes
+    /// Key of the id -> code permutation. Unset, a random key is made at first start and kept
+    /// in the store (shared by the fleet). Changing it on a live deployment changes which codes
     /// future ids map to (existing links keep their codes; collisions are still caught).
-    pub permutation_key: Secret,
+    pub permutation_key: Option<Secret>,
 }
 
 impl Default for IdSettings {
     fn default() -> Self {
         Self {
             block_size: 1_000,
-            permutation_key: Secret::new(DEFAULT_PERMUTATION_KEY),
+            permutation_key: None,
         }
     }
 }
@@ -285,10 +324,14 @@ pub struct AuthSettings {
     /// Token for delete and stats (at least 16 characters); generated and printed at start-up
     /// when unset.
     pub admin_token: Option<Secret>,
-    /// Keys allowed to create links (`Authorization: Bearer KEY`). Empty: creation is open.
-    /// In the environment: comma-separated.
+    /// Keys allowed to create links (`Authorization: Bearer KEY`), at least 32 characters
+    /// each. Empty: creation is open (see `open_creation`). In the environment:
+    /// comma-separated.
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub api_keys: Vec<Secret>,
+    /// Allow creation without a key on an address other than loopback. Without it, kurz
+    /// refuses to start there with no API keys.
+    pub open_creation: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,6 +341,7 @@ pub struct LimitSettings {
     pub max_body_bytes: usize,
     /// Longest accepted long URL.
     pub max_url_bytes: NonZeroUsize,
+    pub rate: RateSettings,
 }
 
 impl Default for LimitSettings {
@@ -305,8 +349,46 @@ impl Default for LimitSettings {
         Self {
             max_body_bytes: 16 * 1024,
             max_url_bytes: NonZeroUsize::new(8 * 1024).unwrap_or(NonZeroUsize::MIN),
+            rate: RateSettings::default(),
         }
     }
+}
+
+/// Rate limits, per minute: a client may spend the whole minute's allowance at once, and it
+/// refills evenly over the minute. 0 turns a limit off. With Redis they hold for the fleet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateSettings {
+    /// Creates by a caller without an API key, per client IP.
+    pub creates_per_minute_per_ip: u32,
+    /// Creates per API key.
+    pub creates_per_minute_per_key: u32,
+    /// Redirect lookups the in-process cache cannot answer (each may cost a store read), per
+    /// client IP. Cached links are never limited.
+    pub misses_per_minute_per_ip: u32,
+}
+
+impl Default for RateSettings {
+    fn default() -> Self {
+        Self {
+            creates_per_minute_per_ip: 30,
+            creates_per_minute_per_key: 6_000,
+            misses_per_minute_per_ip: 600,
+        }
+    }
+}
+
+/// Abuse controls.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AbuseSettings {
+    /// A file of domains, one a line (`#` comments), subdomains included: refused at create
+    /// (422) and answered 410 at redirect. Reloaded on SIGHUP.
+    pub denylist_path: Option<PathBuf>,
+    /// Hosts of other URL shorteners: long URLs pointing at them are refused (chains of
+    /// shorteners hide the destination). Subdomains included.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub shortener_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -349,6 +431,29 @@ impl Secret {
     }
 }
 
+/// An IP network (`10.0.0.0/8`), or a single address (`192.0.2.7`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network(pub IpNet);
+
+impl FromStr for Network {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map(Network)
+            .map_err(|_| format!("'{s}' is neither an IP address nor a CIDR network"))
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(s))
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
@@ -363,7 +468,13 @@ fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_secs)
 }
 
-fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+/// A list, given as a TOML array or (as environment variables must) comma-separated.
+fn list_or_comma_separated<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
@@ -374,12 +485,12 @@ fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret
         OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
         OneOrMany::Many(v) => v,
     };
-    Ok(items
-        .into_iter()
-        .map(|s| s.trim().to_owned())
+    items
+        .iter()
+        .map(|s| s.trim())
         .filter(|s| !s.is_empty())
-        .map(Secret::new)
-        .collect())
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -435,8 +546,13 @@ impl Settings {
         if !(1..=1_000_000).contains(&self.ids.block_size) {
             return invalid("ids.block_size", "must be between 1 and 1000000");
         }
-        if self.ids.permutation_key.expose().is_empty() {
-            return invalid("ids.permutation_key", "must not be empty");
+        if self
+            .ids
+            .permutation_key
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 16)
+        {
+            return invalid("ids.permutation_key", "must be at least 16 characters long");
         }
         if self.clicks.flush_interval.is_zero() {
             return invalid("clicks.flush_interval_ms", "must be at least 1");
@@ -476,6 +592,26 @@ impl Settings {
         {
             return invalid("auth.admin_token", "must be at least 16 characters long");
         }
+        if self.auth.api_keys.iter().any(|k| k.expose().len() < 32) {
+            return invalid(
+                "auth.api_keys",
+                "every API key must be at least 32 characters long (e.g. `openssl rand -hex 24`)",
+            );
+        }
+        if self.auth.api_keys.is_empty()
+            && !self.auth.open_creation
+            && !self.server.bind.ip().is_loopback()
+        {
+            return Err(SettingsError::Invalid {
+                key: "auth.open_creation",
+                reason: format!(
+                    "kurz would listen on {} with no API keys, so anyone who can reach it could \
+                     create links: set auth.api_keys (KURZ__AUTH__API_KEYS), or set \
+                     auth.open_creation = true (KURZ__AUTH__OPEN_CREATION=true) to allow it",
+                    self.server.bind
+                ),
+            });
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }
@@ -504,7 +640,8 @@ mod tests {
         let text = format!("{settings:?}");
         assert!(!text.contains("super-secret"), "{text}");
         assert!(!text.contains("key-one"), "{text}");
-        assert!(!text.contains("kurz-default-permutation-key"), "{text}");
+        settings.ids.permutation_key = Some(Secret::new("permutation-key-secret"));
+        assert!(!format!("{settings:?}").contains("permutation-key-secret"));
     }
 
     #[test]
@@ -523,7 +660,11 @@ mod tests {
                 ("KURZ__SERVER__PUBLIC_BASE_URL", "https://kurz.example/"),
                 ("KURZ__SERVER__SHUTDOWN_TIMEOUT_S", "7"),
                 ("KURZ__STORE__TIMEOUT_MS", "1500"),
-                ("KURZ__AUTH__API_KEYS", "one, two ,"),
+                (
+                    "KURZ__AUTH__API_KEYS",
+                    "key-one-0123456789abcdef0123456789, key-two-0123456789abcdef0123456789 ,",
+                ),
+                ("KURZ__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7"),
             ]),
         )
         .expect("loads");
@@ -533,7 +674,14 @@ mod tests {
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(7));
         assert_eq!(s.store.timeout, Duration::from_millis(1500));
         let keys: Vec<&str> = s.auth.api_keys.iter().map(Secret::expose).collect();
-        assert_eq!(keys, ["one", "two"]);
+        assert_eq!(
+            keys,
+            [
+                "key-one-0123456789abcdef0123456789",
+                "key-two-0123456789abcdef0123456789"
+            ]
+        );
+        assert_eq!(s.server.trusted_proxies.len(), 2);
     }
 
     #[test]
@@ -549,6 +697,13 @@ mod tests {
             ),
             ("KURZ__CACHE__REDIS__URL", "http://x", "cache.redis.url"),
             ("KURZ__LOG__LEVEL", "kurz=loud", "log.level"),
+            ("KURZ__AUTH__API_KEYS", "short-key", "auth.api_keys"),
+            ("KURZ__SERVER__BIND", "0.0.0.0:8080", "auth.open_creation"),
+            (
+                "KURZ__SERVER__TRUSTED_PROXIES",
+                "10.0.0.0/33",
+                "server.trusted_proxies",
+            ),
         ] {
             let err = Settings::load_from(None, env(&[(key, value)])).expect_err(key);
             assert!(err.to_string().contains(named), "{key}={value}: {err}");
@@ -561,7 +716,7 @@ mod tests {
         let path = dir.path().join("kurz.toml");
         std::fs::write(
             &path,
-            "[server]\nbind = \"127.0.0.1:9999\"\n[auth]\napi_keys = [\"a\", \"b\"]\n",
+            "[server]\nbind = \"127.0.0.1:9999\"\n[auth]\napi_keys = [\"a0123456789abcdef0123456789abcdef\", \"b0123456789abcdef0123456789abcdef\"]\n",
         )
         .expect("write");
         let s = Settings::load_from(Some(&path), env(&[])).expect("loads");

@@ -6,8 +6,11 @@
 //!   `application/problem+json`.
 //! - [`links`]: the link service the handlers call: create (with collision handling and the
 //!   leased id counter), resolve through the caches, delete, stats, clicks.
+//! - [`limits`]: rate limits (GCRA per client IP and per API key; fleet-wide through Redis).
 //! - [`cache`]: the in-process L1 cache and the optional Redis L2 in front of the store.
 //! - [`clicks`]: click counting off the redirect path, flushed to the store in batches.
+//! - [`secrets`]: keys kurz makes for itself (permutation, owner fingerprints), kept in the
+//!   store for the whole fleet.
 //! - [`store`]: the `LinkStore` trait and its backends (embedded redb file, DynamoDB).
 //! - [`code`]: short codes: base62, the keyed id -> code permutation, hash fallback, alias
 //!   rules. Pure functions; imports no other part of kurz.
@@ -31,7 +34,9 @@ pub mod config;
 pub mod health;
 pub mod healthcheck;
 pub mod http;
+pub mod limits;
 pub mod links;
+pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

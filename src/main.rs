@@ -53,7 +53,16 @@ async fn main() -> ExitCode {
 }
 
 async fn init(settings: Settings) -> ExitCode {
-    match kurz::store::init(&settings.store).await {
+    let done = async {
+        let mut done = kurz::store::init(&settings.store).await?;
+        // The keys the fleet shares, made now rather than by the first instance.
+        let store = kurz::store::open(&settings.store).await?;
+        kurz::secrets::ensure(&*store, settings.ids.permutation_key.as_ref()).await?;
+        store.close().await;
+        done.push("keys kurz makes for itself are in the store".to_owned());
+        Ok::<_, kurz::store::StoreError>(done)
+    };
+    match done.await {
         Ok(done) => {
             for line in done {
                 println!("kurz init: {line}");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::header::HeaderValue;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio::signal::unix::{SignalKind, signal};
@@ -16,10 +17,12 @@ use crate::base_url::BaseUrl;
 use crate::cache::{LocalCache, RedisCache, start_invalidation_listener};
 use crate::clicks::{ClickFlusher, ClickRecorder};
 use crate::clock::Clock;
-use crate::config::{DEFAULT_PERMUTATION_KEY, Secret, Settings, SettingsError};
+use crate::config::{Secret, Settings, SettingsError};
 use crate::health::Health;
-use crate::http::{self, AppState, Auth, Endpoint};
-use crate::links::{CodeSource, LinkService};
+use crate::http::{self, AppState, Auth, Endpoint, TrustedProxies};
+use crate::limits::RateLimits;
+use crate::links::{CodeSource, Denylist, LinkService, UrlPolicy};
+use crate::secrets;
 use crate::store::{self, LinkStore, StoreError};
 use crate::telemetry::{Metrics, RequestIds};
 
@@ -45,8 +48,11 @@ pub struct Application {
     base_url: BaseUrl,
     generated_admin_token: Option<Secret>,
     flusher: ClickFlusher,
-    /// Tasks that run as long as the server: the readiness probe, the invalidation listener.
+    /// Tasks that run as long as the server: the readiness probe, the invalidation listener,
+    /// rate-limit pruning, denylist reloads.
     background: Vec<JoinHandle<()>>,
+    /// The admin listener (`/metrics`), when `server.admin_bind` is set.
+    admin: Option<Server>,
     store: Arc<dyn LinkStore>,
     health: Arc<Health>,
     drain_delay: Duration,
@@ -75,13 +81,22 @@ impl Application {
             None => BaseUrl::for_listener(local_addr),
         };
 
-        let store = store::open(&settings.store)
-            .await
-            .map_err(|source| StartupError::Store {
-                backend: settings.store.backend.name(),
-                source,
-            })?;
+        let store_error = |source| StartupError::Store {
+            backend: settings.store.backend.name(),
+            source,
+        };
+        let store = store::open(&settings.store).await.map_err(store_error)?;
         tracing::info!(backend = store.backend(), path = %settings.store.path.display(), "store opened");
+        let secrets = secrets::ensure(&*store, settings.ids.permutation_key.as_ref())
+            .await
+            .map_err(store_error)?;
+        let denylist =
+            Denylist::load(settings.abuse.denylist_path.as_deref()).map_err(|reason| {
+                SettingsError::Invalid {
+                    key: "abuse.denylist_path",
+                    reason,
+                }
+            })?;
 
         let (admin_token, generated_admin_token) = match &settings.auth.admin_token {
             Some(token) => (token.clone(), None),
@@ -90,12 +105,6 @@ impl Application {
                 (token.clone(), Some(token))
             }
         };
-        if settings.ids.permutation_key.expose() == DEFAULT_PERMUTATION_KEY {
-            tracing::warn!(
-                "ids.permutation_key is the built-in default: anyone can predict the codes kurz \
-                 will hand out; set KURZ__IDS__PERMUTATION_KEY on a public deployment"
-            );
-        }
         if settings.auth.api_keys.is_empty() {
             tracing::warn!(
                 "no API keys configured (auth.api_keys): anyone who can reach kurz can create links"
@@ -105,7 +114,7 @@ impl Application {
         let metrics = Arc::new(Metrics::with_routes(Endpoint::METRIC_LABELS));
         let clicks = Arc::new(ClickRecorder::new(Arc::clone(&metrics)));
         let local = Arc::new(LocalCache::new(&settings.cache.local));
-        let redis = match &settings.cache.redis.url {
+        let redis: Option<RedisCache> = match &settings.cache.redis.url {
             None => None,
             Some(url) => {
                 let redis =
@@ -121,18 +130,17 @@ impl Application {
         let invalidations = redis
             .clone()
             .map(|redis| start_invalidation_listener(redis, Arc::clone(&local)));
+        let redis_for_limits = redis.clone();
         let links = LinkService::new(
             Arc::clone(&store),
             local,
             redis,
-            CodeSource::new(
-                settings.ids.block_size,
-                settings.ids.permutation_key.expose().as_bytes(),
-            ),
+            CodeSource::new(settings.ids.block_size, &secrets.permutation_key),
             Arc::clone(&clicks),
             Arc::clone(&metrics),
             clock,
-        );
+        )
+        .with_denylist(Arc::new(denylist));
         let flusher = ClickFlusher::start(
             clicks,
             Arc::clone(&store),
@@ -143,26 +151,82 @@ impl Application {
         // One probe before serving, so the first /readyz already knows; then once a second.
         health.probe(&*store).await;
         let probe = health.start_probing(Arc::clone(&store));
+        let rate = RateLimits::new(
+            &settings.limits.rate,
+            redis_for_limits,
+            Arc::clone(&metrics),
+        );
+        let max_age = settings.cache.browser_max_age;
         let state = web::Data::new(AppState {
             links,
-            auth: Auth::new(&admin_token, &settings.auth.api_keys),
+            auth: Auth::new(&admin_token, &settings.auth.api_keys, &secrets.owner_key),
+            urls: UrlPolicy::new(
+                settings.limits.max_url_bytes.get(),
+                base_url.clone(),
+                &settings.server.own_hosts,
+                &settings.abuse.shortener_hosts,
+            ),
             base_url: base_url.clone(),
             limits: settings.limits.clone(),
+            rate,
+            proxies: TrustedProxies::new(
+                settings
+                    .server
+                    .trusted_proxies
+                    .iter()
+                    .map(|n| n.0)
+                    .collect(),
+            ),
+            body_timeout: settings.server.body_timeout,
+            browser_max_age: max_age,
+            permanent_cache_control: HeaderValue::from_str(&format!(
+                "public, max-age={}",
+                max_age.as_secs()
+            ))
+            .unwrap_or(HeaderValue::from_static("no-store")),
             metrics,
+            metrics_public: settings.server.admin_bind.is_none(),
             request_ids: RequestIds::default(),
             health: Arc::clone(&health),
         });
+        let mut background = vec![
+            probe,
+            prune_rate_limits(state.clone()),
+            reload_on_sighup(state.clone()),
+        ];
+        background.extend(invalidations);
 
+        let admin = match settings.server.admin_bind {
+            None => None,
+            Some(addr) => {
+                let state = state.clone();
+                let admin_error = |source| StartupError::Bind { addr, source };
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(state.clone())
+                        .configure(http::configure_admin)
+                })
+                .workers(1)
+                .disable_signals()
+                .bind(addr)
+                .map_err(admin_error)?;
+                tracing::info!(addrs = ?server.addrs(), "admin listener (/metrics) ready");
+                Some(server.run())
+            }
+        };
+        let server_settings = &settings.server;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(http::observe))
                 .configure(http::configure)
         })
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+        .shutdown_timeout(server_settings.shutdown_timeout.as_secs())
+        .max_connections(server_settings.max_connections.get())
+        .max_connection_rate(server_settings.max_connection_rate.get())
         // Signals are kurz's own (see `run_until_stopped`): SIGTERM drains first.
         .disable_signals();
-        if let Some(workers) = settings.server.workers {
+        if let Some(workers) = server_settings.workers {
             server = server.workers(workers.get());
         }
         let server = server.listen(listener).map_err(bind_error)?.run();
@@ -173,7 +237,8 @@ impl Application {
             base_url,
             generated_admin_token,
             flusher,
-            background: invalidations.into_iter().chain([probe]).collect(),
+            background,
+            admin,
             store,
             health,
             drain_delay: settings.server.drain_delay,
@@ -208,6 +273,10 @@ impl Application {
     /// for `server.drain_delay_ms` (the load balancer notices and stops sending), then the
     /// listener closes and in-flight requests get up to `server.shutdown_timeout_s`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let admin = self.admin.map(|admin| {
+            let handle = admin.handle();
+            (handle, tokio::spawn(admin))
+        });
         let handle = self.server.handle();
         let mut server = self.server;
         let result = tokio::select! {
@@ -226,6 +295,10 @@ impl Application {
                 result
             }
         };
+        if let Some((handle, task)) = admin {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         tracing::info!("server stopped; flushing clicks");
         self.flusher.shutdown().await;
         for task in self.background {
@@ -235,6 +308,38 @@ impl Application {
         tracing::info!("shutdown complete");
         result
     }
+}
+
+/// Forgets rate-limit buckets that have refilled, once a minute.
+fn prune_rate_limits(state: web::Data<AppState>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            ticker.tick().await;
+            state.rate.prune();
+        }
+    })
+}
+
+/// Reloads the domain denylist on every SIGHUP; a failed reload keeps the list in force.
+fn reload_on_sighup(state: web::Data<AppState>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; the denylist will not reload");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match state.links.reload_denylist() {
+                Ok(domains) => tracing::info!(domains, "SIGHUP: denylist reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: denylist not reloaded; the previous list stays")
+                }
+            }
+        }
+    })
 }
 
 /// Resolves on the first SIGTERM or SIGINT, naming it.

@@ -22,6 +22,11 @@ pub struct Target {
     location: HeaderValue,
     pub redirect_status: u16,
     pub expires_at_ms: Option<i64>,
+    /// Disabled by an admin: answers 410 (shared through Redis like the rest).
+    pub disabled: bool,
+    /// The denylisted domain the URL falls under, as this instance's list says (never put in
+    /// Redis: each instance decides by its own list, and reloading it clears the L1 cache).
+    pub blocked_by: Option<std::sync::Arc<str>>,
 }
 
 impl Target {
@@ -31,12 +36,26 @@ impl Target {
             location: HeaderValue::from_str(url).ok()?,
             redirect_status,
             expires_at_ms,
+            disabled: false,
+            blocked_by: None,
         })
     }
 
     pub fn url(&self) -> &str {
         // Built from a &str that passed `HeaderValue::from_str`, so always visible ASCII.
         self.location.to_str().unwrap_or_default()
+    }
+
+    /// The destination's host (empty if the URL has none, which kurz never stores).
+    pub fn host(&self) -> &str {
+        let url = self.url();
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host_port.split(':').next().unwrap_or_default(),
+        }
     }
 
     pub fn location(&self) -> &HeaderValue {
@@ -49,7 +68,9 @@ impl Target {
 
     /// The redirect view of a stored link.
     pub fn of(link: &Link) -> Option<Self> {
-        Self::new(&link.url, link.redirect_status, link.expires_at_ms)
+        let mut target = Self::new(&link.url, link.redirect_status, link.expires_at_ms)?;
+        target.disabled = link.disabled.is_some();
+        Some(target)
     }
 }
 
@@ -62,12 +83,13 @@ pub enum Cached {
 
 impl Cached {
     /// Compact form for Redis: `-` for "no such code", else `STATUS EXPIRES_MS URL`
-    /// (`EXPIRES_MS` is 0 for a link that never expires).
+    /// (`EXPIRES_MS` is 0 for a link that never expires), prefixed `D ` while disabled.
     pub fn encode(&self) -> String {
         match self {
             Cached::Missing => "-".into(),
             Cached::Found(t) => format!(
-                "{} {} {}",
+                "{}{} {} {}",
+                if t.disabled { "D " } else { "" },
                 t.redirect_status,
                 t.expires_at_ms.unwrap_or(0),
                 t.url()
@@ -79,11 +101,16 @@ impl Cached {
         if text == "-" {
             return Some(Cached::Missing);
         }
+        let (disabled, text) = match text.strip_prefix("D ") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
         let mut parts = text.splitn(3, ' ');
         let redirect_status = parts.next()?.parse().ok()?;
         let expires: i64 = parts.next()?.parse().ok()?;
         let url = parts.next().filter(|u| !u.is_empty())?;
-        let target = Target::new(url, redirect_status, (expires != 0).then_some(expires))?;
+        let mut target = Target::new(url, redirect_status, (expires != 0).then_some(expires))?;
+        target.disabled = disabled;
         Some(Cached::Found(std::sync::Arc::new(target)))
     }
 }
@@ -101,7 +128,11 @@ mod tests {
             found.encode(),
             "308 1900000000000 https://example.com/a b?c"
         );
-        for value in [found, Cached::Missing] {
+        let mut disabled = Target::new("https://e.com/d", 302, None).expect("valid");
+        disabled.disabled = true;
+        let disabled = Cached::Found(Arc::new(disabled));
+        assert_eq!(disabled.encode(), "D 302 0 https://e.com/d");
+        for value in [found, Cached::Missing, disabled] {
             assert_eq!(Cached::decode(&value.encode()), Some(value));
         }
         let forever = Cached::decode("302 0 https://e.com").expect("decodes");

@@ -21,6 +21,23 @@ use crate::clock;
 use crate::config::RedisSettings;
 use crate::telemetry::Metrics;
 
+/// GCRA in one script: the key holds the bucket's theoretical arrival time (ms, Redis time).
+const GCRA_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst * interval
+if allow_at > now then
+  return {0, allow_at - now, tat - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+return {1, math.floor((now - allow_at) / interval), new_tat - now}
+"#;
+
 /// The L2 cache. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct RedisCache {
@@ -67,6 +84,25 @@ impl RedisCache {
                 metrics,
             }),
         })
+    }
+
+    /// One rate-limit decision for `key` (GCRA: one request every `interval_ms`, bursts of
+    /// `burst`), atomically in Redis by Redis's clock, so every instance shares the bucket
+    /// and their clocks do not matter. `[allowed (0/1), remaining or ms until allowed, ms
+    /// until the bucket is full again]`; `None` when Redis cannot answer.
+    pub async fn gcra(&self, key: &str, interval_ms: u64, burst: u64) -> Option<[i64; 3]> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
+        let key = format!("{}rl:{key}", self.inner.prefix);
+        self.call(|mut conn| async move {
+            SCRIPT
+                .key(key)
+                .arg(interval_ms)
+                .arg(burst)
+                .invoke_async(&mut conn)
+                .await
+        })
+        .await
     }
 
     /// Whether the circuit breaker is open (Redis is being skipped).

@@ -3,7 +3,7 @@
 //! are logged in full and never sent to clients.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{ALLOW, HeaderName, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -12,6 +12,10 @@ use crate::store::StoreError;
 
 /// Seconds a client is told to wait after a 503.
 const RETRY_AFTER_SECS: &str = "2";
+
+/// The IETF rate-limit headers: the policy, and what is left of it.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -35,6 +39,14 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unprocessable(String),
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// A rate limit: 429 with `Retry-After` and the `RateLimit` headers.
+    #[error("too many requests: {what} is limited to {} per minute; retry in {} s", verdict.quota, verdict.retry_after_s)]
+    TooManyRequests {
+        what: &'static str,
+        verdict: crate::limits::Verdict,
+    },
     /// A dependency is down; the client should retry. The cause is logged, not sent.
     #[error("{what} is unavailable right now; retry shortly")]
     Unavailable { what: &'static str, cause: String },
@@ -68,6 +80,8 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +100,11 @@ impl ResponseError for ApiError {
             }
             Self::Unavailable { .. } | Self::Draining => {
                 response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            Self::TooManyRequests { verdict, .. } => {
+                response.insert_header((RETRY_AFTER, verdict.retry_after_s.to_string()));
+                response.insert_header((RATELIMIT_POLICY, verdict.policy_header()));
+                response.insert_header((RATELIMIT, verdict.limit_header()));
             }
             _ => {}
         }
@@ -129,6 +148,7 @@ impl From<CreateError> for ApiError {
             CreateError::AliasTaken(_) => Self::Conflict(e.to_string()),
             CreateError::IdempotencyMismatch => Self::Unprocessable(e.to_string()),
             CreateError::IdempotentLinkGone => Self::Conflict(e.to_string()),
+            CreateError::Denied { .. } => Self::Unprocessable(e.to_string()),
             CreateError::NoFreeCode => Self::Unavailable {
                 what: "code allocation",
                 cause: e.to_string(),

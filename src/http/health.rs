@@ -30,7 +30,17 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     })))
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !state.metrics_public {
+        return Err(ApiError::NotFound(
+            "metrics are served on this instance's admin listener (server.admin_bind)".into(),
+        ));
+    }
+    Ok(render_metrics(&state))
+}
+
+/// The Prometheus text, wherever it is served.
+pub fn render_metrics(state: &AppState) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render(state.links.cache().entry_count()))

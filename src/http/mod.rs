@@ -2,6 +2,7 @@
 //! the request, call [`crate::links::LinkService`], shape the response.
 
 mod auth;
+mod client;
 mod errors;
 mod health;
 mod links;
@@ -14,14 +15,16 @@ use std::sync::Arc;
 use actix_web::http::Method;
 use actix_web::{HttpRequest, web};
 
-pub use auth::{Auth, Caller};
+pub use auth::{Auth, Caller, KeyId};
+pub use client::TrustedProxies;
 pub use errors::ApiError;
 pub use observe::observe;
 
 use crate::base_url::BaseUrl;
 use crate::config::LimitSettings;
 use crate::health::Health;
-use crate::links::LinkService;
+use crate::limits::RateLimits;
+use crate::links::{LinkService, UrlPolicy};
 use crate::telemetry::{Metrics, RequestIds};
 
 /// Everything a handler needs, built once at start-up.
@@ -29,8 +32,19 @@ pub struct AppState {
     pub links: LinkService,
     pub auth: Auth,
     pub base_url: BaseUrl,
+    /// The rules long URLs are held to.
+    pub urls: UrlPolicy,
     pub limits: LimitSettings,
+    pub rate: RateLimits,
+    pub proxies: TrustedProxies,
+    /// Longest a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// How long browsers may keep a permanent redirect, and its ready header value.
+    pub browser_max_age: std::time::Duration,
+    pub permanent_cache_control: actix_web::http::header::HeaderValue,
     pub metrics: Arc<Metrics>,
+    /// False when `/metrics` is served on the admin listener instead.
+    pub metrics_public: bool,
     pub request_ids: RequestIds,
     pub health: Arc<Health>,
 }
@@ -78,6 +92,7 @@ endpoints! {
     CreateLink => "create_link", [POST] "/api/v1/links", links::create;
     GetLink => "get_link", [GET] "/api/v1/links/{code}", links::get;
     DeleteLink => "delete_link", [DELETE] "/api/v1/links/{code}", links::delete;
+    UpdateLink => "update_link", [PATCH] "/api/v1/links/{code}", links::update;
     LinkStats => "link_stats", [GET] "/api/v1/links/{code}/stats", stats::stats;
     // Not a pattern: the fallback for any other single path segment, see `configure`.
     Redirect => "redirect", [GET, HEAD] "/{code}", redirect::fallback;
@@ -150,6 +165,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }
     cfg.service(api);
     cfg.default_service(web::to(redirect::fallback));
+}
+
+/// The admin listener (`server.admin_bind`): `/metrics` and `/healthz`, nothing else.
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        Endpoint::Metrics.path(),
+        web::get().to(|state: web::Data<AppState>| async move { health::render_metrics(&state) }),
+    )
+    .route(Endpoint::Healthz.path(), web::get().to(health::live))
+    .default_service(web::to(not_found));
 }
 
 /// The methods `/{code}` answers, for `Allow`.

@@ -22,10 +22,17 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    // A client's own request id is taken only from a trusted proxy; anyone else could fill
+    // the logs with ids of their choosing.
     let request_id = req
         .headers()
         .get(&X_REQUEST_ID)
         .filter(|v| v.to_str().is_ok_and(is_valid_request_id))
+        .filter(|_| {
+            state
+                .as_ref()
+                .is_some_and(|s| s.proxies.is_trusted_peer(req.request()))
+        })
         .cloned()
         .or_else(|| {
             let id = state.as_ref()?.request_ids.next();

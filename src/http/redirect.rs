@@ -2,16 +2,28 @@
 //! the click is counted in memory. HEAD answers the same but counts no click (link checkers
 //! and previewers use it). Served as the app's fallback: any path the route table does not
 //! match that is one segment long is a code.
+//!
+//! A link in the L1 cache is never rate limited and costs nothing more than the cache read;
+//! a lookup the cache cannot answer (it may read the store) counts against the client's
+//! `misses_per_minute_per_ip` first.
+//!
+//! Every redirect says how long it may be cached: temporary ones (302, 307) not at all, so
+//! every click reaches kurz and a delete or disable takes effect at once; permanent ones
+//! (301, 308) for `cache.browser_max_age_s`, never past the link's expiry.
 
-use actix_web::http::header::LOCATION;
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{
     ApiError, AppState, REDIRECT_METHODS, method_not_allowed, no_such_link, not_found, valid_code,
 };
+use crate::cache::Target;
 use crate::clock;
+use crate::limits::Bucket;
 use crate::links::Resolved;
+
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Whatever the route table does not match: a redirect for one path segment, else a 404.
 pub async fn fallback(
@@ -30,7 +42,23 @@ pub async fn fallback(
     }
     let code = valid_code(segment)?;
     let now = state.links.clock().now_ms();
-    match state.links.resolve(code, now).await? {
+    let resolved = match state.links.resolve_cached(code, now) {
+        Some(resolved) => resolved,
+        None => {
+            let ip = state.proxies.client_ip(&req);
+            let key = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            if let Some(verdict) = state.rate.check(Bucket::MissesPerIp, &key).await
+                && !verdict.allowed
+            {
+                return Err(ApiError::TooManyRequests {
+                    what: "looking up links that are not cached",
+                    verdict,
+                });
+            }
+            state.links.resolve_uncached(code, now).await?
+        }
+    };
+    match resolved {
         Resolved::Found(target) => {
             if req.method() != Method::HEAD {
                 state.links.record_click(code, now);
@@ -38,12 +66,36 @@ pub async fn fallback(
             let status = StatusCode::from_u16(target.redirect_status).unwrap_or(StatusCode::FOUND);
             Ok(HttpResponse::build(status)
                 .insert_header((LOCATION, target.location().clone()))
+                .insert_header((CACHE_CONTROL, cache_control(&target, &state, now)))
                 .finish())
         }
         Resolved::Expired(target) => Err(ApiError::Gone(format!(
             "short link '{code}' expired at {}",
             clock::format_rfc3339(target.expires_at_ms.unwrap_or_default())
         ))),
+        Resolved::Disabled => Err(ApiError::Gone(format!(
+            "short link '{code}' has been disabled by the operator of this service"
+        ))),
+        Resolved::Blocked(domain) => Err(ApiError::Gone(format!(
+            "short link '{code}' points to {domain}, which this service no longer redirects to \
+             (policy: domain denylist)"
+        ))),
         Resolved::Missing => Err(no_such_link(code)),
+    }
+}
+
+/// `no-store` for a temporary redirect; for a permanent one, `public, max-age=N` with N the
+/// browser max-age cut to the time left before the link expires.
+fn cache_control(target: &Target, state: &AppState, now_ms: i64) -> HeaderValue {
+    if !matches!(target.redirect_status, 301 | 308) {
+        return NO_STORE;
+    }
+    let Some(at) = target.expires_at_ms else {
+        return state.permanent_cache_control.clone();
+    };
+    let left_s = u64::try_from((at - now_ms) / 1000).unwrap_or(0);
+    match state.browser_max_age.as_secs().min(left_s) {
+        0 => NO_STORE,
+        max_age => HeaderValue::from_str(&format!("public, max-age={max_age}")).unwrap_or(NO_STORE),
     }
 }

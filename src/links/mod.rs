@@ -1,32 +1,61 @@
 //! The link service the HTTP handlers call: create (choosing a code and handling collisions in
 //! one place), resolve through the cache, delete, statistics and click recording.
 
+mod denylist;
 mod ids;
-mod url;
+mod long_url;
 
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+pub use denylist::Denylist;
 pub use ids::CodeSource;
-pub use url::{UrlError, validate_url};
+pub use long_url::{CheckedUrl, UrlError, UrlPolicy};
 
 use crate::cache::{Cached, LocalCache, RedisCache, Target};
 use crate::clicks::ClickRecorder;
 use crate::clock::Clock;
 use crate::code::hash_code;
-use crate::store::{IdempotencyRecord, InsertOutcome, Link, LinkStats, LinkStore, StoreError};
+use crate::store::{
+    Disabled, IdempotencyRecord, InsertOutcome, Link, LinkStats, LinkStore, StoreError,
+};
 use crate::telemetry::Metrics;
 
 /// Generated-code attempts before a create gives up (each one a taken code).
 const MAX_ATTEMPTS: u32 = 32;
 /// Hash-code nonces tried at 7 characters before growing to 8.
 const HASH_NONCES_AT_7: u32 = 4;
+/// Counter codes found taken in a row before a create switches to hash codes.
+const COUNTER_COLLISIONS_IN_A_ROW: u32 = 8;
+
+/// Length of the hash code at `nonce`: 7 characters for the first few nonces, then one more
+/// every 4 nonces (8, 9, …), so a run of taken codes cannot outlast the code space.
+fn hash_len(nonce: u32) -> u32 {
+    if nonce < HASH_NONCES_AT_7 {
+        7
+    } else {
+        (8 + (nonce - HASH_NONCES_AT_7) / 4).min(crate::code::MAX_CODE_LEN as u32)
+    }
+}
+
+/// The nonce hashed with the URL: the nonce itself for the first few (so "same URL, same
+/// code" dedupe works), then random, so nobody can squat the codes a create will try next.
+fn hash_salt(nonce: u32) -> u32 {
+    if nonce < HASH_NONCES_AT_7 {
+        nonce
+    } else {
+        getrandom::u32().unwrap_or(nonce)
+    }
+}
 
 /// A validated create request.
 #[derive(Debug, Clone)]
 pub struct NewLink {
+    /// Normalised (see [`UrlPolicy`]).
     pub url: String,
+    /// The URL's host, for the denylist.
+    pub host: String,
     pub alias: Option<String>,
     pub expires_at_ms: Option<i64>,
     pub redirect_status: u16,
@@ -53,6 +82,8 @@ pub enum CreateError {
     IdempotentLinkGone,
     #[error("no free code found after {MAX_ATTEMPTS} attempts")]
     NoFreeCode,
+    #[error("links to {domain} are not accepted here (policy: domain denylist)")]
+    Denied { domain: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -62,7 +93,25 @@ pub enum CreateError {
 pub enum Resolved {
     Found(Arc<Target>),
     Expired(Arc<Target>),
+    /// Disabled by an admin.
+    Disabled,
+    /// Its destination is under a denylisted domain.
+    Blocked(Arc<str>),
     Missing,
+}
+
+impl Resolved {
+    fn of(cached: Cached, now_ms: i64) -> Self {
+        match cached {
+            Cached::Found(t) if t.disabled => Resolved::Disabled,
+            Cached::Found(t) => match &t.blocked_by {
+                Some(domain) => Resolved::Blocked(Arc::clone(domain)),
+                None if t.is_expired_at(now_ms) => Resolved::Expired(t),
+                None => Resolved::Found(t),
+            },
+            Cached::Missing => Resolved::Missing,
+        }
+    }
 }
 
 pub struct LinkService {
@@ -73,6 +122,7 @@ pub struct LinkService {
     clicks: Arc<ClickRecorder>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    denylist: Arc<Denylist>,
 }
 
 impl LinkService {
@@ -93,7 +143,22 @@ impl LinkService {
             clicks,
             metrics,
             clock,
+            denylist: Arc::new(Denylist::empty()),
         }
+    }
+
+    /// Refuses and stops redirecting links to the domains `denylist` lists.
+    pub fn with_denylist(mut self, denylist: Arc<Denylist>) -> Self {
+        self.denylist = denylist;
+        self
+    }
+
+    /// Reads the denylist file again and forgets every cached verdict (the next lookup of
+    /// each link decides by the new list); the number of domains listed.
+    pub fn reload_denylist(&self) -> Result<usize, String> {
+        let count = self.denylist.reload()?;
+        self.cache.invalidate_all();
+        Ok(count)
     }
 
     /// The clock expiry and creation times are decided by.
@@ -119,6 +184,9 @@ impl LinkService {
     /// counter code takes the next id, a taken hash code the next nonce.
     #[tracing::instrument(skip_all, fields(alias = new.alias.as_deref()))]
     pub async fn create(&self, new: NewLink) -> Result<Created, CreateError> {
+        if let Some(domain) = self.denylist.covering(&new.host) {
+            return Err(CreateError::Denied { domain });
+        }
         let now = self.clock.now_ms();
         let mut idempotency = new.idempotency_key.as_ref().map(|key| IdempotencyRecord {
             key: format!("{}:{key}", new.owner.as_deref().unwrap_or("-")),
@@ -133,6 +201,7 @@ impl LinkService {
             expires_at_ms: new.expires_at_ms,
             redirect_status: new.redirect_status,
             owner: new.owner.clone(),
+            disabled: None,
         };
 
         if let Some(alias) = &new.alias {
@@ -145,6 +214,7 @@ impl LinkService {
         }
 
         let mut hash_nonce: Option<u32> = None;
+        let mut counter_collisions = 0;
         for _ in 0..MAX_ATTEMPTS {
             link.code = match hash_nonce {
                 None => match self.codes.next_code(&*self.store).await {
@@ -159,10 +229,7 @@ impl LinkService {
                         hash_code(&link.url, 0, 7)
                     }
                 },
-                Some(nonce) => {
-                    let len = if nonce < HASH_NONCES_AT_7 { 7 } else { 8 };
-                    hash_code(&link.url, nonce, len)
-                }
+                Some(nonce) => hash_code(&link.url, hash_salt(nonce), hash_len(nonce)),
             };
             match self.try_insert(&link, idempotency.as_mut()).await? {
                 InsertOutcome::Inserted => return Ok(self.created(link)),
@@ -170,7 +237,18 @@ impl LinkService {
                 InsertOutcome::CodeTaken => {
                     self.metrics.code_collisions.inc();
                     tracing::debug!(code = %link.code, "generated code taken; trying another");
-                    hash_nonce = hash_nonce.map(|n| n + 1);
+                    match &mut hash_nonce {
+                        Some(nonce) => *nonce += 1,
+                        None => {
+                            counter_collisions += 1;
+                            // Codes taken one after another (aliases squatting the counter's
+                            // next codes): leave the counter for this link.
+                            if counter_collisions >= COUNTER_COLLISIONS_IN_A_ROW {
+                                self.metrics.hash_fallbacks.inc();
+                                hash_nonce = Some(HASH_NONCES_AT_7);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -219,33 +297,59 @@ impl LinkService {
         }
     }
 
-    /// Resolves a code for a redirect: L1, then Redis (when configured), then the store. One
-    /// load runs per code however many ask at once; a store answer is copied to Redis in the
-    /// background.
+    /// What the in-process cache knows of `code`, if anything: the hot path, no I/O.
     /// `now_ms` decides expiry (one clock read serves the whole redirect).
-    pub async fn resolve(&self, code: &str, now_ms: i64) -> Result<Resolved, StoreError> {
-        let cached = match self.cache.get(code) {
+    pub fn resolve_cached(&self, code: &str, now_ms: i64) -> Option<Resolved> {
+        match self.cache.get(code) {
             Some(hit) => {
                 self.metrics.cache_hits.inc();
-                hit
+                Some(Resolved::of(hit, now_ms))
             }
             None => {
                 self.metrics.cache_misses.inc();
-                // Boxed: the miss path's state (Redis, store, coalescing) is large, and a
-                // redirect answered from L1 should not carry it around.
-                Box::pin(self.cache.get_or_load(code, self.load(code)))
-                    .await
-                    .map_err(|e| (*e).clone())?
+                None
             }
-        };
-        Ok(match cached {
-            Cached::Found(t) if t.is_expired_at(now_ms) => Resolved::Expired(t),
-            Cached::Found(t) => Resolved::Found(t),
-            Cached::Missing => Resolved::Missing,
-        })
+        }
+    }
+
+    /// Resolves a code the in-process cache could not answer: Redis (when configured), then
+    /// the store. One load runs per code however many ask at once; a store answer is copied
+    /// to Redis in the background.
+    pub async fn resolve_uncached(&self, code: &str, now_ms: i64) -> Result<Resolved, StoreError> {
+        // Boxed: the miss path's state (Redis, store, coalescing) is large, and a redirect
+        // answered from L1 should not carry it around.
+        let cached = Box::pin(self.cache.get_or_load(code, self.load(code)))
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(Resolved::of(cached, now_ms))
+    }
+
+    /// Resolves a code: the in-process cache, else [`resolve_uncached`](Self::resolve_uncached).
+    pub async fn resolve(&self, code: &str, now_ms: i64) -> Result<Resolved, StoreError> {
+        match self.resolve_cached(code, now_ms) {
+            Some(resolved) => Ok(resolved),
+            None => self.resolve_uncached(code, now_ms).await,
+        }
     }
 
     async fn load(&self, code: &str) -> Result<Cached, StoreError> {
+        let cached = self.load_shared(code).await?;
+        // The denylist is this instance's own: applied after the shared tiers.
+        Ok(match cached {
+            Cached::Found(target) => match self.denylist.covering(target.host()) {
+                Some(domain) => {
+                    let mut blocked = (*target).clone();
+                    blocked.blocked_by = Some(domain.into());
+                    Cached::Found(Arc::new(blocked))
+                }
+                None => Cached::Found(target),
+            },
+            missing => missing,
+        })
+    }
+
+    /// What Redis or the store say about `code`.
+    async fn load_shared(&self, code: &str) -> Result<Cached, StoreError> {
         if let Some(redis) = &self.redis
             && let Some(hit) = redis.get(code).await
         {
@@ -295,6 +399,25 @@ impl LinkService {
             tracing::info!(code, "link deleted");
         }
         Ok(existed)
+    }
+
+    /// Disables (`Some(reason)`) or re-enables (`None`) a link; like a delete, it reaches
+    /// every instance's cache at once (with Redis). `None` when there is no such link.
+    pub async fn set_disabled(
+        &self,
+        code: &str,
+        reason: Option<String>,
+    ) -> Result<Option<Link>, StoreError> {
+        let disabled = reason.map(|reason| Disabled {
+            reason,
+            at_ms: self.clock.now_ms(),
+        });
+        let link = self.store.set_disabled(code, disabled).await?;
+        self.cache.invalidate(code);
+        if let Some(redis) = &self.redis {
+            redis.invalidate(code).await;
+        }
+        Ok(link)
     }
 
     pub async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {

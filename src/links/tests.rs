@@ -31,6 +31,16 @@ impl LinkStore for NoCounter {
     async fn delete(&self, code: &str) -> Result<bool, StoreError> {
         self.0.delete(code).await
     }
+    async fn set_disabled(
+        &self,
+        code: &str,
+        disabled: Option<Disabled>,
+    ) -> Result<Option<Link>, StoreError> {
+        self.0.set_disabled(code, disabled).await
+    }
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.0.secret(name, candidate).await
+    }
     async fn lease_ids(&self, _: u64) -> Result<Range<u64>, StoreError> {
         Err(StoreError::unavailable("counter throttled"))
     }
@@ -71,6 +81,7 @@ fn embedded(dir: &tempfile::TempDir) -> EmbeddedStore {
 fn new_link(url: &str) -> NewLink {
     NewLink {
         url: url.into(),
+        host: "example.com".into(),
         alias: None,
         expires_at_ms: None,
         redirect_status: 302,
@@ -87,6 +98,7 @@ fn squatter(code: String) -> Link {
         expires_at_ms: None,
         redirect_status: 302,
         owner: None,
+        disabled: None,
     }
 }
 
@@ -151,8 +163,11 @@ async fn hash_codes_grow_to_eight_characters_after_repeated_collisions() {
     }
     let (service, _) = service(store);
     let created = service.create(new_link(url)).await.expect("create");
-    assert_eq!(created.link.code, hash_code(url, HASH_NONCES_AT_7, 8));
+    // Past the dedupe nonces the salt is random: unpredictable, so it cannot be squatted.
     assert_eq!(created.link.code.len(), 8);
+    for nonce in 0..HASH_NONCES_AT_7 {
+        assert_ne!(created.link.code, hash_code(url, nonce, 7));
+    }
 }
 
 #[tokio::test]
@@ -167,4 +182,41 @@ async fn a_taken_alias_is_a_conflict() {
         matches!(err, CreateError::AliasTaken(ref a) if a == "promo"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_run_of_squatted_counter_codes_cannot_make_a_create_fail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn LinkStore> = Arc::new(embedded(&dir));
+    let codes = CodeGenerator::new(KEY);
+    // Someone who could predict the counter took its next 100 codes as aliases.
+    for id in 0..100 {
+        if let Some(code) = codes.code_for(id) {
+            store.insert(&squatter(code), None).await.expect("insert");
+        }
+    }
+    let (service, metrics) = service(Arc::clone(&store));
+    for i in 0..5 {
+        let created = service
+            .create(new_link(&format!("https://example.com/{i}")))
+            .await
+            .expect("created despite the squatters");
+        assert!(created.link.code.len() >= 8, "{}", created.link.code);
+        let stored = store
+            .get(&created.link.code)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(stored.url, format!("https://example.com/{i}"));
+    }
+    assert!(metrics.hash_fallbacks.get() >= 5);
+}
+
+#[test]
+fn hash_codes_grow_so_they_cannot_run_out() {
+    assert_eq!(hash_len(0), 7);
+    assert_eq!(hash_len(HASH_NONCES_AT_7), 8);
+    assert_eq!(hash_len(HASH_NONCES_AT_7 + 4), 9);
+    assert!(hash_len(MAX_ATTEMPTS) <= crate::code::MAX_CODE_LEN as u32);
+    assert_eq!(hash_salt(1), 1, "the first nonces are the dedupe ones");
 }

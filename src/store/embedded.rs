@@ -17,8 +17,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome, Link,
-    LinkStats, LinkStore, StoreError,
+    ClickDelta, Disabled, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome,
+    Link, LinkStats, LinkStore, StoreError,
 };
 
 const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
@@ -28,6 +28,8 @@ const CLICK_TOTALS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("cl
 /// (code, UTC day) -> clicks
 const CLICK_DAILY: TableDefinition<(&str, u32), u64> = TableDefinition::new("click_daily");
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// name -> secret bytes (generated keys the settings do not set)
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
 const LINK_ID_COUNTER: &str = "link_ids";
 /// Most operations applied in one transaction; bounds commit latency under a flood.
@@ -45,6 +47,16 @@ enum WriteOp {
     Delete {
         code: String,
         reply: Reply<bool>,
+    },
+    SetDisabled {
+        code: String,
+        disabled: Option<Disabled>,
+        reply: Reply<Option<Link>>,
+    },
+    Secret {
+        name: String,
+        candidate: Vec<u8>,
+        reply: Reply<Vec<u8>>,
     },
     Lease {
         count: u64,
@@ -129,6 +141,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(CLICK_TOTALS)?;
     txn.open_table(CLICK_DAILY)?;
     txn.open_table(IDEMPOTENCY)?;
+    txn.open_table(SECRETS)?;
     txn.commit()?;
     Ok(())
 }
@@ -192,6 +205,8 @@ fn run_writer(db: &Database, mut queue: mpsc::Receiver<WriteOp>) {
 enum Answer {
     Insert(Reply<InsertOutcome>, InsertOutcome),
     Delete(Reply<bool>, bool),
+    Link(Reply<Option<Link>>, Option<Link>),
+    Bytes(Reply<Vec<u8>>, Vec<u8>),
     Lease(Reply<Range<u64>>, Range<u64>),
     Clicks(Reply<()>),
 }
@@ -202,6 +217,8 @@ impl Answer {
         match self {
             Self::Insert(r, v) => drop(r.send(Ok(v))),
             Self::Delete(r, v) => drop(r.send(Ok(v))),
+            Self::Link(r, v) => drop(r.send(Ok(v))),
+            Self::Bytes(r, v) => drop(r.send(Ok(v))),
             Self::Lease(r, v) => drop(r.send(Ok(v))),
             Self::Clicks(r) => drop(r.send(Ok(()))),
         }
@@ -219,6 +236,16 @@ fn apply_batch(db: &Database, ops: Vec<WriteOp>) -> Result<Vec<Answer>, redb::Er
                 reply,
             } => Answer::Insert(reply, insert(&txn, &link, idempotency.as_ref())?),
             WriteOp::Delete { code, reply } => Answer::Delete(reply, delete(&txn, &code)?),
+            WriteOp::SetDisabled {
+                code,
+                disabled,
+                reply,
+            } => Answer::Link(reply, set_disabled(&txn, &code, disabled)?),
+            WriteOp::Secret {
+                name,
+                candidate,
+                reply,
+            } => Answer::Bytes(reply, secret(&txn, &name, candidate)?),
             WriteOp::Lease { count, reply } => Answer::Lease(reply, lease(&txn, count)?),
             WriteOp::Clicks { deltas, reply } => {
                 add_clicks(&txn, &deltas)?;
@@ -267,6 +294,32 @@ fn delete(txn: &WriteTransaction, code: &str) -> Result<bool, redb::Error> {
         daily.remove((code, day))?;
     }
     Ok(existed)
+}
+
+fn set_disabled(
+    txn: &WriteTransaction,
+    code: &str,
+    disabled: Option<Disabled>,
+) -> Result<Option<Link>, redb::Error> {
+    let mut links = txn.open_table(LINKS)?;
+    let Some(mut link) = links
+        .get(code)?
+        .and_then(|bytes| serde_json::from_slice::<Link>(bytes.value()).ok())
+    else {
+        return Ok(None);
+    };
+    link.disabled = disabled;
+    links.insert(code, encode(&link).as_slice())?;
+    Ok(Some(link))
+}
+
+fn secret(txn: &WriteTransaction, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, redb::Error> {
+    let mut secrets = txn.open_table(SECRETS)?;
+    if let Some(existing) = secrets.get(name)? {
+        return Ok(existing.value().to_vec());
+    }
+    secrets.insert(name, candidate.as_slice())?;
+    Ok(candidate)
 }
 
 fn lease(txn: &WriteTransaction, count: u64) -> Result<Range<u64>, redb::Error> {
@@ -340,6 +393,28 @@ impl LinkStore for EmbeddedStore {
     async fn delete(&self, code: &str) -> Result<bool, StoreError> {
         self.write(|reply| WriteOp::Delete {
             code: code.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    async fn set_disabled(
+        &self,
+        code: &str,
+        disabled: Option<Disabled>,
+    ) -> Result<Option<Link>, StoreError> {
+        self.write(|reply| WriteOp::SetDisabled {
+            code: code.to_owned(),
+            disabled,
+            reply,
+        })
+        .await
+    }
+
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.write(|reply| WriteOp::Secret {
+            name: name.to_owned(),
+            candidate: candidate.to_vec(),
             reply,
         })
         .await
@@ -436,6 +511,7 @@ mod tests {
             expires_at_ms: None,
             redirect_status: 302,
             owner: None,
+            disabled: None,
         }
     }
 

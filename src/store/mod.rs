@@ -32,6 +32,16 @@ pub struct Link {
     /// Fingerprint of the API key that created it (never the key itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Set while an admin has disabled the link: it answers 410 and keeps its statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<Disabled>,
+}
+
+/// Why and when a link was disabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disabled {
+    pub reason: String,
+    pub at_ms: i64,
 }
 
 impl Link {
@@ -155,6 +165,18 @@ pub trait LinkStore: Send + Sync + 'static {
 
     /// Deletes a link and its statistics; `false` when there was none.
     async fn delete(&self, code: &str) -> Result<bool, StoreError>;
+
+    /// Disables (`Some`) or re-enables (`None`) a link, keeping everything else; the updated
+    /// link, or `None` when there is no such link.
+    async fn set_disabled(
+        &self,
+        code: &str,
+        disabled: Option<Disabled>,
+    ) -> Result<Option<Link>, StoreError>;
+
+    /// The secret stored under `name`, storing `candidate` first when there is none. Put-if-
+    /// absent: every instance of a fleet ends up with the first one written.
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
 
     /// Atomically advances the id counter by `count` and returns the leased ids.
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError>;

@@ -153,6 +153,12 @@ metrics! {
     counter clicks_dropped: Counter = "kurz_clicks_dropped_total";
     /// Click flushes the store refused (kept for the next flush).
     counter click_flush_failures: Counter = "kurz_click_flush_failures_total";
+    /// Creates refused with 429 by a rate limit.
+    counter rate_limited_creates: Counter = "kurz_rate_limited_creates_total";
+    /// Uncached lookups refused with 429 by the per-IP miss limit.
+    counter rate_limited_misses: Counter = "kurz_rate_limited_misses_total";
+    /// Rate-limit decisions made by this instance alone because Redis could not answer.
+    counter rate_limit_local_fallbacks: Counter = "kurz_rate_limit_local_fallbacks_total";
     /// 1 while the last background probe of the store succeeded.
     gauge store_up: Gauge = "kurz_store_up";
     /// 1 once this instance is draining (after SIGTERM): /readyz answers 503.

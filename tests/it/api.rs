@@ -82,9 +82,29 @@ async fn create_redirect_stats_delete_cycle(backend: Backend) {
 
 async fn aliases_redirect_statuses_and_conflicts(backend: Backend) {
     let app = spawn_app_on_backend(backend, |_| {}).await;
-    let response = app
-        .create(json!({ "url": "https://example.com/p", "alias": "Promo_2026", "redirect_status": 308 }))
+    // Permanent redirects (browsers keep them) need a credential.
+    let permanent = |body: Value| {
+        app.client
+            .post(app.url("/api/v1/links"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let anonymous = app
+        .create(json!({ "url": "https://example.com/p", "redirect_status": 308 }))
         .await;
+    let problem = assert_problem(anonymous, 403).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("API key")
+    );
+    let response = permanent(
+        json!({ "url": "https://example.com/p", "alias": "Promo_2026", "redirect_status": 308 }),
+    )
+    .await
+    .expect("send");
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["code"], "Promo_2026");
@@ -93,6 +113,8 @@ async fn aliases_redirect_statuses_and_conflicts(backend: Backend) {
     let redirect = app.get("/Promo_2026").await;
     assert_eq!(redirect.status(), 308);
     assert_eq!(redirect.headers()["location"], "https://example.com/p");
+    // Browsers may keep a permanent redirect, for a bounded time.
+    assert_eq!(redirect.headers()["cache-control"], "public, max-age=3600");
     // Aliases are case-sensitive.
     assert_problem(app.get("/promo_2026").await, 404).await;
 
@@ -112,15 +134,37 @@ async fn aliases_redirect_statuses_and_conflicts(backend: Backend) {
         "https://example.com/p"
     );
     for status in [301, 307] {
-        let created = app
-            .create(json!({ "url": "https://example.com/s", "redirect_status": status }))
-            .await;
+        let created =
+            permanent(json!({ "url": "https://example.com/s", "redirect_status": status }))
+                .await
+                .expect("send");
         let code = created.json::<Value>().await.expect("json")["code"]
             .as_str()
             .expect("code")
             .to_owned();
         assert_eq!(app.get(&format!("/{code}")).await.status(), status);
     }
+    // Temporary redirects are never cached, so every click reaches kurz.
+    let temporary = app.create_code("https://example.com/t").await;
+    assert_eq!(
+        app.get(&format!("/{temporary}")).await.headers()["cache-control"],
+        "no-store"
+    );
+    // A permanent redirect is never cached past its link's expiry.
+    let expires = kurz::clock::format_rfc3339(app.clock.now_ms() + 90_000);
+    let soon = permanent(
+        json!({ "url": "https://example.com/soon", "redirect_status": 301, "expires_at": expires }),
+    )
+    .await
+    .expect("send");
+    let soon = soon.json::<Value>().await.expect("json")["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    assert_eq!(
+        app.get(&format!("/{soon}")).await.headers()["cache-control"],
+        "public, max-age=90"
+    );
     app.stop().await;
 }
 
@@ -170,7 +214,12 @@ async fn bad_input_gets_a_problem_with_the_right_status(backend: Backend) {
         (json!({ "url": "example.com/no-scheme" }), "absolute"),
         (json!({ "url": "ftp://example.com/" }), "absolute"),
         (json!({ "url": "javascript:alert(1)" }), "absolute"),
-        (json!({ "url": "https://exa mple.com/" }), "ASCII"),
+        (json!({ "url": "https://exa mple.com/" }), "spaces"),
+        (json!({ "url": "http://example.com:65536/" }), "port"),
+        (
+            json!({ "url": format!("https://{}.example/", "a.".repeat(130)) }),
+            "253",
+        ),
         (json!({ "url": long_url }), "limit"),
         (json!({ "url": format!("{}/abc", app.base) }), "loop"),
         (
@@ -277,9 +326,12 @@ async fn bad_input_gets_a_problem_with_the_right_status(backend: Backend) {
     app.stop().await;
 }
 
+const KEY_A: &str = "key-alpha-0123456789abcdef01234567";
+const KEY_B: &str = "key-beta-0123456789abcdef012345678";
+
 async fn auth_guards_admin_routes_and_api_keys_when_configured(backend: Backend) {
     let app = spawn_app_on_backend(backend, |s| {
-        s.auth.api_keys = vec![Secret::new("key-alpha-123"), Secret::new("key-beta-456")];
+        s.auth.api_keys = vec![Secret::new(KEY_A), Secret::new(KEY_B)];
     })
     .await;
     let body = json!({ "url": "https://example.com/auth" });
@@ -290,14 +342,22 @@ async fn auth_guards_admin_routes_and_api_keys_when_configured(backend: Backend)
         }
         request.send()
     };
+    let as_key = |method: reqwest::Method, path: String, token: &'static str| {
+        app.client
+            .request(method, app.url(&path))
+            .bearer_auth(token)
+            .send()
+    };
     let missing = create(None).await.expect("send");
     assert_eq!(missing.headers()["www-authenticate"], "Bearer");
     assert_problem(missing, 401).await;
     assert_problem(create(Some("wrong-key")).await.expect("send"), 403).await;
-    assert_eq!(
-        create(Some("key-beta-456")).await.expect("send").status(),
-        201
-    );
+    let by_a = create(Some(KEY_A)).await.expect("send");
+    assert_eq!(by_a.status(), 201);
+    let code_a = by_a.json::<Value>().await.expect("json")["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
     let by_admin = create(Some(ADMIN_TOKEN)).await.expect("send");
     assert_eq!(by_admin.status(), 201);
     let code = by_admin.json::<Value>().await.expect("json")["code"]
@@ -318,26 +378,69 @@ async fn auth_guards_admin_routes_and_api_keys_when_configured(backend: Backend)
     assert_problem(app.get(&format!("/api/v1/links/{code}")).await, 401).await;
     assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
 
+    // Links are scoped to the key that made them: another key sees no such link, the owner
+    // and the admin do.
+    let meta = format!("/api/v1/links/{code_a}");
+    assert_problem(
+        as_key(reqwest::Method::GET, meta.clone(), KEY_B)
+            .await
+            .expect("send"),
+        404,
+    )
+    .await;
+    assert_problem(
+        as_key(reqwest::Method::DELETE, meta.clone(), KEY_B)
+            .await
+            .expect("send"),
+        404,
+    )
+    .await;
+    assert_eq!(
+        as_key(reqwest::Method::GET, meta.clone(), KEY_A)
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    assert_eq!(app.admin_get(&meta).await.status(), 200);
+    // A key cannot touch the admin's link either.
+    let admins = format!("/api/v1/links/{code}");
+    assert_problem(
+        as_key(reqwest::Method::GET, admins.clone(), KEY_A)
+            .await
+            .expect("send"),
+        404,
+    )
+    .await;
+    assert_problem(
+        as_key(reqwest::Method::DELETE, admins, KEY_A)
+            .await
+            .expect("send"),
+        404,
+    )
+    .await;
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+
     let stats = format!("/api/v1/links/{code}/stats");
     assert_problem(app.get(&stats).await, 401).await;
-    let with_api_key = app
-        .client
-        .get(app.url(&stats))
-        .bearer_auth("key-alpha-123")
-        .send()
-        .await
-        .expect("send");
-    assert_problem(with_api_key, 403).await;
+    assert_problem(
+        as_key(reqwest::Method::GET, stats.clone(), KEY_A)
+            .await
+            .expect("send"),
+        403,
+    )
+    .await;
     assert_eq!(app.admin_get(&stats).await.status(), 200);
-    let delete = app
-        .client
-        .delete(app.url(&format!("/api/v1/links/{code}")))
-        .bearer_auth("key-alpha-123")
-        .send()
-        .await
-        .expect("send");
-    assert_problem(delete, 403).await;
-    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+
+    // The owner deletes its own link.
+    assert_eq!(
+        as_key(reqwest::Method::DELETE, meta.clone(), KEY_A)
+            .await
+            .expect("send")
+            .status(),
+        204
+    );
+    assert_problem(app.get(&format!("/{code_a}")).await, 404).await;
     app.stop().await;
 }
 
@@ -422,14 +525,18 @@ async fn operations_endpoints_and_request_ids(backend: Backend) {
     assert_eq!(ready["checks"]["store"], "ok");
     assert_eq!(ready["checks"]["redis"], "off");
 
-    let echoed = app
+    // A client's own request id is not believed (it is not a trusted proxy): kurz's own
+    // goes into the logs and the response.
+    let untrusted = app
         .client
         .get(app.url("/healthz"))
         .header("x-request-id", "trace-abc-123")
         .send()
         .await
         .expect("send");
-    assert_eq!(echoed.headers()["x-request-id"], "trace-abc-123");
+    let id = untrusted.headers()["x-request-id"].to_str().expect("ascii");
+    assert_ne!(id, "trace-abc-123");
+    assert_eq!(id.len(), 25, "{id}");
 
     let code = app.create_code("https://example.com/m").await;
     app.get(&format!("/{code}")).await;

@@ -163,6 +163,7 @@ fn bad_settings_stop_start_up_naming_the_setting() {
             "server.public_base_url",
         ),
         ("KURZ__AUTH__ADMIN_TOKEN", "short", "auth.admin_token"),
+        ("KURZ__AUTH__API_KEYS", "a-key-too-short", "auth.api_keys"),
         ("KURZ__SERVER__BNID", "127.0.0.1:1", "bnid"),
     ];
     for (key, value, named) in cases {
@@ -264,6 +265,7 @@ fn healthcheck_exits_zero_only_while_healthz_answers() {
             .arg("healthcheck")
             // As in a container: bound to every address, checked over loopback.
             .env("KURZ__SERVER__BIND", format!("0.0.0.0:{port}"))
+            .env("KURZ__AUTH__OPEN_CREATION", "true")
             .output()
             .expect("kurz healthcheck runs")
     };

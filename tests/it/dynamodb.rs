@@ -185,7 +185,7 @@ async fn try_create(app: &TestApp, url: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_dynamodb_gives_fast_503s_and_kurz_recovers_without_restart() {
-    let dynamo = DynamoLocal::start();
+    let dynamo = DynamoLocal::start_warm().await;
     let store = TestStore::with_endpoint(Backend::Dynamodb, dynamo.endpoint.clone()).await;
     // Production-like timeouts: this test is about them.
     let app = spawn_app_on(&store, |s| {

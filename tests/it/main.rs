@@ -7,3 +7,4 @@ mod dynamodb;
 mod harness;
 mod openapi;
 mod redis;
+mod security;

@@ -6,6 +6,7 @@
 //! - counter:     pk = "#counter",      sk = "link_ids"         next_id
 //! - idempotency: pk = "#idem#" + key,  sk = "idem"   code, fingerprint, created_at_ms,
 //!   expires_at (TTL)
+//! - secret:      pk = "#secret#" + name, sk = "secret"  value (bytes): generated keys
 //!
 //! `#` is never part of a code, so system items cannot collide with links.
 
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::clock;
-use crate::store::{IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, Link, StoreError};
+use crate::store::{Disabled, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, Link, StoreError};
 
 /// The partition key attribute (a string).
 pub const PARTITION_KEY: &str = "pk";
@@ -29,6 +30,10 @@ pub(super) const COUNTER_PK: &str = "#counter";
 pub(super) const COUNTER_SK: &str = "link_ids";
 const IDEM_PREFIX: &str = "#idem#";
 const IDEM_SK: &str = "idem";
+const SECRET_PREFIX: &str = "#secret#";
+const SECRET_SK: &str = "secret";
+/// The attribute holding a secret's bytes.
+pub(super) const SECRET_VALUE: &str = "value";
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -41,6 +46,10 @@ pub(super) fn key(pk: impl Into<String>, sk: &str) -> Item {
 
 pub(super) fn day_key(code: &str, day: u32) -> Item {
     key(code, &format!("{DAY_PREFIX}{}", clock::format_day(day)))
+}
+
+pub(super) fn secret_key(name: &str) -> Item {
+    key(format!("{SECRET_PREFIX}{name}"), SECRET_SK)
 }
 
 pub(super) fn idempotency_key(key_text: &str) -> Item {
@@ -72,6 +81,13 @@ pub(super) fn link_item(link: &Link) -> Item {
     if let Some(owner) = &link.owner {
         item.insert("owner".into(), AttributeValue::S(owner.clone()));
     }
+    if let Some(disabled) = &link.disabled {
+        item.insert(
+            "disabled_reason".into(),
+            AttributeValue::S(disabled.reason.clone()),
+        );
+        item.insert("disabled_at_ms".into(), n(disabled.at_ms));
+    }
     item
 }
 
@@ -88,6 +104,13 @@ pub(super) fn parse_link(code: &str, item: &Item) -> Result<Link, StoreError> {
         redirect_status: number(item, "redirect_status")
             .ok_or_else(|| corrupt("redirect_status"))?,
         owner: string(item, "owner"),
+        disabled: match (
+            string(item, "disabled_reason"),
+            number(item, "disabled_at_ms"),
+        ) {
+            (Some(reason), Some(at_ms)) => Some(Disabled { reason, at_ms }),
+            _ => None,
+        },
     })
 }
 

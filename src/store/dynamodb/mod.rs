@@ -15,7 +15,6 @@ pub use table::INIT_OPERATIONS;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,16 +30,18 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use tokio::sync::Semaphore;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use self::error::{CallError, build_error, condition_failed};
 use self::item::{
-    COUNTER_PK, COUNTER_SK, DAY_PREFIX, Item, LINK_SK, PARTITION_KEY, SORT_KEY, day_key,
-    idempotency_item, idempotency_key, key, link_item, n, number, parse_idempotency, parse_link,
+    COUNTER_PK, COUNTER_SK, DAY_PREFIX, Item, LINK_SK, PARTITION_KEY, SECRET_VALUE, SORT_KEY,
+    day_key, idempotency_item, idempotency_key, key, link_item, n, number, parse_idempotency,
+    parse_link, secret_key,
 };
 use super::{
-    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome, Link,
-    LinkStats, LinkStore, StoreError,
+    ClickDelta, Disabled, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome,
+    Link, LinkStats, LinkStore, StoreError,
 };
 use crate::config::StoreSettings;
 
@@ -264,6 +265,21 @@ impl DynamoStore {
         }
     }
 
+    async fn read_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let out = self
+            .call(self.read_item(secret_key(name)).send())
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(out
+            .item()
+            .and_then(|item| item.get(SECRET_VALUE)?.as_b().ok())
+            .map(|blob| blob.as_ref().to_vec()))
+    }
+
+    async fn add_indexed(&self, i: usize, delta: &ClickDelta) -> (usize, Result<(), StoreError>) {
+        (i, self.add_one(delta).await)
+    }
+
     /// Every daily-count item of `code`.
     async fn query_days(&self, code: &str) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
@@ -330,8 +346,9 @@ impl LinkStore for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(InsertOutcome::Inserted),
-            Err(CallError::Sdk(SdkError::ServiceError(service)))
-                if service.err().is_conditional_check_failed_exception() =>
+            Err(e)
+                if e.service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
                 Ok(InsertOutcome::CodeTaken)
             }
@@ -399,6 +416,73 @@ impl LinkStore for DynamoStore {
         Ok(existed)
     }
 
+    async fn set_disabled(
+        &self,
+        code: &str,
+        disabled: Option<Disabled>,
+    ) -> Result<Option<Link>, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(code, LINK_SK)))
+            .condition_expression("attribute_exists(pk)")
+            .return_values(ReturnValue::AllNew);
+        let update = match &disabled {
+            Some(d) => update
+                .update_expression("SET disabled_reason = :r, disabled_at_ms = :t")
+                .expression_attribute_values(":r", AttributeValue::S(d.reason.clone()))
+                .expression_attribute_values(":t", n(d.at_ms)),
+            None => update.update_expression("REMOVE disabled_reason, disabled_at_ms"),
+        };
+        match self.call(update.send()).await {
+            Ok(out) => out
+                .attributes()
+                .map(|item| parse_link(code, item))
+                .transpose(),
+            Err(e)
+                if e.service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        // Almost always there already: one read.
+        if let Some(value) = self.read_secret(name).await? {
+            return Ok(value);
+        }
+        let mut item = secret_key(name);
+        item.insert(
+            SECRET_VALUE.into(),
+            AttributeValue::B(candidate.to_vec().into()),
+        );
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send();
+        match self.call(put).await {
+            Ok(_) => return Ok(candidate.to_vec()),
+            Err(e)
+                if e.service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(self.classify(e)),
+        }
+        // Another instance stored one first: everyone uses that one.
+        self.read_secret(name)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt {
+                code: format!("#secret#{name}"),
+                reason: "the stored secret has no value".into(),
+            })
+    }
+
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
         let out = self
             .call(
@@ -421,27 +505,26 @@ impl LinkStore for DynamoStore {
     }
 
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
-        let permits = Arc::new(Semaphore::new(self.flush_concurrency));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, delta) in deltas.iter().enumerate() {
-            let (store, delta, permits) = (self.clone(), delta.clone(), Arc::clone(&permits));
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                (i, store.add_one(&delta).await)
-            });
-        }
+        // At most `flush_concurrency` writes in flight, however many deltas are pending (after
+        // an outage that can be one per clicked code).
+        // Writes are started lazily, so neither tasks nor futures pile up.
+        let mut waiting = deltas.iter().enumerate();
+        let mut running = FuturesUnordered::new();
         let mut unapplied = Vec::new();
         let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((_, Ok(()))) => {}
-                Ok((i, Err(e))) => {
-                    unapplied.push(i);
-                    first_error.get_or_insert(e);
-                }
-                Err(join) => {
-                    first_error.get_or_insert(StoreError::internal(join.to_string()));
-                }
+        loop {
+            while running.len() < self.flush_concurrency {
+                let Some((i, delta)) = waiting.next() else {
+                    break;
+                };
+                running.push(self.add_indexed(i, delta));
+            }
+            let Some((i, result)) = running.next().await else {
+                break;
+            };
+            if let Err(e) = result {
+                unapplied.push(i);
+                first_error.get_or_insert(e);
             }
         }
         match first_error {

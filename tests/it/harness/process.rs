@@ -16,8 +16,13 @@ pub struct KurzProcess {
 
 impl KurzProcess {
     /// Starts `kurz serve` with `KURZ__*` variables for a data file at `data` and waits until
-    /// it prints where it listens.
+    /// it prints where it listens. Its logs go to the test's stderr.
     pub fn start(data: &Path, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_with_logs(data, extra_env, Stdio::inherit())
+    }
+
+    /// As [`start`](Self::start), its logs (stderr) going to `logs`, e.g. a file to read.
+    pub fn start_with_logs(data: &Path, extra_env: &[(&str, &str)], logs: Stdio) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kurz"));
         command
             .arg("serve")
@@ -25,8 +30,11 @@ impl KurzProcess {
             .env("KURZ__STORE__PATH", data)
             .env("KURZ__AUTH__ADMIN_TOKEN", ADMIN_TOKEN)
             .env("KURZ__LOG__LEVEL", "warn")
+            // One trusted client making many requests; tests of the limits set them.
+            .env("KURZ__LIMITS__RATE__CREATES_PER_MINUTE_PER_IP", "0")
+            .env("KURZ__LIMITS__RATE__MISSES_PER_MINUTE_PER_IP", "0")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(logs);
         for (k, v) in extra_env {
             command.env(k, v);
         }
@@ -47,12 +55,17 @@ impl KurzProcess {
         Self { child, base }
     }
 
-    pub fn sigterm(&self) {
+    /// Sends `signal` (e.g. `-HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(status.success());
+        assert!(status.success(), "kill {signal}");
+    }
+
+    pub fn sigterm(&self) {
+        self.signal("-TERM");
     }
 
     /// SIGTERM, then waits for a clean exit (flushed clicks, closed store); kills it if it

@@ -100,6 +100,25 @@ impl DynamoLocal {
         SHARED.get_or_init(DynamoLocal::start)
     }
 
+    /// A server of the caller's own, e.g. to pause or kill it. Warmed up (a fresh JVM answers
+    /// its first calls slowly), so tests with production-like timeouts meet only the faults
+    /// they inject.
+    pub async fn start_warm() -> Self {
+        let dynamo = Self::start();
+        let client = sdk_client(&dynamo.endpoint);
+        for _ in 0..200 {
+            // Errors too exercise the request path; only the work matters here.
+            let _ = client.list_tables().send().await;
+            let _ = client
+                .get_item()
+                .table_name("warm-up")
+                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("x".into()))
+                .send()
+                .await;
+        }
+        dynamo
+    }
+
     /// A server of the caller's own, e.g. to pause or kill it.
     pub fn start() -> Self {
         let dir = dynamodb_dir();

@@ -1,0 +1,631 @@
+//! Safe on the open internet: unpredictable codes, rate limits (one instance, a fleet sharing
+//! Redis, Redis going away), slow bodies, self-links in every spelling, permanent redirects,
+//! the audit log, disabling links, the domain denylist, and where `/metrics` is served.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kurz::code::CodeGenerator;
+use kurz::config::{RateSettings, Secret, Settings};
+use serde_json::{Value, json};
+
+use crate::harness::{
+    ADMIN_TOKEN, Backend, KurzProcess, RedisServer, TestApp, TestStore, assert_problem, client,
+    code_of, data_file, free_port, metric, sdk_client, spawn_app_on, spawn_app_on_backend,
+    spawn_app_with, unique_name,
+};
+
+const KEY_A: &str = "key-alpha-0123456789abcdef01234567";
+const KEY_B: &str = "key-beta-0123456789abcdef012345678";
+
+fn rate(creates_per_ip: u32, creates_per_key: u32, misses_per_ip: u32) -> RateSettings {
+    RateSettings {
+        creates_per_minute_per_ip: creates_per_ip,
+        creates_per_minute_per_key: creates_per_key,
+        misses_per_minute_per_ip: misses_per_ip,
+    }
+}
+
+async fn create_as(app: &TestApp, token: Option<&str>, url: &str) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/api/v1/links"))
+        .json(&json!({ "url": url }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("send")
+}
+
+/// A 429 with everything a client needs to back off.
+async fn assert_limited(response: reqwest::Response, policy: &str) {
+    let headers = response.headers().clone();
+    let problem = assert_problem(response, 429).await;
+    let retry: u64 = headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(retry >= 1, "Retry-After {retry}");
+    let policy_header = headers["ratelimit-policy"].to_str().expect("ascii");
+    assert!(
+        policy_header.starts_with(&format!("\"{policy}\";q=")),
+        "{policy_header}"
+    );
+    assert!(policy_header.ends_with(";w=60"), "{policy_header}");
+    let limit = headers["ratelimit"].to_str().expect("ascii");
+    assert!(limit.contains(";r=0;t="), "{limit}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("per minute")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_install_makes_its_own_permutation_key_unless_one_is_set() {
+    let first_code = |key: Option<&'static str>| async move {
+        let app = spawn_app_with(move |s| s.ids.permutation_key = key.map(Secret::new)).await;
+        let code = app.create_code("https://example.com/first").await;
+        app.stop().await;
+        code
+    };
+    // Two fresh installs: unrelated first codes (nobody can compute them offline).
+    let (a, b) = (first_code(None).await, first_code(None).await);
+    assert_ne!(a, b);
+    // The same configured key gives the same codes: the setting wins.
+    let key = Some("a-configured-permutation-key-0123");
+    assert_eq!(first_code(key).await, first_code(key).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_table_share_the_generated_key() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let small_blocks = |s: &mut Settings| s.ids.block_size = 5;
+    // Started together: both race to store a key, and both must end up with the same one.
+    let (a, b) = tokio::join!(
+        spawn_app_on(&store, small_blocks),
+        spawn_app_on(&store, small_blocks)
+    );
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        for app in [&a, &b] {
+            codes.push(app.create_code(&format!("https://example.com/{i}")).await);
+        }
+    }
+    let stored = sdk_client(&store.endpoint)
+        .get_item()
+        .table_name(&store.table)
+        .key("pk", attr("#secret#permutation_key"))
+        .key("sk", attr("secret"))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get the key");
+    let key = stored
+        .item()
+        .and_then(|item| item.get("value"))
+        .and_then(|v| v.as_b().ok())
+        .expect("the generated key is in the table")
+        .as_ref()
+        .to_vec();
+    assert_eq!(key.len(), 32);
+    let generator = CodeGenerator::new(&key);
+    let possible: HashSet<String> = (0..10).filter_map(|id| generator.code_for(id)).collect();
+    for code in &codes {
+        assert!(
+            possible.contains(code),
+            "{code} was not made with the stored key"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+fn attr(s: &str) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S(s.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_are_limited_per_client_ip_and_per_api_key() {
+    let app = spawn_app_with(|s| {
+        s.limits.rate = rate(3, 2, 0);
+        s.server.trusted_proxies = vec!["127.0.0.1".parse().expect("network")];
+    })
+    .await;
+    let from = |ip: &'static str| {
+        app.client
+            .post(app.url("/api/v1/links"))
+            .header("x-forwarded-for", ip)
+            .json(&json!({ "url": "https://example.com/anon" }))
+            .send()
+    };
+    // Behind a trusted proxy, the client is the forwarded address: 3 at once, then 429.
+    for left in [2, 1, 0] {
+        let ok = from("203.0.113.1").await.expect("send");
+        assert_eq!(ok.status(), 201);
+        let limit = ok.headers()["ratelimit"].to_str().expect("ascii");
+        assert!(
+            limit.starts_with(&format!("\"creates-per-ip\";r={left};t=")),
+            "{limit}"
+        );
+        assert_eq!(
+            ok.headers()["ratelimit-policy"],
+            "\"creates-per-ip\";q=3;w=60"
+        );
+    }
+    assert_limited(from("203.0.113.1").await.expect("send"), "creates-per-ip").await;
+    assert_eq!(from("203.0.113.2").await.expect("send").status(), 201);
+    assert_eq!(
+        metric(&app.metrics().await, "kurz_rate_limited_creates_total"),
+        1.0
+    );
+    app.stop().await;
+
+    // Per key: 2, then 429; the other key and the admin are not affected.
+    let app = spawn_app_with(|s| {
+        s.limits.rate = rate(3, 2, 0);
+        s.auth.api_keys = vec![Secret::new(KEY_A), Secret::new(KEY_B)];
+    })
+    .await;
+    for _ in 0..2 {
+        let ok = create_as(&app, Some(KEY_A), "https://example.com/a").await;
+        assert_eq!(ok.status(), 201);
+    }
+    assert_limited(
+        create_as(&app, Some(KEY_A), "https://example.com/a").await,
+        "creates-per-key",
+    )
+    .await;
+    assert_eq!(
+        create_as(&app, Some(KEY_B), "https://example.com/b")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        create_as(&app, Some(ADMIN_TOKEN), "https://example.com/admin")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        metric(&app.metrics().await, "kurz_rate_limited_creates_total"),
+        1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_from_an_untrusted_peer_does_not_dodge_the_limit() {
+    let app = spawn_app_with(|s| s.limits.rate = rate(2, 0, 0)).await;
+    for i in 0..3 {
+        let response = app
+            .client
+            .post(app.url("/api/v1/links"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .json(&json!({ "url": "https://example.com/spoof" }))
+            .send()
+            .await
+            .expect("send");
+        if i < 2 {
+            assert_eq!(response.status(), 201);
+        } else {
+            assert_limited(response, "creates-per-ip").await;
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_across_a_fleet_sharing_redis_and_fall_back_when_it_dies() {
+    let redis = RedisServer::start_on(free_port());
+    let prefix = format!("{}:", unique_name("rl"));
+    let settings = |s: &mut Settings| {
+        s.limits.rate = rate(4, 0, 0);
+        s.cache.redis.url = Some(Secret::new(redis.url.clone()));
+        s.cache.redis.key_prefix.clone_from(&prefix);
+    };
+    let a = spawn_app_with(settings).await;
+    let b = spawn_app_with(settings).await;
+    // Four between the two instances, then both refuse: the bucket is the fleet's.
+    for i in 0..4 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            create_as(app, None, "https://example.com/f").await.status(),
+            201
+        );
+    }
+    assert_limited(
+        create_as(&a, None, "https://example.com/f").await,
+        "creates-per-ip",
+    )
+    .await;
+    assert_limited(
+        create_as(&b, None, "https://example.com/f").await,
+        "creates-per-ip",
+    )
+    .await;
+
+    // Redis gone: each instance decides alone, and the limiter never fails a request.
+    redis.kill();
+    for app in [&a, &b] {
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            statuses.push(
+                create_as(app, None, "https://example.com/g")
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+        }
+        assert_eq!(statuses[..4], [201, 201, 201, 201], "{statuses:?}");
+        assert_eq!(statuses[4..], [429, 429], "{statuses:?}");
+        assert!(
+            metric(
+                &app.metrics().await,
+                "kurz_rate_limit_local_fallbacks_total"
+            ) >= 1.0
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncached_lookups_are_limited_per_ip_but_cached_links_never() {
+    let app = spawn_app_with(|s| s.limits.rate = rate(0, 0, 5)).await;
+    let code = app.create_code("https://example.com/hot").await;
+    // The first lookup misses the cache (1 of 5); then the link is cached.
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    for i in 0..4 {
+        assert_problem(app.get(&format!("/Nope{i}")).await, 404).await;
+    }
+    let limited = app.get("/Nope9").await;
+    assert_limited(limited, "misses-per-ip").await;
+    // A cached link is never limited.
+    for _ in 0..20 {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+    assert_eq!(
+        metric(&app.metrics().await, "kurz_rate_limited_misses_total"),
+        1.0
+    );
+    app.stop().await;
+}
+
+/// Sends `head` then `body` over a plain connection and returns the status of the answer
+/// (bounded by a 10 s read timeout: a hang fails the test).
+fn raw_status(port: u16, head: &str, body: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(head.as_bytes()).expect("write head");
+    stream.write_all(body).expect("write body");
+    let mut answer = [0u8; 64];
+    let n = stream.read(&mut answer).expect("an answer, not a hang");
+    let line = String::from_utf8_lossy(&answer[..n]).into_owned();
+    line.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_oversized_bodies_get_408_and_413_and_unreadable_ones_400() {
+    let app = spawn_app_with(|s| s.server.body_timeout = Duration::from_millis(500)).await;
+    let port: u16 = app
+        .base
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .parse()
+        .expect("port");
+    let post = "POST /api/v1/links HTTP/1.1\r\nHost: kurz\r\nContent-Type: application/json\r\n";
+    let status = tokio::task::spawn_blocking(move || {
+        let slow = raw_status(
+            port,
+            &format!("{post}Content-Length: 100\r\n\r\n"),
+            b"{\"url\": ",
+        );
+        let chunk = vec![b'a'; 20_000];
+        let mut chunked = format!("{:x}\r\n", chunk.len()).into_bytes();
+        chunked.extend_from_slice(&chunk);
+        chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+        let too_large = raw_status(
+            port,
+            &format!("{post}Transfer-Encoding: chunked\r\n\r\n"),
+            &chunked,
+        );
+        let broken = raw_status(
+            port,
+            &format!("{post}Transfer-Encoding: chunked\r\n\r\n"),
+            b"zz\r\nnot a chunk\r\n",
+        );
+        (slow, too_large, broken)
+    })
+    .await
+    .expect("join");
+    assert_eq!(status, (408, 413, 400));
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_spelling_of_kurz_itself_is_accepted_and_urls_are_stored_normalised() {
+    let app = spawn_app_with(|s| s.abuse.shortener_hosts = vec!["bit.ly".into()]).await;
+    let port = app.base.rsplit(':').next().expect("port").to_owned();
+    for url in [
+        format!("http://localhost:{port}/x"),
+        format!("http://127.1:{port}/x"),
+        format!("http://2130706433:{port}/x"),
+        format!("http://[::ffff:127.0.0.1]:{port}/x"),
+        format!("http://127.0.0.1.:{port}/x"),
+    ] {
+        let problem = assert_problem(app.create(json!({ "url": url })).await, 400).await;
+        assert!(
+            problem["detail"].as_str().expect("detail").contains("loop"),
+            "{url}: {problem}"
+        );
+    }
+    let other = assert_problem(app.create(json!({ "url": "https://bit.ly/x" })).await, 400).await;
+    assert!(
+        other["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("shortener")
+    );
+    let created = app
+        .create(json!({ "url": "HTTPS://Example.COM:443/a b%20c/\u{e9}" }))
+        .await;
+    assert_problem(created, 400).await; // a raw space
+    let created = app
+        .create(json!({ "url": "HTTPS://B\u{fc}cher.Example:443/\u{e9}?q=1#f" }))
+        .await;
+    assert_eq!(created.status(), 201);
+    let body: Value = created.json().await.expect("json");
+    let normalised = "https://xn--bcher-kva.example/%C3%A9?q=1#f";
+    assert_eq!(body["url"], normalised);
+    let code = body["code"].as_str().expect("code");
+    assert_eq!(
+        app.get(&format!("/{code}")).await.headers()["location"],
+        normalised
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_link_answers_410_keeps_its_stats_and_can_be_enabled_again() {
+    for backend in [Backend::Embedded, Backend::Dynamodb] {
+        let app = spawn_app_on_backend(backend, |_| {}).await;
+        let code = app.create_code("https://example.com/phish").await;
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+        assert_eq!(app.stats_when(&code, 1).await["total_clicks"], 1);
+        let patch = |body: Value| {
+            app.client
+                .patch(app.url(&format!("/api/v1/links/{code}")))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&body)
+                .send()
+        };
+        let disabled = patch(json!({ "disabled": true, "reason": "phishing report 17" }))
+            .await
+            .expect("send");
+        assert_eq!(disabled.status(), 200);
+        let view: Value = disabled.json().await.expect("json");
+        assert_eq!(view["disabled"], true);
+        assert_eq!(view["disabled_reason"], "phishing report 17");
+        // At once on this instance, cached or not.
+        let gone = assert_problem(app.get(&format!("/{code}")).await, 410).await;
+        assert!(
+            gone["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("disabled")
+        );
+        let stats = app.stats_when(&code, 1).await;
+        assert_eq!(stats["total_clicks"], 1, "statistics are kept");
+        // Only the admin may do it.
+        let by_anyone = app
+            .client
+            .patch(app.url(&format!("/api/v1/links/{code}")))
+            .json(&json!({ "disabled": false }))
+            .send()
+            .await
+            .expect("send");
+        assert_problem(by_anyone, 401).await;
+        assert_problem(
+            patch(json!({ "disabled": "yes" })).await.expect("send"),
+            400,
+        )
+        .await;
+        assert_problem(
+            app.client
+                .patch(app.url("/api/v1/links/NoSuchLink"))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "disabled": true }))
+                .send()
+                .await
+                .expect("send"),
+            404,
+        )
+        .await;
+
+        let enabled = patch(json!({ "disabled": false })).await.expect("send");
+        assert_eq!(
+            enabled.json::<Value>().await.expect("json")["disabled"],
+            false
+        );
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+        assert_eq!(app.stats_when(&code, 2).await["total_clicks"], 2);
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_to_the_admin_listener_when_one_is_set() {
+    let admin_port = free_port();
+    let app = spawn_app_with(move |s| {
+        s.server.admin_bind = Some(format!("127.0.0.1:{admin_port}").parse().expect("addr"));
+    })
+    .await;
+    assert_problem(app.get("/metrics").await, 404).await;
+    let metrics = client()
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .send()
+        .await
+        .expect("admin listener answers");
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.expect("text");
+    assert!(text.contains("kurz_links_created_total"), "{text}");
+    let other = client()
+        .get(format!("http://127.0.0.1:{admin_port}/api/v1/links"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        other.status(),
+        404,
+        "the admin listener serves nothing else"
+    );
+    app.stop().await;
+}
+
+/// Polls `url` until it answers `status`; fails after 10 s.
+async fn until_status(client: &reqwest::Client, url: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = client.get(url).send().await.expect("answers").status();
+        if got == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} still {got}, not {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_denylist_refuses_creates_and_stops_old_links_after_sighup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("denylist.txt");
+    std::fs::write(&list, "# known phishing\nevil.example\n").expect("write");
+    let kurz = KurzProcess::start(
+        &data_file(&dir),
+        &[("KURZ__ABUSE__DENYLIST_PATH", list.to_str().expect("utf-8"))],
+    );
+    let client = client();
+    let create = |url: &'static str| {
+        client
+            .post(format!("{}/api/v1/links", kurz.base))
+            .json(&json!({ "url": url }))
+            .send()
+    };
+    let refused = create("https://login.evil.example/account")
+        .await
+        .expect("send");
+    let problem = assert_problem(refused, 422).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("denylist")
+    );
+
+    let later = code_of(create("https://later.example/x").await.expect("send")).await;
+    let short = format!("{}/{later}", kurz.base);
+    until_status(&client, &short, 302).await; // and now cached
+    std::fs::write(&list, "evil.example\nlater.example\n").expect("write");
+    kurz.signal("-HUP");
+    until_status(&client, &short, 410).await;
+    let gone = client.get(&short).send().await.expect("answers");
+    let problem = assert_problem(gone, 410).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("denylist")
+    );
+    assert_problem(create("https://later.example/y").await.expect("send"), 422).await;
+    assert!(kurz.stop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_create_writes_one_audit_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("kurz.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let kurz = KurzProcess::start_with_logs(
+        &data_file(&dir),
+        &[
+            ("KURZ__LOG__FORMAT", "json"),
+            ("KURZ__LOG__LEVEL", "warn,kurz::audit=info"),
+            ("KURZ__AUTH__API_KEYS", KEY_A),
+        ],
+        Stdio::from(log),
+    );
+    let response = client()
+        .post(format!("{}/api/v1/links", kurz.base))
+        .bearer_auth(KEY_A)
+        .json(&json!({ "url": "https://Audited.example/page" }))
+        .send()
+        .await
+        .expect("send");
+    let code = code_of(response).await;
+    assert!(kurz.stop());
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    let audits: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "kurz::audit")
+        .collect();
+    assert_eq!(audits.len(), 1, "{text}");
+    let line = &audits[0];
+    assert_eq!(line["event"], "link_created");
+    assert_eq!(line["code"], code);
+    assert_eq!(line["host"], "audited.example");
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    let owner = line["owner"].as_str().expect("owner");
+    assert_eq!(
+        owner.len(),
+        32,
+        "a keyed fingerprint, never the key: {owner}"
+    );
+    assert!(!text.contains(KEY_A), "the key itself is never logged");
+}
+
+#[test]
+fn open_creation_on_a_public_address_must_be_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |open: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kurz"))
+            .env("KURZ__STORE__PATH", data_file(&dir))
+            .env("KURZ__SERVER__BIND", "0.0.0.0:0")
+            .env("KURZ__AUTH__OPEN_CREATION", open)
+            .env("KURZ__AUTH__ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kurz runs");
+        // Refused: exits at once. Allowed: prints where it listens (then is killed).
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 18];
+        let listening = stdout.read_exact(&mut first).is_ok() && &first == b"kurz listening on ";
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("exits");
+        (
+            listening,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (listening, stderr) = run("false");
+    assert!(!listening);
+    assert!(stderr.contains("auth.open_creation"), "{stderr}");
+    assert!(stderr.contains("api_keys"), "{stderr}");
+    let (listening, stderr) = run("true");
+    assert!(listening, "{stderr}");
+}
