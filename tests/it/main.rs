@@ -5,6 +5,7 @@ mod api;
 mod durability;
 mod dynamodb;
 mod harness;
+mod infra;
 mod openapi;
 mod redis;
 mod security;

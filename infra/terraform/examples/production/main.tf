@@ -1,0 +1,205 @@
+# kurz in production, from an empty account: a VPC over the availability zones named (public
+# subnets for the load balancer, private subnets without any internet route for the tasks and
+# Redis), the ECR repository the image is pushed to, and the kurz module.
+
+# Exactly the zones named, so the layout never changes when AWS adds a zone to the region.
+data "aws_availability_zones" "chosen" {
+  state = "available"
+
+  filter {
+    name   = "zone-name"
+    values = var.availability_zones
+  }
+
+  lifecycle {
+    postcondition {
+      condition     = length(self.names) == length(var.availability_zones)
+      error_message = "Every zone in availability_zones must exist and be available in the region."
+    }
+  }
+}
+
+locals {
+  azs      = var.availability_zones
+  az_count = length(var.availability_zones)
+  host     = regex("^https://([^/:]+)", var.public_base_url)[0]
+}
+
+# --- network ---
+
+resource "aws_vpc" "kurz" {
+  cidr_block           = var.vpc_cidr
+  enable_dns_support   = true
+  enable_dns_hostnames = true # the interface endpoints' private DNS names need both
+  tags                 = { Name = "kurz" }
+}
+
+# Nothing may use the default security group.
+resource "aws_default_security_group" "locked" {
+  vpc_id = aws_vpc.kurz.id
+  tags   = { Name = "kurz-default-unused" }
+}
+
+resource "aws_internet_gateway" "kurz" {
+  vpc_id = aws_vpc.kurz.id
+  tags   = { Name = "kurz" }
+}
+
+resource "aws_subnet" "public" {
+  count                   = local.az_count
+  vpc_id                  = aws_vpc.kurz.id
+  availability_zone       = local.azs[count.index]
+  cidr_block              = cidrsubnet(var.vpc_cidr, 4, count.index)
+  map_public_ip_on_launch = false
+  tags                    = { Name = "kurz-public-${local.azs[count.index]}" }
+}
+
+resource "aws_subnet" "private" {
+  count             = local.az_count
+  vpc_id            = aws_vpc.kurz.id
+  availability_zone = local.azs[count.index]
+  cidr_block        = cidrsubnet(var.vpc_cidr, 4, 8 + count.index)
+  tags              = { Name = "kurz-private-${local.azs[count.index]}" }
+}
+
+resource "aws_route_table" "public" {
+  vpc_id = aws_vpc.kurz.id
+  tags   = { Name = "kurz-public" }
+}
+
+resource "aws_route" "public_internet" {
+  route_table_id         = aws_route_table.public.id
+  destination_cidr_block = "0.0.0.0/0"
+  gateway_id             = aws_internet_gateway.kurz.id
+}
+
+resource "aws_route_table_association" "public" {
+  count          = local.az_count
+  subnet_id      = aws_subnet.public[count.index].id
+  route_table_id = aws_route_table.public.id
+}
+
+# Private subnets have no route out: the module's gateway endpoints (DynamoDB, S3) add theirs.
+resource "aws_route_table" "private" {
+  count  = local.az_count
+  vpc_id = aws_vpc.kurz.id
+  tags   = { Name = "kurz-private-${local.azs[count.index]}" }
+}
+
+resource "aws_route_table_association" "private" {
+  count          = local.az_count
+  subnet_id      = aws_subnet.private[count.index].id
+  route_table_id = aws_route_table.private[count.index].id
+}
+
+# --- VPC flow logs ---
+
+resource "aws_cloudwatch_log_group" "flow_logs" {
+  name              = "/vpc/kurz/flow-logs"
+  retention_in_days = 365
+  kms_key_id        = module.kurz.logs_kms_key_arn
+}
+
+data "aws_iam_policy_document" "flow_logs_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["vpc-flow-logs.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "flow_logs" {
+  name               = "kurz-vpc-flow-logs"
+  assume_role_policy = data.aws_iam_policy_document.flow_logs_assume.json
+}
+
+data "aws_iam_policy_document" "flow_logs" {
+  statement {
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.flow_logs.arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "flow_logs" {
+  name   = "write-flow-logs"
+  role   = aws_iam_role.flow_logs.id
+  policy = data.aws_iam_policy_document.flow_logs.json
+}
+
+resource "aws_flow_log" "kurz" {
+  vpc_id          = aws_vpc.kurz.id
+  traffic_type    = var.flow_log_traffic_type
+  log_destination = aws_cloudwatch_log_group.flow_logs.arn
+  iam_role_arn    = aws_iam_role.flow_logs.arn
+}
+
+# --- image repository ---
+
+resource "aws_ecr_repository" "kurz" {
+  name                 = "kurz"
+  image_tag_mutability = "IMMUTABLE"
+
+  image_scanning_configuration {
+    scan_on_push = true
+  }
+
+  encryption_configuration {
+    encryption_type = "KMS"
+  }
+}
+
+resource "aws_ecr_lifecycle_policy" "kurz" {
+  repository = aws_ecr_repository.kurz.name
+  policy = jsonencode({
+    rules = [{
+      rulePriority = 1
+      description  = "Keep the last 100 images (rollback targets)"
+      selection = {
+        tagStatus   = "any"
+        countType   = "imageCountMoreThan"
+        countNumber = 100
+      }
+      action = { type = "expire" }
+    }]
+  })
+}
+
+# --- kurz ---
+
+module "kurz" {
+  source = "../../modules/kurz"
+
+  vpc_id                  = aws_vpc.kurz.id
+  public_subnet_ids       = aws_subnet.public[*].id
+  private_subnet_ids      = aws_subnet.private[*].id
+  private_route_table_ids = aws_route_table.private[*].id
+
+  image              = "${aws_ecr_repository.kurz.repository_url}:${var.image_tag}"
+  ecr_repository_arn = aws_ecr_repository.kurz.arn
+  cpu_architecture   = var.cpu_architecture
+  public_base_url    = var.public_base_url
+  certificate_arn    = var.certificate_arn
+  api_clients        = var.api_clients
+  alarm_emails       = var.alarm_emails
+  min_tasks          = var.min_tasks
+  max_tasks          = var.max_tasks
+
+  tags = { environment = "production" }
+}
+
+# --- DNS (optional) ---
+
+resource "aws_route53_record" "kurz" {
+  count   = var.route53_zone_id == "" ? 0 : 1
+  zone_id = var.route53_zone_id
+  name    = local.host
+  type    = "A"
+
+  alias {
+    name                   = module.kurz.alb_dns_name
+    zone_id                = module.kurz.alb_zone_id
+    evaluate_target_health = true
+  }
+}

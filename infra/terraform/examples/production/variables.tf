@@ -1,0 +1,139 @@
+variable "region" {
+  description = "AWS region to run kurz in."
+  type        = string
+  default     = "us-east-1"
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must be an AWS region name such as us-east-1."
+  }
+}
+
+variable "availability_zones" {
+  description = "Availability zones (names, in var.region) to spread the VPC, the tasks and Redis over."
+  type        = list(string)
+  default     = ["us-east-1a", "us-east-1b", "us-east-1c"]
+
+  validation {
+    condition     = length(var.availability_zones) >= 2 && length(var.availability_zones) <= 4 && alltrue([for z in var.availability_zones : startswith(z, var.region)])
+    error_message = "availability_zones must name 2 to 4 zones of var.region (e.g. us-east-1a)."
+  }
+}
+
+variable "vpc_cidr" {
+  description = "IPv4 range of the VPC (a /16 to /20: it is cut into /20-sized parts, up to 4 public and 4 private)."
+  type        = string
+  default     = "10.40.0.0/16"
+
+  validation {
+    condition     = can(cidrhost(var.vpc_cidr, 0)) && tonumber(split("/", var.vpc_cidr)[1]) >= 16 && tonumber(split("/", var.vpc_cidr)[1]) <= 20
+    error_message = "vpc_cidr must be an IPv4 CIDR block from /16 to /20."
+  }
+}
+
+variable "flow_log_traffic_type" {
+  description = "VPC flow logs: REJECT (what the security groups refused; cheap) or ALL (every flow; at billions of requests a day, a real cost)."
+  type        = string
+  default     = "REJECT"
+
+  validation {
+    condition     = contains(["REJECT", "ALL"], var.flow_log_traffic_type)
+    error_message = "flow_log_traffic_type must be REJECT or ALL."
+  }
+}
+
+variable "public_base_url" {
+  description = "Base of every short URL, e.g. https://kurz.example."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https://[A-Za-z0-9.-]+$", var.public_base_url))
+    error_message = "public_base_url must be https://HOST, with no port, path or trailing slash."
+  }
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate (in var.region) for the host of public_base_url."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:acm:", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN."
+  }
+}
+
+variable "route53_zone_id" {
+  description = "Route 53 hosted zone of public_base_url's host; when set, an alias record to the load balancer is made. Empty: make the DNS record yourself."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.route53_zone_id == "" || can(regex("^Z[A-Z0-9]{5,31}$", var.route53_zone_id))
+    error_message = "route53_zone_id must be empty or a hosted zone id (Z...)."
+  }
+}
+
+variable "image_tag" {
+  description = "Tag of the kurz image in the ECR repository this root creates (tags are immutable: one per build, e.g. the git commit)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest"
+    error_message = "image_tag must be a Docker tag other than 'latest'."
+  }
+}
+
+variable "cpu_architecture" {
+  description = "X86_64 or ARM64: what the image was built for."
+  type        = string
+  default     = "X86_64"
+
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture must be X86_64 or ARM64."
+  }
+}
+
+variable "api_clients" {
+  description = "Names of the API clients that get a key."
+  type        = list(string)
+  default     = ["default"]
+
+  validation {
+    condition     = length(var.api_clients) >= 1
+    error_message = "api_clients needs at least one name (no keys would open creation to anyone)."
+  }
+}
+
+variable "alarm_emails" {
+  description = "Addresses that get the alarms."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.alarm_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", e))])
+    error_message = "alarm_emails must be email addresses."
+  }
+}
+
+variable "min_tasks" {
+  description = "Fewest kurz tasks."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.min_tasks >= 2
+    error_message = "min_tasks must be at least 2."
+  }
+}
+
+variable "max_tasks" {
+  description = "Most kurz tasks (CAPACITY.md: the 100M-links-a-day peak needs about 14 tasks of 2 vCPU; 40 leaves room for a viral spike)."
+  type        = number
+  default     = 40
+
+  validation {
+    condition     = var.max_tasks >= 2
+    error_message = "max_tasks must be at least 2."
+  }
+}

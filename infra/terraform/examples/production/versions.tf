@@ -1,0 +1,30 @@
+terraform {
+  required_version = ">= 1.10.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 6.0"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
+  }
+
+  # State holds the generated secrets: keep it in an encrypted, access-controlled bucket.
+  # terraform init -backend-config=backend.hcl (see backend.hcl.example).
+  backend "s3" {}
+}
+
+provider "aws" {
+  region = var.region
+
+  default_tags {
+    tags = {
+      app         = "kurz"
+      environment = "production"
+      managed-by  = "terraform"
+    }
+  }
+}

@@ -1,0 +1,230 @@
+# kurz on ECS Fargate: the cluster, the task definition (settings as environment variables,
+# secrets from Secrets Manager) and the service behind the load balancer.
+
+resource "aws_cloudwatch_log_group" "kurz" {
+  #checkov:skip=CKV_AWS_338:Retention is the operator's choice (log_retention_days, default 30 days): kurz's logs are operational (failures, audit lines of creates; clicks and links live in DynamoDB). Set 365 or more where an audit rule asks for it.
+  name              = "/ecs/${var.name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.logs.arn
+  tags              = local.tags
+}
+
+resource "aws_ecs_cluster" "kurz" {
+  name = var.name
+
+  setting {
+    name  = "containerInsights"
+    value = "enabled"
+  }
+
+  tags = local.tags
+}
+
+resource "aws_ecs_cluster_capacity_providers" "kurz" {
+  cluster_name       = aws_ecs_cluster.kurz.name
+  capacity_providers = ["FARGATE"]
+
+  default_capacity_provider_strategy {
+    capacity_provider = "FARGATE"
+    weight            = 1
+  }
+}
+
+resource "aws_ecs_task_definition" "kurz" {
+  family                   = var.name
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = var.task_cpu
+  memory                   = var.task_memory
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = var.cpu_architecture
+  }
+
+  # Every environment entry is a real kurz setting (README.md, "Settings"); values are strings.
+  container_definitions = jsonencode([
+    {
+      name                   = local.container_name
+      image                  = var.image
+      essential              = true
+      readonlyRootFilesystem = true
+      stopTimeout            = local.stop_timeout_s
+      portMappings = [
+        { containerPort = local.container_port, protocol = "tcp", name = "http" },
+      ]
+      environment = [
+        { name = "KURZ__SERVER__BIND", value = "0.0.0.0:8080" }, # local.container_port
+        { name = "KURZ__SERVER__PUBLIC_BASE_URL", value = var.public_base_url },
+        { name = "KURZ__SERVER__WORKERS", value = tostring(local.workers) },
+        { name = "KURZ__SERVER__DRAIN_DELAY_MS", value = tostring(var.drain_delay_ms) },
+        { name = "KURZ__SERVER__SHUTDOWN_TIMEOUT_S", value = tostring(var.shutdown_timeout_s) },
+        # The ALB connects from its subnets: believe its X-Forwarded-For (client IPs for the
+        # rate limits and the audit log) and nobody else's.
+        { name = "KURZ__SERVER__TRUSTED_PROXIES", value = join(",", [for s in data.aws_subnet.public : s.cidr_block]) },
+        { name = "KURZ__STORE__BACKEND", value = "dynamodb" },
+        { name = "KURZ__STORE__TIMEOUT_MS", value = tostring(var.store_timeout_ms) },
+        { name = "KURZ__STORE__DYNAMODB__TABLE", value = aws_dynamodb_table.kurz.name },
+        { name = "KURZ__STORE__DYNAMODB__REGION", value = local.region },
+        { name = "KURZ__CACHE__LOCAL__MAX_BYTES", value = tostring(var.local_cache_bytes) },
+        { name = "KURZ__CACHE__LOCAL__TTL_MS", value = tostring(var.local_cache_ttl_ms) },
+        { name = "KURZ__CLICKS__FLUSH_INTERVAL_MS", value = tostring(var.clicks_flush_interval_ms) },
+        { name = "KURZ__LOG__FORMAT", value = "json" },
+        { name = "KURZ__LOG__LEVEL", value = var.log_level },
+      ]
+      secrets = [
+        { name = "KURZ__AUTH__ADMIN_TOKEN", valueFrom = aws_secretsmanager_secret.kurz["admin_token"].arn },
+        { name = "KURZ__AUTH__API_KEYS", valueFrom = aws_secretsmanager_secret.kurz["api_keys"].arn },
+        { name = "KURZ__IDS__PERMUTATION_KEY", valueFrom = aws_secretsmanager_secret.kurz["permutation_key"].arn },
+        { name = "KURZ__CACHE__REDIS__URL", valueFrom = aws_secretsmanager_secret.kurz["redis_url"].arn },
+      ]
+      # Liveness: `kurz healthcheck` asks /healthz on the bind address (the image has no shell
+      # or curl). It stays 200 while kurz drains, so ECS never kills a draining task.
+      healthCheck = {
+        command     = ["CMD", "/usr/local/bin/kurz", "healthcheck"]
+        interval    = 10
+        timeout     = 5
+        retries     = 3
+        startPeriod = 15
+      }
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          "awslogs-group"         = aws_cloudwatch_log_group.kurz.name
+          "awslogs-region"        = local.region
+          "awslogs-stream-prefix" = "kurz"
+          # A slow log pipe must never block request threads.
+          "mode"            = "non-blocking"
+          "max-buffer-size" = "25m"
+        }
+      }
+      ulimits = [
+        { name = "nofile", softLimit = 65536, hardLimit = 65536 },
+      ]
+    },
+  ])
+
+  tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.task_memory >= 2 * var.task_cpu && var.task_memory <= 8 * var.task_cpu
+      error_message = "task_memory must be between 2 and 8 MiB per CPU unit of task_cpu (Fargate sizes)."
+    }
+    precondition {
+      condition     = var.local_cache_bytes <= var.task_memory * 1048576 / 2
+      error_message = "local_cache_bytes must be at most half of task_memory: the cache budget is an estimate, and kurz needs room for connections and buffers."
+    }
+    precondition {
+      condition     = local.stop_timeout_s <= 120
+      error_message = "drain_delay_ms + shutdown_timeout_s + store_timeout_ms (+5 s) must fit Fargate's 120 s stop timeout."
+    }
+  }
+}
+
+resource "aws_ecs_service" "kurz" {
+  name             = var.name
+  cluster          = aws_ecs_cluster.kurz.id
+  task_definition  = aws_ecs_task_definition.kurz.arn
+  desired_count    = var.min_tasks
+  launch_type      = "FARGATE"
+  platform_version = "LATEST"
+
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+  health_check_grace_period_seconds  = 30
+  availability_zone_rebalancing      = "ENABLED"
+  enable_execute_command             = false
+  enable_ecs_managed_tags            = true
+  propagate_tags                     = "SERVICE"
+
+  # A deployment whose tasks do not become healthy, or during which the 5xx alarm fires, rolls
+  # back to the previous task definition by itself.
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  alarms {
+    enable      = true
+    rollback    = true
+    alarm_names = [aws_cloudwatch_metric_alarm.target_5xx_rate.alarm_name]
+  }
+
+  network_configuration {
+    subnets          = var.private_subnet_ids
+    security_groups  = [aws_security_group.tasks.id]
+    assign_public_ip = false
+  }
+
+  load_balancer {
+    target_group_arn = aws_lb_target_group.kurz.arn
+    container_name   = local.container_name
+    container_port   = local.container_port
+  }
+
+  tags = local.tags
+
+  lifecycle {
+    # Auto-scaling owns the task count after the first apply.
+    ignore_changes = [desired_count]
+  }
+
+  depends_on = [aws_lb_listener.https, aws_iam_role_policy.execution, aws_iam_role_policy.task]
+}
+
+# --- auto-scaling: on CPU and on requests per task, whichever asks for more ---
+
+resource "aws_appautoscaling_target" "kurz" {
+  service_namespace  = "ecs"
+  resource_id        = "service/${aws_ecs_cluster.kurz.name}/${aws_ecs_service.kurz.name}"
+  scalable_dimension = "ecs:service:DesiredCount"
+  min_capacity       = var.min_tasks
+  max_capacity       = var.max_tasks
+
+  lifecycle {
+    precondition {
+      condition     = var.max_tasks >= var.min_tasks
+      error_message = "max_tasks must be at least min_tasks."
+    }
+  }
+}
+
+resource "aws_appautoscaling_policy" "cpu" {
+  name               = "${var.name}-cpu"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.kurz.service_namespace
+  resource_id        = aws_appautoscaling_target.kurz.resource_id
+  scalable_dimension = aws_appautoscaling_target.kurz.scalable_dimension
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.cpu_target_percent
+    scale_out_cooldown = 60
+    scale_in_cooldown  = 300
+
+    predefined_metric_specification {
+      predefined_metric_type = "ECSServiceAverageCPUUtilization"
+    }
+  }
+}
+
+resource "aws_appautoscaling_policy" "requests" {
+  name               = "${var.name}-requests-per-task"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.kurz.service_namespace
+  resource_id        = aws_appautoscaling_target.kurz.resource_id
+  scalable_dimension = aws_appautoscaling_target.kurz.scalable_dimension
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.requests_per_task_per_minute
+    scale_out_cooldown = 60
+    scale_in_cooldown  = 300
+
+    predefined_metric_specification {
+      predefined_metric_type = "ALBRequestCountPerTarget"
+      resource_label         = "${aws_lb.kurz.arn_suffix}/${aws_lb_target_group.kurz.arn_suffix}"
+    }
+  }
+}

@@ -1,0 +1,51 @@
+# Account facts, names and the numbers derived from the inputs. Every other file reads these.
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+data "aws_region" "current" {}
+
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.region
+
+  container_name = "kurz"
+  container_port = 8080
+
+  # The DynamoDB calls `kurz serve` makes, and no others (docs/data-model.md lists which request
+  # makes which): GetItem (redirect miss, stats, readiness), PutItem (create), UpdateItem (id block
+  # lease), DeleteItem and BatchWriteItem (delete a link and its day items), Query (stats, delete),
+  # TransactWriteItems (click flush, idempotent create), DescribeTable (start-up check).
+  # Not here: CreateTable / UpdateTimeToLive / DescribeTimeToLive (`kurz init`; Terraform owns
+  # the table), Scan (never used), ConditionCheckItem (no transaction has a bare condition check).
+  kurz_dynamodb_actions = [
+    "dynamodb:BatchWriteItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:TransactWriteItems",
+    "dynamodb:UpdateItem",
+  ]
+
+  # Graceful stop, in seconds. The load balancer needs interval x unhealthy-threshold to see a
+  # draining task's /readyz 503; kurz keeps serving for drain_delay_ms (longer than that), then
+  # waits up to shutdown_timeout_s for in-flight requests, then flushes clicks (one store call,
+  # bounded by store_timeout_ms) and exits.
+  health_window_s        = var.health_check_interval_s * var.health_check_unhealthy_threshold
+  drain_delay_s          = ceil(var.drain_delay_ms / 1000)
+  deregistration_delay_s = local.drain_delay_s + var.shutdown_timeout_s
+  stop_timeout_s         = local.deregistration_delay_s + ceil(var.store_timeout_ms / 1000) + 5
+
+  # One HTTP worker per vCPU of the task.
+  workers = max(1, floor(var.task_cpu / 1024))
+
+  # Members of the Redis replication group: ElastiCache names them <group>-001, -002, ...
+  redis_group_id   = "${var.name}-cache"
+  redis_member_ids = [for i in range(var.redis_replicas + 1) : format("%s-%03d", local.redis_group_id, i + 1)]
+
+  tags = merge({ "app" = "kurz", "kurz:module" = var.name }, var.tags)
+}

@@ -1,0 +1,364 @@
+# Alarms, all to one SNS topic: error rates at the load balancer, p99 latency, DynamoDB
+# throttling and errors, Redis evictions and CPU, and kurz's own 503s (load shedding and a store
+# that does not answer), counted from kurz's JSON logs.
+
+resource "aws_sns_topic" "alarms" {
+  name              = "${var.name}-alarms"
+  kms_master_key_id = aws_kms_key.logs.arn
+  tags              = local.tags
+}
+
+resource "aws_sns_topic_subscription" "alarm_email" {
+  for_each  = toset(var.alarm_emails)
+  topic_arn = aws_sns_topic.alarms.arn
+  protocol  = "email"
+  endpoint  = each.value
+}
+
+locals {
+  alarm_actions = [aws_sns_topic.alarms.arn]
+  alb_dimension = { LoadBalancer = aws_lb.kurz.arn_suffix }
+  # The operations kurz makes on the table (DynamoDB reports throttles and system errors per
+  # operation, so the alarms below add them up).
+  dynamodb_operations = ["BatchWriteItem", "DeleteItem", "GetItem", "PutItem", "Query", "TransactWriteItems", "UpdateItem"]
+  # "FILL(m0, 0) + FILL(m1, 0) + ...": a missing datapoint means no throttles, not no data.
+  dynamodb_sum = join(" + ", [for i, op in local.dynamodb_operations : "FILL(m${i}, 0)"])
+}
+
+# --- load balancer: error rates and latency ---
+
+resource "aws_cloudwatch_metric_alarm" "target_5xx_rate" {
+  alarm_name          = "${var.name}-target-5xx-rate"
+  alarm_description   = "More than ${var.error_rate_threshold_percent}% of requests answered 5xx by kurz (includes its 503s: store unavailable, load shed). Also rolls back a deployment in progress."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.error_rate_threshold_percent
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+
+  metric_query {
+    id          = "pct"
+    expression  = "100 * FILL(errors, 0) / FILL(requests, 1)"
+    label       = "target 5xx, % of requests"
+    return_data = true
+  }
+
+  metric_query {
+    id = "errors"
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "HTTPCode_Target_5XX_Count"
+      dimensions  = local.alb_dimension
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id = "requests"
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "RequestCount"
+      dimensions  = local.alb_dimension
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  tags = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "elb_5xx_rate" {
+  alarm_name          = "${var.name}-elb-5xx-rate"
+  alarm_description   = "More than ${var.error_rate_threshold_percent}% of requests answered 5xx by the load balancer itself (no healthy task, task timeouts, resets)."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.error_rate_threshold_percent
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+
+  metric_query {
+    id          = "pct"
+    expression  = "100 * FILL(errors, 0) / FILL(requests, 1)"
+    label       = "load balancer 5xx, % of requests"
+    return_data = true
+  }
+
+  metric_query {
+    id = "errors"
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "HTTPCode_ELB_5XX_Count"
+      dimensions  = local.alb_dimension
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id = "requests"
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "RequestCount"
+      dimensions  = local.alb_dimension
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  tags = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "target_p99" {
+  alarm_name          = "${var.name}-target-p99-latency"
+  alarm_description   = "p99 of the tasks' response time above ${var.p99_latency_threshold_s} s for 5 minutes."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "TargetResponseTime"
+  dimensions          = local.alb_dimension
+  extended_statistic  = "p99"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.p99_latency_threshold_s
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "no_healthy_task" {
+  alarm_name          = "${var.name}-no-healthy-task"
+  alarm_description   = "No kurz task passes the load balancer's /readyz check."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "HealthyHostCount"
+  dimensions          = { LoadBalancer = aws_lb.kurz.arn_suffix, TargetGroup = aws_lb_target_group.kurz.arn_suffix }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 2
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+# --- kurz's own 503s, from its JSON logs ---
+# kurz logs every 5xx answer as one JSON line with a numeric "status" field (src/http/observe.rs);
+# 503 is what it answers when it sheds load or the store does not answer in time. The ALB's
+# target 5xx alarm above covers all 5xx; this one isolates the 503s. A task that drains also
+# answers the load balancer's /readyz probes with 503 for drain_delay_ms: a few lines per
+# stopped task, far under the threshold.
+
+resource "aws_cloudwatch_log_metric_filter" "kurz_503" {
+  name           = "${var.name}-503"
+  log_group_name = aws_cloudwatch_log_group.kurz.name
+  pattern        = "{ $.status = 503 }"
+
+  metric_transformation {
+    name          = "Responses503"
+    namespace     = "kurz/${var.name}"
+    value         = "1"
+    default_value = "0"
+    unit          = "Count"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "kurz_503_rate" {
+  alarm_name          = "${var.name}-503-rate"
+  alarm_description   = "More than ${var.error_rate_threshold_percent}% of requests answered 503 by kurz (load shed or store unavailable), counted from its logs."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.error_rate_threshold_percent
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+
+  metric_query {
+    id          = "pct"
+    expression  = "100 * FILL(shed, 0) / FILL(requests, 1)"
+    label       = "kurz 503, % of requests"
+    return_data = true
+  }
+
+  metric_query {
+    id = "shed"
+    metric {
+      namespace   = "kurz/${var.name}"
+      metric_name = aws_cloudwatch_log_metric_filter.kurz_503.metric_transformation[0].name
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id = "requests"
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "RequestCount"
+      dimensions  = local.alb_dimension
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  tags = local.tags
+}
+
+# --- DynamoDB ---
+
+resource "aws_cloudwatch_metric_alarm" "dynamodb_throttles" {
+  alarm_name          = "${var.name}-dynamodb-throttled-requests"
+  alarm_description   = "DynamoDB throttled kurz's requests in 2 of 3 minutes (on demand: a hot partition, e.g. click flushes of one viral link, or a jump past twice the previous peak)."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+
+  metric_query {
+    id          = "throttled"
+    expression  = local.dynamodb_sum
+    label       = "ThrottledRequests, all kurz operations"
+    return_data = true
+  }
+
+  dynamic "metric_query" {
+    for_each = local.dynamodb_operations
+    content {
+      id = "m${metric_query.key}"
+      metric {
+        namespace   = "AWS/DynamoDB"
+        metric_name = "ThrottledRequests"
+        dimensions  = { TableName = aws_dynamodb_table.kurz.name, Operation = metric_query.value }
+        period      = 60
+        stat        = "Sum"
+      }
+    }
+  }
+
+  tags = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "dynamodb_system_errors" {
+  alarm_name          = "${var.name}-dynamodb-system-errors"
+  alarm_description   = "DynamoDB answered kurz's requests with HTTP 500 in 2 of 3 minutes."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+
+  metric_query {
+    id          = "errors"
+    expression  = local.dynamodb_sum
+    label       = "SystemErrors, all kurz operations"
+    return_data = true
+  }
+
+  dynamic "metric_query" {
+    for_each = local.dynamodb_operations
+    content {
+      id = "m${metric_query.key}"
+      metric {
+        namespace   = "AWS/DynamoDB"
+        metric_name = "SystemErrors"
+        dimensions  = { TableName = aws_dynamodb_table.kurz.name, Operation = metric_query.value }
+        period      = 60
+        stat        = "Sum"
+      }
+    }
+  }
+
+  tags = local.tags
+}
+
+# Two transactions on one item at the same moment: one is cancelled and retried. kurz's click
+# flush is a transaction on the link item and its day item, so a link clicked on every task
+# conflicts with itself once the fleet is large (CAPACITY.md, "A viral link").
+resource "aws_cloudwatch_metric_alarm" "dynamodb_transaction_conflicts" {
+  alarm_name          = "${var.name}-dynamodb-transaction-conflicts"
+  alarm_description   = "More than ${var.transaction_conflicts_threshold} DynamoDB transaction conflicts a minute for 5 minutes on kurz's table: hot links' click flushes collide (see CAPACITY.md)."
+  namespace           = "AWS/DynamoDB"
+  metric_name         = "TransactionConflict"
+  dimensions          = { TableName = aws_dynamodb_table.kurz.name }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.transaction_conflicts_threshold
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+# --- Redis, per node ---
+
+resource "aws_cloudwatch_metric_alarm" "redis_evictions" {
+  for_each            = toset(local.redis_member_ids)
+  alarm_name          = "${each.key}-evictions"
+  alarm_description   = "Redis node ${each.key} evicts more than ${var.redis_evictions_threshold} keys a minute for 15 minutes: the hot set no longer fits (see CAPACITY.md)."
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "Evictions"
+  dimensions          = { CacheClusterId = each.key }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 15
+  datapoints_to_alarm = 15
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.redis_evictions_threshold
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "redis_engine_cpu" {
+  for_each            = toset(local.redis_member_ids)
+  alarm_name          = "${each.key}-engine-cpu"
+  alarm_description   = "Redis node ${each.key}: the Redis thread above 80% CPU for 5 minutes (Redis runs commands on one core)."
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "EngineCPUUtilization"
+  dimensions          = { CacheClusterId = each.key }
+  statistic           = "Average"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 80
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "redis_host_cpu" {
+  for_each            = toset(local.redis_member_ids)
+  alarm_name          = "${each.key}-host-cpu"
+  alarm_description   = "Redis node ${each.key}: host CPU above 90% for 5 minutes (TLS and networking run beside the Redis thread)."
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "CPUUtilization"
+  dimensions          = { CacheClusterId = each.key }
+  statistic           = "Average"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 90
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}

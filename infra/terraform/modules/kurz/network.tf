@@ -1,0 +1,195 @@
+# Security groups and VPC endpoints. The tasks need no internet access at all: DynamoDB and S3
+# (ECR's image layers) through gateway endpoints, ECR, CloudWatch Logs and Secrets Manager
+# through interface endpoints, Redis inside the VPC. Each group allows only the flows below:
+#
+#   clients --80,443--> alb --8080--> tasks --6379--> redis
+#                                      tasks --443--> endpoints (ECR, Logs, Secrets Manager)
+#                                      tasks --443--> DynamoDB and S3 prefix lists (gateway endpoints)
+#
+# If the VPC already has these endpoints, remove the duplicates here or there: a route table
+# takes one gateway endpoint per service.
+
+resource "aws_security_group" "alb" {
+  name        = "${var.name}-alb"
+  description = "kurz load balancer: HTTP and HTTPS from clients, to the kurz tasks only"
+  vpc_id      = var.vpc_id
+  tags        = merge(local.tags, { Name = "${var.name}-alb" })
+}
+
+resource "aws_security_group" "tasks" {
+  name        = "${var.name}-tasks"
+  description = "kurz tasks: from the load balancer; to Redis, the VPC endpoints, DynamoDB and S3"
+  vpc_id      = var.vpc_id
+  tags        = merge(local.tags, { Name = "${var.name}-tasks" })
+}
+
+resource "aws_security_group" "redis" {
+  name        = "${var.name}-redis"
+  description = "kurz Redis: from the kurz tasks only, no egress"
+  vpc_id      = var.vpc_id
+  tags        = merge(local.tags, { Name = "${var.name}-redis" })
+}
+
+resource "aws_security_group" "endpoints" {
+  name        = "${var.name}-endpoints"
+  description = "VPC interface endpoints used by kurz: HTTPS from the kurz tasks only"
+  vpc_id      = var.vpc_id
+  tags        = merge(local.tags, { Name = "${var.name}-endpoints" })
+}
+
+# --- load balancer ---
+
+resource "aws_vpc_security_group_ingress_rule" "alb_https" {
+  for_each          = toset(var.alb_ingress_cidrs)
+  security_group_id = aws_security_group.alb.id
+  description       = "HTTPS from clients"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_ingress_rule" "alb_http" {
+  #checkov:skip=CKV_AWS_260:Port 80 only answers a 301 to HTTPS (listener in alb.tf); closing it would break every short link typed or printed without https://.
+  for_each          = toset(var.alb_ingress_cidrs)
+  security_group_id = aws_security_group.alb.id
+  description       = "HTTP from clients, redirected to HTTPS by the listener"
+  ip_protocol       = "tcp"
+  from_port         = 80
+  to_port           = 80
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_egress_rule" "alb_to_tasks" {
+  security_group_id            = aws_security_group.alb.id
+  description                  = "Requests and health checks to the kurz tasks"
+  ip_protocol                  = "tcp"
+  from_port                    = local.container_port
+  to_port                      = local.container_port
+  referenced_security_group_id = aws_security_group.tasks.id
+}
+
+# --- tasks ---
+
+resource "aws_vpc_security_group_ingress_rule" "tasks_from_alb" {
+  security_group_id            = aws_security_group.tasks.id
+  description                  = "HTTP from the load balancer"
+  ip_protocol                  = "tcp"
+  from_port                    = local.container_port
+  to_port                      = local.container_port
+  referenced_security_group_id = aws_security_group.alb.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_redis" {
+  security_group_id            = aws_security_group.tasks.id
+  description                  = "Redis (TLS) cache tier"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.redis.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_endpoints" {
+  security_group_id            = aws_security_group.tasks.id
+  description                  = "ECR, CloudWatch Logs and Secrets Manager through interface endpoints"
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+  referenced_security_group_id = aws_security_group.endpoints.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_dynamodb" {
+  security_group_id = aws_security_group.tasks.id
+  description       = "DynamoDB through its gateway endpoint"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  prefix_list_id    = aws_vpc_endpoint.dynamodb.prefix_list_id
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_s3" {
+  security_group_id = aws_security_group.tasks.id
+  description       = "ECR image layers from S3 through its gateway endpoint"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  prefix_list_id    = aws_vpc_endpoint.s3.prefix_list_id
+}
+
+# --- redis and endpoints ---
+
+resource "aws_vpc_security_group_ingress_rule" "redis_from_tasks" {
+  security_group_id            = aws_security_group.redis.id
+  description                  = "Redis from the kurz tasks"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.tasks.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "endpoints_from_tasks" {
+  security_group_id            = aws_security_group.endpoints.id
+  description                  = "HTTPS from the kurz tasks"
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+  referenced_security_group_id = aws_security_group.tasks.id
+}
+
+# --- endpoints ---
+
+resource "aws_vpc_endpoint" "dynamodb" {
+  vpc_id            = var.vpc_id
+  service_name      = "com.amazonaws.${local.region}.dynamodb"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = var.private_route_table_ids
+  # Through this endpoint, principals of this account reach kurz's table and nothing else.
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "KurzTableOnly"
+      Effect    = "Allow"
+      Principal = "*"
+      Action    = local.kurz_dynamodb_actions
+      Resource  = [aws_dynamodb_table.kurz.arn, "${aws_dynamodb_table.kurz.arn}/index/*"]
+      Condition = { StringEquals = { "aws:PrincipalAccount" = local.account_id } }
+    }]
+  })
+  tags = merge(local.tags, { Name = "${var.name}-dynamodb" })
+}
+
+resource "aws_vpc_endpoint" "s3" {
+  vpc_id            = var.vpc_id
+  service_name      = "com.amazonaws.${local.region}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = var.private_route_table_ids
+  # ECR keeps image layers in this AWS-owned bucket; nothing else is reachable through it.
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "EcrImageLayersOnly"
+      Effect    = "Allow"
+      Principal = "*"
+      Action    = ["s3:GetObject"]
+      Resource  = ["arn:${local.partition}:s3:::prod-${local.region}-starport-layer-bucket/*"]
+    }]
+  })
+  tags = merge(local.tags, { Name = "${var.name}-s3" })
+}
+
+resource "aws_vpc_endpoint" "interface" {
+  for_each            = toset(["ecr.api", "ecr.dkr", "logs", "secretsmanager"])
+  vpc_id              = var.vpc_id
+  service_name        = "com.amazonaws.${local.region}.${each.key}"
+  vpc_endpoint_type   = "Interface"
+  private_dns_enabled = true
+  subnet_ids          = var.private_subnet_ids
+  security_group_ids  = [aws_security_group.endpoints.id]
+  tags                = merge(local.tags, { Name = "${var.name}-${replace(each.key, ".", "-")}" })
+}
+
+# The load balancer's subnets: kurz trusts forwarding headers only from their addresses.
+data "aws_subnet" "public" {
+  for_each = toset(var.public_subnet_ids)
+  id       = each.value
+}

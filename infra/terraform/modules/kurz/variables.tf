@@ -1,0 +1,461 @@
+# Inputs of the kurz module. Every default is a production default; the arithmetic behind the
+# sizing defaults is in infra/CAPACITY.md.
+
+# --- naming and placement ------------------------------------------------------------------
+
+variable "name" {
+  description = "Prefix of every resource name (load balancer, cluster, service, secrets, alarms)."
+  type        = string
+  default     = "kurz"
+
+  validation {
+    # The load balancer and target group names add up to 11 characters to it; AWS allows 32.
+    condition     = can(regex("^[a-z][a-z0-9-]{1,19}$", var.name))
+    error_message = "name must be 2-20 characters of a-z, 0-9 and '-', starting with a letter."
+  }
+}
+
+variable "vpc_id" {
+  description = "VPC to run in (its DNS support and DNS hostnames must be on, for the interface endpoints)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]{8,17}$", var.vpc_id))
+    error_message = "vpc_id must look like vpc-0123456789abcdef0."
+  }
+}
+
+variable "public_subnet_ids" {
+  description = "Subnets of the internet-facing load balancer, one per availability zone (at least two zones)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.public_subnet_ids) >= 2 && alltrue([for s in var.public_subnet_ids : can(regex("^subnet-[0-9a-f]{8,17}$", s))])
+    error_message = "public_subnet_ids needs at least two subnet ids (subnet-...), in different availability zones."
+  }
+}
+
+variable "private_subnet_ids" {
+  description = "Subnets of the kurz tasks, Redis and the interface endpoints; no public IPs, no internet route needed."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.private_subnet_ids) >= 2 && alltrue([for s in var.private_subnet_ids : can(regex("^subnet-[0-9a-f]{8,17}$", s))])
+    error_message = "private_subnet_ids needs at least two subnet ids (subnet-...), in different availability zones."
+  }
+}
+
+variable "private_route_table_ids" {
+  description = "Route tables of the private subnets: the DynamoDB and S3 gateway endpoints add their routes to them."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.private_route_table_ids) >= 1 && alltrue([for r in var.private_route_table_ids : can(regex("^rtb-[0-9a-f]{8,17}$", r))])
+    error_message = "private_route_table_ids needs at least one route table id (rtb-...)."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource of the module that takes tags."
+  type        = map(string)
+  default     = {}
+}
+
+# --- the service -----------------------------------------------------------------------------
+
+variable "image" {
+  description = "The kurz image, by immutable tag or digest: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/kurz:1f2e3d4 or ...@sha256:<64 hex>."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$", var.image)) && !endswith(var.image, ":latest")
+    error_message = "image must name a registry, a repository and a tag (not 'latest') or a sha256 digest."
+  }
+}
+
+variable "ecr_repository_arn" {
+  description = "ARN of the ECR repository the image is pulled from: the execution role may pull from it and no other."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:ecr:[a-z0-9-]+:[0-9]{12}:repository/.+$", var.ecr_repository_arn))
+    error_message = "ecr_repository_arn must be an ECR repository ARN (arn:aws:ecr:REGION:ACCOUNT:repository/NAME)."
+  }
+}
+
+variable "cpu_architecture" {
+  description = "CPU architecture the image was built for: X86_64 or ARM64."
+  type        = string
+  default     = "X86_64"
+
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture must be X86_64 or ARM64."
+  }
+}
+
+variable "task_cpu" {
+  description = "CPU units per task (1024 = 1 vCPU). kurz runs one HTTP worker per vCPU."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = contains([1024, 2048, 4096, 8192, 16384], var.task_cpu)
+    error_message = "task_cpu must be one of 1024, 2048, 4096, 8192, 16384 (whole vCPUs)."
+  }
+}
+
+variable "task_memory" {
+  description = "Memory per task in MiB; must be a Fargate size for task_cpu (2 to 8 MiB per CPU unit)."
+  type        = number
+  default     = 4096
+
+  validation {
+    condition     = var.task_memory >= 2048 && var.task_memory <= 122880 && var.task_memory % 1024 == 0
+    error_message = "task_memory must be a whole number of GiB (in MiB), from 2048 to 122880."
+  }
+}
+
+variable "local_cache_bytes" {
+  description = "kurz's in-process cache budget (KURZ__CACHE__LOCAL__MAX_BYTES): about 560 bytes per cached link. Keep it under half the task memory."
+  type        = number
+  default     = 1073741824
+
+  validation {
+    condition     = var.local_cache_bytes >= 0 && floor(var.local_cache_bytes) == var.local_cache_bytes
+    error_message = "local_cache_bytes must be a whole, non-negative number of bytes."
+  }
+}
+
+variable "local_cache_ttl_ms" {
+  description = "KURZ__CACHE__LOCAL__TTL_MS: how long a task keeps a link in its in-process cache. At fleet scale this TTL, not memory, limits the L1 hit ratio (CAPACITY.md); deletes reach every task at once through Redis, so only a Redis outage makes a deleted link live this long elsewhere."
+  type        = number
+  default     = 60000
+
+  validation {
+    condition     = var.local_cache_ttl_ms >= 1000 && var.local_cache_ttl_ms <= 3600000
+    error_message = "local_cache_ttl_ms must be between 1000 (1 s) and 3600000 (1 h)."
+  }
+}
+
+variable "public_base_url" {
+  description = "Base of every short URL, e.g. https://kurz.example (the name the certificate covers)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$", var.public_base_url))
+    error_message = "public_base_url must be https://HOST (optionally :PORT), with no path and no trailing slash."
+  }
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate of the HTTPS listener, for the host in public_base_url."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN."
+  }
+}
+
+variable "api_clients" {
+  description = "Names of the API clients to make an API key for (KURZ__AUTH__API_KEYS). Keys are generated; read them from Secrets Manager."
+  type        = list(string)
+  default     = ["default"]
+
+  validation {
+    condition     = length(var.api_clients) >= 1 && alltrue([for c in var.api_clients : can(regex("^[a-z0-9][a-z0-9_-]{0,39}$", c))])
+    error_message = "api_clients needs at least one name of 1-40 characters of a-z, 0-9, '_' and '-' (an empty list would open creation to anyone)."
+  }
+}
+
+variable "store_timeout_ms" {
+  description = "KURZ__STORE__TIMEOUT_MS: longest a DynamoDB call may take, retries included, before the request answers 503."
+  type        = number
+  default     = 3000
+
+  validation {
+    condition     = var.store_timeout_ms >= 100 && var.store_timeout_ms <= 30000
+    error_message = "store_timeout_ms must be between 100 and 30000."
+  }
+}
+
+variable "clicks_flush_interval_ms" {
+  description = "KURZ__CLICKS__FLUSH_INTERVAL_MS: how often each task writes its click counts (see CAPACITY.md for what it costs in DynamoDB writes)."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.clicks_flush_interval_ms >= 100 && var.clicks_flush_interval_ms <= 300000
+    error_message = "clicks_flush_interval_ms must be between 100 and 300000."
+  }
+}
+
+variable "log_level" {
+  description = "KURZ__LOG__LEVEL: a tracing filter such as info or kurz=debug,info."
+  type        = string
+  default     = "info"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_:=,.-]+$", var.log_level))
+    error_message = "log_level must be a tracing filter such as info or kurz=debug,info."
+  }
+}
+
+# --- graceful stop and health checks ---------------------------------------------------------
+# When a task stops, kurz answers /readyz with 503 for drain_delay_ms while it keeps serving,
+# long enough for the load balancer to see it unhealthy (interval x unhealthy threshold), then
+# stops accepting and waits up to shutdown_timeout_s for in-flight requests, then flushes clicks.
+
+variable "health_check_interval_s" {
+  description = "Load balancer health check interval on /readyz, in seconds."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.health_check_interval_s >= 5 && var.health_check_interval_s <= 60
+    error_message = "health_check_interval_s must be between 5 and 60."
+  }
+}
+
+variable "health_check_unhealthy_threshold" {
+  description = "Failed /readyz checks in a row before the load balancer stops routing to a task."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.health_check_unhealthy_threshold >= 2 && var.health_check_unhealthy_threshold <= 10
+    error_message = "health_check_unhealthy_threshold must be between 2 and 10."
+  }
+}
+
+variable "drain_delay_ms" {
+  description = "KURZ__SERVER__DRAIN_DELAY_MS: how long kurz keeps serving with /readyz at 503 after SIGTERM. Must exceed interval x unhealthy threshold."
+  type        = number
+  default     = 25000
+
+  validation {
+    condition     = var.drain_delay_ms >= 0 && var.drain_delay_ms <= 60000
+    error_message = "drain_delay_ms must be between 0 and 60000."
+  }
+}
+
+variable "shutdown_timeout_s" {
+  description = "KURZ__SERVER__SHUTDOWN_TIMEOUT_S: how long kurz waits for in-flight requests once it stops accepting."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.shutdown_timeout_s >= 1 && var.shutdown_timeout_s <= 60
+    error_message = "shutdown_timeout_s must be between 1 and 60."
+  }
+}
+
+# --- scaling -------------------------------------------------------------------------------
+
+variable "min_tasks" {
+  description = "Fewest kurz tasks (at least one per availability zone is the point of having several)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.min_tasks >= 2 && var.min_tasks <= 1000
+    error_message = "min_tasks must be between 2 and 1000: one task is a single point of failure."
+  }
+}
+
+variable "max_tasks" {
+  description = "Most kurz tasks auto-scaling may run."
+  type        = number
+  default     = 40
+
+  validation {
+    condition     = var.max_tasks >= 2 && var.max_tasks <= 1000
+    error_message = "max_tasks must be between 2 and 1000."
+  }
+}
+
+variable "cpu_target_percent" {
+  description = "Average CPU the service scales to keep (target tracking)."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.cpu_target_percent >= 10 && var.cpu_target_percent <= 90
+    error_message = "cpu_target_percent must be between 10 and 90."
+  }
+}
+
+variable "requests_per_task_per_minute" {
+  description = "ALBRequestCountPerTarget the service scales to keep: requests per task per minute. Default from CAPACITY.md (2 vCPU tasks at 50% of the measured rate)."
+  type        = number
+  default     = 1500000
+
+  validation {
+    condition     = var.requests_per_task_per_minute >= 1000
+    error_message = "requests_per_task_per_minute must be at least 1000."
+  }
+}
+
+# --- DynamoDB ------------------------------------------------------------------------------
+
+variable "table_name" {
+  description = "DynamoDB table (KURZ__STORE__DYNAMODB__TABLE)."
+  type        = string
+  default     = "kurz"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]{3,255}$", var.table_name))
+    error_message = "table_name must be 3-255 characters of A-Z, a-z, 0-9, '_', '-' and '.'."
+  }
+}
+
+variable "table_class" {
+  description = "STANDARD, or STANDARD_INFREQUENT_ACCESS when storage dominates the bill (see CAPACITY.md)."
+  type        = string
+  default     = "STANDARD"
+
+  validation {
+    condition     = contains(["STANDARD", "STANDARD_INFREQUENT_ACCESS"], var.table_class)
+    error_message = "table_class must be STANDARD or STANDARD_INFREQUENT_ACCESS."
+  }
+}
+
+variable "table_deletion_protection" {
+  description = "DynamoDB deletion protection: the table holds every link ever made."
+  type        = bool
+  default     = true
+}
+
+# --- Redis ---------------------------------------------------------------------------------
+
+variable "redis_node_type" {
+  description = "ElastiCache node type. CAPACITY.md sizes the hot set at 100M new links a day: about 11 GB of links clicked at least once an hour at peak (192 bytes each), so 26 GiB nodes (about 110M links after ElastiCache's 25% reserve)."
+  type        = string
+  default     = "cache.r7g.xlarge"
+
+  validation {
+    condition     = can(regex("^cache\\.[a-z0-9]+\\.[a-z0-9]+$", var.redis_node_type))
+    error_message = "redis_node_type must be an ElastiCache node type such as cache.r7g.large."
+  }
+}
+
+variable "redis_replicas" {
+  description = "Read replicas beside the primary, in other availability zones (automatic failover needs at least one)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.redis_replicas >= 1 && var.redis_replicas <= 5
+    error_message = "redis_replicas must be between 1 and 5."
+  }
+}
+
+variable "redis_engine_version" {
+  description = "Redis OSS engine version of the replication group."
+  type        = string
+  default     = "7.1"
+
+  validation {
+    condition     = can(regex("^7\\.[0-9]+$", var.redis_engine_version))
+    error_message = "redis_engine_version must be a Redis 7 version such as 7.1 (the parameter group family is redis7)."
+  }
+}
+
+# --- edge ----------------------------------------------------------------------------------
+
+variable "alb_ingress_cidrs" {
+  description = "IPv4 ranges allowed to reach the load balancer on 80 and 443."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.alb_ingress_cidrs) >= 1 && alltrue([for c in var.alb_ingress_cidrs : can(cidrhost(c, 0))])
+    error_message = "alb_ingress_cidrs must be a non-empty list of IPv4 CIDR blocks."
+  }
+}
+
+variable "alb_deletion_protection" {
+  description = "Deletion protection on the load balancer."
+  type        = bool
+  default     = true
+}
+
+variable "waf_rate_limit" {
+  description = "Requests one client IP may make in 5 minutes before the WAF blocks it."
+  type        = number
+  default     = 6000
+
+  validation {
+    condition     = var.waf_rate_limit >= 100 && var.waf_rate_limit <= 2000000000
+    error_message = "waf_rate_limit must be between 100 and 2000000000."
+  }
+}
+
+# --- observability -------------------------------------------------------------------------
+
+variable "log_retention_days" {
+  description = "Retention of kurz's, the WAF's and the load balancer's logs, in days (a CloudWatch Logs retention value)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a CloudWatch Logs retention value (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ...)."
+  }
+}
+
+variable "alarm_emails" {
+  description = "Addresses subscribed to the alarm topic (each confirms by email)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.alarm_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", e))])
+    error_message = "alarm_emails must be email addresses."
+  }
+}
+
+variable "p99_latency_threshold_s" {
+  description = "Alarm when the targets' p99 response time stays above this many seconds."
+  type        = number
+  default     = 0.1
+
+  validation {
+    condition     = var.p99_latency_threshold_s > 0 && var.p99_latency_threshold_s <= 60
+    error_message = "p99_latency_threshold_s must be above 0 and at most 60."
+  }
+}
+
+variable "error_rate_threshold_percent" {
+  description = "Alarm when 5xx answers (from the targets, or from the load balancer itself) exceed this share of requests."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.error_rate_threshold_percent > 0 && var.error_rate_threshold_percent <= 100
+    error_message = "error_rate_threshold_percent must be above 0 and at most 100."
+  }
+}
+
+variable "transaction_conflicts_threshold" {
+  description = "Alarm when more than this many of kurz's DynamoDB transactions a minute conflict, for 5 minutes: many tasks flushing clicks of one hot link at once (CAPACITY.md, viral link)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.transaction_conflicts_threshold >= 0
+    error_message = "transaction_conflicts_threshold must not be negative."
+  }
+}
+
+variable "redis_evictions_threshold" {
+  description = "Alarm when one Redis node evicts more keys than this per minute, for 15 minutes: the hot set no longer fits (allkeys-lru evicts by design; a steady high rate means the node is too small)."
+  type        = number
+  default     = 100000
+
+  validation {
+    condition     = var.redis_evictions_threshold >= 0
+    error_message = "redis_evictions_threshold must not be negative."
+  }
+}
