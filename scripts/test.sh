@@ -71,5 +71,9 @@ cargo clippy --locked --all-targets -- -D warnings
 say "cargo test"
 cargo test --locked "$@"
 
+say "HTTP contract (schemathesis against openapi.yaml, stateful phase included)"
+cargo build --locked --quiet
+scripts/api-contract.sh
+
 say "infra checks (terraform fmt, provider schema, checkov, hadolint)"
 scripts/infra-check.sh

@@ -246,15 +246,16 @@ pub async fn update(
             "request body must be {{\"disabled\": true|false, \"reason\": \"…\"}}: {e}"
         ))
     })?;
-    let reason = match (input.disabled, input.reason) {
-        (false, _) => None,
-        (true, Some(reason)) if reason.chars().count() > MAX_REASON_LEN => {
-            return Err(ApiError::BadRequest(format!(
-                "reason must be at most {MAX_REASON_LEN} characters"
-            )));
-        }
-        (true, reason) => Some(reason.unwrap_or_default()),
-    };
+    if input
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_LEN)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "reason must be at most {MAX_REASON_LEN} characters"
+        )));
+    }
+    let reason = input.disabled.then(|| input.reason.unwrap_or_default());
     let link = state
         .links
         .set_disabled(code, reason.clone())

@@ -100,6 +100,19 @@ fn normalise_name(name: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Letters, digits, `-` and `_` in non-empty labels (a trailing dot allowed): what DNS can
+/// resolve. (The WHATWG parser lets `*`, `!` and the like through; IDNs arrive as punycode.)
+fn is_dns_name(domain: &str) -> bool {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    !domain.is_empty()
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 fn is_default_port(port: Option<u16>) -> bool {
     matches!(port, Some(80 | 443))
 }
@@ -151,6 +164,13 @@ impl UrlPolicy {
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlError::Credentials);
+        }
+        if let Host::Domain(domain) = host
+            && !is_dns_name(domain)
+        {
+            return Err(UrlError::Invalid(format!(
+                "'{domain}' is not a host name: letters, digits, '-' and '_' between dots"
+            )));
         }
         let key = HostKey::of(host);
         if self.is_own(&key, url.port_or_known_default()) {
@@ -258,10 +278,13 @@ mod tests {
         for (url, expected) in cases {
             assert_eq!(p.check(url), Err(expected), "{url}");
         }
-        assert!(matches!(
-            p.check("http://example.com:65536/"),
-            Err(UrlError::Invalid(_))
-        ));
+        for bad in [
+            "http://example.com:65536/",
+            "https://a.dev*/",
+            "https://a..b/",
+        ] {
+            assert!(matches!(p.check(bad), Err(UrlError::Invalid(_))), "{bad}");
+        }
         let long_host = format!("https://{}.example/", "a.".repeat(130));
         assert!(matches!(p.check(&long_host), Err(UrlError::HostTooLong(_))));
         let long = format!("https://example.com/{}", "a".repeat(9000));

@@ -207,7 +207,15 @@ impl LinkService {
         if let Some(alias) = &new.alias {
             link.code.clone_from(alias);
             return match self.try_insert(&link, idempotency.as_mut()).await? {
-                InsertOutcome::Inserted => Ok(self.created(link)),
+                InsertOutcome::Inserted => {
+                    // Someone may have looked the alias up before it existed: forget that
+                    // "no such code" here and, with Redis, on every instance.
+                    self.cache.invalidate(alias);
+                    if let Some(redis) = &self.redis {
+                        redis.invalidate(alias).await;
+                    }
+                    Ok(self.created(link))
+                }
                 InsertOutcome::CodeTaken => Err(CreateError::AliasTaken(alias.clone())),
                 InsertOutcome::Replay(previous) => self.replay(previous, idempotency).await,
             };

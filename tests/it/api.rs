@@ -90,6 +90,8 @@ async fn aliases_redirect_statuses_and_conflicts(backend: Backend) {
             .json(&body)
             .send()
     };
+    // An alias looked up before it exists is a 404 (cached as such), then works at once.
+    assert_problem(app.get("/Promo_2026").await, 404).await;
     let anonymous = app
         .create(json!({ "url": "https://example.com/p", "redirect_status": 308 }))
         .await;
