@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`startup`]: wiring. Picks backends from settings, binds, runs, shuts down cleanly.
 //! - [`http`]: the route table, handlers, and the one place errors become
-//!   `application/problem+json`.
+//!   `application/problem+json` (or an HTML page for a browser); the pages for people and
+//!   their compiled-in static files.
 //! - [`links`]: the link service the handlers call: create (with collision handling and the
 //!   leased id counter), resolve through the caches, delete, stats, clicks.
 //! - [`cache`]: the in-process L1 cache and the optional Redis L2 in front of the store.
@@ -17,6 +18,7 @@
 //!   background probe.
 //! - [`telemetry`]: logging, request ids and the Prometheus metrics.
 //! - [`healthcheck`]: the `kurz healthcheck` client for container health checks.
+//! - [`qr`]: QR codes of short URLs as SVG or PNG. Pure; imports no other part of kurz.
 //! - [`clock`], [`base_url`]: leaves: the wall clock decisions are made by, kurz's own URL.
 //!
 //! The redirect path reads top-down: `http::redirect` -> `links` -> `cache` -> `store`.
@@ -32,6 +34,7 @@ pub mod health;
 pub mod healthcheck;
 pub mod http;
 pub mod links;
+pub mod qr;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

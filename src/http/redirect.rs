@@ -2,13 +2,19 @@
 //! the click is counted in memory. HEAD answers the same but counts no click (link checkers
 //! and previewers use it). Served as the app's fallback: any path the route table does not
 //! match that is one segment long is a code.
+//!
+//! Everything else the fallback answers is found on the error path, so a redirect that
+//! succeeds pays for none of it: a segment that is not a code may be a preview (`/{code}+`:
+//! `+` is no code character), and errors are negotiated for browsers
+//! ([`ApiError::for_client`]) only once they happen.
 
 use actix_web::http::header::LOCATION;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{
-    ApiError, AppState, REDIRECT_METHODS, method_not_allowed, no_such_link, not_found, valid_code,
+    ApiError, AppState, REDIRECT_METHODS, method_not_allowed, no_such_link, nothing_served, pages,
+    valid_code,
 };
 use crate::clock;
 use crate::links::Resolved;
@@ -23,14 +29,24 @@ pub async fn fallback(
         .strip_prefix('/')
         .filter(|p| !p.is_empty() && !p.contains('/'));
     let Some(segment) = segment else {
-        return not_found(req).await;
+        return Err(nothing_served(&req).for_client(&req));
     };
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return Err(method_not_allowed(&req, REDIRECT_METHODS));
     }
-    let code = valid_code(segment)?;
+    let code = match valid_code(segment) {
+        Ok(code) => code,
+        Err(not_a_code) => {
+            return match segment.strip_suffix('+') {
+                // Boxed: a redirect's future should not carry the preview's state.
+                Some(code) => Box::pin(pages::preview(&state, &req, code)).await,
+                None => Err(not_a_code.for_client(&req)),
+            };
+        }
+    };
     let now = state.links.clock().now_ms();
-    match state.links.resolve(code, now).await? {
+    let resolved = state.links.resolve(code, now).await;
+    match resolved.map_err(|e| ApiError::from(e).for_client(&req))? {
         Resolved::Found(target) => {
             if req.method() != Method::HEAD {
                 state.links.record_click(code, now);
@@ -43,7 +59,8 @@ pub async fn fallback(
         Resolved::Expired(target) => Err(ApiError::Gone(format!(
             "short link '{code}' expired at {}",
             clock::format_rfc3339(target.expires_at_ms.unwrap_or_default())
-        ))),
-        Resolved::Missing => Err(no_such_link(code)),
+        ))
+        .for_client(&req)),
+        Resolved::Missing => Err(no_such_link(code).for_client(&req)),
     }
 }

@@ -6,4 +6,5 @@ mod durability;
 mod dynamodb;
 mod harness;
 mod openapi;
+mod pages;
 mod redis;
