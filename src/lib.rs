@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`startup`]: wiring. Picks backends from settings, binds, runs, shuts down cleanly.
 //! - [`http`]: the route table, handlers, and the one place errors become
-//!   `application/problem+json`.
+//!   `application/problem+json` (or an HTML page for a browser); the pages for people and
+//!   their compiled-in static files.
 //! - [`links`]: the link service the handlers call: create (with collision handling and the
 //!   leased id counter), resolve through the caches, delete, stats, clicks.
 //! - [`limits`]: rate limits (GCRA per client IP and per API key; fleet-wide through Redis).
@@ -20,6 +21,7 @@
 //!   background probe.
 //! - [`telemetry`]: logging, request ids and the Prometheus metrics.
 //! - [`healthcheck`]: the `kurz healthcheck` client for container health checks.
+//! - [`qr`]: QR codes of short URLs as SVG or PNG. Pure; imports no other part of kurz.
 //! - [`clock`], [`base_url`]: leaves: the wall clock decisions are made by, kurz's own URL.
 //!
 //! The redirect path reads top-down: `http::redirect` -> `links` -> `cache` -> `store`.
@@ -36,6 +38,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod limits;
 pub mod links;
+pub mod qr;
 pub mod secrets;
 pub mod startup;
 pub mod store;

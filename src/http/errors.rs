@@ -1,11 +1,16 @@
-//! `ApiError`: the only thing that becomes an HTTP error response, always as
-//! `application/problem+json` (RFC 9457) with a `detail` a person can act on. Internal causes
-//! are logged in full and never sent to clients.
+//! `ApiError`: the only thing that becomes an HTTP error response, as
+//! `application/problem+json` (RFC 9457) with a `detail` a person can act on, or, on paths
+//! people open in a browser, as an HTML page with the same status when the browser prefers it
+//! ([`ApiError::for_client`]). Internal causes are logged in full and never sent to clients.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ALLOW, HeaderName, RETRY_AFTER, WWW_AUTHENTICATE};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::http::header::{
+    ACCEPT, ALLOW, HeaderName, HeaderValue, RETRY_AFTER, VARY, WWW_AUTHENTICATE,
+};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
+
+use super::{accept, html};
 
 use crate::links::CreateError;
 use crate::store::StoreError;
@@ -56,6 +61,10 @@ pub enum ApiError {
     /// A bug or an unexpected failure. The cause is logged, not sent.
     #[error("an internal error occurred; it has been logged")]
     Internal(String),
+    /// An error on a path people open in a browser, answered by the request's `Accept`: an
+    /// HTML page when it prefers `text/html` (`html`), problem+json otherwise.
+    #[error("{error}")]
+    Negotiated { error: Box<ApiError>, html: bool },
 }
 
 #[derive(Serialize)]
@@ -84,37 +93,59 @@ impl ResponseError for ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Negotiated { error, .. } => error.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let mut response = HttpResponse::build(status);
-        response.content_type("application/problem+json");
-        match self {
+        let (error, negotiated_html) = match self {
+            Self::Negotiated { error, html } => (&**error, Some(*html)),
+            _ => (self, None),
+        };
+        let status = error.status_code();
+        let mut response = if negotiated_html == Some(true) {
+            html::error_page(status, &error.to_string())
+        } else {
+            let problem = Problem {
+                kind: "about:blank",
+                title: status.canonical_reason().unwrap_or("Error"),
+                status: status.as_u16(),
+                detail: error.to_string(),
+            };
+            HttpResponse::build(status)
+                .content_type("application/problem+json")
+                .body(serde_json::to_string(&problem).unwrap_or_default())
+        };
+        let headers = response.headers_mut();
+        match error {
             Self::Unauthorized(_) => {
-                response.insert_header((WWW_AUTHENTICATE, "Bearer"));
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::MethodNotAllowed { allow, .. } => {
-                response.insert_header((ALLOW, allow.as_str()));
+                if let Ok(allow) = HeaderValue::from_str(allow) {
+                    headers.insert(ALLOW, allow);
+                }
             }
             Self::Unavailable { .. } | Self::Draining => {
-                response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+                headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
             }
             Self::TooManyRequests { verdict, .. } => {
-                response.insert_header((RETRY_AFTER, verdict.retry_after_s.to_string()));
-                response.insert_header((RATELIMIT_POLICY, verdict.policy_header()));
-                response.insert_header((RATELIMIT, verdict.limit_header()));
+                for (name, value) in [
+                    (RETRY_AFTER, verdict.retry_after_s.to_string()),
+                    (RATELIMIT_POLICY, verdict.policy_header()),
+                    (RATELIMIT, verdict.limit_header()),
+                ] {
+                    if let Ok(value) = HeaderValue::from_str(&value) {
+                        headers.insert(name, value);
+                    }
+                }
             }
             _ => {}
         }
-        let problem = Problem {
-            kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail: self.to_string(),
-        };
-        response.body(serde_json::to_string(&problem).unwrap_or_default())
+        if negotiated_html.is_some() {
+            headers.insert(VARY, HeaderValue::from_static("accept"));
+        }
+        response
     }
 }
 
@@ -124,7 +155,25 @@ impl ApiError {
     pub fn cause(&self) -> Option<&str> {
         match self {
             Self::Internal(cause) | Self::Unavailable { cause, .. } => Some(cause),
+            Self::Negotiated { error, .. } => error.cause(),
             _ => None,
+        }
+    }
+
+    /// This error as the client of a browser-facing path asked for it: an HTML page when its
+    /// `Accept` prefers `text/html`, problem+json otherwise. Call it on the error path only.
+    pub fn for_client(self, req: &HttpRequest) -> Self {
+        if let Self::Negotiated { .. } = self {
+            return self;
+        }
+        let html = req
+            .headers()
+            .get(ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(accept::prefers_html);
+        Self::Negotiated {
+            error: Box::new(self),
+            html,
         }
     }
 }

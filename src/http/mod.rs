@@ -1,12 +1,17 @@
 //! HTTP handlers, the route table, and request observation. Handlers stay thin: parse and check
-//! the request, call [`crate::links::LinkService`], shape the response.
+//! the request, call [`crate::links::LinkService`], shape the response. Pages for people
+//! ([`pages`], [`html`]) sit beside the API they call.
 
+mod accept;
 mod auth;
 mod client;
 mod errors;
 mod health;
+mod html;
 mod links;
 mod observe;
+mod pages;
+mod qr;
 mod redirect;
 mod stats;
 
@@ -94,11 +99,19 @@ endpoints! {
     DeleteLink => "delete_link", [DELETE] "/api/v1/links/{code}", links::delete;
     UpdateLink => "update_link", [PATCH] "/api/v1/links/{code}", links::update;
     LinkStats => "link_stats", [GET] "/api/v1/links/{code}/stats", stats::stats;
-    // Not a pattern: the fallback for any other single path segment, see `configure`.
+    LinkQr => "link_qr", [GET] "/api/v1/links/{code}/qr", qr::qr;
+    Home => "home", [GET] "/", pages::home;
+    StatsPage => "stats_page", [GET] "/admin/links/{code}", pages::stats;
+    Static => "static", [GET] "/static/{file}", pages::asset;
+    // Not patterns: the fallback for any other single path segment, see `configure`.
     Redirect => "redirect", [GET, HEAD] "/{code}", redirect::fallback;
+    Preview => "preview", [GET, HEAD] "/{code}+", redirect::fallback;
 }
 
 impl Endpoint {
+    /// Endpoints served by the fallback rather than a registered resource (see `configure`).
+    const FALLBACK: &[Endpoint] = &[Endpoint::Redirect, Endpoint::Preview];
+
     /// The endpoint serving `method` on the resource registered as `path`.
     pub fn find(path: &str, method: &Method) -> Option<Endpoint> {
         Self::ALL
@@ -122,23 +135,26 @@ impl Endpoint {
     }
 }
 
-/// The links API's common prefix. Its routes sit in one scope, matched by this prefix first,
-/// so a redirect never pays for trying their patterns.
+/// The links API's common prefix.
 const API_PREFIX: &str = "/api/v1/links";
+
+/// Prefixes whose routes sit in a scope of their own, matched by the prefix first, so a
+/// redirect never pays for trying their patterns: a string comparison per scope, no more.
+const SCOPES: &[&str] = &[API_PREFIX, "/admin", "/static"];
 
 /// Registers every [`Endpoint`], one resource per path (named by its path, which is how the
 /// request observer finds the endpoint); other methods on a known path answer 405 with
 /// `Allow`.
 ///
-/// `/{code}` is not a pattern here but the fallback for whatever the table does not match
-/// ([`redirect::fallback`]): the redirect, the hot path, then costs no pattern matching, and
-/// the handful of fixed paths are compared first.
+/// `/{code}` and `/{code}+` are not patterns here but the fallback for whatever the table does
+/// not match ([`redirect::fallback`]): the redirect, the hot path, then costs no pattern
+/// matching, and the handful of fixed paths and scope prefixes are compared first.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let mut api = web::scope(API_PREFIX).default_service(web::to(not_found));
+    let mut in_scopes: Vec<Vec<actix_web::Resource>> = SCOPES.iter().map(|_| Vec::new()).collect();
     let mut registered: Vec<&str> = Vec::new();
     for endpoint in Endpoint::ALL {
         let path = endpoint.path();
-        if *endpoint == Endpoint::Redirect || registered.contains(&path) {
+        if Endpoint::FALLBACK.contains(endpoint) || registered.contains(&path) {
             continue;
         }
         registered.push(path);
@@ -147,7 +163,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .map(Method::as_str)
             .collect::<Vec<_>>()
             .join(", ");
-        let mut resource = web::resource(path.strip_prefix(API_PREFIX).unwrap_or(path)).name(path);
+        let scope = SCOPES.iter().position(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|p| p.starts_with('/'))
+        });
+        let in_scope = scope.map_or(path, |i| &path[SCOPES[i].len()..]);
+        let mut resource = web::resource(in_scope).name(path);
         for same_path in Endpoint::ALL.iter().filter(|e| e.path() == path) {
             for method in same_path.methods() {
                 resource = resource.route(same_path.route(method.clone()));
@@ -157,13 +178,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             let allow = allow.clone();
             async move { Err::<actix_web::HttpResponse, _>(method_not_allowed(&req, allow)) }
         }));
-        if path.starts_with(API_PREFIX) {
-            api = api.service(resource);
-        } else {
-            cfg.service(resource);
+        match scope {
+            Some(i) => in_scopes[i].push(resource),
+            None => {
+                cfg.service(resource);
+            }
         }
     }
-    cfg.service(api);
+    for (prefix, resources) in SCOPES.iter().zip(in_scopes) {
+        let unmatched = if *prefix == API_PREFIX {
+            web::to(not_found)
+        } else {
+            web::to(page_not_found)
+        };
+        let scope = web::scope(prefix).default_service(unmatched);
+        cfg.service(resources.into_iter().fold(scope, actix_web::Scope::service));
+    }
     cfg.default_service(web::to(redirect::fallback));
 }
 
@@ -189,10 +219,16 @@ fn method_not_allowed(req: &HttpRequest, allow: impl Into<String>) -> ApiError {
 
 /// The answer for paths kurz does not serve.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!(
-        "nothing is served at {}",
-        req.path()
-    )))
+    Err(nothing_served(&req))
+}
+
+/// The answer for paths kurz does not serve, among pages: HTML for a browser.
+async fn page_not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(nothing_served(&req).for_client(&req))
+}
+
+fn nothing_served(req: &HttpRequest) -> ApiError {
+    ApiError::NotFound(format!("nothing is served at {}", req.path()))
 }
 
 /// The `{code}` path segment, if it could be a stored code; otherwise a 404.
@@ -207,6 +243,29 @@ fn valid_code(code: &str) -> Result<&str, ApiError> {
         Err(ApiError::NotFound(
             "no short link has this code: codes are 1-64 letters, digits, '-' or '_'".into(),
         ))
+    }
+}
+
+/// The target of a link that redirects; the 410 or 404 a person or program gets otherwise.
+fn redirect_target(
+    code: &str,
+    resolved: crate::links::Resolved,
+) -> Result<Arc<crate::cache::Target>, ApiError> {
+    use crate::links::Resolved;
+    match resolved {
+        Resolved::Found(target) => Ok(target),
+        Resolved::Expired(target) => Err(ApiError::Gone(format!(
+            "short link '{code}' expired at {}",
+            crate::clock::format_rfc3339(target.expires_at_ms.unwrap_or_default())
+        ))),
+        Resolved::Disabled => Err(ApiError::Gone(format!(
+            "short link '{code}' has been disabled by the operator of this service"
+        ))),
+        Resolved::Blocked(domain) => Err(ApiError::Gone(format!(
+            "short link '{code}' points to {domain}, which this service no longer redirects to \
+             (policy: domain denylist)"
+        ))),
+        Resolved::Missing => Err(no_such_link(code)),
     }
 }
 
@@ -227,8 +286,8 @@ mod tests {
                 .split('/')
                 .next()
                 .unwrap_or_default();
-            if first.starts_with('{') {
-                continue; // `/{code}` itself
+            if first.is_empty() || first.starts_with('{') {
+                continue; // `/` (the home page), `/{code}` and `/{code}+`
             }
             assert!(
                 crate::code::is_reserved(first),

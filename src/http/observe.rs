@@ -55,8 +55,15 @@ pub async fn observe(
     let status = res.status();
     let elapsed = started.elapsed();
     let endpoint = match res.request().match_name() {
-        // Single segments the route table does not match are redirects (the fallback).
-        None if hot && res.request().path().len() > 1 => Some(Endpoint::Redirect),
+        // Single segments the route table does not match are redirects or previews (the
+        // fallback).
+        None if hot && res.request().path().len() > 1 => {
+            if res.request().path().ends_with('+') {
+                Some(Endpoint::Preview)
+            } else {
+                Some(Endpoint::Redirect)
+            }
+        }
         None => None,
         Some(path) => Endpoint::find(path, res.request().method()),
     };

@@ -10,18 +10,22 @@
 //! Every redirect says how long it may be cached: temporary ones (302, 307) not at all, so
 //! every click reaches kurz and a delete or disable takes effect at once; permanent ones
 //! (301, 308) for `cache.browser_max_age_s`, never past the link's expiry.
+//!
+//! Everything else the fallback answers is found on the error path, so a redirect that
+//! succeeds pays for none of it: a segment that is not a code may be a preview (`/{code}+`:
+//! `+` is no code character), and errors are negotiated for browsers
+//! ([`ApiError::for_client`]) only once they happen.
 
 use actix_web::http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{
-    ApiError, AppState, REDIRECT_METHODS, method_not_allowed, no_such_link, not_found, valid_code,
+    ApiError, AppState, REDIRECT_METHODS, method_not_allowed, nothing_served, pages,
+    redirect_target, valid_code,
 };
 use crate::cache::Target;
-use crate::clock;
 use crate::limits::Bucket;
-use crate::links::Resolved;
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
@@ -35,12 +39,21 @@ pub async fn fallback(
         .strip_prefix('/')
         .filter(|p| !p.is_empty() && !p.contains('/'));
     let Some(segment) = segment else {
-        return not_found(req).await;
+        return Err(nothing_served(&req).for_client(&req));
     };
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return Err(method_not_allowed(&req, REDIRECT_METHODS));
     }
-    let code = valid_code(segment)?;
+    let code = match valid_code(segment) {
+        Ok(code) => code,
+        Err(not_a_code) => {
+            return match segment.strip_suffix('+') {
+                // Boxed: a redirect's future should not carry the preview's state.
+                Some(code) => Box::pin(pages::preview(&state, &req, code)).await,
+                None => Err(not_a_code.for_client(&req)),
+            };
+        }
+    };
     let now = state.links.clock().now_ms();
     let resolved = match state.links.resolve_cached(code, now) {
         Some(resolved) => resolved,
@@ -53,35 +66,25 @@ pub async fn fallback(
                 return Err(ApiError::TooManyRequests {
                     what: "looking up links that are not cached",
                     verdict,
-                });
+                }
+                .for_client(&req));
             }
-            state.links.resolve_uncached(code, now).await?
+            state
+                .links
+                .resolve_uncached(code, now)
+                .await
+                .map_err(|e| ApiError::from(e).for_client(&req))?
         }
     };
-    match resolved {
-        Resolved::Found(target) => {
-            if req.method() != Method::HEAD {
-                state.links.record_click(code, now);
-            }
-            let status = StatusCode::from_u16(target.redirect_status).unwrap_or(StatusCode::FOUND);
-            Ok(HttpResponse::build(status)
-                .insert_header((LOCATION, target.location().clone()))
-                .insert_header((CACHE_CONTROL, cache_control(&target, &state, now)))
-                .finish())
-        }
-        Resolved::Expired(target) => Err(ApiError::Gone(format!(
-            "short link '{code}' expired at {}",
-            clock::format_rfc3339(target.expires_at_ms.unwrap_or_default())
-        ))),
-        Resolved::Disabled => Err(ApiError::Gone(format!(
-            "short link '{code}' has been disabled by the operator of this service"
-        ))),
-        Resolved::Blocked(domain) => Err(ApiError::Gone(format!(
-            "short link '{code}' points to {domain}, which this service no longer redirects to \
-             (policy: domain denylist)"
-        ))),
-        Resolved::Missing => Err(no_such_link(code)),
+    let target = redirect_target(code, resolved).map_err(|e| e.for_client(&req))?;
+    if req.method() != Method::HEAD {
+        state.links.record_click(code, now);
     }
+    let status = StatusCode::from_u16(target.redirect_status).unwrap_or(StatusCode::FOUND);
+    Ok(HttpResponse::build(status)
+        .insert_header((LOCATION, target.location().clone()))
+        .insert_header((CACHE_CONTROL, cache_control(&target, &state, now)))
+        .finish())
 }
 
 /// `no-store` for a temporary redirect; for a permanent one, `public, max-age=N` with N the

@@ -7,5 +7,6 @@ mod dynamodb;
 mod harness;
 mod infra;
 mod openapi;
+mod pages;
 mod redis;
 mod security;
