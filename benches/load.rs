@@ -10,7 +10,8 @@
 //! (L1, Redis with L1 off, the store with both off).
 //!
 //! Run: `cargo bench --bench load` (needs `wrk` and `redis-server`: `apt-get install wrk
-//! redis-server`). `LOAD_SECONDS` sets each wrk run's length (default 10).
+//! redis-server`). `LOAD_SECONDS` sets each wrk run's length (default 10); `LOAD_ONLY=ceiling`
+//! stops after the comparison with the ceiling (a quick check of the redirect path).
 
 #[path = "../tests/it/harness/mod.rs"]
 mod harness;
@@ -101,6 +102,11 @@ fn main() {
         let _ = writeln!(report, "| {connections} | {rps:.2} | {p99:.2} |");
     }
     drop(ceiling);
+    if std::env::var("LOAD_ONLY").as_deref() == Ok("ceiling") {
+        println!("{report}");
+        kurz.stop();
+        return;
+    }
 
     // Durable creates through the API, 32 connections.
     let creates = wrk_script(&kurz.base, &create_script(work.path()), 32, seconds);
