@@ -276,10 +276,6 @@ impl DynamoStore {
             .map(|blob| blob.as_ref().to_vec()))
     }
 
-    async fn add_indexed(&self, i: usize, delta: &ClickDelta) -> (usize, Result<(), StoreError>) {
-        (i, self.add_one(delta).await)
-    }
-
     /// Every daily-count item of `code`.
     async fn query_days(&self, code: &str) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
@@ -307,6 +303,50 @@ impl DynamoStore {
                 Some(key) if !key.is_empty() => start = Some(key.clone()),
                 _ => return Ok(items),
             }
+        }
+    }
+}
+
+/// Runs `write(0..n)`, at most `concurrency` at a time, each started only when a slot frees
+/// (so neither tasks nor futures pile up, however many deltas are pending after an outage).
+///
+/// After a write times out, no further write is started: the store is not answering, and each
+/// would wait out the same timeout, so a flush (and the last one, at shutdown) would take one
+/// timeout per `concurrency` writes. The writes not started are reported unapplied, to go
+/// first in the next flush with their tokens.
+async fn write_bounded<'a, F, Fut>(n: usize, concurrency: usize, write: F) -> Result<(), FlushError>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<(), StoreError>> + 'a,
+{
+    let mut waiting = 0..n;
+    let mut running = FuturesUnordered::new();
+    let mut unapplied = Vec::new();
+    let mut first_error = None;
+    let mut stalled = false;
+    loop {
+        while !stalled && running.len() < concurrency {
+            let Some(i) = waiting.next() else {
+                break;
+            };
+            let write = write(i);
+            running.push(async move { (i, write.await) });
+        }
+        let Some((i, result)) = running.next().await else {
+            break;
+        };
+        if let Err(e) = result {
+            stalled |= matches!(e, StoreError::Timeout(_));
+            unapplied.push(i);
+            first_error.get_or_insert(e);
+        }
+    }
+    unapplied.extend(waiting);
+    match first_error {
+        None => Ok(()),
+        Some(error) => {
+            unapplied.sort_unstable();
+            Err(FlushError { error, unapplied })
         }
     }
 }
@@ -505,35 +545,10 @@ impl LinkStore for DynamoStore {
     }
 
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
-        // At most `flush_concurrency` writes in flight, however many deltas are pending (after
-        // an outage that can be one per clicked code).
-        // Writes are started lazily, so neither tasks nor futures pile up.
-        let mut waiting = deltas.iter().enumerate();
-        let mut running = FuturesUnordered::new();
-        let mut unapplied = Vec::new();
-        let mut first_error = None;
-        loop {
-            while running.len() < self.flush_concurrency {
-                let Some((i, delta)) = waiting.next() else {
-                    break;
-                };
-                running.push(self.add_indexed(i, delta));
-            }
-            let Some((i, result)) = running.next().await else {
-                break;
-            };
-            if let Err(e) = result {
-                unapplied.push(i);
-                first_error.get_or_insert(e);
-            }
-        }
-        match first_error {
-            None => Ok(()),
-            Some(error) => {
-                unapplied.sort_unstable();
-                Err(FlushError { error, unapplied })
-            }
-        }
+        write_bounded(deltas.len(), self.flush_concurrency, |i| {
+            self.add_one(&deltas[i])
+        })
+        .await
     }
 
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
@@ -582,4 +597,60 @@ impl LinkStore for DynamoStore {
     }
 
     async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Writes that succeed, fail or time out by index, recording which were attempted.
+    async fn run(
+        n: usize,
+        concurrency: usize,
+        outcome: fn(usize) -> Result<(), StoreError>,
+    ) -> (Result<(), FlushError>, Vec<usize>) {
+        let attempted = Mutex::new(Vec::new());
+        let result = write_bounded(n, concurrency, |i| {
+            attempted.lock().expect("lock").push(i);
+            async move {
+                tokio::task::yield_now().await;
+                outcome(i)
+            }
+        })
+        .await;
+        let attempted = attempted.into_inner().expect("lock");
+        (result, attempted)
+    }
+
+    #[tokio::test]
+    async fn every_write_runs_and_failures_are_reported_by_index() {
+        let (result, attempted) = run(10, 3, |i| {
+            if i % 4 == 1 {
+                Err(StoreError::unavailable("throttled"))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(
+            attempted.len(),
+            10,
+            "a failure that is not a timeout stops nothing"
+        );
+        assert_eq!(result.expect_err("some failed").unapplied, vec![1, 5, 9]);
+        let (result, attempted) = run(5, 2, |_| Ok(())).await;
+        assert!(result.is_ok());
+        assert_eq!(attempted, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn after_a_timeout_no_further_write_starts_and_the_rest_wait_for_the_next_flush() {
+        let (result, attempted) =
+            run(40, 2, |_| Err(StoreError::Timeout(Duration::from_secs(1)))).await;
+        assert_eq!(attempted, vec![0, 1], "only the first round was sent");
+        let failed = result.expect_err("timed out");
+        assert!(matches!(failed.error, StoreError::Timeout(_)));
+        assert_eq!(failed.unapplied, (0..40).collect::<Vec<_>>());
+    }
 }
