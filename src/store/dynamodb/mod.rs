@@ -16,6 +16,7 @@ pub use table::INIT_OPERATIONS;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -422,12 +423,25 @@ impl LinkStore for DynamoStore {
 
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
         let permits = Arc::new(Semaphore::new(self.flush_concurrency));
+        // Set once a write times out: DynamoDB is not answering, and every later write would
+        // wait out the same timeout. The deltas not sent yet are left for the next flush, so a
+        // flush (and the last one, at shutdown) takes one store timeout, not one for every
+        // `flush_concurrency` deltas.
+        let stalled = Arc::new(AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, delta) in deltas.iter().enumerate() {
-            let (store, delta, permits) = (self.clone(), delta.clone(), Arc::clone(&permits));
+            let (store, delta) = (self.clone(), delta.clone());
+            let (permits, stalled) = (Arc::clone(&permits), Arc::clone(&stalled));
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                (i, store.add_one(&delta).await)
+                if stalled.load(Ordering::Relaxed) {
+                    return (i, Err(StoreError::Timeout(store.timeout)));
+                }
+                let result = store.add_one(&delta).await;
+                if matches!(result, Err(StoreError::Timeout(_))) {
+                    stalled.store(true, Ordering::Relaxed);
+                }
+                (i, result)
             });
         }
         let mut unapplied = Vec::new();
