@@ -223,6 +223,7 @@ class Scenario:
         self.checks = []  # (passed, text)
         self.notes = []
         self.started = time.monotonic()
+        self.started_wall = time.time()
         self.duration = 0.0
         self.lb_before = None
         self.lb_delta = {}
@@ -473,13 +474,23 @@ class Chaos:
         sc.check(recovered is not None,
                  "creates recover by themselves after the partition"
                  + (f" (first 201 {recovered.t_recv - cleared:.1f} s after the clear)" if recovered else ""))
-        for kind, since in phases.items():
-            until = {"delay": phases["loss"], "loss": part, "partition": phase_end}[kind]
+        # Per phase: what was sent and failed, and the median create time (a sign that the
+        # fault was in place, not a check).
+        bounds = {
+            "before": (sc.started_wall, phases["delay"]),
+            "delay": (phases["delay"], phases["loss"]),
+            "loss": (phases["loss"], part),
+            "partition": (part, phase_end),
+        }
+        for phase, (since, until) in bounds.items():
             window = [(k, r) for k, _, r, _ in t.results if since <= r.t_send < until]
             sent = collections.Counter(k for k, _ in window)
             bad = collections.Counter(k for k, r in window
                                       if not (r.status in REDIRECTS or r.status == 201))
-            sc.note(f"{kind}: " + ", ".join(f"{k} {sent[k]}/{bad[k]} failed" for k in KINDS))
+            creates = sorted(r.t_recv - r.t_send for k, r in window if k == "create")
+            median = f"{creates[len(creates) // 2] * 1000:.0f} ms" if creates else "-"
+            sc.note(f"{phase}: " + ", ".join(f"{k} {sent[k]}/{bad[k]} failed" for k in KINDS)
+                    + f"; median create {median}")
         self.check_clicks(sc, tracked)
 
     def redis_partition(self, sc):

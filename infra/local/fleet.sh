@@ -77,11 +77,12 @@ wait_for() {
     done
 }
 
+# Output on stderr: it also runs inside $(...) that return a path.
 apt_install() {
     local sudo=""
     [[ "$(id -u)" == 0 ]] || sudo="sudo"
-    say "installing $* (apt-get)"
-    $sudo apt-get update -qq
+    say "installing $* (apt-get)" >&2
+    $sudo apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
@@ -232,7 +233,6 @@ KURZ__CACHE__REDIS__URL=redis://$(addr redis):6379
 KURZ__AUTH__ADMIN_TOKEN=$KURZ_FLEET_ADMIN_TOKEN
 KURZ__IDS__PERMUTATION_KEY=$KURZ_FLEET_PERMUTATION_KEY
 KURZ__LOG__LEVEL=info
-KURZ_FLEET_INSTANCE=k$n
 EOF
 }
 
@@ -293,10 +293,10 @@ wait_lb() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Faults on a dependency's host: on the veth of its namespace (eth0), as tc netem would be set
-# on it. Kernels built without netem (CONFIG_NET_SCH_NETEM) get the same effect from
+# Faults on a dependency's host, on the veth of its namespace (eth0). Delay and loss are tc
+# netem on it; kernels built without netem (CONFIG_NET_SCH_NETEM) get the same effect from
 # netfilter: packets leaving the host go through NFQUEUE to netdelay.py, which holds each one
-# for the delay or drops a share of them; a partition drops everything in and out.
+# for the delay or drops a share of them. A partition drops everything in and out (iptables).
 
 fault() {
     local host="$1" kind="${2:-}" value="${3:-}"
@@ -306,7 +306,12 @@ fault() {
     case "$kind" in
         delay) netem=(delay "${value:?delay in ms}ms") ;;
         loss) netem=(loss "${value:?loss in percent}%") ;;
-        partition) netem=(loss 100%) ;;
+        partition)
+            in_ns "$host" iptables -A INPUT -i eth0 -j DROP
+            in_ns "$host" iptables -A OUTPUT -o eth0 -j DROP
+            say "$host: partitioned (iptables DROP in and out on eth0)"
+            return
+            ;;
         clear) return 0 ;;
         *) die "fault: delay MS | loss PCT | partition | clear" ;;
     esac
@@ -314,24 +319,15 @@ fault() {
         say "$host: tc netem ${netem[*]} on eth0"
         return
     fi
-    case "$kind" in
-        delay | loss)
-            local delay=0 loss=0
-            [[ "$kind" == delay ]] && delay="$value"
-            [[ "$kind" == loss ]] && loss="$value"
-            : >"$state/logs/netdelay-$host.log"
-            spawn "netdelay-$host" "$host" python3 "$here/netdelay.py" 0 "$delay" "$loss"
-            wait_for 10 grep -q '^netdelay:' "$state/logs/netdelay-$host.log" ||
-                die "netdelay.py did not start: $(tail -n 5 "$state/logs/netdelay-$host.log")"
-            in_ns "$host" iptables -A OUTPUT -o eth0 -j NFQUEUE --queue-num 0 --queue-bypass
-            say "$host: no netem in this kernel; NFQUEUE on eth0 egress, $kind $value"
-            ;;
-        partition)
-            in_ns "$host" iptables -A INPUT -i eth0 -j DROP
-            in_ns "$host" iptables -A OUTPUT -o eth0 -j DROP
-            say "$host: partitioned (no netem in this kernel; iptables DROP on eth0)"
-            ;;
-    esac
+    local delay=0 loss=0
+    [[ "$kind" == delay ]] && delay="$value"
+    [[ "$kind" == loss ]] && loss="$value"
+    : >"$state/logs/netdelay-$host.log"
+    spawn "netdelay-$host" "$host" python3 "$here/netdelay.py" 0 "$delay" "$loss"
+    wait_for 10 grep -q '^netdelay:' "$state/logs/netdelay-$host.log" ||
+        die "netdelay.py did not start: $(tail -n 5 "$state/logs/netdelay-$host.log")"
+    in_ns "$host" iptables -A OUTPUT -o eth0 -j NFQUEUE --queue-num 0 --queue-bypass
+    say "$host: no netem in this kernel; NFQUEUE on eth0 egress to netdelay.py, $kind $value"
 }
 
 fault_clear() {
