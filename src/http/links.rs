@@ -96,13 +96,7 @@ pub async fn create(
             verdict: verdict.clone(),
         });
     }
-    let body = read_json_body(
-        &req,
-        payload,
-        state.limits.max_body_bytes,
-        state.body_timeout,
-    )
-    .await?;
+    let body = read_json_body(&req, payload, &state).await?;
     let input: CreateLinkRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("request body is not a valid link: {e}")))?;
 
@@ -234,13 +228,7 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     state.auth.admin(&req)?;
     let code = code_param(&req)?;
-    let body = read_json_body(
-        &req,
-        payload,
-        state.limits.max_body_bytes,
-        state.body_timeout,
-    )
-    .await?;
+    let body = read_json_body(&req, payload, &state).await?;
     let input: UpdateLinkRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "request body must be {{\"disabled\": true|false, \"reason\": \"…\"}}: {e}"
@@ -271,14 +259,14 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(LinkView::new(&link, &state.base_url)))
 }
 
-/// The body of a JSON request: 415 for another content type, 413 past `limit` bytes, 408 when
-/// it takes longer than `deadline` to arrive, 400 when it cannot be read.
+/// The body of a JSON request: 415 for another content type, 413 past `limits.max_body_bytes`,
+/// 408 when it takes longer than `server.body_timeout_ms` to arrive, 400 when it cannot be read.
 async fn read_json_body(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
-    deadline: std::time::Duration,
+    state: &AppState,
 ) -> Result<web::Bytes, ApiError> {
+    let (limit, deadline) = (state.limits.max_body_bytes, state.body_timeout);
     let content_type = req.content_type();
     let essence = content_type.trim().to_ascii_lowercase();
     if essence != "application/json" && !essence.ends_with("+json") {

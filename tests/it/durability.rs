@@ -24,6 +24,19 @@ async fn create(client: &reqwest::Client, base: &str, url: &str) -> Option<Strin
     Some(body["code"].as_str()?.to_owned())
 }
 
+/// `GET /api/v1/links/{code}/stats` with the admin token.
+async fn stats(client: &reqwest::Client, base: &str, code: &str) -> Value {
+    client
+        .get(format!("{base}/api/v1/links/{code}/stats"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn location(client: &reqwest::Client, base: &str, code: &str) -> Option<String> {
     let response = client.get(format!("{base}/{code}")).send().await.ok()?;
     Some(
@@ -63,15 +76,7 @@ async fn graceful_restart_keeps_links_and_flushes_clicks() {
             Some(url.as_str())
         );
     }
-    let stats: Value = client
-        .get(format!("{}/api/v1/links/{clicked}/stats", kurz.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = stats(&client, &kurz.base, clicked).await;
     assert_eq!(stats["total_clicks"], 5);
     // New links after the restart never reuse a code.
     let fresh = create(&client, &kurz.base, "https://example.com/after")
@@ -238,15 +243,7 @@ async fn sigterm_drains_first_then_stops_without_losing_clicks() {
 
     // The click made while draining was flushed on the way out.
     let kurz = KurzProcess::start(&data_file(&dir), &[]);
-    let stats: Value = client
-        .get(format!("{}/api/v1/links/{code}/stats", kurz.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = stats(&client, &kurz.base, &code).await;
     assert_eq!(stats["total_clicks"], 1);
     let during = during.expect("created while draining");
     assert_eq!(
