@@ -81,7 +81,7 @@ impl TryFrom<String> for BaseUrl {
 }
 
 /// The lower-cased host and the effective port of an absolute http(s) URI.
-pub fn host_and_port(uri: &Uri) -> Option<(String, u16)> {
+fn host_and_port(uri: &Uri) -> Option<(String, u16)> {
     let default_port = match uri.scheme_str()?.to_ascii_lowercase().as_str() {
         "http" => 80,
         "https" => 443,

@@ -40,6 +40,12 @@ impl TrustedProxies {
         Some(self.forwarded_for(req.headers()).unwrap_or(peer))
     }
 
+    /// The client's address as text, for rate-limit keys and logs (`unknown` without a peer).
+    pub fn client_label(&self, req: &HttpRequest) -> String {
+        self.client_ip(req)
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+
     fn forwarded_for(&self, headers: &HeaderMap) -> Option<IpAddr> {
         let mut hops: Vec<IpAddr> = Vec::new();
         for value in headers.get_all(X_FORWARDED_FOR) {

@@ -74,7 +74,7 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.auth.creator(&req)?;
-    let client_ip = state.proxies.client_ip(&req);
+    let client = state.proxies.client_label(&req);
     let verdict = match &caller {
         Caller::Admin => None,
         Caller::ApiKey(key) => {
@@ -83,10 +83,7 @@ pub async fn create(
                 .check(Bucket::CreatesPerKey, &key.fingerprint)
                 .await
         }
-        Caller::Anonymous => {
-            let ip = client_ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-            state.rate.check(Bucket::CreatesPerIp, &ip).await
-        }
+        Caller::Anonymous => state.rate.check(Bucket::CreatesPerIp, &client).await,
     };
     if let Some(verdict) = &verdict
         && !verdict.allowed
@@ -152,7 +149,7 @@ pub async fn create(
             event = "link_created",
             code = %created.link.code,
             owner = created.link.owner.as_deref().unwrap_or("anonymous"),
-            client_ip = %client_ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+            client_ip = %client,
             host = %host,
             "link created"
         );

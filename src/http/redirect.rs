@@ -58,9 +58,8 @@ pub async fn fallback(
     let resolved = match state.links.resolve_cached(code, now) {
         Some(resolved) => resolved,
         None => {
-            let ip = state.proxies.client_ip(&req);
-            let key = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-            if let Some(verdict) = state.rate.check(Bucket::MissesPerIp, &key).await
+            let client = state.proxies.client_label(&req);
+            if let Some(verdict) = state.rate.check(Bucket::MissesPerIp, &client).await
                 && !verdict.allowed
             {
                 return Err(ApiError::TooManyRequests {
