@@ -301,8 +301,12 @@ impl Application {
         }
         tracing::info!("server stopped; flushing clicks");
         self.flusher.shutdown().await;
-        for task in self.background {
+        for task in &self.background {
             task.abort();
+        }
+        // An aborted task lets go of what it holds (the store among it) only once it is gone.
+        for task in self.background {
+            let _ = task.await;
         }
         self.store.close().await;
         tracing::info!("shutdown complete");

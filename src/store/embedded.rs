@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -72,7 +72,9 @@ enum WriteOp {
 }
 
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    /// `None` once closed: closing drops the database, which releases the file's lock even
+    /// while something still holds the store.
+    db: RwLock<Option<Arc<Database>>>,
     writes: mpsc::Sender<WriteOp>,
     writer: Mutex<Option<JoinHandle<()>>>,
     timeout: Duration,
@@ -96,7 +98,7 @@ impl EmbeddedStore {
             .spawn(move || run_writer(&writer_db, queue))
             .map_err(|e| unavailable(&e))?;
         Ok(Self {
-            db,
+            db: RwLock::new(Some(db)),
             writes,
             writer: Mutex::new(Some(writer)),
             timeout,
@@ -108,7 +110,12 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
+        let db = self
+            .db
+            .read()
+            .ok()
+            .and_then(|db| db.clone())
+            .ok_or_else(|| StoreError::unavailable("the store is closed"))?;
         let task = tokio::task::spawn_blocking(move || f(&db));
         match tokio::time::timeout(self.timeout, task).await {
             Err(_) => Err(StoreError::Timeout(self.timeout)),
@@ -198,6 +205,27 @@ fn run_writer(db: &Database, mut queue: mpsc::Receiver<WriteOp>) {
     while queue.try_recv().is_ok() {}
     if let Some(reply) = closing {
         let _ = reply.send(());
+    }
+}
+
+/// Drops the database once the reads still in flight let go of it, so that the file can be
+/// opened again (by the next process, or a restart in the same one) as soon as `close` returns.
+fn release(mut db: Arc<Database>, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match Arc::try_unwrap(db) {
+            Ok(db) => return drop(db),
+            Err(shared) if std::time::Instant::now() < deadline => {
+                db = shared;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "a store read outlived the shutdown; the database file stays locked until it ends"
+                );
+                return;
+            }
+        }
     }
 }
 
@@ -496,6 +524,11 @@ impl LinkStore for EmbeddedStore {
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+        let db = self.db.write().ok().and_then(|mut db| db.take());
+        if let Some(db) = db {
+            let limit = self.timeout;
+            let _ = tokio::task::spawn_blocking(move || release(db, limit)).await;
+        }
     }
 }
 
@@ -552,6 +585,23 @@ mod tests {
         drop(store);
         let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("reopen");
         assert_eq!(store.lease_ids(10).await.expect("lease"), 2000..2010);
+    }
+
+    #[tokio::test]
+    async fn close_releases_the_file_even_while_the_store_is_still_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.redb");
+        let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("open");
+        store.insert(&link("abc"), None).await.expect("insert");
+        store.close().await;
+        // `store` is still alive, as a shut-down app's state can be for a moment.
+        let reopened = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("reopen");
+        assert!(reopened.get("abc").await.expect("get").is_some());
+        assert!(matches!(
+            store.get("abc").await,
+            Err(StoreError::Unavailable { .. })
+        ));
+        assert!(store.ping().await.is_err());
     }
 
     #[tokio::test]
