@@ -396,7 +396,7 @@ EOF
 
     say "DynamoDB Local on $(addr dynamodb):8000"
     spawn dynamodb dynamodb java -Djava.library.path="$dynamo_dir/DynamoDBLocal_lib" \
-        -jar "$dynamo_dir/DynamoDBLocal.jar" -inMemory -sharedDb -port 8000
+        -jar "$dynamo_dir/DynamoDBLocal.jar" -inMemory -sharedDb -disableTelemetry -port 8000
     say "redis-server on $(addr redis):6379"
     spawn redis redis redis-server --port 6379 --bind 0.0.0.0 --protected-mode no --save '' \
         --appendonly no --maxmemory 256mb --maxmemory-policy allkeys-lru

@@ -134,7 +134,8 @@ impl DynamoLocal {
         );
         let port = free_port();
         let command = format!(
-            "java -Djava.library.path='{lib}' -jar '{jar}' -inMemory -sharedDb -port {port}",
+            // Without telemetry it also writes no metadata file into the working directory.
+            "java -Djava.library.path='{lib}' -jar '{jar}' -inMemory -sharedDb -disableTelemetry -port {port}",
             lib = dir.join("DynamoDBLocal_lib").display(),
             jar = jar.display(),
         );
