@@ -160,13 +160,19 @@ pub struct DynamoSettings {
     pub region: Option<String>,
     /// Endpoint override, for DynamoDB Local. Unset in production.
     pub endpoint_url: Option<String>,
-    /// Upper bound on one HTTP attempt; the SDK retries within `store.timeout_ms`.
+    /// Upper bound on one HTTP attempt; kurz retries within `store.timeout_ms`.
     #[serde(rename = "attempt_timeout_ms", deserialize_with = "millis")]
     pub attempt_timeout: Duration,
     #[serde(rename = "connect_timeout_ms", deserialize_with = "millis")]
     pub connect_timeout: Duration,
-    /// Attempts per call (standard retry mode, exponential backoff with jitter).
+    /// Attempts per call: transient failures are retried with exponential backoff and
+    /// jitter, within `store.timeout_ms` and only while the retry budget allows.
     pub max_attempts: NonZeroU32,
+    /// Retries allowed per hundred calls: a failing table sees at most this share of extra
+    /// calls (plus a reserve of ten), however many calls fail.
+    pub retry_budget_percent: u32,
+    /// How many calls kurz lets wait on the table at once (see [`AdmissionSettings`]).
+    pub admission: AdmissionSettings,
     /// Concurrent writes when flushing click counts.
     pub flush_concurrency: NonZeroUsize,
     /// Static credentials, for DynamoDB Local and tests. Unset, the standard provider chain is
@@ -184,9 +190,42 @@ impl Default for DynamoSettings {
             attempt_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             max_attempts: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
+            retry_budget_percent: 10,
+            admission: AdmissionSettings::default(),
             flush_concurrency: NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN),
             access_key_id: None,
             secret_access_key: None,
+        }
+    }
+}
+
+/// Admission control toward DynamoDB: an adaptive limit on calls in flight. While calls come
+/// back faster than `latency_target_ms` and the limit is in use, it grows by one per round of
+/// calls; a slower call or a failure to answer cuts it by a tenth (at most once per
+/// `latency_target_ms`). A call that finds no room waits at most `queue_timeout_ms`, then
+/// fails at once (503 with `Retry-After`). Lower priorities may fill less of the limit:
+/// lookups all of it, writes 90%, statistics 70%, click flushes 50%.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionSettings {
+    pub initial_limit: NonZeroU32,
+    pub min_limit: NonZeroU32,
+    pub max_limit: NonZeroU32,
+    #[serde(rename = "latency_target_ms", deserialize_with = "millis")]
+    pub latency_target: Duration,
+    #[serde(rename = "queue_timeout_ms", deserialize_with = "millis")]
+    pub queue_timeout: Duration,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        let n = |n| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        Self {
+            initial_limit: n(64),
+            min_limit: n(4),
+            max_limit: n(1024),
+            latency_target: Duration::from_millis(250),
+            queue_timeout: Duration::from_millis(20),
         }
     }
 }
@@ -307,6 +346,10 @@ pub struct ClickSettings {
     /// Most distinct codes whose unflushed clicks are kept while the store fails; beyond that
     /// clicks are dropped and counted in `kurz_clicks_dropped_total`.
     pub max_pending_codes: usize,
+    /// Longest wait between flushes while they fail: the wait doubles (with jitter) from
+    /// `flush_interval_ms` after each failed flush, up to this (never below the interval).
+    #[serde(rename = "max_backoff_ms", deserialize_with = "millis")]
+    pub max_backoff: Duration,
 }
 
 impl Default for ClickSettings {
@@ -314,6 +357,7 @@ impl Default for ClickSettings {
         Self {
             flush_interval: Duration::from_secs(1),
             max_pending_codes: 1_000_000,
+            max_backoff: Duration::from_secs(30),
         }
     }
 }
@@ -561,6 +605,25 @@ impl Settings {
             return invalid("store.timeout_ms", "must be at least 1");
         }
         let dynamo = &self.store.dynamodb;
+        let admission = &dynamo.admission;
+        if !(admission.min_limit..=admission.max_limit).contains(&admission.initial_limit) {
+            return invalid(
+                "store.dynamodb.admission.initial_limit",
+                "must lie between min_limit and max_limit",
+            );
+        }
+        if admission.latency_target.is_zero() || admission.latency_target >= self.store.timeout {
+            return invalid(
+                "store.dynamodb.admission.latency_target_ms",
+                "must be at least 1 and below store.timeout_ms",
+            );
+        }
+        if dynamo.retry_budget_percent > 100 {
+            return invalid(
+                "store.dynamodb.retry_budget_percent",
+                "must be between 0 and 100",
+            );
+        }
         if dynamo.table.is_empty() {
             return invalid("store.dynamodb.table", "must not be empty");
         }
@@ -703,6 +766,21 @@ mod tests {
                 "KURZ__SERVER__TRUSTED_PROXIES",
                 "10.0.0.0/33",
                 "server.trusted_proxies",
+            ),
+            (
+                "KURZ__STORE__DYNAMODB__ADMISSION__MAX_LIMIT",
+                "8",
+                "store.dynamodb.admission.initial_limit",
+            ),
+            (
+                "KURZ__STORE__DYNAMODB__ADMISSION__LATENCY_TARGET_MS",
+                "3000",
+                "store.dynamodb.admission.latency_target_ms",
+            ),
+            (
+                "KURZ__STORE__DYNAMODB__RETRY_BUDGET_PERCENT",
+                "150",
+                "store.dynamodb.retry_budget_percent",
             ),
         ] {
             let err = Settings::load_from(None, env(&[(key, value)])).expect_err(key);

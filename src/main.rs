@@ -56,7 +56,8 @@ async fn init(settings: Settings) -> ExitCode {
     let done = async {
         let mut done = kurz::store::init(&settings.store).await?;
         // The keys the fleet shares, made now rather than by the first instance.
-        let store = kurz::store::open(&settings.store).await?;
+        let metrics = std::sync::Arc::new(kurz::telemetry::Metrics::default());
+        let store = kurz::store::open(&settings.store, metrics).await?;
         kurz::secrets::ensure(&*store, settings.ids.permutation_key.as_ref()).await?;
         store.close().await;
         done.push("keys kurz makes for itself are in the store".to_owned());

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::base_url::BaseUrl;
 use crate::cache::{LocalCache, RedisCache, start_invalidation_listener};
-use crate::clicks::{ClickFlusher, ClickRecorder};
+use crate::clicks::{ClickFlusher, ClickRecorder, FlushPacing};
 use crate::clock::Clock;
 use crate::config::{Secret, Settings, SettingsError};
 use crate::health::Health;
@@ -85,7 +85,10 @@ impl Application {
             backend: settings.store.backend.name(),
             source,
         };
-        let store = store::open(&settings.store).await.map_err(store_error)?;
+        let metrics = Arc::new(Metrics::with_routes(Endpoint::METRIC_LABELS));
+        let store = store::open(&settings.store, Arc::clone(&metrics))
+            .await
+            .map_err(store_error)?;
         tracing::info!(backend = store.backend(), path = %settings.store.path.display(), "store opened");
         let secrets = secrets::ensure(&*store, settings.ids.permutation_key.as_ref())
             .await
@@ -111,7 +114,6 @@ impl Application {
             );
         }
 
-        let metrics = Arc::new(Metrics::with_routes(Endpoint::METRIC_LABELS));
         let clicks = Arc::new(ClickRecorder::new(Arc::clone(&metrics)));
         let local = Arc::new(LocalCache::new(&settings.cache.local));
         let redis: Option<RedisCache> = match &settings.cache.redis.url {
@@ -144,8 +146,7 @@ impl Application {
         let flusher = ClickFlusher::start(
             clicks,
             Arc::clone(&store),
-            settings.clicks.flush_interval,
-            settings.clicks.max_pending_codes,
+            FlushPacing::from_settings(&settings),
         );
         let health = Arc::new(Health::new(Arc::clone(&metrics)));
         // One probe before serving, so the first /readyz already knows; then once a second.

@@ -38,7 +38,8 @@ check_timeout_ms=1000
 drain_delay_ms=$((check_inter_ms * check_fall + check_timeout_ms + 1000))
 # kurz's store timeout: above production's 3 s, because DynamoDB Local shares the machine's
 # cores with everything else and stalls for seconds when they are busy (the tests' harness
-# does the same). HAProxy's server timeout (haproxy.cfg) stays above it.
+# does the same). HAProxy's server timeout (haproxy.cfg) stays above it. Admission control
+# judges the emulator by the same measure: a quarter of that timeout is "slow".
 store_timeout_ms=10000
 
 addr() {
@@ -224,6 +225,8 @@ KURZ__SERVER__DRAIN_DELAY_MS=$drain_delay_ms
 KURZ__STORE__BACKEND=dynamodb
 KURZ__STORE__TIMEOUT_MS=$store_timeout_ms
 KURZ__STORE__DYNAMODB__ATTEMPT_TIMEOUT_MS=$((store_timeout_ms * 2 / 5))
+KURZ__STORE__DYNAMODB__ADMISSION__LATENCY_TARGET_MS=$((store_timeout_ms / 4))
+KURZ__STORE__DYNAMODB__ADMISSION__MIN_LIMIT=16
 KURZ__STORE__DYNAMODB__TABLE=kurz
 KURZ__STORE__DYNAMODB__ENDPOINT_URL=http://$(addr dynamodb):8000
 KURZ__STORE__DYNAMODB__REGION=us-east-1

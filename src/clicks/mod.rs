@@ -6,9 +6,13 @@
 //! drains the shards every flush interval and writes the aggregated deltas to the store in one
 //! call. A delta the store did not take is kept exactly as it was, with its idempotency token,
 //! and sent again with the next flush: a write that timed out but did land is then recognised
-//! by the store instead of counted twice. Kept deltas are bounded; beyond the bound the oldest
-//! are dropped and counted. Shutdown flushes what is left. Worst case on a crash: one interval
-//! of clicks.
+//! by the store instead of counted twice. While flushes fail, the flusher backs off: the wait
+//! doubles (with jitter) up to `clicks.max_backoff_ms`, and each flush sends fewer deltas
+//! (half as many after each failure, down to one), so a struggling store is not handed the
+//! same work at the same rate; once it takes a flush, the next one sends everything again.
+//! Kept deltas are bounded; beyond the bound the oldest are dropped and counted. Shutdown
+//! flushes what is left. Worst case on a crash: what was pending (one interval of clicks while
+//! the store answers).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -144,6 +148,51 @@ impl ClickRecorder {
     }
 }
 
+/// How the flusher paces itself: every `interval` while flushes succeed; while they fail, a
+/// wait that doubles (with jitter) up to `max_backoff`, and at most `max_batch` deltas per
+/// flush, halved after each failure down to one.
+#[derive(Debug, Clone, Copy)]
+pub struct FlushPacing {
+    pub interval: Duration,
+    pub max_backoff: Duration,
+    pub max_pending_codes: usize,
+    /// Deltas the store writes at once (the DynamoDB flush concurrency).
+    pub max_batch: usize,
+}
+
+impl FlushPacing {
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            interval: settings.clicks.flush_interval,
+            max_backoff: settings.clicks.max_backoff,
+            max_pending_codes: settings.clicks.max_pending_codes,
+            max_batch: settings.store.dynamodb.flush_concurrency.get(),
+        }
+    }
+
+    /// The wait after `failures` failed flushes in a row: the interval while they succeed,
+    /// then `interval * 2^failures` capped at `max_backoff`, drawn from its upper half.
+    fn wait(&self, failures: u32) -> Duration {
+        if failures == 0 {
+            return self.interval;
+        }
+        let ceiling = self
+            .interval
+            .saturating_mul(1 << failures.min(16))
+            .min(self.max_backoff);
+        let half = ceiling / 2;
+        let jitter_ms = half.as_millis() as u64;
+        let random = getrandom::u64().unwrap_or(0) % (jitter_ms + 1);
+        (half + Duration::from_millis(random)).max(self.interval)
+    }
+
+    /// Most deltas sent in one flush after `failures` failed flushes in a row; `None` while
+    /// they succeed (everything pending is sent).
+    fn batch(&self, failures: u32) -> Option<usize> {
+        (failures > 0).then(|| (self.max_batch >> failures.min(16)).max(1))
+    }
+}
+
 /// Owns the flushing task; [`ClickFlusher::shutdown`] stops it after a final flush.
 pub struct ClickFlusher {
     stop: watch::Sender<bool>,
@@ -154,17 +203,17 @@ impl ClickFlusher {
     pub fn start(
         recorder: Arc<ClickRecorder>,
         store: Arc<dyn LinkStore>,
-        interval: Duration,
-        max_pending_codes: usize,
+        pacing: FlushPacing,
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let flusher = Flusher {
             recorder,
             store,
-            max_pending_codes,
+            pacing,
+            failures: 0,
             retry: Vec::new(),
         };
-        let task = tokio::spawn(flusher.run(interval, stopped));
+        let task = tokio::spawn(flusher.run(stopped));
         Self { stop, task }
     }
 
@@ -178,23 +227,35 @@ impl ClickFlusher {
 struct Flusher {
     recorder: Arc<ClickRecorder>,
     store: Arc<dyn LinkStore>,
-    max_pending_codes: usize,
-    /// Deltas the store did not take, unchanged (same token), oldest first.
+    pacing: FlushPacing,
+    /// Flushes that failed in a row.
+    failures: u32,
+    /// Deltas not yet written, unchanged (same token), oldest first.
     retry: Vec<ClickDelta>,
 }
 
 impl Flusher {
-    async fn run(mut self, interval: Duration, mut stopped: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let mut next = tokio::time::Instant::now() + self.pacing.interval;
         loop {
             tokio::select! {
-                _ = ticker.tick() => { self.flush().await; }
+                _ = tokio::time::sleep_until(next) => {
+                    let answered = self.flush().await;
+                    self.failures = if answered { 0 } else { self.failures.saturating_add(1) };
+                    let wait = self.pacing.wait(self.failures);
+                    let metrics = &self.recorder.metrics;
+                    metrics.click_flush_failing.set(u64::from(self.failures));
+                    let backoff = if self.failures == 0 { Duration::ZERO } else { wait };
+                    metrics.click_flush_backoff_ms.set(backoff.as_millis() as u64);
+                    next = tokio::time::Instant::now() + wait;
+                }
                 _ = stopped.changed() => break,
             }
         }
+        // At shutdown everything goes, however the last flushes went.
+        self.failures = 0;
         for attempt in 1..=3 {
-            if self.flush().await {
+            if self.flush().await && self.retry.is_empty() {
                 return;
             }
             tracing::warn!(attempt, "final click flush failed; retrying");
@@ -204,7 +265,8 @@ impl Flusher {
         tracing::error!(clicks = lost, "clicks not written at shutdown");
     }
 
-    /// One flush; `true` when nothing is left pending.
+    /// One flush; `true` when the store took what was sent (while backing off, that may be
+    /// only part of what is pending; the rest waits, unchanged, for the next flush).
     async fn flush(&mut self) -> bool {
         let mut fresh = HashMap::new();
         self.recorder.drain_into(&mut fresh);
@@ -219,26 +281,32 @@ impl Flusher {
         if batch.is_empty() {
             return true;
         }
-        let result = self.store.add_clicks(&batch).await;
+        let send = self
+            .pacing
+            .batch(self.failures)
+            .map_or(batch.len(), |n| n.min(batch.len()));
+        let result = self.store.add_clicks(&batch[..send]).await;
         let unapplied = match &result {
             Ok(()) => Vec::new(),
             Err(e) => e.unapplied.clone(),
         };
-        let total: u64 = batch.iter().map(|d| d.count).sum();
+        let sent: u64 = batch[..send].iter().map(|d| d.count).sum();
+        let failed: u64 = unapplied.iter().map(|&i| batch[i].count).sum();
+        let metrics = &self.recorder.metrics;
+        metrics.clicks_flushed.add(sent - failed);
+        metrics.clicks_pending.sub(sent - failed);
+        // Kept: what was sent and not written, then what was not sent; oldest first.
         let mut unapplied = unapplied.into_iter().peekable();
         self.retry = batch
             .into_iter()
             .enumerate()
-            .filter(|(i, _)| unapplied.next_if_eq(i).is_some())
+            .filter(|(i, _)| *i >= send || unapplied.next_if_eq(i).is_some())
             .map(|(_, delta)| delta)
             .collect();
-        let kept: u64 = self.retry.iter().map(|d| d.count).sum();
-        let metrics = &self.recorder.metrics;
-        metrics.clicks_flushed.add(total - kept);
-        metrics.clicks_pending.sub(total - kept);
         match result {
             Ok(()) => true,
             Err(e) => {
+                let kept: u64 = self.retry.iter().map(|d| d.count).sum();
                 metrics.click_flush_failures.inc();
                 tracing::warn!(error = %e.error, deltas = self.retry.len(), clicks = kept, "click flush failed; keeping deltas for the next one");
                 self.enforce_bound();
@@ -249,7 +317,10 @@ impl Flusher {
 
     /// Drops the oldest kept deltas beyond the bound.
     fn enforce_bound(&mut self) {
-        let excess = self.retry.len().saturating_sub(self.max_pending_codes);
+        let excess = self
+            .retry
+            .len()
+            .saturating_sub(self.pacing.max_pending_codes);
         if excess == 0 {
             return;
         }
@@ -266,7 +337,84 @@ impl Flusher {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
+    use crate::store::EmbeddedStore;
+    use crate::store::faulty::{FaultyStore, link};
+
+    fn pacing() -> FlushPacing {
+        FlushPacing {
+            interval: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(80),
+            max_pending_codes: 1_000,
+            max_batch: 16,
+        }
+    }
+
+    #[test]
+    fn waits_double_with_jitter_up_to_the_cap_and_batches_halve() {
+        let pacing = pacing();
+        assert_eq!(pacing.wait(0), pacing.interval);
+        assert_eq!(pacing.batch(0), None);
+        for (failures, ceiling) in [(1, 20), (2, 40), (3, 80), (4, 80), (30, 80)] {
+            for _ in 0..50 {
+                let wait = pacing.wait(failures).as_millis();
+                assert!(
+                    (ceiling / 2..=ceiling).contains(&wait),
+                    "{failures}: {wait}"
+                );
+            }
+        }
+        let batches: Vec<_> = (1..7).filter_map(|f| pacing.batch(f)).collect();
+        assert_eq!(batches, [8, 4, 2, 1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_gets_smaller_flushes_and_every_click_lands_once_it_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let embedded =
+            EmbeddedStore::open(&dir.path().join("k.redb"), Duration::from_secs(5)).expect("open");
+        let store = Arc::new(FaultyStore::new(embedded));
+        let codes: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+        for code in &codes {
+            store.insert(&link(code), None).await.expect("insert");
+        }
+        let metrics = Arc::new(Metrics::default());
+        let recorder = Arc::new(ClickRecorder::new(Arc::clone(&metrics)));
+        for code in &codes {
+            recorder.record(code, 1_000);
+            recorder.record(code, 2_000);
+        }
+        store.fail_clicks.store(true, Ordering::SeqCst);
+        let flusher = ClickFlusher::start(
+            Arc::clone(&recorder),
+            Arc::clone(&store) as Arc<dyn LinkStore>,
+            pacing(),
+        );
+        // Wait for six failed flushes: the first sends all 40 deltas, then 8, 4, 2, 1, 1.
+        while store.click_writes.lock().expect("lock").len() < 6 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(metrics.click_flush_failing.get() >= 5);
+        assert!(metrics.click_flush_backoff_ms.get() > 0);
+        store.fail_clicks.store(false, Ordering::SeqCst);
+        while metrics.clicks_flushed.get() < 80 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let writes = store.click_writes.lock().expect("lock").clone();
+        assert_eq!(writes[..6], [40, 8, 4, 2, 1, 1], "{writes:?}");
+        // The store answered a probe: the next flush sends everything left.
+        assert_eq!(*writes.last().expect("writes"), 39, "{writes:?}");
+        flusher.shutdown().await;
+        assert_eq!(metrics.click_flush_failing.get(), 0);
+        assert_eq!(metrics.click_flush_backoff_ms.get(), 0);
+        assert_eq!(metrics.clicks_pending.get(), 0);
+        for code in &codes {
+            let stats = store.stats(code).await.expect("stats").expect("link");
+            assert_eq!(stats.total_clicks, 2, "{code}");
+        }
+    }
 
     #[test]
     fn record_aggregates_per_code_and_day() {

@@ -228,8 +228,10 @@ impl LinkService {
                 None => match self.codes.next_code(&*self.store).await {
                     Ok(Some(code)) => code,
                     Ok(None) => continue, // a reserved word: take the next id
-                    // A stalled store would stall the insert too: answer 503 now, not later.
-                    Err(e @ StoreError::Timeout(_)) => return Err(e.into()),
+                    // A stalled or saturated store would fail the insert too: answer 503 now.
+                    Err(e @ (StoreError::Timeout(_) | StoreError::Overloaded { .. })) => {
+                        return Err(e.into());
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot lease ids; using hash codes for this link");
                         self.metrics.hash_fallbacks.inc();

@@ -1,62 +1,12 @@
 //! Collision handling, against the real embedded store.
 
-use std::ops::Range;
 use std::time::Duration;
-
-use async_trait::async_trait;
 
 use super::*;
 use crate::code::CodeGenerator;
 use crate::config::LocalCacheSettings;
-use crate::store::{ClickDelta, EmbeddedStore, FlushError};
-
-/// The embedded store, except that leasing ids can be made to fail.
-struct NoCounter(EmbeddedStore);
-
-#[async_trait]
-impl LinkStore for NoCounter {
-    fn backend(&self) -> &'static str {
-        "test"
-    }
-    async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
-        self.0.get(code).await
-    }
-    async fn insert(
-        &self,
-        link: &Link,
-        idem: Option<&IdempotencyRecord>,
-    ) -> Result<InsertOutcome, StoreError> {
-        self.0.insert(link, idem).await
-    }
-    async fn delete(&self, code: &str) -> Result<bool, StoreError> {
-        self.0.delete(code).await
-    }
-    async fn set_disabled(
-        &self,
-        code: &str,
-        disabled: Option<Disabled>,
-    ) -> Result<Option<Link>, StoreError> {
-        self.0.set_disabled(code, disabled).await
-    }
-    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
-        self.0.secret(name, candidate).await
-    }
-    async fn lease_ids(&self, _: u64) -> Result<Range<u64>, StoreError> {
-        Err(StoreError::unavailable("counter throttled"))
-    }
-    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
-        self.0.add_clicks(deltas).await
-    }
-    async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
-        self.0.stats(code).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.0.ping().await
-    }
-    async fn close(&self) {
-        self.0.close().await
-    }
-}
+use crate::store::EmbeddedStore;
+use crate::store::faulty::FaultyStore;
 
 const KEY: &[u8] = b"test-key";
 
@@ -72,6 +22,15 @@ fn service(store: Arc<dyn LinkStore>) -> (LinkService, Arc<Metrics>) {
         Clock::system(),
     );
     (service, metrics)
+}
+
+/// The embedded store with id leases failing.
+fn no_counter(dir: &tempfile::TempDir) -> Arc<FaultyStore> {
+    let store = FaultyStore::new(embedded(dir));
+    store
+        .fail_leases
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    Arc::new(store)
 }
 
 fn embedded(dir: &tempfile::TempDir) -> EmbeddedStore {
@@ -132,7 +91,7 @@ async fn a_taken_counter_code_takes_the_next_id() {
 #[tokio::test]
 async fn without_a_counter_hash_codes_are_used_and_collisions_take_the_next_nonce() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn LinkStore> = Arc::new(NoCounter(embedded(&dir)));
+    let store: Arc<dyn LinkStore> = no_counter(&dir);
     let url = "https://example.com/hashed";
     store
         .insert(&squatter(hash_code(url, 0, 7)), None)
@@ -153,7 +112,7 @@ async fn without_a_counter_hash_codes_are_used_and_collisions_take_the_next_nonc
 #[tokio::test]
 async fn hash_codes_grow_to_eight_characters_after_repeated_collisions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn LinkStore> = Arc::new(NoCounter(embedded(&dir)));
+    let store: Arc<dyn LinkStore> = no_counter(&dir);
     let url = "https://example.com/crowded";
     for nonce in 0..HASH_NONCES_AT_7 {
         store

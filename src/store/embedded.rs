@@ -536,17 +536,7 @@ impl LinkStore for EmbeddedStore {
 mod tests {
     use super::*;
 
-    fn link(code: &str) -> Link {
-        Link {
-            code: code.into(),
-            url: format!("https://example.com/{code}"),
-            created_at_ms: 1,
-            expires_at_ms: None,
-            redirect_status: 302,
-            owner: None,
-            disabled: None,
-        }
-    }
+    use crate::store::faulty::link;
 
     async fn store() -> (tempfile::TempDir, EmbeddedStore) {
         let dir = tempfile::tempdir().expect("tempdir");

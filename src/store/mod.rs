@@ -7,6 +7,8 @@
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 mod embedded;
+#[cfg(test)]
+pub(crate) mod faulty;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ pub use dynamodb::DynamoStore;
 pub use embedded::EmbeddedStore;
 
 use crate::config::{Backend, StoreSettings};
+use crate::telemetry::Metrics;
 
 /// A stored short link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +111,12 @@ pub enum StoreError {
     },
     #[error("store call timed out after {0:?}")]
     Timeout(Duration),
+    /// Admission control refused the call at once: the store is answering all the calls it
+    /// can. Nothing was sent.
+    #[error(
+        "store busy: no room for another {class} call (limit {limit} in flight); retry shortly"
+    )]
+    Overloaded { class: &'static str, limit: u32 },
     #[error("stored record for '{code}' is unreadable: {reason}")]
     Corrupt { code: String, reason: String },
     #[error("store failure: {reason}")]
@@ -144,7 +153,10 @@ impl StoreError {
 
     /// Whether a client should retry (503) rather than see an internal error (500).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Timeout(_))
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Timeout(_) | Self::Overloaded { .. }
+        )
     }
 }
 
@@ -195,8 +207,13 @@ pub trait LinkStore: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the backend the settings name, checking that its schema exists.
-pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn LinkStore>, StoreError> {
+/// Opens the backend the settings name, checking that its schema exists. The store reports
+/// its calls (admission, retries) in `metrics`.
+#[cfg_attr(not(feature = "dynamodb"), allow(unused_variables))]
+pub async fn open(
+    settings: &StoreSettings,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn LinkStore>, StoreError> {
     match settings.backend {
         Backend::Embedded => {
             let store = EmbeddedStore::open(&settings.path, settings.timeout)?;
@@ -204,7 +221,7 @@ pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn LinkStore>, StoreE
         }
         #[cfg(feature = "dynamodb")]
         Backend::Dynamodb => {
-            let store = DynamoStore::connect(settings).await?;
+            let store = DynamoStore::connect(settings, metrics).await?;
             store.verify_table().await?;
             Ok(Arc::new(store))
         }
@@ -226,7 +243,10 @@ pub async fn init(settings: &StoreSettings) -> Result<Vec<String>, StoreError> {
             )])
         }
         #[cfg(feature = "dynamodb")]
-        Backend::Dynamodb => DynamoStore::connect(settings).await?.init().await,
+        Backend::Dynamodb => {
+            let store = DynamoStore::connect(settings, Arc::new(Metrics::default())).await?;
+            store.init().await
+        }
         #[cfg(not(feature = "dynamodb"))]
         Backend::Dynamodb => Err(not_built()),
     }

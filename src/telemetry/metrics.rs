@@ -81,6 +81,10 @@ impl Gauge {
     }
 }
 
+/// Labels of the store's priority classes, highest first; admission counters are indexed by
+/// a class's position here.
+pub const STORE_CLASSES: [&str; 4] = ["read", "write", "stats", "clicks"];
+
 /// Declares [`Metrics`]: one line per metric, `/// HELP` then `kind field: Type = "name";`.
 macro_rules! metrics {
     ($( $(#[doc = $help:literal])+ $kind:ident $field:ident: $ty:ty = $name:literal; )*) => {
@@ -89,6 +93,9 @@ macro_rules! metrics {
             /// HTTP metrics, one entry per route label, in the order of `route_labels`.
             routes: Box<[RouteMetrics]>,
             route_labels: &'static [&'static str],
+            /// Store calls admitted and shed, by priority class (see [`STORE_CLASSES`]).
+            pub store_admitted: [Counter; STORE_CLASSES.len()],
+            pub store_shed: [Counter; STORE_CLASSES.len()],
             $( $(#[doc = $help])+ pub $field: $ty, )*
         }
 
@@ -98,6 +105,8 @@ macro_rules! metrics {
                 Self {
                     routes: route_labels.iter().map(|_| RouteMetrics::default()).collect(),
                     route_labels,
+                    store_admitted: Default::default(),
+                    store_shed: Default::default(),
                     $( $field: <$ty>::default(), )*
                 }
             }
@@ -159,6 +168,20 @@ metrics! {
     counter rate_limited_misses: Counter = "kurz_rate_limited_misses_total";
     /// Rate-limit decisions made by this instance alone because Redis could not answer.
     counter rate_limit_local_fallbacks: Counter = "kurz_rate_limit_local_fallbacks_total";
+    /// How many store calls may be in flight now (adaptive; DynamoDB only).
+    gauge store_limit: Gauge = "kurz_store_concurrency_limit";
+    /// Store calls in flight now (DynamoDB only).
+    gauge store_in_flight: Gauge = "kurz_store_calls_in_flight";
+    /// Calls made to the store (DynamoDB only; retries are counted apart).
+    counter store_calls: Counter = "kurz_store_calls_total";
+    /// Store calls retried after a transient failure.
+    counter store_retries: Counter = "kurz_store_retries_total";
+    /// Retries not made because the retry budget was spent.
+    counter store_retries_refused: Counter = "kurz_store_retries_refused_total";
+    /// Click flushes that failed in a row (0 while flushes succeed).
+    gauge click_flush_failing: Gauge = "kurz_click_flush_consecutive_failures";
+    /// The wait before the next click flush while backing off (0 while flushes succeed).
+    gauge click_flush_backoff_ms: Gauge = "kurz_click_flush_backoff_milliseconds";
     /// 1 while the last background probe of the store succeeded.
     gauge store_up: Gauge = "kurz_store_up";
     /// 1 once this instance is draining (after SIGTERM): /readyz answers 503.
@@ -222,6 +245,23 @@ impl Metrics {
                 "kurz_http_request_duration_seconds_bucket{{route=\"{label}\",le=\"+Inf\"}} {count}\nkurz_http_request_duration_seconds_sum{{route=\"{label}\"}} {}\nkurz_http_request_duration_seconds_count{{route=\"{label}\"}} {count}",
                 get(&m.sum_us) as f64 / 1e6
             );
+        }
+        for (name, help, counters) in [
+            (
+                "kurz_store_calls_admitted_total",
+                "Store calls let through admission control, by priority class.",
+                &self.store_admitted,
+            ),
+            (
+                "kurz_store_calls_shed_total",
+                "Store calls refused at once by admission control (503), by priority class.",
+                &self.store_shed,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (class, c) in STORE_CLASSES.iter().zip(counters) {
+                let _ = writeln!(out, "{name}{{class=\"{class}\"}} {}", get(c));
+            }
         }
         self.render_scalars(&mut out);
         let _ = writeln!(

@@ -303,7 +303,7 @@ async fn a_click_flush_gives_up_on_a_stalled_dynamodb_after_one_round_of_timeout
     settings.store.timeout = Duration::from_secs(1);
     settings.store.dynamodb.attempt_timeout = Duration::from_millis(400);
     settings.store.dynamodb.flush_concurrency = NonZeroUsize::new(2).expect("non-zero");
-    let links = kurz::store::open(&settings.store)
+    let links = kurz::store::open(&settings.store, Default::default())
         .await
         .expect("store opens");
     let deltas: Vec<ClickDelta> = (0..40)

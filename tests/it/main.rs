@@ -7,6 +7,7 @@ mod dynamodb;
 mod harness;
 mod infra;
 mod openapi;
+mod overload;
 mod pages;
 mod redis;
 mod security;

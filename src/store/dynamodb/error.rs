@@ -15,6 +15,8 @@ use crate::store::StoreError;
 pub(super) enum CallError<E> {
     Sdk(SdkError<E>),
     Deadline,
+    /// Admission control refused the call; nothing was sent.
+    Refused(StoreError),
 }
 
 /// Service error codes worth a retry: throttling and DynamoDB's own transient failures.
@@ -56,23 +58,22 @@ where
     pub(super) fn classify(self, table: &str, timeout: Duration) -> StoreError {
         let e = match self {
             CallError::Deadline => return StoreError::Timeout(timeout),
+            CallError::Refused(e) => return e,
             CallError::Sdk(e) => e,
         };
-        let transient = match &e {
+        match &e {
             SdkError::TimeoutError(_) => return StoreError::Timeout(timeout),
-            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-            SdkError::ServiceError(service) => match service.err().code() {
-                Some("ResourceNotFoundException") => {
-                    return StoreError::Unavailable {
-                        reason: format!("DynamoDB table '{table}' does not exist: run `kurz init`"),
-                        source: Some(Arc::new(e)),
-                    };
-                }
-                Some(code) => TRANSIENT_CODES.contains(&code),
-                None => false,
-            },
-            _ => false,
-        };
+            SdkError::ServiceError(service)
+                if service.err().code() == Some("ResourceNotFoundException") =>
+            {
+                return StoreError::Unavailable {
+                    reason: format!("DynamoDB table '{table}' does not exist: run `kurz init`"),
+                    source: Some(Arc::new(e)),
+                };
+            }
+            _ => {}
+        }
+        let transient = is_transient(&e);
         let reason = DisplayErrorContext(&e).to_string();
         let source = Some(Arc::new(e) as crate::store::ErrorSource);
         if transient {
@@ -80,6 +81,24 @@ where
         } else {
             StoreError::Internal { reason, source }
         }
+    }
+}
+
+/// Whether a failure may pass on its own (worth a retry, and a 503 rather than a 500): no
+/// answer in time, no connection, an unreadable response, throttling, or a server error.
+pub(super) fn is_transient<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            service.raw().status().is_server_error()
+                || service
+                    .err()
+                    .code()
+                    .is_some_and(|code| TRANSIENT_CODES.contains(&code))
+        }
+        _ => false,
     }
 }
 

@@ -1,20 +1,25 @@
 //! The DynamoDB backend: one table shared by every kurz instance.
 //!
 //! A redirect is one strongly consistent `GetItem`; stats are one `GetItem` plus one `Query`.
-//! Every insert is conditional on `attribute_not_exists(pk)`. Every call has the SDK's
-//! operation timeout and standard retries, and a timeout of our own around it.
+//! Every insert is conditional on `attribute_not_exists(pk)`. Every call goes through
+//! [`admission`] control (an adaptive limit on calls in flight, by priority), is retried after
+//! transient failures while the [`retry`] budget allows, and runs under the store timeout.
 //!
 //! Files: [`item`] maps links onto the table's items, [`table`] creates and checks the table,
-//! [`error`] classifies failures; this one holds the client and the [`LinkStore`] impl.
+//! [`error`] classifies failures, [`admission`] and [`retry`] pace the calls; this one holds the
+//! client and the [`LinkStore`] impl.
 
+mod admission;
 mod error;
 pub mod item;
+mod retry;
 mod table;
 
 pub use table::INIT_OPERATIONS;
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,17 +38,20 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use self::error::{CallError, build_error, condition_failed};
+use self::admission::{Admission, Class, Outcome};
+use self::error::{CallError, build_error, condition_failed, is_transient};
 use self::item::{
     COUNTER_PK, COUNTER_SK, DAY_PREFIX, Item, LINK_SK, PARTITION_KEY, SECRET_VALUE, SORT_KEY,
     day_key, idempotency_item, idempotency_key, key, link_item, n, number, parse_idempotency,
     parse_link, secret_key,
 };
+use self::retry::{RetryBudget, backoff};
 use super::{
     ClickDelta, Disabled, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome,
     Link, LinkStats, LinkStore, StoreError,
 };
 use crate::config::StoreSettings;
+use crate::telemetry::Metrics;
 
 /// The DynamoDB operations `kurz serve` makes: what its IAM role must allow, and no more.
 /// (A test holds the source's SDK calls and the Terraform task role to this list.)
@@ -58,17 +66,23 @@ pub const SERVE_OPERATIONS: &[&str] = &[
     "UpdateItem",
 ];
 
-#[derive(Clone)]
 pub struct DynamoStore {
     client: Client,
     table: String,
     timeout: Duration,
+    max_attempts: u32,
     flush_concurrency: usize,
+    admission: Admission,
+    budget: RetryBudget,
+    metrics: Arc<Metrics>,
 }
 
 impl DynamoStore {
     /// Builds the client (no network call yet).
-    pub async fn connect(settings: &StoreSettings) -> Result<Self, StoreError> {
+    pub async fn connect(
+        settings: &StoreSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
         let dynamo = &settings.dynamodb;
         let timeout = settings.timeout;
         let attempt = dynamo.attempt_timeout.min(timeout);
@@ -84,7 +98,8 @@ impl DynamoStore {
                     .connect_timeout(dynamo.connect_timeout)
                     .build(),
             )
-            .retry_config(RetryConfig::standard().with_max_attempts(dynamo.max_attempts.get()));
+            // kurz retries itself, within a budget (see `call`).
+            .retry_config(RetryConfig::disabled());
         if let Some(region) = &dynamo.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -110,16 +125,72 @@ impl DynamoStore {
             client: Client::new(&config),
             table: dynamo.table.clone(),
             timeout,
+            max_attempts: dynamo.max_attempts.get(),
             flush_concurrency: dynamo.flush_concurrency.get(),
+            admission: Admission::new(&dynamo.admission, Arc::clone(&metrics)),
+            budget: RetryBudget::new(dynamo.retry_budget_percent),
+            metrics,
         })
     }
 
-    /// Runs one SDK call under our own deadline, in case the SDK's does not fire.
-    async fn call<T, E>(
-        &self,
-        fut: impl Future<Output = Result<T, SdkError<E>>>,
-    ) -> Result<T, CallError<E>> {
-        match tokio::time::timeout(self.timeout + Duration::from_millis(200), fut).await {
+    /// One SDK call made by `send`, for `class`: admitted by the adaptive limit (or refused at
+    /// once), and otherwise as [`unadmitted`](Self::unadmitted).
+    async fn call<T, E, F, Fut>(&self, class: Class, send: F) -> Result<T, CallError<E>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E>>>,
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    {
+        let permit = self
+            .admission
+            .admit(class)
+            .await
+            .map_err(CallError::Refused)?;
+        let result = self.unadmitted(send).await;
+        permit.finish(match &result {
+            Err(CallError::Deadline) => Outcome::Dropped,
+            Err(CallError::Sdk(e)) if is_transient(e) => Outcome::Dropped,
+            // Answers, a failed condition among them.
+            _ => Outcome::Answered,
+        });
+        result
+    }
+
+    /// One SDK call made by `send`, retried after transient failures (with backoff and jitter,
+    /// while the retry budget and `store.timeout_ms` allow), all under our own deadline.
+    async fn unadmitted<T, E, F, Fut>(&self, send: F) -> Result<T, CallError<E>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E>>>,
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    {
+        self.budget.earn();
+        self.metrics.store_calls.inc();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let attempts = async {
+            let mut attempt = 1;
+            loop {
+                let error = match send().await {
+                    Ok(out) => return Ok(out),
+                    Err(e) => e,
+                };
+                let wait = backoff(attempt);
+                if attempt >= self.max_attempts
+                    || !is_transient(&error)
+                    || tokio::time::Instant::now() + wait >= deadline
+                {
+                    return Err(error);
+                }
+                if !self.budget.spend() {
+                    self.metrics.store_retries_refused.inc();
+                    return Err(error);
+                }
+                self.metrics.store_retries.inc();
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+        };
+        match tokio::time::timeout_at(deadline, attempts).await {
             Ok(result) => result.map_err(CallError::Sdk),
             Err(_) => Err(CallError::Deadline),
         }
@@ -151,7 +222,9 @@ impl DynamoStore {
         key_text: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let out = self
-            .call(self.read_item(idempotency_key(key_text)).send())
+            .call(Class::Write, || {
+                self.read_item(idempotency_key(key_text)).send()
+            })
             .await
             .map_err(|e| self.classify(e))?;
         Ok(out.item().map(|item| parse_idempotency(key_text, item)))
@@ -176,13 +249,13 @@ impl DynamoStore {
             .build()
             .map_err(build_error)?;
         let result = self
-            .call(
+            .call(Class::Write, || {
                 self.client
                     .transact_write_items()
-                    .transact_items(TransactWriteItem::builder().put(put_link).build())
-                    .transact_items(TransactWriteItem::builder().put(put_idem).build())
-                    .send(),
-            )
+                    .transact_items(TransactWriteItem::builder().put(put_link.clone()).build())
+                    .transact_items(TransactWriteItem::builder().put(put_idem.clone()).build())
+                    .send()
+            })
             .await;
         let e = match result {
             Ok(_) => return Ok(InsertOutcome::Inserted),
@@ -243,13 +316,13 @@ impl DynamoStore {
             );
         }
         let result = self
-            .call(
+            .call(Class::Clicks, || {
                 self.client
                     .transact_write_items()
-                    .set_transact_items(Some(items))
+                    .set_transact_items(Some(items.clone()))
                     .client_request_token(&delta.token)
-                    .send(),
-            )
+                    .send()
+            })
             .await;
         match result {
             Ok(_) => Ok(()),
@@ -267,7 +340,7 @@ impl DynamoStore {
 
     async fn read_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let out = self
-            .call(self.read_item(secret_key(name)).send())
+            .call(Class::Write, || self.read_item(secret_key(name)).send())
             .await
             .map_err(|e| self.classify(e))?;
         Ok(out
@@ -282,7 +355,7 @@ impl DynamoStore {
         let mut start: Option<Item> = None;
         loop {
             let out = self
-                .call(
+                .call(Class::Stats, || {
                     self.client
                         .query()
                         .table_name(&self.table)
@@ -293,9 +366,9 @@ impl DynamoStore {
                             AttributeValue::S(DAY_PREFIX.to_owned()),
                         )
                         .consistent_read(true)
-                        .set_exclusive_start_key(start.take())
-                        .send(),
-                )
+                        .set_exclusive_start_key(start.clone())
+                        .send()
+                })
                 .await
                 .map_err(|e| self.classify(e))?;
             items.extend(out.items().iter().cloned());
@@ -336,7 +409,8 @@ where
             break;
         };
         if let Err(e) = result {
-            stalled |= matches!(e, StoreError::Timeout(_));
+            // A stalled or saturated table: starting more writes would only add to it.
+            stalled |= matches!(e, StoreError::Timeout(_) | StoreError::Overloaded { .. });
             unapplied.push(i);
             first_error.get_or_insert(e);
         }
@@ -360,7 +434,7 @@ impl LinkStore for DynamoStore {
     async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
         // Strongly consistent: a link created on another instance a moment ago must be found.
         let out = self
-            .call(self.read_item(key(code, LINK_SK)).send())
+            .call(Class::Read, || self.read_item(key(code, LINK_SK)).send())
             .await
             .map_err(|e| self.classify(e))?;
         out.item().map(|item| parse_link(code, item)).transpose()
@@ -375,14 +449,14 @@ impl LinkStore for DynamoStore {
             return self.insert_with_idempotency(link, record).await;
         }
         let result = self
-            .call(
+            .call(Class::Write, || {
                 self.client
                     .put_item()
                     .table_name(&self.table)
                     .set_item(Some(link_item(link)))
                     .condition_expression("attribute_not_exists(pk)")
-                    .send(),
-            )
+                    .send()
+            })
             .await;
         match result {
             Ok(_) => Ok(InsertOutcome::Inserted),
@@ -398,14 +472,14 @@ impl LinkStore for DynamoStore {
 
     async fn delete(&self, code: &str) -> Result<bool, StoreError> {
         let out = self
-            .call(
+            .call(Class::Write, || {
                 self.client
                     .delete_item()
                     .table_name(&self.table)
                     .set_key(Some(key(code, LINK_SK)))
                     .return_values(ReturnValue::AllOld)
-                    .send(),
-            )
+                    .send()
+            })
             .await
             .map_err(|e| self.classify(e))?;
         let existed = out.attributes().is_some_and(|a| !a.is_empty());
@@ -438,12 +512,12 @@ impl LinkStore for DynamoStore {
                     break;
                 }
                 let out = self
-                    .call(
+                    .call(Class::Write, || {
                         self.client
                             .batch_write_item()
                             .request_items(&self.table, requests.clone())
-                            .send(),
-                    )
+                            .send()
+                    })
                     .await
                     .map_err(|e| self.classify(e))?;
                 requests = out
@@ -475,7 +549,7 @@ impl LinkStore for DynamoStore {
                 .expression_attribute_values(":t", n(d.at_ms)),
             None => update.update_expression("REMOVE disabled_reason, disabled_at_ms"),
         };
-        match self.call(update.send()).await {
+        match self.call(Class::Write, || update.clone().send()).await {
             Ok(out) => out
                 .attributes()
                 .map(|item| parse_link(code, item))
@@ -505,9 +579,8 @@ impl LinkStore for DynamoStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send();
-        match self.call(put).await {
+            .condition_expression("attribute_not_exists(pk)");
+        match self.call(Class::Write, || put.clone().send()).await {
             Ok(_) => return Ok(candidate.to_vec()),
             Err(e)
                 if e.service_error()
@@ -525,7 +598,7 @@ impl LinkStore for DynamoStore {
 
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
         let out = self
-            .call(
+            .call(Class::Write, || {
                 self.client
                     .update_item()
                     .table_name(&self.table)
@@ -533,8 +606,8 @@ impl LinkStore for DynamoStore {
                     .update_expression("ADD next_id :n")
                     .expression_attribute_values(":n", n(count))
                     .return_values(ReturnValue::UpdatedNew)
-                    .send(),
-            )
+                    .send()
+            })
             .await
             .map_err(|e| self.classify(e))?;
         let end: u64 = out
@@ -553,11 +626,11 @@ impl LinkStore for DynamoStore {
 
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
         let out = self
-            .call(
+            .call(Class::Stats, || {
                 self.read_item(key(code, LINK_SK))
                     .projection_expression("pk, clicks, last_click_ms")
-                    .send(),
-            )
+                    .send()
+            })
             .await
             .map_err(|e| self.classify(e))?;
         let Some(item) = out.item() else {
@@ -584,13 +657,13 @@ impl LinkStore for DynamoStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         // A data-plane read (DescribeTable is rate-limited and not meant for health checks).
-        self.call(
+        self.unadmitted(|| {
             self.client
                 .get_item()
                 .table_name(&self.table)
                 .set_key(Some(key(COUNTER_PK, COUNTER_SK)))
-                .send(),
-        )
+                .send()
+        })
         .await
         .map(|_| ())
         .map_err(|e| self.classify(e))

@@ -43,7 +43,7 @@ impl DynamoStore {
 
     async fn describe_status(&self) -> Result<Option<TableStatus>, StoreError> {
         let out = self
-            .call(self.client.describe_table().table_name(&self.table).send())
+            .unadmitted(|| self.client.describe_table().table_name(&self.table).send())
             .await;
         match out {
             Ok(out) => Ok(out.table().and_then(|t| t.table_status().cloned())),
@@ -70,19 +70,16 @@ impl DynamoStore {
                     .build()
                     .map_err(build_error)
             };
-            let created = self
-                .call(
-                    self.client
-                        .create_table()
-                        .table_name(&self.table)
-                        .billing_mode(BillingMode::PayPerRequest)
-                        .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
-                        .key_schema(key(SORT_KEY, KeyType::Range)?)
-                        .attribute_definitions(attribute(PARTITION_KEY)?)
-                        .attribute_definitions(attribute(SORT_KEY)?)
-                        .send(),
-                )
-                .await;
+            let create = self
+                .client
+                .create_table()
+                .table_name(&self.table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
+                .key_schema(key(SORT_KEY, KeyType::Range)?)
+                .attribute_definitions(attribute(PARTITION_KEY)?)
+                .attribute_definitions(attribute(SORT_KEY)?);
+            let created = self.unadmitted(|| create.clone().send()).await;
             match created {
                 Ok(_) => done.push(format!(
                     "created DynamoDB table '{}' (on-demand)",
@@ -98,12 +95,12 @@ impl DynamoStore {
         self.wait_until_active().await?;
 
         let ttl = self
-            .call(
+            .unadmitted(|| {
                 self.client
                     .describe_time_to_live()
                     .table_name(&self.table)
-                    .send(),
-            )
+                    .send()
+            })
             .await
             .map_err(|e| self.classify(e))?;
         let enabled = ttl.time_to_live_description().is_some_and(|d| {
@@ -121,13 +118,13 @@ impl DynamoStore {
                 .attribute_name(TTL_ATTRIBUTE)
                 .build()
                 .map_err(build_error)?;
-            self.call(
+            self.unadmitted(|| {
                 self.client
                     .update_time_to_live()
                     .table_name(&self.table)
-                    .time_to_live_specification(spec)
-                    .send(),
-            )
+                    .time_to_live_specification(spec.clone())
+                    .send()
+            })
             .await
             .map_err(|e| self.classify(e))?;
             done.push(format!("enabled TTL on '{TTL_ATTRIBUTE}'"));

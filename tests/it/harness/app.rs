@@ -31,6 +31,17 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     s
 }
 
+/// Production's store timeouts and admission control, instead of the lenient ones the
+/// harness gives DynamoDB Local (see [`TestStore::settings`]): for tests and benchmarks of
+/// overload.
+pub fn production_store_timeouts(s: &mut Settings) {
+    let defaults = Settings::default();
+    s.store.timeout = defaults.store.timeout;
+    s.store.dynamodb.attempt_timeout = defaults.store.dynamodb.attempt_timeout;
+    s.store.dynamodb.connect_timeout = defaults.store.dynamodb.connect_timeout;
+    s.store.dynamodb.admission = defaults.store.dynamodb.admission;
+}
+
 /// The store backends the behavioural suite runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -86,6 +97,11 @@ impl TestStore {
             let d = &mut s.store.dynamodb;
             d.attempt_timeout = Duration::from_secs(15);
             d.connect_timeout = Duration::from_secs(5);
+            // For the same reason admission control does not shed here: a slow emulator is
+            // not an overloaded table. The overload tests set production's values.
+            d.admission.latency_target = Duration::from_secs(10);
+            d.admission.queue_timeout = Duration::from_secs(10);
+            d.admission.initial_limit = d.admission.max_limit;
             d.table.clone_from(&self.table);
             d.endpoint_url = Some(self.endpoint.clone());
             d.region = Some("us-east-1".into());

@@ -1,0 +1,104 @@
+//! For unit tests: the embedded store with faults the test switches on and off, and a link to
+//! store.
+
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+
+use super::{
+    ClickDelta, Disabled, EmbeddedStore, FlushError, IdempotencyRecord, InsertOutcome, Link,
+    LinkStats, LinkStore, StoreError,
+};
+
+/// A plain 302 link to `https://example.com/{code}`.
+pub fn link(code: &str) -> Link {
+    Link {
+        code: code.into(),
+        url: format!("https://example.com/{code}"),
+        created_at_ms: 1,
+        expires_at_ms: None,
+        redirect_status: 302,
+        owner: None,
+        disabled: None,
+    }
+}
+
+pub struct FaultyStore {
+    inner: EmbeddedStore,
+    /// Id leases fail (as a throttled counter would).
+    pub fail_leases: AtomicBool,
+    /// Click writes fail, none applied (as a stalled store would).
+    pub fail_clicks: AtomicBool,
+    /// The number of deltas of every click write, in order.
+    pub click_writes: Mutex<Vec<usize>>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: EmbeddedStore) -> Self {
+        Self {
+            inner,
+            fail_leases: AtomicBool::new(false),
+            fail_clicks: AtomicBool::new(false),
+            click_writes: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl LinkStore for FaultyStore {
+    fn backend(&self) -> &'static str {
+        "test"
+    }
+    async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        self.inner.get(code).await
+    }
+    async fn insert(
+        &self,
+        link: &Link,
+        idem: Option<&IdempotencyRecord>,
+    ) -> Result<InsertOutcome, StoreError> {
+        self.inner.insert(link, idem).await
+    }
+    async fn delete(&self, code: &str) -> Result<bool, StoreError> {
+        self.inner.delete(code).await
+    }
+    async fn set_disabled(
+        &self,
+        code: &str,
+        disabled: Option<Disabled>,
+    ) -> Result<Option<Link>, StoreError> {
+        self.inner.set_disabled(code, disabled).await
+    }
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.inner.secret(name, candidate).await
+    }
+    async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
+        if self.fail_leases.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("counter throttled"));
+        }
+        self.inner.lease_ids(count).await
+    }
+    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
+        if let Ok(mut writes) = self.click_writes.lock() {
+            writes.push(deltas.len());
+        }
+        if self.fail_clicks.load(Ordering::SeqCst) {
+            return Err(FlushError {
+                error: StoreError::unavailable("store stalled"),
+                unapplied: (0..deltas.len()).collect(),
+            });
+        }
+        self.inner.add_clicks(deltas).await
+    }
+    async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
+        self.inner.stats(code).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}

@@ -1,0 +1,159 @@
+//! A TCP proxy between kurz and a server it depends on (DynamoDB Local, redis-server), which a
+//! test turns slow, capped, silent or resetting while kurz runs. Faults apply per chunk the
+//! client writes: the SDK and the Redis client write each request in one go, so in practice
+//! per request.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// What the proxy does to the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Passes everything on.
+    None,
+    /// Holds each request this long before passing it on.
+    Delay(Duration),
+    /// Lets one request through per interval, all connections together: a server that can
+    /// take only so many calls a second. Requests queue, as they would on such a server, and
+    /// are passed on even if the client has given up on them.
+    Cap(Duration),
+    /// Accepts connections and requests and never answers; when the fault ends, the
+    /// connections it held are closed.
+    Silent,
+    /// Resets every connection, open ones included.
+    Reset,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    fault: watch::Sender<Fault>,
+    /// The next free slot of a `Cap`.
+    next_slot: Mutex<Instant>,
+    forwarded: AtomicU64,
+}
+
+pub struct ChaosProxy {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChaosProxy {
+    /// A proxy on a free local port in front of `upstream` (`http://host:port` or
+    /// `host:port`), passing everything on until told otherwise.
+    pub async fn start(upstream: &str) -> Self {
+        let target = upstream.trim_start_matches("http://");
+        let upstream = tokio::net::lookup_host(target)
+            .await
+            .expect("upstream address")
+            .next()
+            .expect("upstream address");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let shared = Arc::new(Shared {
+            upstream,
+            fault: watch::Sender::new(Fault::None),
+            next_slot: Mutex::new(Instant::now()),
+            forwarded: AtomicU64::new(0),
+        });
+        let accepting = Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(relay(client, Arc::clone(&accepting)));
+            }
+        });
+        Self { addr, shared, task }
+    }
+
+    /// `http://127.0.0.1:PORT`, for endpoint settings.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.shared.next_slot.lock().expect("lock") = Instant::now();
+        self.shared.fault.send_replace(fault);
+    }
+
+    /// Requests passed on to the server so far.
+    pub fn forwarded(&self) -> u64 {
+        self.shared.forwarded.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ChaosProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(client: TcpStream, shared: Arc<Shared>) {
+    let mut faults = shared.fault.subscribe();
+    let _ = client.set_nodelay(true);
+    let fault = *faults.borrow_and_update();
+    match fault {
+        Fault::Reset => return reset(&client),
+        Fault::Silent => return hold(&mut faults).await,
+        _ => {}
+    }
+    let Ok(server) = TcpStream::connect(shared.upstream).await else {
+        return reset(&client);
+    };
+    let _ = server.set_nodelay(true);
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let requests = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from_client.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let fault = *faults.borrow_and_update();
+            match fault {
+                Fault::None => {}
+                Fault::Delay(by) => tokio::time::sleep(by).await,
+                Fault::Cap(interval) => {
+                    let slot = {
+                        let mut next = shared.next_slot.lock().expect("lock");
+                        let slot = (*next).max(Instant::now());
+                        *next = slot + interval;
+                        slot
+                    };
+                    tokio::time::sleep_until(slot).await;
+                }
+                Fault::Silent | Fault::Reset => return hold(&mut faults).await,
+            }
+            if to_server.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            shared.forwarded.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let answers = tokio::io::copy(&mut from_server, &mut to_client);
+    let mut resets = shared.fault.subscribe();
+    let reset_now = resets.wait_for(|f| *f == Fault::Reset);
+    tokio::select! {
+        _ = requests => {}
+        _ = answers => {}
+        _ = reset_now => {
+            let _ = to_client.as_ref().set_zero_linger();
+        }
+    }
+}
+
+/// Holds a connection without answering until the fault changes, then closes it.
+async fn hold(faults: &mut watch::Receiver<Fault>) {
+    let _ = faults.changed().await;
+}
+
+fn reset(client: &TcpStream) {
+    let _ = client.set_zero_linger();
+}

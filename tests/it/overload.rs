@@ -1,0 +1,220 @@
+//! kurz under a table that cannot keep up: capped, slow, resetting or silent, made so by a
+//! chaos proxy between kurz and DynamoDB Local. Assertions are about behaviour (what was
+//! answered, what was kept, what the metrics say), never about how fast.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::harness::{
+    Backend, ChaosProxy, DynamoLocal, Fault, TestApp, TestStore, metric, production_store_timeouts,
+    spawn_app_on,
+};
+
+/// A table on the shared DynamoDB Local, reached through a proxy of its own.
+async fn proxied_store() -> (ChaosProxy, TestStore) {
+    let proxy = ChaosProxy::start(&DynamoLocal::shared().endpoint).await;
+    let store = TestStore::with_endpoint(Backend::Dynamodb, proxy.url()).await;
+    (proxy, store)
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<&str> {
+    response.headers().get("retry-after")?.to_str().ok()
+}
+
+async fn value(app: &TestApp, name: &str) -> f64 {
+    metric(&app.metrics().await, name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_table_sheds_excess_creates_at_once_and_keeps_every_acknowledged_one() {
+    let (proxy, store) = proxied_store().await;
+    let app = Arc::new(spawn_app_on(&store, production_store_timeouts).await);
+    let initial_limit = value(&app, "kurz_store_concurrency_limit").await;
+
+    // About 200 calls a second get through; 256 clients ask for far more.
+    proxy.set(Fault::Cap(Duration::from_millis(5)));
+    let clients = (0..256).map(|i| {
+        let app = Arc::clone(&app);
+        async move {
+            let mut answers = Vec::new();
+            for j in 0..3 {
+                let url = format!("https://example.com/capped/{i}/{j}");
+                let response = app.create(json!({ "url": url })).await;
+                let status = response.status().as_u16();
+                let retry_after = retry_after(&response).map(str::to_owned);
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                answers.push((status, retry_after, body));
+            }
+            answers
+        }
+    });
+    let answers: Vec<_> = join_all(clients).await.into_iter().flatten().collect();
+    proxy.set(Fault::None);
+
+    let created: Vec<&str> = answers
+        .iter()
+        .filter(|(status, ..)| *status == 201)
+        .filter_map(|(_, _, body)| body["code"].as_str())
+        .collect();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, ..)| *status != 201)
+        .collect();
+    for (status, retry_after, body) in &refused {
+        assert_eq!(*status, 503, "every refusal is a 503: {body}");
+        assert!(retry_after.is_some(), "503 without Retry-After: {body}");
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    let text = app.metrics().await;
+    let shed = metric(&text, "kurz_store_calls_shed_total{class=\"write\"}");
+    assert!(
+        shed > 0.0,
+        "with 256 clients on a capped table, some calls are shed"
+    );
+    assert!(!created.is_empty(), "the table still takes creates");
+    println!(
+        "capped table: {} created, {} refused (503), {shed} store calls shed, limit {} -> {}",
+        created.len(),
+        refused.len(),
+        initial_limit,
+        metric(&text, "kurz_store_concurrency_limit")
+    );
+
+    // Every acknowledged link is there, read from the table (a fresh instance has no cache).
+    let reader = spawn_app_on(&store, |_| {}).await;
+    for code in &created {
+        assert_eq!(
+            reader.get(&format!("/{code}")).await.status(),
+            302,
+            "{code}"
+        );
+    }
+    reader.stop().await;
+    Arc::into_inner(app).expect("one owner").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_table_slows_creates_but_never_cached_redirects() {
+    let (proxy, store) = proxied_store().await;
+    let app = spawn_app_on(&store, production_store_timeouts).await;
+    let hot = app.create_code("https://example.com/hot").await;
+    assert_eq!(app.get(&format!("/{hot}")).await.status(), 302);
+
+    proxy.set(Fault::Delay(Duration::from_millis(200)));
+    let misses = value(&app, "kurz_cache_misses_total").await;
+    for _ in 0..50 {
+        assert_eq!(app.get(&format!("/{hot}")).await.status(), 302);
+    }
+    assert_eq!(
+        value(&app, "kurz_cache_misses_total").await,
+        misses,
+        "cached redirects never wait on the table"
+    );
+    // Creates wait for the slow table, one at a time, and all get through.
+    for i in 0..5 {
+        let response = app
+            .create(json!({ "url": format!("https://example.com/slow/{i}") }))
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    let stats = app.admin_get(&format!("/api/v1/links/{hot}/stats")).await;
+    assert_eq!(stats.status(), 200);
+    assert_eq!(
+        value(&app, "kurz_store_calls_shed_total{class=\"write\"}").await,
+        0.0
+    );
+    proxy.set(Fault::None);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_table_gets_fewer_retries_and_click_flushes_and_nothing_is_lost_when_it_returns() {
+    let (proxy, store) = proxied_store().await;
+    let app = spawn_app_on(&store, |s| {
+        production_store_timeouts(s);
+        s.store.timeout = Duration::from_secs(2);
+        s.store.dynamodb.attempt_timeout = Duration::from_millis(600);
+        s.clicks.max_backoff = Duration::from_secs(1);
+    })
+    .await;
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        codes.push(
+            app.create_code(&format!("https://example.com/lost/{i}"))
+                .await,
+        );
+    }
+    let mut clicks = 0;
+    let mut click_all = async |app: &TestApp| {
+        for code in &codes {
+            assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+        }
+        clicks += 1;
+    };
+    for _ in 0..3 {
+        click_all(&app).await;
+    }
+
+    // Connections reset: creates fail fast with a 503 (retried within the budget first).
+    proxy.set(Fault::Reset);
+    for i in 0..5 {
+        let response = app
+            .create(json!({ "url": format!("https://example.com/reset/{i}") }))
+            .await;
+        assert_eq!(response.status(), 503);
+        assert!(retry_after(&response).is_some());
+    }
+    // Then no answer at all: redirects of cached links go on, and their clicks wait.
+    proxy.set(Fault::Silent);
+    for _ in 0..4 {
+        click_all(&app).await;
+    }
+    let response = app
+        .create(json!({ "url": "https://example.com/silent" }))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert!(retry_after(&response).is_some());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while value(&app, "kurz_click_flush_consecutive_failures").await < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "click flushes never failed twice in a row"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(value(&app, "kurz_click_flush_backoff_milliseconds").await > 0.0);
+    let text = app.metrics().await;
+    let calls = metric(&text, "kurz_store_calls_total");
+    let retries = metric(&text, "kurz_store_retries_total");
+    assert!(
+        retries <= calls / 10.0 + 10.0,
+        "{retries} retries for {calls} calls: more than the budget's tenth plus its reserve"
+    );
+
+    // The table answers again: kurz recovers by itself, and no click was lost or doubled.
+    proxy.set(Fault::None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = app
+            .create(json!({ "url": "https://example.com/back" }))
+            .await;
+        if response.status() == 201 {
+            break;
+        }
+        assert_eq!(response.status(), 503);
+        assert!(Instant::now() < deadline, "creates never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for code in &codes {
+        let stats = app.stats_when(code, clicks).await;
+        assert_eq!(stats["total_clicks"], clicks, "{code}");
+    }
+    assert_eq!(
+        value(&app, "kurz_click_flush_consecutive_failures").await,
+        0.0
+    );
+    app.stop().await;
+}
