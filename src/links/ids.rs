@@ -6,6 +6,7 @@
 use std::ops::Range;
 
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::code::CodeGenerator;
 use crate::store::{LinkStore, StoreError};
@@ -33,30 +34,104 @@ impl CodeSource {
 }
 
 /// Hands out ids from leased blocks. Leasing is single-flight: while one caller leases, the
-/// others wait for the new block instead of leasing blocks of their own.
+/// others wait for the new block instead of leasing blocks of their own; and when that lease
+/// fails, they share its failure instead of each trying again in turn (which would make the
+/// last of them wait one store timeout per caller ahead of it).
 struct IdAllocator {
     block_size: u64,
-    block: Mutex<Range<u64>>,
+    block: Mutex<Block>,
+}
+
+struct Block {
+    ids: Range<u64>,
+    /// When the last lease failed, and how.
+    failed: Option<(Instant, StoreError)>,
 }
 
 impl IdAllocator {
     fn new(block_size: u64) -> Self {
         Self {
             block_size,
-            block: Mutex::new(0..0),
+            block: Mutex::new(Block {
+                ids: 0..0,
+                failed: None,
+            }),
         }
     }
 
     async fn next_id(&self, store: &dyn LinkStore) -> Result<u64, StoreError> {
+        self.next_id_asked_at(store, Instant::now()).await
+    }
+
+    async fn next_id_asked_at(
+        &self,
+        store: &dyn LinkStore,
+        asked: Instant,
+    ) -> Result<u64, StoreError> {
         let mut block = self.block.lock().await;
-        if let Some(id) = block.next() {
+        if let Some(id) = block.ids.next() {
             return Ok(id);
         }
-        let mut leased = store.lease_ids(self.block_size).await?;
+        if let Some((at, error)) = &block.failed
+            && *at >= asked
+        {
+            // A lease failed while this caller waited for it: that is the answer.
+            return Err(error.clone());
+        }
+        let mut leased = match store.lease_ids(self.block_size).await {
+            Ok(leased) => leased,
+            Err(error) => {
+                block.failed = Some((Instant::now(), error.clone()));
+                return Err(error);
+            }
+        };
         let id = leased.next().ok_or_else(|| {
             StoreError::internal(format!("counter lease returned an empty block {leased:?}"))
         })?;
-        *block = leased;
+        block.ids = leased;
+        block.failed = None;
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::EmbeddedStore;
+    use crate::store::faulty::FaultyStore;
+
+    #[tokio::test]
+    async fn callers_waiting_on_a_failed_lease_share_its_failure_and_later_ones_try_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let embedded =
+            EmbeddedStore::open(&dir.path().join("k.redb"), Duration::from_secs(5)).expect("open");
+        let store = Arc::new(FaultyStore::new(embedded));
+        store.fail_leases.store(true, Ordering::SeqCst);
+        let ids = Arc::new(IdAllocator::new(10));
+        // Eight callers that all asked before the lease failed.
+        let asked = Instant::now();
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let (ids, store) = (Arc::clone(&ids), Arc::clone(&store));
+                tokio::spawn(async move { ids.next_id_asked_at(&*store, asked).await })
+            })
+            .collect();
+        for caller in callers {
+            assert!(caller.await.expect("join").is_err());
+        }
+        assert_eq!(
+            store.leases.load(Ordering::SeqCst),
+            1,
+            "one lease for all of them"
+        );
+        // A caller that asks after the failure tries again, and gets ids once the store answers.
+        store.fail_leases.store(false, Ordering::SeqCst);
+        assert_eq!(ids.next_id(&*store).await.expect("leased"), 0);
+        assert_eq!(ids.next_id(&*store).await.expect("from the block"), 1);
+        assert_eq!(store.leases.load(Ordering::SeqCst), 2);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
@@ -29,6 +29,8 @@ pub struct FaultyStore {
     inner: EmbeddedStore,
     /// Id leases fail (as a throttled counter would).
     pub fail_leases: AtomicBool,
+    /// Id leases asked for, failed or not.
+    pub leases: AtomicU64,
     /// Click writes fail, none applied (as a stalled store would).
     pub fail_clicks: AtomicBool,
     /// The number of deltas of every click write, in order.
@@ -40,6 +42,7 @@ impl FaultyStore {
         Self {
             inner,
             fail_leases: AtomicBool::new(false),
+            leases: AtomicU64::new(0),
             fail_clicks: AtomicBool::new(false),
             click_writes: Mutex::new(Vec::new()),
         }
@@ -75,6 +78,7 @@ impl LinkStore for FaultyStore {
         self.inner.secret(name, candidate).await
     }
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
+        self.leases.fetch_add(1, Ordering::SeqCst);
         if self.fail_leases.load(Ordering::SeqCst) {
             return Err(StoreError::unavailable("counter throttled"));
         }
