@@ -1,14 +1,15 @@
 //! The Redis L2 cache against a real redis-server the harness starts and owns: misses fill
 //! Redis with bounded TTLs (on every store backend), deletes reach other instances through
-//! pub/sub, and Redis dying mid-load costs no redirect; after it comes back, kurz uses it again
-//! without a restart.
+//! pub/sub, and Redis dying mid-load (or going silent behind the chaos proxy) costs no
+//! redirect; after it comes back, kurz uses it again without a restart.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Backend, RedisServer, TestApp, TestStore, free_port, metric, spawn_app_on, unique_name,
+    Backend, ChaosProxy, Fault, RedisServer, TestApp, TestStore, free_port, metric, spawn_app_on,
+    unique_name,
 };
 use deadpool_redis::redis::{self, AsyncCommands};
 use kurz::config::{Secret, Settings};
@@ -289,4 +290,53 @@ async fn invalidations_reach_other_instances_again_after_redis_restarts() {
     assert_gone_within_two_seconds(&two, &code).await;
     one.stop().await;
     two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_opens_the_breaker_and_redirects_go_on_from_the_store() {
+    let proxy = ChaosProxy::start(&RedisServer::shared().url).await;
+    let prefix = format!("{}:", unique_name("t"));
+    let store = TestStore::new(Backend::Embedded).await;
+    // L1 off: every redirect asks Redis first.
+    let app = spawn_app_on(&store, |s| {
+        with_redis(&proxy.url_with_scheme("redis"), &prefix)(s);
+        s.cache.local.max_bytes = 0;
+    })
+    .await;
+    let mut codes = Vec::new();
+    for i in 0..20 {
+        let code = app
+            .create_code(&format!("https://example.com/silent-redis/{i}"))
+            .await;
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+        codes.push(code);
+    }
+
+    // Redis accepts connections and requests and never answers (a black-holed host).
+    proxy.set(Fault::Silent);
+    for _ in 0..5 {
+        for code in &codes {
+            assert_eq!(app.get(&format!("/{code}")).await.status(), 302, "{code}");
+        }
+    }
+    let text = app.metrics().await;
+    assert!(metric(&text, "kurz_redis_errors_total") > 0.0);
+    assert_eq!(metric(&text, "kurz_redis_breaker_open"), 1.0);
+
+    // Redis answers again: kurz reads from it again, without a restart.
+    proxy.set(Fault::None);
+    let hits = metric(&app.metrics().await, "kurz_redis_hits_total");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&app.metrics().await, "kurz_redis_hits_total") <= hits {
+        assert!(
+            Instant::now() < deadline,
+            "Redis not used again within 10 s"
+        );
+        for code in &codes {
+            assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&app.metrics().await, "kurz_redis_breaker_open"), 0.0);
+    app.stop().await;
 }

@@ -46,10 +46,12 @@ pub struct ChaosProxy {
 }
 
 impl ChaosProxy {
-    /// A proxy on a free local port in front of `upstream` (`http://host:port` or
-    /// `host:port`), passing everything on until told otherwise.
+    /// A proxy on a free local port in front of `upstream` (`host:port`, or a URL such as
+    /// `http://host:port` or `redis://host:port`), passing everything on until told otherwise.
     pub async fn start(upstream: &str) -> Self {
-        let target = upstream.trim_start_matches("http://");
+        let target = upstream
+            .split_once("://")
+            .map_or(upstream, |(_, rest)| rest);
         let upstream = tokio::net::lookup_host(target)
             .await
             .expect("upstream address")
@@ -74,7 +76,12 @@ impl ChaosProxy {
 
     /// `http://127.0.0.1:PORT`, for endpoint settings.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url_with_scheme("http")
+    }
+
+    /// `{scheme}://127.0.0.1:PORT`, e.g. for a Redis URL.
+    pub fn url_with_scheme(&self, scheme: &str) -> String {
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn set(&self, fault: Fault) {
