@@ -340,7 +340,6 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::store::EmbeddedStore;
     use crate::store::faulty::{FaultyStore, link};
 
     fn pacing() -> FlushPacing {
@@ -372,10 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_store_gets_smaller_flushes_and_every_click_lands_once_it_answers() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let embedded =
-            EmbeddedStore::open(&dir.path().join("k.redb"), Duration::from_secs(5)).expect("open");
-        let store = Arc::new(FaultyStore::new(embedded));
+        let (_dir, store) = FaultyStore::temporary();
         let codes: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
         for code in &codes {
             store.insert(&link(code), None).await.expect("insert");

@@ -98,18 +98,13 @@ impl IdAllocator {
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
-    use std::time::Duration;
 
     use super::*;
-    use crate::store::EmbeddedStore;
     use crate::store::faulty::FaultyStore;
 
     #[tokio::test]
     async fn callers_waiting_on_a_failed_lease_share_its_failure_and_later_ones_try_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let embedded =
-            EmbeddedStore::open(&dir.path().join("k.redb"), Duration::from_secs(5)).expect("open");
-        let store = Arc::new(FaultyStore::new(embedded));
+        let (_dir, store) = FaultyStore::temporary();
         store.fail_leases.store(true, Ordering::SeqCst);
         let ids = Arc::new(IdAllocator::new(10));
         // Eight callers that all asked before the lease failed.

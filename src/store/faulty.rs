@@ -2,8 +2,9 @@
 //! store.
 
 use std::ops::Range;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -38,6 +39,14 @@ pub struct FaultyStore {
 }
 
 impl FaultyStore {
+    /// A faultless store on a fresh file in a temporary folder (kept while the folder is).
+    pub fn temporary() -> (tempfile::TempDir, Arc<Self>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = EmbeddedStore::open(&dir.path().join("k.redb"), Duration::from_secs(5))
+            .expect("open the embedded store");
+        (dir, Arc::new(Self::new(inner)))
+    }
+
     pub fn new(inner: EmbeddedStore) -> Self {
         Self {
             inner,
