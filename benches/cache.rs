@@ -12,12 +12,13 @@
 mod harness;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use kurz::cache::{Cached, LocalCache, Target};
 use kurz::config::LocalCacheSettings;
 
 const LINKS: usize = 1_000_000;
+/// The cache's clock: any fixed time (entries never reach their TTL here).
+const NOW: i64 = 1_800_000_000_000;
 
 fn code(i: usize) -> String {
     kurz::code::base62::encode_padded(i as u64 * 7_919 % 3_521_614_606_208, 7)
@@ -26,7 +27,7 @@ fn code(i: usize) -> String {
 /// A typical long URL (~70 bytes).
 fn target(i: usize) -> Cached {
     let url = format!("https://www.example.com/articles/2026/11/some-article-title-{i:08}");
-    Cached::Found(Arc::new(Target::new(&url, 302, None).expect("valid URL")))
+    Cached::Found(Target::new(&url, 302, None).expect("valid URL"))
 }
 
 /// xorshift64*: a small deterministic generator, enough for sampling.
@@ -73,19 +74,29 @@ fn main() {
     // Memory per cached link.
     let codes: Vec<String> = (0..LINKS).map(code).collect();
     let before = harness::rss_kib("self");
-    let cache = LocalCache::new(&LocalCacheSettings {
-        max_bytes: 600 << 20,
-        ..LocalCacheSettings::default()
-    });
+    let cache = LocalCache::new(
+        &LocalCacheSettings {
+            max_bytes: 600 << 20,
+            ..LocalCacheSettings::default()
+        },
+        NOW,
+    );
     runtime.block_on(async {
         for (i, code) in codes.iter().enumerate() {
             let value = target(i);
             cache
-                .get_or_load(code, async { Ok(value) })
+                .get_or_load(code, NOW, async { Ok(value) })
                 .await
                 .expect("load");
         }
     });
+    // Serve each link once, as a redirect does (its first redirect shares the URL's buffer).
+    for code in &codes {
+        match cache.get(code, NOW) {
+            Some(Cached::Found(target)) => drop(std::hint::black_box(target.location().clone())),
+            _ => panic!("{code} was not cached"),
+        }
+    }
     let after = harness::rss_kib("self");
     let per_link = (after - before) as f64 * 1024.0 / LINKS as f64;
     println!(
@@ -96,16 +107,17 @@ fn main() {
     drop(cache);
 
     // Hit ratios under Zipf(1.0), L1 at 10% of the links.
-    let weight = codes[0].len()
-        + match target(0) {
-            Cached::Found(t) => t.url().len(),
-            Cached::Missing => 0,
-        }
-        + 160;
-    let l1 = LocalCache::new(&LocalCacheSettings {
-        max_bytes: (LINKS / 10 * weight) as u64,
-        ..LocalCacheSettings::default()
-    });
+    let weight = match target(0) {
+        Cached::Found(t) => LocalCache::entry_weight(&codes[0], t.url()),
+        Cached::Missing => unreachable!("a link"),
+    };
+    let l1 = LocalCache::new(
+        &LocalCacheSettings {
+            max_bytes: LINKS as u64 / 10 * weight,
+            ..LocalCacheSettings::default()
+        },
+        NOW,
+    );
     let zipf = Zipf::new(LINKS);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut redis: HashSet<usize> = HashSet::new();
@@ -116,7 +128,7 @@ fn main() {
             let rank = zipf.sample(&mut rng);
             let code = &codes[rank];
             let counted = n >= warm_up;
-            if l1.get(code).is_some() {
+            if l1.get(code, NOW).is_some() {
                 l1_hits += u64::from(counted);
                 continue;
             }
@@ -127,7 +139,7 @@ fn main() {
                 redis.insert(rank);
             }
             let value = target(rank);
-            l1.get_or_load(code, async { Ok(value) })
+            l1.get_or_load(code, NOW, async { Ok(value) })
                 .await
                 .expect("load");
         }

@@ -14,14 +14,15 @@ fn hot_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let cache = LocalCache::new(&LocalCacheSettings::default());
+    let now = kurz::clock::system_now_ms();
+    let cache = LocalCache::new(&LocalCacheSettings::default(), now);
     let codes: Vec<String> = (0..10_000).map(|i| format!("c{i:06}")).collect();
     runtime.block_on(async {
         for code in &codes {
             let url = format!("https://example.com/{code}");
-            let target = Cached::Found(Arc::new(Target::new(&url, 302, None).expect("valid")));
+            let target = Cached::Found(Target::new(&url, 302, None).expect("valid"));
             cache
-                .get_or_load(code, async { Ok(target) })
+                .get_or_load(code, now, async { Ok(target) })
                 .await
                 .expect("load");
         }
@@ -30,12 +31,11 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("l1_lookup_hit", |b| {
         b.iter(|| {
             i = (i + 7919) % codes.len();
-            cache.get(black_box(&codes[i]))
+            cache.get(black_box(&codes[i]), now)
         })
     });
 
     let recorder = ClickRecorder::new(Arc::new(Metrics::default()));
-    let now = kurz::clock::system_now_ms();
     c.bench_function("record_click", |b| {
         b.iter(|| {
             i = (i + 7919) % codes.len();

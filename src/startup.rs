@@ -115,7 +115,7 @@ impl Application {
         }
 
         let clicks = Arc::new(ClickRecorder::new(Arc::clone(&metrics)));
-        let local = Arc::new(LocalCache::new(&settings.cache.local));
+        let local = Arc::new(LocalCache::new(&settings.cache.local, clock.now_ms()));
         let redis: Option<RedisCache> = match &settings.cache.redis.url {
             None => None,
             Some(url) => {

@@ -16,8 +16,9 @@ pub use redis::{RedisCache, start_invalidation_listener};
 
 /// What a redirect needs to know about a link. The URL is kept as a ready `Location` header
 /// value: a redirect from the cache then clones a reference count instead of checking and
-/// copying the URL into a new header each time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// copying the URL into a new header each time. Cheap to clone (that reference count, and the
+/// denylisted domain's when there is one), so caches keep it inline.
+#[derive(Debug, Clone)]
 pub struct Target {
     location: HeaderValue,
     pub redirect_status: u16,
@@ -27,7 +28,24 @@ pub struct Target {
     /// The denylisted domain the URL falls under, as this instance's list says (never put in
     /// Redis: each instance decides by its own list, and reloading it clears the L1 cache).
     pub blocked_by: Option<std::sync::Arc<str>>,
+    /// When L1 stored this target, for its TTL (L1's own clock; 0 elsewhere). Kept here rather
+    /// than beside the target because it fits in the target's padding: an L1 entry stays 80
+    /// bytes.
+    cached_at: u32,
 }
+
+/// Targets are equal when they redirect alike; when L1 stored them is no part of that.
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        self.location == other.location
+            && self.redirect_status == other.redirect_status
+            && self.expires_at_ms == other.expires_at_ms
+            && self.disabled == other.disabled
+            && self.blocked_by == other.blocked_by
+    }
+}
+
+impl Eq for Target {}
 
 impl Target {
     /// `None` when `url` cannot be a header value (kurz only stores URLs that can).
@@ -38,6 +56,7 @@ impl Target {
             expires_at_ms,
             disabled: false,
             blocked_by: None,
+            cached_at: 0,
         })
     }
 
@@ -77,7 +96,7 @@ impl Target {
 /// What a cache knows about a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached {
-    Found(std::sync::Arc<Target>),
+    Found(Target),
     Missing,
 }
 
@@ -111,26 +130,25 @@ impl Cached {
         let url = parts.next().filter(|u| !u.is_empty())?;
         let mut target = Target::new(url, redirect_status, (expires != 0).then_some(expires))?;
         target.disabled = disabled;
-        Some(Cached::Found(std::sync::Arc::new(target)))
+        Some(Cached::Found(target))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn redis_encoding_round_trips() {
         let target = Target::new("https://example.com/a b?c", 308, Some(1_900_000_000_000));
-        let found = Cached::Found(Arc::new(target.expect("a valid header value")));
+        let found = Cached::Found(target.expect("a valid header value"));
         assert_eq!(
             found.encode(),
             "308 1900000000000 https://example.com/a b?c"
         );
         let mut disabled = Target::new("https://e.com/d", 302, None).expect("valid");
         disabled.disabled = true;
-        let disabled = Cached::Found(Arc::new(disabled));
+        let disabled = Cached::Found(disabled);
         assert_eq!(disabled.encode(), "D 302 0 https://e.com/d");
         for value in [found, Cached::Missing, disabled] {
             assert_eq!(Cached::decode(&value.encode()), Some(value));

@@ -250,7 +250,7 @@ fn valid_code(code: &str) -> Result<&str, ApiError> {
 fn redirect_target(
     code: &str,
     resolved: crate::links::Resolved,
-) -> Result<Arc<crate::cache::Target>, ApiError> {
+) -> Result<crate::cache::Target, ApiError> {
     use crate::links::Resolved;
     match resolved {
         Resolved::Found(target) => Ok(target),

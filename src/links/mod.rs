@@ -91,8 +91,8 @@ pub enum CreateError {
 /// What a redirect finds for a code.
 #[derive(Debug, Clone)]
 pub enum Resolved {
-    Found(Arc<Target>),
-    Expired(Arc<Target>),
+    Found(Target),
+    Expired(Target),
     /// Disabled by an admin.
     Disabled,
     /// Its destination is under a denylisted domain.
@@ -310,7 +310,7 @@ impl LinkService {
     /// What the in-process cache knows of `code`, if anything: the hot path, no I/O.
     /// `now_ms` decides expiry (one clock read serves the whole redirect).
     pub fn resolve_cached(&self, code: &str, now_ms: i64) -> Option<Resolved> {
-        match self.cache.get(code) {
+        match self.cache.get(code, now_ms) {
             Some(hit) => {
                 self.metrics.cache_hits.inc();
                 Some(Resolved::of(hit, now_ms))
@@ -328,7 +328,7 @@ impl LinkService {
     pub async fn resolve_uncached(&self, code: &str, now_ms: i64) -> Result<Resolved, StoreError> {
         // Boxed: the miss path's state (Redis, store, coalescing) is large, and a redirect
         // answered from L1 should not carry it around.
-        let cached = Box::pin(self.cache.get_or_load(code, self.load(code)))
+        let cached = Box::pin(self.cache.get_or_load(code, now_ms, self.load(code)))
             .await
             .map_err(|e| (*e).clone())?;
         Ok(Resolved::of(cached, now_ms))
@@ -348,9 +348,9 @@ impl LinkService {
         Ok(match cached {
             Cached::Found(target) => match self.denylist.covering(target.host()) {
                 Some(domain) => {
-                    let mut blocked = (*target).clone();
+                    let mut blocked = target;
                     blocked.blocked_by = Some(domain.into());
-                    Cached::Found(Arc::new(blocked))
+                    Cached::Found(blocked)
                 }
                 None => Cached::Found(target),
             },
@@ -367,7 +367,7 @@ impl LinkService {
         }
         let cached = match self.store.get(code).await {
             Ok(Some(link)) => match Target::of(&link) {
-                Some(target) => Cached::Found(Arc::new(target)),
+                Some(target) => Cached::Found(target),
                 None => {
                     return Err(StoreError::Corrupt {
                         code: link.code,

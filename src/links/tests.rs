@@ -14,7 +14,10 @@ fn service(store: Arc<dyn LinkStore>) -> (LinkService, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
     let service = LinkService::new(
         store,
-        Arc::new(LocalCache::new(&LocalCacheSettings::default())),
+        Arc::new(LocalCache::new(
+            &LocalCacheSettings::default(),
+            crate::clock::system_now_ms(),
+        )),
         None,
         CodeSource::new(10, KEY),
         Arc::new(ClickRecorder::new(Arc::clone(&metrics))),
