@@ -1,10 +1,11 @@
 //! Click counting off the redirect path.
 //!
-//! A redirect only bumps an in-memory counter in one of several lock shards (a short critical
-//! section). A code keeps its slot across flushes while it is being clicked, so a hot link
-//! never allocates on the redirect path; a slot idle for a whole interval is freed. A background task
-//! drains the shards every flush interval and writes the aggregated deltas to the store in one
-//! call. A delta the store did not take is kept exactly as it was, with its idempotency token,
+//! A redirect only bumps an in-memory counter in its thread's own shard (a map behind a lock
+//! no other redirect takes, on cache lines of its own), so worker threads never contend over
+//! clicks, even on one hot link. A code keeps its slot across flushes while it is being
+//! clicked, so a hot link never allocates on the redirect path; a slot idle for a whole
+//! interval is freed. A background task drains the shards every flush interval, adds up each
+//! code's clicks from every thread, and writes the aggregated deltas to the store in one call. A delta the store did not take is kept exactly as it was, with its idempotency token,
 //! and sent again with the next flush: a write that timed out but did land is then recognised
 //! by the store instead of counted twice. While flushes fail, the flusher backs off: the wait
 //! doubles (with jitter) up to `clicks.max_backoff_ms`, and each flush sends fewer deltas
@@ -25,9 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock;
 use crate::store::{ClickDelta, LinkStore};
-use crate::telemetry::Metrics;
-
-const SHARDS: usize = 32;
+use crate::telemetry::{self, Metrics};
 
 #[derive(Default)]
 struct Pending {
@@ -78,7 +77,19 @@ impl Hasher for FxHasher {
 }
 
 type FxBuild = BuildHasherDefault<FxHasher>;
-type Shard = Mutex<HashMap<Box<str>, Pending, FxBuild>>;
+
+/// One thread's pending clicks, alone on its cache lines. Only the flusher's drain takes the
+/// lock besides the thread itself.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<HashMap<Box<str>, Pending, FxBuild>>);
+
+impl Shard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Pending, FxBuild>> {
+        // A poisoned shard only means another thread panicked mid-update of plain counters.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// Counts clicks in memory; cheap to call from every redirect.
 pub struct ClickRecorder {
@@ -92,7 +103,7 @@ pub struct ClickRecorder {
 impl ClickRecorder {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: (0..telemetry::STRIPES).map(|_| Shard::default()).collect(),
             metrics,
             token_prefix: getrandom::u64()
                 .unwrap_or_else(|_| clock::system_now_ms().unsigned_abs()),
@@ -106,11 +117,8 @@ impl ClickRecorder {
     }
 
     pub fn record(&self, code: &str, now_ms: i64) {
-        // The high bits pick the shard; the map inside uses the low ones.
-        let shard = &self.shards[(FxBuild::default().hash_one(code) >> 56) as usize % SHARDS];
         let day = clock::day_of(now_ms);
-        // A poisoned shard only means another thread panicked mid-update of plain counters.
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.shards[telemetry::stripe()].lock();
         match map.get_mut(code) {
             Some(pending) => pending.add(1, now_ms, day),
             None => {
@@ -124,11 +132,12 @@ impl ClickRecorder {
         self.metrics.clicks_pending.inc();
     }
 
-    /// Moves every pending click into `into`. Slots clicked since the last drain stay (empty)
-    /// for the next interval; slots that were not are freed.
+    /// Moves every pending click into `into`, adding up each code's clicks from every thread.
+    /// Slots clicked since the last drain stay (empty) for the next interval; slots that were
+    /// not are freed.
     fn drain_into<S: BuildHasher>(&self, into: &mut HashMap<Box<str>, Pending, S>) {
         for shard in self.shards.iter() {
-            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = shard.lock();
             map.retain(|code, pending| {
                 if pending.count == 0 {
                     return false;
@@ -141,10 +150,7 @@ impl ClickRecorder {
 
     #[cfg(test)]
     fn slots(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 }
 
@@ -437,5 +443,37 @@ mod tests {
         recorder.drain_into(&mut third);
         assert_eq!(third["abc"].days, vec![(12, 1)]);
         assert_eq!(recorder.slots(), 1, "a clicked code keeps its slot");
+    }
+
+    #[test]
+    fn each_thread_counts_in_its_own_shard_and_the_drain_adds_them_up() {
+        let recorder = Arc::new(ClickRecorder::new(Arc::new(Metrics::default())));
+        let day_ms = 86_400_000;
+        let threads: Vec<_> = (0..4)
+            .map(|n| {
+                let recorder = Arc::clone(&recorder);
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        recorder.record("hot", 10 * day_ms + i);
+                    }
+                    recorder.record(&format!("own{n}"), 10 * day_ms);
+                    telemetry::stripe()
+                })
+            })
+            .collect();
+        let stripes: std::collections::HashSet<usize> = threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        // One slot for the hot code per thread's shard, and each thread's own code.
+        assert_eq!(recorder.slots(), stripes.len() + 4);
+        let mut drained = HashMap::new();
+        recorder.drain_into(&mut drained);
+        assert_eq!(drained["hot"].count, 40_000);
+        assert_eq!(drained["hot"].days, vec![(10, 40_000)]);
+        assert_eq!(drained["hot"].last_click_ms, 10 * day_ms + 9_999);
+        for n in 0..4 {
+            assert_eq!(drained[format!("own{n}").as_str()].count, 1);
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-const STRIPES: usize = 8;
+pub const STRIPES: usize = 8;
 
 #[derive(Default)]
 #[repr(align(64))]
@@ -43,8 +43,8 @@ impl Counter {
     }
 }
 
-/// This thread's stripe, assigned round-robin on first use.
-fn stripe() -> usize {
+/// This thread's stripe (below [`STRIPES`]), assigned round-robin on first use.
+pub fn stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;

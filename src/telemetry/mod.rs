@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
-pub use metrics::{Counter, Gauge, Metrics, STORE_CLASSES};
+pub use metrics::{Counter, Gauge, Metrics, STORE_CLASSES, STRIPES, stripe};
 
 use crate::config::{LogFormat, LogSettings};
 
