@@ -137,8 +137,14 @@ pub struct StoreSettings {
     /// Upper bound on one store call, retries included; a slower call fails as "unavailable".
     #[serde(rename = "timeout_ms", deserialize_with = "millis")]
     pub timeout: Duration,
+    /// The embedded store's page cache, in bytes: what of the file it keeps in its own memory.
+    pub cache_bytes: usize,
     pub dynamodb: DynamoSettings,
 }
+
+/// 32 MiB: the B-tree's upper levels and the hot leaves; the rest of the file is read through
+/// the OS's page cache, which the process does not pay for in resident memory.
+pub const DEFAULT_STORE_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 impl Default for StoreSettings {
     fn default() -> Self {
@@ -146,6 +152,7 @@ impl Default for StoreSettings {
             backend: Backend::Embedded,
             path: PathBuf::from("./data/kurz.redb"),
             timeout: Duration::from_secs(3),
+            cache_bytes: DEFAULT_STORE_CACHE_BYTES,
             dynamodb: DynamoSettings::default(),
         }
     }

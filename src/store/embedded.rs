@@ -81,14 +81,28 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the database file, creating its directory if needed.
+    /// Opens (or creates) the database file, creating its directory if needed, with the
+    /// default page cache.
     pub fn open(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, timeout, crate::config::DEFAULT_STORE_CACHE_BYTES)
+    }
+
+    /// As [`open`](Self::open), with at most `cache_bytes` of pages cached in memory (reads
+    /// beyond it go to the file, which the OS keeps in its page cache).
+    pub fn open_with_cache(
+        path: &Path,
+        timeout: Duration,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
         let unavailable =
             |e: &dyn std::fmt::Display| StoreError::unavailable(format!("{}: {e}", path.display()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
         }
-        let db = Database::create(path).map_err(|e| unavailable(&e))?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| unavailable(&e))?;
         create_tables(&db).map_err(|e| unavailable(&e))?;
         let db = Arc::new(db);
         let (writes, queue) = mpsc::channel(QUEUE_DEPTH);

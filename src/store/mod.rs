@@ -216,7 +216,11 @@ pub async fn open(
 ) -> Result<Arc<dyn LinkStore>, StoreError> {
     match settings.backend {
         Backend::Embedded => {
-            let store = EmbeddedStore::open(&settings.path, settings.timeout)?;
+            let store = EmbeddedStore::open_with_cache(
+                &settings.path,
+                settings.timeout,
+                settings.cache_bytes,
+            )?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "dynamodb")]
@@ -235,7 +239,11 @@ pub async fn open(
 pub async fn init(settings: &StoreSettings) -> Result<Vec<String>, StoreError> {
     match settings.backend {
         Backend::Embedded => {
-            let store = EmbeddedStore::open(&settings.path, settings.timeout)?;
+            let store = EmbeddedStore::open_with_cache(
+                &settings.path,
+                settings.timeout,
+                settings.cache_bytes,
+            )?;
             store.close().await;
             Ok(vec![format!(
                 "embedded store ready at {}",
