@@ -4,7 +4,9 @@
 //!
 //! With Redis, one atomic script per decision makes a bucket fleet-wide; when Redis cannot
 //! answer (or its breaker is open) the decision falls back to this instance's own buckets, so
-//! the limiter never fails a request because of itself. Cached redirects never reach here.
+//! the limiter never fails a request because of itself. Cached redirects never reach here; an
+//! uncached one reads its code's Redis entry in the decision's round trip
+//! ([`RateLimits::check_lookup`]), so it still costs one.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::cache::RedisCache;
+use crate::cache::{Fetched, RedisCache};
 use crate::config::RateSettings;
 use crate::telemetry::Metrics;
 
@@ -120,11 +122,35 @@ impl RateLimits {
 
     /// Takes one request from `key`'s bucket; `None` when this limit is off.
     pub async fn check(&self, bucket: Bucket, key: &str) -> Option<Verdict> {
+        self.decide(bucket, key, None)
+            .await
+            .map(|(verdict, _)| verdict)
+    }
+
+    /// Takes one request from `key`'s `MissesPerIp` bucket before a lookup of `code`. When
+    /// Redis decides, `code`'s Redis entry comes back from the same round trip, for
+    /// [`LinkService::resolve_uncached`](crate::links::LinkService::resolve_uncached); only
+    /// for an allowed lookup, so a refused one never uses it.
+    pub async fn check_lookup(&self, key: &str, code: &str) -> (Option<Verdict>, Option<Fetched>) {
+        match self.decide(Bucket::MissesPerIp, key, Some(code)).await {
+            Some((verdict, fetched)) if verdict.allowed => (Some(verdict), fetched),
+            Some((verdict, _)) => (Some(verdict), None),
+            None => (None, None),
+        }
+    }
+
+    /// The decision, with `fetch`'s Redis entry when Redis made it.
+    async fn decide(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        fetch: Option<&str>,
+    ) -> Option<(Verdict, Option<Fetched>)> {
         let limit = self.limit(bucket)?;
         let quota = limit.per_minute.get();
-        let verdict = match self.check_redis(bucket, limit, key).await {
-            Some(verdict) => verdict,
-            None => self.check_local(bucket, limit, key),
+        let (verdict, fetched) = match self.check_redis(bucket, limit, key, fetch).await {
+            Some(decided) => decided,
+            None => (self.check_local(bucket, limit, key), None),
         };
         if !verdict.allowed {
             match bucket {
@@ -133,22 +159,33 @@ impl RateLimits {
             }
         }
         debug_assert_eq!(verdict.quota, quota);
-        Some(verdict)
+        Some((verdict, fetched))
     }
 
-    async fn check_redis(&self, bucket: Bucket, limit: &Limit, key: &str) -> Option<Verdict> {
+    async fn check_redis(
+        &self,
+        bucket: Bucket,
+        limit: &Limit,
+        key: &str,
+        fetch: Option<&str>,
+    ) -> Option<(Verdict, Option<Fetched>)> {
         let redis = self.redis.as_ref()?;
         let interval_ms = 60_000 / u64::from(limit.per_minute.get());
         let key = format!("{}:{key}", bucket.name());
-        let Some([allowed, value, reset_ms]) = redis
-            .gcra(&key, interval_ms.max(1), u64::from(limit.per_minute.get()))
+        let Some(([allowed, value, reset_ms], fetched)) = redis
+            .gcra(
+                &key,
+                interval_ms.max(1),
+                u64::from(limit.per_minute.get()),
+                fetch,
+            )
             .await
         else {
             self.metrics.rate_limit_local_fallbacks.inc();
             return None;
         };
         let seconds = |ms: i64| u64::try_from(ms).unwrap_or(0).div_ceil(1000);
-        Some(Verdict {
+        let verdict = Verdict {
             bucket,
             allowed: allowed == 1,
             quota: limit.per_minute.get(),
@@ -163,7 +200,8 @@ impl RateLimits {
             } else {
                 seconds(value).max(1)
             },
-        })
+        };
+        Some((verdict, fetched))
     }
 
     fn check_local(&self, bucket: Bucket, limit: &Limit, key: &str) -> Verdict {

@@ -12,7 +12,7 @@ use actix_web::http::header::HeaderValue;
 use crate::store::Link;
 
 pub use local::LocalCache;
-pub use redis::{RedisCache, start_invalidation_listener};
+pub use redis::{Fetched, RedisCache, start_invalidation_listener};
 
 /// What a redirect needs to know about a link. The URL is kept as a ready `Location` header
 /// value: a redirect from the cache then clones a reference count instead of checking and

@@ -1,18 +1,27 @@
-//! The shared L2 cache on Redis (through a deadpool-redis pool), built so that Redis failing
-//! is invisible to browsers:
+//! The shared L2 cache on Redis, built so that a Redis hit costs one round trip and Redis
+//! failing is invisible to browsers:
+//! - connections are multiplexed and pooled (`cache.redis.pool_size`); checking one out makes
+//!   no network call (a PING there would double the cost of every call). A connection a call
+//!   found broken is not handed out again; when Redis drops one, every connection opened
+//!   before it goes too and the call goes again on a new one, so a Redis restart fails no
+//!   call;
 //! - every call, connection included, is bounded by `cache.redis.timeout_ms`;
 //! - consecutive failures open a circuit breaker, and while it is open the read path skips
 //!   Redis entirely; after a cool-off one call probes, and success closes it;
+//! - a lookup that must also take from the per-IP rate limit sends the limit's script and the
+//!   `GET` in one pipeline ([`RedisCache::gcra`] with a code to fetch);
 //! - writes to Redis after a store read happen in the background, off the request;
 //! - deletes publish the code on a channel; every instance evicts it from its L1. The listener
 //!   reconnects by itself, and clears L1 after reconnecting (it may have missed messages).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, AsyncCommands};
-use deadpool_redis::{Pool, Runtime};
+use deadpool::Runtime;
+use deadpool::managed::{self, RecycleError, RecycleResult};
+use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::{self, AsyncCommands, ErrorKind, RedisError, ServerErrorKind};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
@@ -45,7 +54,7 @@ pub struct RedisCache {
 }
 
 struct Inner {
-    pool: Pool,
+    pool: managed::Pool<Manager>,
     client: redis::Client,
     prefix: String,
     channel: String,
@@ -56,21 +65,26 @@ struct Inner {
     metrics: Arc<Metrics>,
 }
 
+/// A link's Redis entry, fetched in the round trip of a rate-limit decision, for
+/// [`RedisCache::get`] to answer from instead of asking Redis again.
+#[derive(Debug)]
+pub struct Fetched(Option<String>);
+
 impl RedisCache {
     /// Builds the pool; no connection is made until the first call.
     pub fn new(settings: &RedisSettings, url: &str, metrics: Arc<Metrics>) -> Result<Self, String> {
         let timeout = settings.timeout;
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()
-            .map_err(|e| e.to_string())?
-            .max_size(settings.pool_size.get())
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| e.to_string())?;
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let pool = managed::Pool::builder(Manager {
+            client: client.clone(),
+            generation: AtomicU64::new(0),
+        })
+        .max_size(settings.pool_size.get())
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| e.to_string())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -88,19 +102,40 @@ impl RedisCache {
 
     /// One rate-limit decision for `key` (GCRA: one request every `interval_ms`, bursts of
     /// `burst`), atomically in Redis by Redis's clock, so every instance shares the bucket
-    /// and their clocks do not matter. `[allowed (0/1), remaining or ms until allowed, ms
-    /// until the bucket is full again]`; `None` when Redis cannot answer.
-    pub async fn gcra(&self, key: &str, interval_ms: u64, burst: u64) -> Option<[i64; 3]> {
+    /// and their clocks do not matter: `[allowed (0/1), remaining or ms until allowed, ms
+    /// until the bucket is full again]`. With `fetch`, that code's entry is read in the same
+    /// round trip and handed back with the decision. `None` when Redis cannot answer.
+    pub async fn gcra(
+        &self,
+        key: &str,
+        interval_ms: u64,
+        burst: u64,
+        fetch: Option<&str>,
+    ) -> Option<([i64; 3], Option<Fetched>)> {
         static SCRIPT: std::sync::LazyLock<redis::Script> =
             std::sync::LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
-        let key = format!("{}rl:{key}", self.inner.prefix);
+        let mut invocation = SCRIPT.key(format!("{}rl:{key}", self.inner.prefix));
+        invocation.arg(interval_ms).arg(burst);
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&invocation);
+        if let Some(code) = fetch {
+            pipe.get(self.key(code));
+        }
+        let (pipe, invocation) = (&pipe, &invocation);
         self.call(|mut conn| async move {
-            SCRIPT
-                .key(key)
-                .arg(interval_ms)
-                .arg(burst)
-                .invoke_async(&mut conn)
-                .await
+            let mut answer = pipe.query_async::<Vec<redis::Value>>(&mut conn).await;
+            if answer
+                .as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
+            {
+                // Redis lost its scripts (a restart): load ours once, then ask again.
+                invocation.load_async(&mut conn).await?;
+                answer = pipe.query_async(&mut conn).await;
+            }
+            let mut values = answer?.into_iter();
+            let verdict = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
+            let fetched = values.next().map(redis::from_redis_value).transpose()?;
+            Ok((verdict, fetched.map(Fetched)))
         })
         .await
     }
@@ -118,20 +153,15 @@ impl RedisCache {
     /// failure (which the breaker counts).
     async fn call<T, F, Fut>(&self, f: F) -> Option<T>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let inner = &*self.inner;
         if !inner.breaker.allow() {
             return None;
         }
-        let attempt = async {
-            let conn = inner.pool.get().await.map_err(|e| e.to_string())?;
-            f(conn).await.map_err(|e| e.to_string())
-        };
-        let outcome = match tokio::time::timeout(inner.timeout, attempt).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(e),
+        let outcome = match tokio::time::timeout(inner.timeout, self.attempt(&f)).await {
+            Ok(outcome) => outcome,
             Err(_) => Err(format!("timed out after {:?}", inner.timeout)),
         };
         match outcome {
@@ -155,13 +185,60 @@ impl RedisCache {
         }
     }
 
-    /// The cached answer for `code`; `None` on a miss, a failure or an open breaker.
-    pub async fn get(&self, code: &str) -> Option<Cached> {
-        let key = self.key(code);
-        let value: Option<String> = self
-            .call(|mut conn| async move { conn.get(key).await })
-            .await
-            .flatten();
+    /// `f` on a pooled connection. A connection whose call timed out (or was cut off by the
+    /// timeout), or left it unusable, is not handed out again. One Redis dropped is retired
+    /// with every connection opened before it (a restarted Redis dropped them all), and `f`
+    /// runs once more on a new one, so a restart costs no call: the command either never
+    /// left or is safe to repeat (reads, `SET`, a delete and its `PUBLISH`; a rate-limit
+    /// decision may take a second token).
+    async fn attempt<T, F, Fut>(&self, f: &F) -> Result<T, String>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let pool = &self.inner.pool;
+        let mut retried = false;
+        loop {
+            let mut pooled = pool.get().await.map_err(|e| e.to_string())?;
+            let conn: &mut Conn = &mut pooled;
+            // Marked until the call returns, so a call the timeout cuts off leaves it marked.
+            // `f` gets a clone: a handle on the same connection.
+            conn.broken = true;
+            let error = match f(conn.connection.clone()).await {
+                Ok(value) => {
+                    conn.broken = false;
+                    return Ok(value);
+                }
+                Err(e) => e,
+            };
+            if error.is_timeout() {
+                // It may never answer again: stays marked.
+            } else if error.is_io_error() || error.is_connection_dropped() {
+                pool.manager().retire_up_to(conn);
+                if !retried {
+                    retried = true;
+                    continue;
+                }
+            } else if !error.is_unrecoverable_error() {
+                // The command failed, not the connection.
+                conn.broken = false;
+            }
+            return Err(error.to_string());
+        }
+    }
+
+    /// The cached answer for `code`: `fetched` if its entry already came with a rate-limit
+    /// decision, else Redis's; `None` on a miss, a failure or an open breaker.
+    pub async fn get(&self, code: &str, fetched: Option<Fetched>) -> Option<Cached> {
+        let value = match fetched {
+            Some(Fetched(value)) => value,
+            None => {
+                let key = &self.key(code);
+                self.call(|mut conn| async move { conn.get(key).await })
+                    .await
+                    .flatten()
+            }
+        };
         let cached = value.as_deref().and_then(Cached::decode);
         match cached {
             Some(_) => self.inner.metrics.redis_hits.inc(),
@@ -189,6 +266,7 @@ impl RedisCache {
         }
         let (this, key, encoded) = (self.clone(), self.key(code), value.encode());
         tokio::spawn(async move {
+            let (key, encoded) = (&key, &encoded);
             this.call(|mut conn| async move {
                 redis::cmd("SET")
                     .arg(key)
@@ -204,7 +282,7 @@ impl RedisCache {
 
     /// Removes `code` from Redis and tells every instance to evict it from its L1.
     pub async fn invalidate(&self, code: &str) {
-        let (key, channel, code) = (self.key(code), self.inner.channel.clone(), code.to_owned());
+        let (key, channel) = (&self.key(code), &self.inner.channel);
         let done = self
             .call(|mut conn| async move {
                 redis::pipe()
@@ -249,6 +327,53 @@ impl RedisCache {
                 "could not read Redis's maxmemory-policy (CONFIG GET); make sure it is allkeys-lru"
             ),
         }
+    }
+}
+
+/// Opens multiplexed connections and hands them out again without a network call. A
+/// connection is known bad only once a call on it fails, so calls mark what they break (see
+/// [`RedisCache::attempt`]).
+struct Manager {
+    client: redis::Client,
+    /// Connections opened in an earlier generation than this are retired: bumped when Redis
+    /// drops a connection, which it does to all of them at once when it restarts.
+    generation: AtomicU64,
+}
+
+/// A pooled connection and what calls found out about it.
+struct Conn {
+    connection: MultiplexedConnection,
+    generation: u64,
+    /// A call on it timed out (it may never answer again) or left it unusable.
+    broken: bool,
+}
+
+impl Manager {
+    /// Retires `conn` and every connection opened before it, at their next checkout.
+    fn retire_up_to(&self, conn: &Conn) {
+        self.generation
+            .fetch_max(conn.generation + 1, Ordering::Relaxed);
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = Conn;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<Conn, RedisError> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        Ok(Conn {
+            connection: self.client.get_multiplexed_async_connection().await?,
+            generation,
+            broken: false,
+        })
+    }
+
+    async fn recycle(&self, conn: &mut Conn, _: &managed::Metrics) -> RecycleResult<RedisError> {
+        if conn.broken || conn.generation < self.generation.load(Ordering::Relaxed) {
+            return Err(RecycleError::message("a call found it broken"));
+        }
+        Ok(())
     }
 }
 

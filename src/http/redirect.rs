@@ -5,7 +5,7 @@
 //!
 //! A link in the L1 cache is never rate limited and costs nothing more than the cache read;
 //! a lookup the cache cannot answer (it may read the store) counts against the client's
-//! `misses_per_minute_per_ip` first.
+//! `misses_per_minute_per_ip` first, in the same Redis round trip as its Redis lookup.
 //!
 //! Every redirect says how long it may be cached: temporary ones (302, 307) not at all, so
 //! every click reaches kurz and a delete or disable takes effect at once; permanent ones
@@ -25,7 +25,6 @@ use super::{
     redirect_target, valid_code,
 };
 use crate::cache::Target;
-use crate::limits::Bucket;
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
@@ -59,7 +58,8 @@ pub async fn fallback(
         Some(resolved) => resolved,
         None => {
             let client = state.proxies.client_label(&req);
-            if let Some(verdict) = state.rate.check(Bucket::MissesPerIp, &client).await
+            let (verdict, fetched) = state.rate.check_lookup(&client, code).await;
+            if let Some(verdict) = verdict
                 && !verdict.allowed
             {
                 return Err(ApiError::TooManyRequests {
@@ -70,7 +70,7 @@ pub async fn fallback(
             }
             state
                 .links
-                .resolve_uncached(code, now)
+                .resolve_uncached(code, now, fetched)
                 .await
                 .map_err(|e| ApiError::from(e).for_client(&req))?
         }

@@ -13,7 +13,7 @@ pub use denylist::Denylist;
 pub use ids::CodeSource;
 pub use long_url::{CheckedUrl, UrlError, UrlPolicy};
 
-use crate::cache::{Cached, LocalCache, RedisCache, Target};
+use crate::cache::{Cached, Fetched, LocalCache, RedisCache, Target};
 use crate::clicks::ClickRecorder;
 use crate::clock::Clock;
 use crate::code::hash_code;
@@ -322,15 +322,24 @@ impl LinkService {
         }
     }
 
-    /// Resolves a code the in-process cache could not answer: Redis (when configured), then
-    /// the store. One load runs per code however many ask at once; a store answer is copied
-    /// to Redis in the background.
-    pub async fn resolve_uncached(&self, code: &str, now_ms: i64) -> Result<Resolved, StoreError> {
+    /// Resolves a code the in-process cache could not answer: Redis (when configured, and
+    /// not asked already: `fetched` is its entry when it came with the rate-limit decision),
+    /// then the store. One load runs per code however many ask at once; a store answer is
+    /// copied to Redis in the background.
+    pub async fn resolve_uncached(
+        &self,
+        code: &str,
+        now_ms: i64,
+        fetched: Option<Fetched>,
+    ) -> Result<Resolved, StoreError> {
         // Boxed: the miss path's state (Redis, store, coalescing) is large, and a redirect
         // answered from L1 should not carry it around.
-        let cached = Box::pin(self.cache.get_or_load(code, now_ms, self.load(code)))
-            .await
-            .map_err(|e| (*e).clone())?;
+        let cached = Box::pin(
+            self.cache
+                .get_or_load(code, now_ms, self.load(code, fetched)),
+        )
+        .await
+        .map_err(|e| (*e).clone())?;
         Ok(Resolved::of(cached, now_ms))
     }
 
@@ -338,12 +347,12 @@ impl LinkService {
     pub async fn resolve(&self, code: &str, now_ms: i64) -> Result<Resolved, StoreError> {
         match self.resolve_cached(code, now_ms) {
             Some(resolved) => Ok(resolved),
-            None => self.resolve_uncached(code, now_ms).await,
+            None => self.resolve_uncached(code, now_ms, None).await,
         }
     }
 
-    async fn load(&self, code: &str) -> Result<Cached, StoreError> {
-        let cached = self.load_shared(code).await?;
+    async fn load(&self, code: &str, fetched: Option<Fetched>) -> Result<Cached, StoreError> {
+        let cached = self.load_shared(code, fetched).await?;
         // The denylist is this instance's own: applied after the shared tiers.
         Ok(match cached {
             Cached::Found(target) => match self.denylist.covering(target.host()) {
@@ -359,9 +368,13 @@ impl LinkService {
     }
 
     /// What Redis or the store say about `code`.
-    async fn load_shared(&self, code: &str) -> Result<Cached, StoreError> {
+    async fn load_shared(
+        &self,
+        code: &str,
+        fetched: Option<Fetched>,
+    ) -> Result<Cached, StoreError> {
         if let Some(redis) = &self.redis
-            && let Some(hit) = redis.get(code).await
+            && let Some(hit) = redis.get(code, fetched).await
         {
             return Ok(hit);
         }

@@ -1,15 +1,18 @@
 //! The Redis L2 cache against a real redis-server the harness starts and owns: misses fill
 //! Redis with bounded TTLs (on every store backend), deletes reach other instances through
 //! pub/sub, and Redis dying mid-load (or going silent behind the chaos proxy) costs no
-//! redirect; after it comes back, kurz uses it again without a restart.
+//! redirect; after it comes back, kurz uses it again without a restart. A Redis hit is one
+//! command in one round trip (with the per-IP misses limit too), and connections Redis drops
+//! are replaced without failing a call.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
     Backend, ChaosProxy, Fault, RedisServer, TestApp, TestStore, free_port, metric, spawn_app_on,
-    unique_name,
+    spawn_app_with, unique_name,
 };
 use deadpool_redis::redis::{self, AsyncCommands};
 use kurz::config::{Secret, Settings};
@@ -339,4 +342,224 @@ async fn a_silent_redis_opens_the_breaker_and_redirects_go_on_from_the_store() {
     }
     assert_eq!(metric(&app.metrics().await, "kurz_redis_breaker_open"), 0.0);
     app.stop().await;
+}
+
+/// Calls per command since Redis started (`INFO commandstats`), by command name.
+async fn command_calls(conn: &mut redis::aio::MultiplexedConnection) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The commands kurz sent between two [`command_calls`] readings (the readings' own INFO
+/// left out), with how many times each.
+fn sent(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter(|(name, _)| *name != "info")
+        .map(|(name, calls)| (name.clone(), calls - before.get(name).unwrap_or(&0)))
+        .filter(|(_, grown)| *grown > 0)
+        .collect()
+}
+
+/// An app on a Redis of the test's own (its command counts are this test's alone) behind a
+/// proxy that counts the requests kurz writes to it; L1 off, so every redirect asks Redis. The
+/// Redis timeout is generous: a call that a busy test machine makes late must not count as a
+/// failure and send the redirect to the store.
+async fn app_counting_redis_requests(
+    adjust: impl FnOnce(&mut Settings),
+) -> (TestApp, RedisServer, ChaosProxy, String) {
+    let redis_server = RedisServer::start_on(free_port());
+    let proxy = ChaosProxy::start(&redis_server.url).await;
+    let prefix = format!("{}:", unique_name("t"));
+    let app = spawn_app_with(|s| {
+        with_redis(&proxy.url_with_scheme("redis"), &prefix)(s);
+        s.cache.local.max_bytes = 0;
+        s.cache.redis.timeout = Duration::from_secs(5);
+        adjust(s);
+    })
+    .await;
+    (app, redis_server, proxy, prefix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_served_from_redis_is_one_get_in_one_round_trip() {
+    let (app, redis_server, proxy, prefix) = app_counting_redis_requests(|_| {}).await;
+    let mut conn = redis_conn(&redis_server.url).await;
+    let code = app.create_code("https://example.com/one-trip").await;
+    // The first redirect reads the store and fills Redis; the second is a Redis hit.
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    wait_for_key(
+        &mut conn,
+        &format!("{prefix}l:{code}"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+
+    let hits = metric(&app.metrics().await, "kurz_redis_hits_total");
+    let (before, requests) = (command_calls(&mut conn).await, proxy.forwarded());
+    for _ in 0..10 {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+    let after = command_calls(&mut conn).await;
+    assert_eq!(
+        sent(&before, &after),
+        BTreeMap::from([("get".to_owned(), 10)]),
+        "a Redis hit must be its GET and nothing else (no PING on checkout)"
+    );
+    assert_eq!(
+        proxy.forwarded() - requests,
+        10,
+        "one request written per redirect"
+    );
+    assert_eq!(
+        metric(&app.metrics().await, "kurz_redis_hits_total") - hits,
+        10.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_misses_limit_a_lookup_is_one_round_trip_and_a_refused_one_reads_nothing() {
+    let (app, redis_server, proxy, prefix) = app_counting_redis_requests(|s| {
+        s.limits.rate.misses_per_minute_per_ip = 6;
+    })
+    .await;
+    let mut conn = redis_conn(&redis_server.url).await;
+    let code = app.create_code("https://example.com/limited").await;
+    // Lookups 1 and 2 of 6: the store fills Redis, then Redis answers.
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    wait_for_key(
+        &mut conn,
+        &format!("{prefix}l:{code}"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+
+    // Lookups 3 to 6: the limit's script and the GET go together, and the redirect is served
+    // from what came back.
+    let hits = metric(&app.metrics().await, "kurz_redis_hits_total");
+    let (before, requests) = (command_calls(&mut conn).await, proxy.forwarded());
+    for _ in 0..4 {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+    let commands = sent(&before, &command_calls(&mut conn).await);
+    assert_eq!(
+        proxy.forwarded() - requests,
+        4,
+        "one request written per lookup"
+    );
+    assert_eq!(commands.get("evalsha"), Some(&4), "{commands:?}");
+    for extra in ["ping", "unwatch", "eval", "script|load"] {
+        assert!(!commands.contains_key(extra), "{commands:?}");
+    }
+    let text = app.metrics().await;
+    assert_eq!(metric(&text, "kurz_redis_hits_total") - hits, 4.0);
+
+    // The quota is spent: refused, in one round trip, and neither what Redis sent back nor
+    // the store is read (every store read follows a counted Redis hit or miss).
+    let lookups = metric(&text, "kurz_redis_hits_total") + metric(&text, "kurz_redis_misses_total");
+    let requests = proxy.forwarded();
+    for path in [format!("/{code}"), "/NotInRedis".to_owned()] {
+        let refused = app.get(&path).await;
+        assert_eq!(refused.status(), 429);
+        assert!(
+            refused.headers()["ratelimit-policy"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("\"misses-per-ip\";q=6")
+        );
+    }
+    assert_eq!(proxy.forwarded() - requests, 2);
+    let text = app.metrics().await;
+    assert_eq!(
+        metric(&text, "kurz_redis_hits_total") + metric(&text, "kurz_redis_misses_total"),
+        lookups,
+        "a refused lookup was resolved"
+    );
+    assert_eq!(metric(&text, "kurz_rate_limited_misses_total"), 2.0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_redis_dropped_are_all_replaced_without_a_failed_call() {
+    let (app, redis_server, _proxy, prefix) = app_counting_redis_requests(|s| {
+        s.cache.redis.pool_size = std::num::NonZeroUsize::new(8).expect("non-zero");
+    })
+    .await;
+    let app = Arc::new(app);
+    let mut conn = redis_conn(&redis_server.url).await;
+    let code = app.create_code("https://example.com/dropped").await;
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    wait_for_key(
+        &mut conn,
+        &format!("{prefix}l:{code}"),
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // Concurrent redirects until the pool holds several connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let burst: Vec<_> = (0..32)
+            .map(|_| {
+                let (app, path) = (Arc::clone(&app), format!("/{code}"));
+                tokio::spawn(async move { app.get(&path).await.status() })
+            })
+            .collect();
+        for redirect in burst {
+            assert_eq!(redirect.await.expect("join"), 302);
+        }
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("normal")
+            .query_async(&mut conn)
+            .await
+            .expect("CLIENT LIST");
+        // Ours is one of them.
+        if clients.lines().count() > 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool never grew: {clients}");
+    }
+
+    // Redis drops every connection but ours (as a restart would, without the wait).
+    let errors = metric(&app.metrics().await, "kurz_redis_errors_total");
+    let dropped: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT KILL");
+    assert!(dropped > 1, "{dropped}");
+    let hits = metric(&app.metrics().await, "kurz_redis_hits_total");
+    for _ in 0..10 {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+    let text = app.metrics().await;
+    assert_eq!(
+        metric(&text, "kurz_redis_errors_total"),
+        errors,
+        "a dropped connection failed a call"
+    );
+    assert_eq!(metric(&text, "kurz_redis_hits_total") - hits, 10.0);
+    Arc::into_inner(app)
+        .map(TestApp::stop)
+        .expect("sole owner")
+        .await;
 }
