@@ -34,6 +34,8 @@ const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const LINK_ID_COUNTER: &str = "link_ids";
 /// Most operations applied in one transaction; bounds commit latency under a flood.
 const MAX_BATCH: usize = 1024;
+/// Click deltas written in one transaction.
+const CLICK_CHUNK: usize = 2048;
 const QUEUE_DEPTH: usize = 8192;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -139,19 +141,25 @@ impl EmbeddedStore {
     }
 
     async fn write<T>(&self, op: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let round_trip = async {
-            self.writes
-                .send(op(reply))
-                .await
-                .map_err(|_| StoreError::unavailable("the store is closed"))?;
-            answer.await.map_err(|_| {
-                StoreError::internal("write transaction failed; nothing was committed")
-            })?
-        };
-        tokio::time::timeout(self.timeout, round_trip)
+        tokio::time::timeout(self.timeout, self.write_and_wait(op))
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+
+    /// A write, waiting for the writer's answer however long the commit takes: its caller
+    /// learns for certain whether it was committed.
+    async fn write_and_wait<T>(
+        &self,
+        op: impl FnOnce(Reply<T>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(op(reply))
+            .await
+            .map_err(|_| StoreError::unavailable("the store is closed"))?;
+        answer
+            .await
+            .map_err(|_| StoreError::internal("write transaction failed; nothing was committed"))?
     }
 }
 
@@ -466,17 +474,27 @@ impl LinkStore for EmbeddedStore {
         self.write(|reply| WriteOp::Lease { count, reply }).await
     }
 
+    /// In transactions of at most [`CLICK_CHUNK`] deltas, one after another, so that a large
+    /// flush never makes one long commit that creates wait behind. Each waits for its commit
+    /// without the store timeout: a write whose caller gave up could still commit, and the
+    /// flusher, keeping its deltas, would count them twice. The first chunk that fails leaves
+    /// itself and every later one unapplied.
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
-        // One transaction: all deltas are written, or none.
-        self.write(|reply| WriteOp::Clicks {
-            deltas: deltas.to_vec(),
-            reply,
-        })
-        .await
-        .map_err(|error| FlushError {
-            error,
-            unapplied: (0..deltas.len()).collect(),
-        })
+        for (n, chunk) in deltas.chunks(CLICK_CHUNK).enumerate() {
+            let written = self
+                .write_and_wait(|reply| WriteOp::Clicks {
+                    deltas: chunk.to_vec(),
+                    reply,
+                })
+                .await;
+            if let Err(error) = written {
+                return Err(FlushError {
+                    error,
+                    unapplied: (n * CLICK_CHUNK..deltas.len()).collect(),
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
@@ -635,6 +653,38 @@ mod tests {
         store.insert(&link("abc"), None).await.expect("insert");
         let fresh = store.stats("abc").await.expect("stats").expect("exists");
         assert_eq!(fresh, LinkStats::default());
+    }
+
+    #[tokio::test]
+    async fn a_click_write_slower_than_the_store_timeout_is_waited_for_and_counted_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.redb");
+        let open = |timeout| EmbeddedStore::open(&path, timeout).expect("open");
+        let store = open(Duration::from_secs(5));
+        store.insert(&link("abc"), None).await.expect("insert");
+        store.close().await;
+        // A timeout no commit can meet: a click write that gave up here could still commit,
+        // and would be sent again.
+        let store = open(Duration::from_nanos(1));
+        // More deltas than one transaction takes, so the write goes in several.
+        let deltas: Vec<ClickDelta> = (0..CLICK_CHUNK * 2 + 1)
+            .map(|i| ClickDelta {
+                token: format!("t{i}"),
+                code: "abc".into(),
+                count: 1,
+                last_click_ms: i as i64,
+                days: vec![(1, 1)],
+            })
+            .collect();
+        store
+            .add_clicks(&deltas)
+            .await
+            .expect("written, however long it took");
+        store.close().await;
+        let store = open(Duration::from_secs(5));
+        let stats = store.stats("abc").await.expect("stats").expect("exists");
+        assert_eq!(stats.total_clicks, deltas.len() as u64);
+        assert_eq!(stats.daily, vec![(1, deltas.len() as u64)]);
     }
 
     #[tokio::test]
