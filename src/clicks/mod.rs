@@ -25,7 +25,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock;
+use crate::config::Backend;
 use crate::store::{ClickDelta, LinkStore};
+
+/// What the embedded store writes at once, for the flusher's pacing: sixteen of its click
+/// transactions.
+const EMBEDDED_MAX_BATCH: usize = 32_768;
 use crate::telemetry::{self, Metrics};
 
 #[derive(Default)]
@@ -162,7 +167,9 @@ pub struct FlushPacing {
     pub interval: Duration,
     pub max_backoff: Duration,
     pub max_pending_codes: usize,
-    /// Deltas the store writes at once (the DynamoDB flush concurrency).
+    /// What the store writes at once (the DynamoDB flush concurrency; for the embedded store,
+    /// sixteen of its click transactions): while flushes fail, each sends at most this,
+    /// halved once per failure.
     pub max_batch: usize,
 }
 
@@ -172,7 +179,10 @@ impl FlushPacing {
             interval: settings.clicks.flush_interval,
             max_backoff: settings.clicks.max_backoff,
             max_pending_codes: settings.clicks.max_pending_codes,
-            max_batch: settings.store.dynamodb.flush_concurrency.get(),
+            max_batch: match settings.store.backend {
+                Backend::Dynamodb => settings.store.dynamodb.flush_concurrency.get(),
+                Backend::Embedded => EMBEDDED_MAX_BATCH,
+            },
         }
     }
 

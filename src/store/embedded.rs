@@ -477,10 +477,18 @@ impl LinkStore for EmbeddedStore {
     /// In transactions of at most [`CLICK_CHUNK`] deltas, one after another, so that a large
     /// flush never makes one long commit that creates wait behind. Each waits for its commit
     /// without the store timeout: a write whose caller gave up could still commit, and the
-    /// flusher, keeping its deltas, would count them twice. The first chunk that fails leaves
-    /// itself and every later one unapplied.
+    /// flusher, keeping its deltas, would count them twice. Once the store timeout has passed,
+    /// no further chunk starts: what is left is unapplied (the store is behind; the flusher
+    /// backs off), as is everything from a chunk that fails.
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         for (n, chunk) in deltas.chunks(CLICK_CHUNK).enumerate() {
+            if n > 0 && tokio::time::Instant::now() >= deadline {
+                return Err(FlushError {
+                    error: StoreError::Timeout(self.timeout),
+                    unapplied: (n * CLICK_CHUNK..deltas.len()).collect(),
+                });
+            }
             let written = self
                 .write_and_wait(|reply| WriteOp::Clicks {
                     deltas: chunk.to_vec(),
@@ -663,9 +671,6 @@ mod tests {
         let store = open(Duration::from_secs(5));
         store.insert(&link("abc"), None).await.expect("insert");
         store.close().await;
-        // A timeout no commit can meet: a click write that gave up here could still commit,
-        // and would be sent again.
-        let store = open(Duration::from_nanos(1));
         // More deltas than one transaction takes, so the write goes in several.
         let deltas: Vec<ClickDelta> = (0..CLICK_CHUNK * 2 + 1)
             .map(|i| ClickDelta {
@@ -676,12 +681,28 @@ mod tests {
                 days: vec![(1, 1)],
             })
             .collect();
-        store
+        // A timeout no commit can meet: the first transaction is waited for (a write that
+        // gave up could still commit, and would then be sent again), no later one starts.
+        let store = open(Duration::from_nanos(1));
+        let behind = store
             .add_clicks(&deltas)
             .await
-            .expect("written, however long it took");
+            .expect_err("the store is behind");
+        assert_eq!(
+            behind.unapplied,
+            (CLICK_CHUNK..deltas.len()).collect::<Vec<_>>()
+        );
         store.close().await;
         let store = open(Duration::from_secs(5));
+        let stats = store.stats("abc").await.expect("stats").expect("exists");
+        assert_eq!(stats.total_clicks, CLICK_CHUNK as u64);
+        // What was left, sent again, is counted once too.
+        let rest: Vec<ClickDelta> = behind
+            .unapplied
+            .iter()
+            .map(|&i| deltas[i].clone())
+            .collect();
+        store.add_clicks(&rest).await.expect("written");
         let stats = store.stats("abc").await.expect("stats").expect("exists");
         assert_eq!(stats.total_clicks, deltas.len() as u64);
         assert_eq!(stats.daily, vec![(1, deltas.len() as u64)]);
