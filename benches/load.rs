@@ -5,9 +5,11 @@
 //! embedded default with 100,000 links created through the API, then drives them alternately
 //! with `wrk` and a Lua script requesting random existing codes over keep-alive connections, at
 //! 64 and 256 connections. It prints requests/s, p50 and p99 of each and the ratio kurz /
-//! ceiling, durable creates per second through the API (32 connections), redirect latency with
-//! 10,000 and 1,000,000 links stored, and redirects per second served from each cache tier
-//! (L1, Redis with L1 off, the store with both off).
+//! ceiling, durable creates per second through the API (32 connections; on an empty store and
+//! on the one holding those links), redirects per second served from each cache tier (L1,
+//! Redis with L1 off, the store with both off), and hot sets of 10,000, 100,000 and 1,000,000
+//! links all cached in L1 before they are measured against the ceiling, with the resident
+//! memory each cached link costs the whole process.
 //!
 //! Run: `cargo bench --bench load` (needs `wrk` and `redis-server`: `apt-get install wrk
 //! redis-server`). `LOAD_SECONDS` sets each wrk run's length (default 10); `LOAD_ONLY=ceiling`
@@ -108,11 +110,20 @@ fn main() {
         return;
     }
 
-    // Durable creates through the API, 32 connections.
-    let creates = wrk_script(&kurz.base, &create_script(work.path()), 32, seconds);
+    // Durable creates through the API, 32 connections: on an empty store, then on this one.
+    let create = create_script(work.path());
+    let empty = KurzProcess::start(&work.path().join("empty.redb"), &[]);
+    let on_empty = wrk_script(&empty.base, &create, 32, seconds);
+    empty.stop();
     let _ = writeln!(
         report,
-        "\ndurable creates (POST /api/v1/links, 32 connections, every 201 committed to disk): {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx: {}",
+        "\ndurable creates on an empty store (32 connections): {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx: {}",
+        on_empty.rps, on_empty.p50_ms, on_empty.p99_ms, on_empty.errors
+    );
+    let creates = wrk_script(&kurz.base, &create, 32, seconds);
+    let _ = writeln!(
+        report,
+        "durable creates on the store holding 100,000 links (POST /api/v1/links, 32 connections, every 201 committed to disk): {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx: {}",
         creates.rps, creates.p50_ms, creates.p99_ms, creates.errors
     );
     let rss = harness::rss_kib(&kurz.child.id().to_string());
@@ -158,25 +169,86 @@ fn main() {
     }
     drop(redis);
 
-    // Redirect latency as the store grows: 10,000 vs 1,000,000 links stored.
+    // Hot sets at the ceiling: every link of the store in L1 before measuring, so that the
+    // table measures the cache as it grows and not first lookups; and what caching them costs
+    // the whole process in resident memory.
     let _ = writeln!(
         report,
-        "\n| links stored | requests/s | p50 | p99 |\n|---|---|---|---|"
+        "\nhot sets, every link cached in L1 first ({URL_BYTES}-byte URLs, 64 connections, ceiling in the same section):\n\n\
+         | links in L1 | kurz requests/s | ceiling requests/s | kurz / ceiling | kurz p99 | ceiling p99 | p99 ratio | resident growth | per cached link | L1 misses while measured |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
     );
-    for count in [10_000, 1_000_000] {
+    let ceiling = self::ceiling();
+    let mut click_notes = Vec::new();
+    for count in [10_000, 100_000, 1_000_000] {
         let data = work.path().join(format!("kurz-{count}.redb"));
         let codes = prefill(&data, count);
-        let script = work.path().join(format!("redirect-{count}.lua"));
-        write_redirect_script(&script, &codes);
-        let server = KurzProcess::start(&data, &[]);
-        let r = wrk(&server.base, &script, 64, seconds);
+        let random = work.path().join(format!("redirect-{count}.lua"));
+        write_redirect_script(&random, &codes);
+        let each_once = work.path().join(format!("warm-{count}.lua"));
+        write_warm_script(&each_once, &codes);
+        let server = KurzProcess::start(
+            &data,
+            &[
+                // Room for every link, for longer than the section runs.
+                ("KURZ__CACHE__LOCAL__MAX_BYTES", "1073741824"),
+                ("KURZ__CACHE__LOCAL__TTL_MS", "3600000"),
+            ],
+        );
+        let pid = server.child.id().to_string();
+        let before = harness::rss_kib(&pid);
+        let warm_up = Instant::now();
+        let mut from = 0;
+        loop {
+            let cached = metric(&server.base, "kurz_cache_entries");
+            if cached >= count as f64 {
+                break;
+            }
+            assert!(
+                warm_up.elapsed() < Duration::from_secs(600),
+                "L1 took {cached} of {count} links"
+            );
+            // Each run goes on from where the last one stopped.
+            let run = wrk_run(&server.base, &each_once, 1, 64, 5, &[&from.to_string()]);
+            assert_eq!(run.errors, 0, "warm-up lookups answered other than 3xx");
+            from += run.requests;
+        }
+        let grown = harness::rss_kib(&pid) - before;
+        let misses_before = metric(&server.base, "kurz_cache_misses_total");
+        let (mut k, mut c) = (Vec::new(), Vec::new());
+        for round in 0..2 {
+            if round == 0 {
+                c.push(wrk(&ceiling.base(), &random, 64, seconds));
+                k.push(wrk(&server.base, &random, 64, seconds));
+            } else {
+                k.push(wrk(&server.base, &random, 64, seconds));
+                c.push(wrk(&ceiling.base(), &random, 64, seconds));
+            }
+        }
+        let misses = metric(&server.base, "kurz_cache_misses_total") - misses_before;
+        let clicks = ["recorded_total", "flushed_total", "dropped_total"]
+            .map(|m| metric(&server.base, &format!("kurz_clicks_{m}")));
+        click_notes.push(format!(
+            "{count} links: {} clicks recorded, {} written to the store by the end of the runs, {} dropped",
+            clicks[0], clicks[1], clicks[2]
+        ));
+        let (k, c) = (Wrk::mean(&k), Wrk::mean(&c));
         let _ = writeln!(
             report,
-            "| {count} | {:.0} | {:.2} ms | {:.2} ms |",
-            r.rps, r.p50_ms, r.p99_ms
+            "| {count} | {:.0} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {:.2} | {} MiB | {:.0} bytes | {misses} |",
+            k.rps,
+            c.rps,
+            k.rps / c.rps,
+            k.p99_ms,
+            c.p99_ms,
+            k.p99_ms / c.p99_ms,
+            grown / 1024,
+            grown as f64 * 1024.0 / count as f64
         );
         server.stop();
     }
+    drop(ceiling);
+    let _ = writeln!(report, "\n{}", click_notes.join("\n"));
     println!("{report}");
 }
 
@@ -264,7 +336,7 @@ fn prefill(path: &Path, count: u64) -> Vec<String> {
                 let (store, code) = (Arc::clone(&store), code.clone());
                 tasks.push(tokio::spawn(async move {
                     let link = Link {
-                        url: format!("https://example.com/prefill/{code}"),
+                        url: long_url(&code),
                         code,
                         created_at_ms: kurz::clock::system_now_ms(),
                         expires_at_ms: None,
@@ -282,6 +354,45 @@ fn prefill(path: &Path, count: u64) -> Vec<String> {
         store.close().await;
         codes
     })
+}
+
+/// Long URLs in the hot-set section: 70 bytes, the size the memory target is stated for.
+const URL_BYTES: usize = 70;
+
+/// A 70-byte URL for `code` (codes are 7 characters).
+fn long_url(code: &str) -> String {
+    let url = format!("https://www.example.com/articles/2026/some-article-title/{code}");
+    format!("{url}{}", "x".repeat(URL_BYTES.saturating_sub(url.len())))
+}
+
+/// A script for one wrk thread that asks for every code once with HEAD (which counts no click,
+/// so warming up is not a flood of clicks to flush), from the index its first argument gives,
+/// then starts over. A run that ends with N answers leaves no code before index N unasked.
+fn write_warm_script(path: &Path, codes: &[String]) {
+    let mut lua = String::with_capacity(codes.len() * 12 + 512);
+    lua.push_str("codes = {\n");
+    for code in codes {
+        let _ = writeln!(lua, "\"{code}\",");
+    }
+    lua.push_str(
+        "}\n\
+         local n = #codes\n\
+         local cursor = 0\n\
+         function init(args) cursor = tonumber(args[1] or 0) end\n\
+         function request() local code = codes[cursor % n + 1] cursor = cursor + 1 return wrk.format(\"HEAD\", \"/\" .. code) end\n",
+    );
+    std::fs::write(path, lua).expect("write lua");
+}
+
+/// One metric from kurz's `/metrics`, over a plain HTTP/1.0 request.
+fn metric(base: &str, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to kurz");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("metrics");
+    harness::metric(&text, name)
 }
 
 fn write_redirect_script(path: &Path, codes: &[String]) {
@@ -318,6 +429,7 @@ fn create_script(dir: &Path) -> PathBuf {
 
 #[derive(Debug, Default, Clone)]
 struct Wrk {
+    requests: u64,
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -328,6 +440,7 @@ impl Wrk {
     fn mean(runs: &[Wrk]) -> Wrk {
         let n = runs.len() as f64;
         Wrk {
+            requests: runs.iter().map(|r| r.requests).sum(),
             rps: runs.iter().map(|r| r.rps).sum::<f64>() / n,
             p50_ms: runs.iter().map(|r| r.p50_ms).sum::<f64>() / n,
             p99_ms: runs.iter().map(|r| r.p99_ms).sum::<f64>() / n,
@@ -343,9 +456,21 @@ fn wrk(base: &str, script: &Path, connections: u32, seconds: u64) -> Wrk {
 }
 
 fn wrk_script(base: &str, script: &Path, connections: u32, seconds: u64) -> Wrk {
+    wrk_run(base, script, 2, connections, seconds, &[])
+}
+
+/// A wrk run on `threads` threads; `args` go to the script's `init`.
+fn wrk_run(
+    base: &str,
+    script: &Path,
+    threads: u32,
+    connections: u32,
+    seconds: u64,
+    args: &[&str],
+) -> Wrk {
     let output = Command::new("wrk")
         .args([
-            "-t2",
+            &format!("-t{threads}"),
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
             "--latency",
@@ -353,6 +478,8 @@ fn wrk_script(base: &str, script: &Path, connections: u32, seconds: u64) -> Wrk 
         ])
         .arg(script)
         .arg(base)
+        .arg("--")
+        .args(args)
         .output()
         .expect("wrk runs");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -363,6 +490,12 @@ fn wrk_script(base: &str, script: &Path, connections: u32, seconds: u64) -> Wrk 
             .map(str::trim)
     };
     Wrk {
+        // "1234 requests in 5.00s, 1.2MB read"
+        requests: text
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in "))
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or(0),
         rps: field("Requests/sec:")
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}")),
