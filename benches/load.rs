@@ -369,18 +369,24 @@ fn long_url(code: &str) -> String {
 /// so warming up is not a flood of clicks to flush), from the index its first argument gives,
 /// then starts over. A run that ends with N answers leaves no code before index N unasked.
 fn write_warm_script(path: &Path, codes: &[String]) {
+    write_codes_script(
+        path,
+        codes,
+        "local cursor = 0\n\
+         function init(args) cursor = tonumber(args[1] or 0) end\n\
+         function request() local code = codes[cursor % n + 1] cursor = cursor + 1 return wrk.format(\"HEAD\", \"/\" .. code) end\n",
+    );
+}
+
+/// A wrk script: the table `codes` (its length in `n`), then `body`.
+fn write_codes_script(path: &Path, codes: &[String], body: &str) {
     let mut lua = String::with_capacity(codes.len() * 12 + 512);
     lua.push_str("codes = {\n");
     for code in codes {
         let _ = writeln!(lua, "\"{code}\",");
     }
-    lua.push_str(
-        "}\n\
-         local n = #codes\n\
-         local cursor = 0\n\
-         function init(args) cursor = tonumber(args[1] or 0) end\n\
-         function request() local code = codes[cursor % n + 1] cursor = cursor + 1 return wrk.format(\"HEAD\", \"/\" .. code) end\n",
-    );
+    lua.push_str("}\nlocal n = #codes\n");
+    lua.push_str(body);
     std::fs::write(path, lua).expect("write lua");
 }
 
@@ -396,18 +402,12 @@ fn metric(base: &str, name: &str) -> f64 {
 }
 
 fn write_redirect_script(path: &Path, codes: &[String]) {
-    let mut lua = String::with_capacity(codes.len() * 12 + 512);
-    lua.push_str("codes = {\n");
-    for code in codes {
-        let _ = writeln!(lua, "\"{code}\",");
-    }
-    lua.push_str(
-        "}\n\
-         local n = #codes\n\
-         function init(args) math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16)) end\n\
+    write_codes_script(
+        path,
+        codes,
+        "function init(args) math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16)) end\n\
          function request() return wrk.format(\"GET\", \"/\" .. codes[math.random(n)]) end\n",
     );
-    std::fs::write(path, lua).expect("write lua");
 }
 
 fn create_script(dir: &Path) -> PathBuf {

@@ -391,20 +391,25 @@ async fn app_counting_redis_requests(
     (app, redis_server, proxy, prefix)
 }
 
+/// Two redirects of `code`: the first reads the store and fills Redis, the second is a Redis
+/// hit (L1 is off in these apps).
+async fn redirect_until_redis_answers(
+    app: &TestApp,
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    code: &str,
+) {
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    wait_for_key(conn, &format!("{prefix}l:{code}"), Duration::from_secs(5)).await;
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_served_from_redis_is_one_get_in_one_round_trip() {
     let (app, redis_server, proxy, prefix) = app_counting_redis_requests(|_| {}).await;
     let mut conn = redis_conn(&redis_server.url).await;
     let code = app.create_code("https://example.com/one-trip").await;
-    // The first redirect reads the store and fills Redis; the second is a Redis hit.
-    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
-    wait_for_key(
-        &mut conn,
-        &format!("{prefix}l:{code}"),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    redirect_until_redis_answers(&app, &mut conn, &prefix, &code).await;
 
     let hits = metric(&app.metrics().await, "kurz_redis_hits_total");
     let (before, requests) = (command_calls(&mut conn).await, proxy.forwarded());
@@ -437,15 +442,8 @@ async fn with_the_misses_limit_a_lookup_is_one_round_trip_and_a_refused_one_read
     .await;
     let mut conn = redis_conn(&redis_server.url).await;
     let code = app.create_code("https://example.com/limited").await;
-    // Lookups 1 and 2 of 6: the store fills Redis, then Redis answers.
-    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
-    wait_for_key(
-        &mut conn,
-        &format!("{prefix}l:{code}"),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    // Lookups 1 and 2 of 6.
+    redirect_until_redis_answers(&app, &mut conn, &prefix, &code).await;
 
     // Lookups 3 to 6: the limit's script and the GET go together, and the redirect is served
     // from what came back.
