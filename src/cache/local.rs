@@ -161,7 +161,7 @@ impl LocalCache {
 
     /// The share of `max_bytes` a link with this code and URL takes.
     pub fn entry_weight(code: &str, url: &str) -> u64 {
-        heap_len(&Key::new(code)) + url.len() as u64 + ENTRY_OVERHEAD
+        weight(&Key::new(code), url.len())
     }
 
     fn flights(&self) -> MutexGuard<'_, HashMap<String, Flight>> {
@@ -176,7 +176,7 @@ fn table<V: Clone>(budget: u64) -> Table<V>
 where
     Weigher: quick_cache::Weighter<Key, V>,
 {
-    let typical = INLINE_CODE as u64 + 70 + ENTRY_OVERHEAD;
+    let typical = weight(&Key::new("1234567"), 70);
     let items = usize::try_from(budget / typical).unwrap_or(usize::MAX);
     Cache::with(
         items.max(16),
@@ -246,22 +246,24 @@ struct Weigher;
 
 impl quick_cache::Weighter<Key, Target> for Weigher {
     fn weight(&self, code: &Key, target: &Target) -> u64 {
-        heap_len(code) + target.url().len() as u64 + ENTRY_OVERHEAD
+        weight(code, target.url().len())
     }
 }
 
 impl quick_cache::Weighter<Key, u32> for Weigher {
     fn weight(&self, code: &Key, _: &u32) -> u64 {
-        heap_len(code) + ENTRY_OVERHEAD
+        weight(code, 0)
     }
 }
 
-/// The key's own heap bytes (none when inline), plus its inline bytes.
-fn heap_len(code: &Key) -> u64 {
-    match code {
-        Key::Inline { .. } => INLINE_CODE as u64,
-        Key::Heap(code) => INLINE_CODE as u64 + code.len() as u64,
-    }
+/// An entry's estimated memory: the key's bytes (inline, and on the heap when long), the URL's
+/// and the per-entry overhead.
+fn weight(code: &Key, url_len: usize) -> u64 {
+    let key = match code {
+        Key::Inline { .. } => INLINE_CODE,
+        Key::Heap(code) => INLINE_CODE + code.len(),
+    };
+    (key + url_len) as u64 + ENTRY_OVERHEAD
 }
 
 /// Unregisters a load when it is done or abandoned, if it is still the registered one.

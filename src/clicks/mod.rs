@@ -1,19 +1,19 @@
 //! Click counting off the redirect path.
 //!
-//! A redirect only bumps an in-memory counter in its thread's own shard (a map behind a lock
-//! no other redirect takes, on cache lines of its own), so worker threads never contend over
-//! clicks, even on one hot link. A code keeps its slot across flushes while it is being
-//! clicked, so a hot link never allocates on the redirect path; a slot idle for a whole
-//! interval is freed. A background task drains the shards every flush interval, adds up each
-//! code's clicks from every thread, and writes the aggregated deltas to the store in one call. A delta the store did not take is kept exactly as it was, with its idempotency token,
-//! and sent again with the next flush: a write that timed out but did land is then recognised
-//! by the store instead of counted twice. While flushes fail, the flusher backs off: the wait
-//! doubles (with jitter) up to `clicks.max_backoff_ms`, and each flush sends fewer deltas
-//! (half as many after each failure, down to one), so a struggling store is not handed the
-//! same work at the same rate; once it takes a flush, the next one sends everything again.
-//! Kept deltas are bounded; beyond the bound the oldest are dropped and counted. Shutdown
-//! flushes what is left. Worst case on a crash: what was pending (one interval of clicks while
-//! the store answers).
+//! A redirect only bumps an in-memory counter in its thread's own shard (a map behind a lock no
+//! other redirect takes, on cache lines of its own), so worker threads never contend over clicks,
+//! even on one hot link. A code keeps its slot across flushes while it is being clicked, so a hot
+//! link never allocates on the redirect path; a slot idle for a whole interval is freed. A
+//! background task drains the shards every flush interval, adds up each code's clicks from every
+//! thread, and writes the aggregated deltas to the store in one call. A delta the store did not
+//! take is kept exactly as it was, with its idempotency token, and sent again with the next flush:
+//! a write that timed out but did land is then recognised by the store instead of counted twice.
+//! While flushes fail, the flusher backs off: the wait doubles (with jitter) up to
+//! `clicks.max_backoff_ms`, and each flush sends fewer deltas (half as many after each failure,
+//! down to one), so a struggling store is not handed the same work at the same rate; once it takes
+//! a flush, the next one sends everything again. Kept deltas are bounded; beyond the bound the
+//! oldest are dropped and counted. Shutdown flushes what is left. Worst case on a crash: what was
+//! pending (one interval of clicks while the store answers).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};

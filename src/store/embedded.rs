@@ -89,9 +89,14 @@ impl EmbeddedStore {
         Self::open_with_cache(path, timeout, crate::config::DEFAULT_STORE_CACHE_BYTES)
     }
 
+    /// The store `settings` describe: their file, timeout and page cache.
+    pub fn from_settings(settings: &crate::config::StoreSettings) -> Result<Self, StoreError> {
+        Self::open_with_cache(&settings.path, settings.timeout, settings.cache_bytes)
+    }
+
     /// As [`open`](Self::open), with at most `cache_bytes` of pages cached in memory (reads
     /// beyond it go to the file, which the OS keeps in its page cache).
-    pub fn open_with_cache(
+    fn open_with_cache(
         path: &Path,
         timeout: Duration,
         cache_bytes: usize,

@@ -216,11 +216,7 @@ pub async fn open(
 ) -> Result<Arc<dyn LinkStore>, StoreError> {
     match settings.backend {
         Backend::Embedded => {
-            let store = EmbeddedStore::open_with_cache(
-                &settings.path,
-                settings.timeout,
-                settings.cache_bytes,
-            )?;
+            let store = EmbeddedStore::from_settings(settings)?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "dynamodb")]
@@ -239,11 +235,7 @@ pub async fn open(
 pub async fn init(settings: &StoreSettings) -> Result<Vec<String>, StoreError> {
     match settings.backend {
         Backend::Embedded => {
-            let store = EmbeddedStore::open_with_cache(
-                &settings.path,
-                settings.timeout,
-                settings.cache_bytes,
-            )?;
+            let store = EmbeddedStore::from_settings(settings)?;
             store.close().await;
             Ok(vec![format!(
                 "embedded store ready at {}",
