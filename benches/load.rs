@@ -339,10 +339,7 @@ fn prefill(path: &Path, count: u64) -> Vec<String> {
                         url: long_url(&code),
                         code,
                         created_at_ms: kurz::clock::system_now_ms(),
-                        expires_at_ms: None,
-                        redirect_status: 302,
-                        owner: None,
-                        disabled: None,
+                        ..Link::default()
                     };
                     store.insert(&link, None).await.expect("insert");
                 }));

@@ -79,7 +79,7 @@ impl LocalCache {
     pub fn get(&self, code: &str, now_ms: i64) -> Option<Cached> {
         let now = self.tick(now_ms);
         if let Some(target) = self.found.as_ref()?.get(code.as_bytes())
-            && now.saturating_sub(target.cached_at) < self.ttl_ticks
+            && now.saturating_sub(target.cached_at.0) < self.ttl_ticks
         {
             return Some(Cached::Found(target));
         }
@@ -93,7 +93,7 @@ impl LocalCache {
             Cached::Found(target) => {
                 if let (Some(found), Some(missing)) = (&self.found, &self.missing) {
                     let mut target = target.clone();
-                    target.cached_at = now;
+                    target.cached_at.0 = now;
                     found.insert(Key::new(code), target);
                     missing.remove(code.as_bytes());
                 }

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::config::Secret;
-use crate::store::Link;
+use crate::store::{Link, ListScope};
 
 type Digest32 = [u8; 32];
 
@@ -66,6 +66,20 @@ impl Caller {
             Caller::Admin => true,
             Caller::ApiKey(key) => self.owns(key, link),
             Caller::Anonymous => false,
+        }
+    }
+
+    /// Whose links the caller lists: the admin everyone's, a key its own (under either of its
+    /// fingerprints); `None` for an anonymous caller, who may list nothing (that would let
+    /// anyone enumerate the links nobody owns).
+    pub fn list_scopes(&self) -> Option<Vec<ListScope>> {
+        match self {
+            Caller::Admin => Some(vec![ListScope::All]),
+            Caller::ApiKey(key) => Some(vec![
+                ListScope::Owner(Some(key.fingerprint.clone())),
+                ListScope::Owner(Some(key.legacy.clone())),
+            ]),
+            Caller::Anonymous => None,
         }
     }
 
@@ -192,11 +206,8 @@ mod tests {
         Link {
             code: "abc".into(),
             url: "https://example.com/".into(),
-            created_at_ms: 0,
-            expires_at_ms: None,
-            redirect_status: 302,
             owner,
-            disabled: None,
+            ..Link::default()
         }
     }
 

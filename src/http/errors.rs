@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{accept, html};
 
-use crate::links::CreateError;
+use crate::links::{CreateError, EditError};
 use crate::store::StoreError;
 
 /// Seconds a client is told to wait after a 503.
@@ -46,6 +46,11 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     RequestTimeout(String),
+    /// `If-Match` named another version than the stored one.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    UriTooLong(String),
     /// A rate limit: 429 with `Retry-After` and the `RateLimit` headers.
     #[error("too many requests: {what} is limited to {} per minute; retry in {} s", verdict.quota, verdict.retry_after_s)]
     TooManyRequests {
@@ -90,6 +95,8 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -187,6 +194,21 @@ impl From<StoreError> for ApiError {
             }
         } else {
             Self::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<EditError> for ApiError {
+    fn from(e: EditError) -> Self {
+        match e {
+            // The caller's own message names the code: see the handler.
+            EditError::Missing => Self::NotFound(e.to_string()),
+            EditError::PreconditionFailed => Self::PreconditionFailed(format!(
+                "{e}: GET it again for its current version and ETag"
+            )),
+            EditError::AdminDisabled => Self::Forbidden(e.to_string()),
+            EditError::Denied { .. } => Self::Unprocessable(e.to_string()),
+            EditError::Store(e) => e.into(),
         }
     }
 }

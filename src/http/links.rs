@@ -5,9 +5,9 @@
 //! delete its own, the admin sees and manages all. Every create is logged on the `kurz::audit`
 //! target with who made it (owner fingerprint, client IP), the code and the URL's host.
 
-use actix_web::http::header::{CONTENT_LENGTH, LOCATION};
+use actix_web::http::header::{CONTENT_LENGTH, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::errors::{RATELIMIT, RATELIMIT_POLICY};
 use super::{ApiError, AppState, Caller, code_param, no_such_link};
@@ -15,7 +15,9 @@ use crate::base_url::BaseUrl;
 use crate::clock;
 use crate::code::parse_alias;
 use crate::limits::{Bucket, Verdict};
-use crate::links::NewLink;
+use crate::links::{
+    Cursor, LinkEdit, LinkState, ListQuery, NewLink, etag, normalise_tags, normalise_title,
+};
 use crate::store::Link;
 
 const ALLOWED_REDIRECTS: [u16; 4] = [301, 302, 307, 308];
@@ -27,9 +29,13 @@ struct CreateLinkRequest {
     alias: Option<String>,
     expires_at: Option<String>,
     redirect_status: Option<u16>,
+    title: Option<String>,
+    tags: Option<Vec<String>>,
+    forward_query: Option<bool>,
 }
 
-/// A link as the API shows it.
+/// A link as the API shows it: every field of [`Link`] under its own name (times as RFC 3339,
+/// without the `_ms`), but those [`HIDDEN`] (a test holds the two to each other).
 #[derive(Serialize)]
 struct LinkView<'a> {
     code: &'a str,
@@ -38,9 +44,19 @@ struct LinkView<'a> {
     created_at: String,
     expires_at: Option<String>,
     redirect_status: u16,
+    title: Option<&'a str>,
+    tags: &'a [String],
+    forward_query: bool,
     disabled: bool,
     disabled_reason: Option<&'a str>,
 }
+
+/// Fields of [`Link`] the API does not show, and why.
+#[cfg(test)]
+const HIDDEN: &[(&str, &str)] = &[
+    ("owner", "a key's fingerprint: the caller knows its own key"),
+    ("revision", "sent as the ETag header"),
+];
 
 impl<'a> LinkView<'a> {
     fn new(link: &'a Link, base: &BaseUrl) -> Self {
@@ -51,18 +67,37 @@ impl<'a> LinkView<'a> {
             created_at: clock::format_rfc3339(link.created_at_ms),
             expires_at: link.expires_at_ms.map(clock::format_rfc3339),
             redirect_status: link.redirect_status,
+            title: link.title.as_deref(),
+            tags: &link.tags,
+            forward_query: link.forward_query,
             disabled: link.disabled.is_some(),
             disabled_reason: link.disabled.as_ref().map(|d| d.reason.as_str()),
         }
     }
 }
 
-/// `PATCH /api/v1/links/{code}` (admin).
+/// `PATCH /api/v1/links/{code}`: each field present is changed; `null` clears `expires_at`
+/// and `title`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateLinkRequest {
-    disabled: bool,
+    url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<String>>,
+    redirect_status: Option<u16>,
+    #[serde(default, deserialize_with = "present")]
+    title: Option<Option<String>>,
+    tags: Option<Vec<String>>,
+    forward_query: Option<bool>,
+    disabled: Option<bool>,
     reason: Option<String>,
+}
+
+/// A field that is present, `null` or not: `Some(None)` for `null`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Longest reason for disabling a link.
@@ -114,32 +149,36 @@ pub async fn create(
         .as_deref()
         .map(|text| parse_expiry(text, now))
         .transpose()?;
-    let redirect_status = match input.redirect_status {
-        None => 302,
-        Some(s @ (301 | 308)) if !caller.is_keyed() => {
-            return Err(ApiError::Forbidden(format!(
-                "redirect_status {s} (permanent: browsers keep it) needs an API key; use 302 or 307"
-            )));
-        }
-        Some(s) if ALLOWED_REDIRECTS.contains(&s) => s,
-        Some(s) => {
-            return Err(ApiError::BadRequest(format!(
-                "redirect_status must be one of 301, 302, 307, 308; got {s}"
-            )));
-        }
-    };
+    let redirect_status = input
+        .redirect_status
+        .map(|s| redirect_status_field(s, &caller))
+        .transpose()?
+        .unwrap_or(302);
     let idempotency_key = idempotency_key(&req)?;
+    let title = input
+        .title
+        .as_deref()
+        .map(title_field)
+        .transpose()?
+        .flatten();
+    let tags = input.tags.as_deref().map(tags_field).transpose()?;
 
     let host = checked.host.clone();
     let created = state
         .links
         .create(NewLink {
-            url: checked.url,
+            link: Link {
+                code: alias.unwrap_or_default(),
+                url: checked.url,
+                expires_at_ms,
+                redirect_status,
+                title,
+                tags: tags.unwrap_or_default(),
+                forward_query: input.forward_query.unwrap_or(true),
+                owner: caller.owner(),
+                ..Link::default()
+            },
             host: checked.host,
-            alias,
-            expires_at_ms,
-            redirect_status,
-            owner: caller.owner(),
             idempotency_key,
         })
         .await?;
@@ -157,6 +196,7 @@ pub async fn create(
     let view = LinkView::new(&created.link, &state.base_url);
     let mut response = HttpResponse::Created();
     response.insert_header((LOCATION, view.short_url.as_str()));
+    response.insert_header((ETAG, etag(&created.link)));
     if created.replayed {
         response.insert_header(("idempotent-replayed", "true"));
     }
@@ -180,7 +220,20 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
         .await?
         .filter(|link| caller.may_read(link))
         .ok_or_else(|| no_such_link(code))?;
-    Ok(HttpResponse::Ok().json(LinkView::new(&link, &state.base_url)))
+    let tag = etag(&link);
+    let unchanged = req
+        .headers()
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    if unchanged {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((ETAG, tag))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((ETAG, tag))
+        .json(LinkView::new(&link, &state.base_url)))
 }
 
 pub async fn delete(
@@ -217,20 +270,76 @@ pub async fn delete(
     }
 }
 
-/// Disables or re-enables a link (admin): a disabled link answers 410 and keeps its stats.
+/// Edits a link (its owner, or the admin): destination, expiry, redirect status, title,
+/// tags, query forwarding, disabled. With `If-Match`, only while the link is that version
+/// (412 otherwise). A link the admin disabled stays disabled until the admin enables it.
 pub async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.auth.admin(&req)?;
+    let caller = state.auth.creator(&req)?;
+    if !caller.is_keyed() {
+        return Err(ApiError::Unauthorized(
+            "editing a link needs the admin token or the API key that created it".into(),
+        ));
+    }
     let code = code_param(&req)?;
     let body = read_json_body(&req, payload, &state).await?;
     let input: UpdateLinkRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
-            "request body must be {{\"disabled\": true|false, \"reason\": \"…\"}}: {e}"
+            "request body must be an object of the fields to change (url, expires_at, \
+             redirect_status, title, tags, forward_query, disabled, reason): {e}"
         ))
     })?;
+    let if_match = match req.headers().get(IF_MATCH) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::BadRequest(
+                "If-Match must be an entity tag such as \"1700000000000.3\"".into(),
+            )
+        })?),
+    };
+    let edit = parse_edit(input, &state, &caller)?;
+    let by_admin = caller == Caller::Admin;
+    let link = state
+        .links
+        .edit(
+            code,
+            if_match,
+            by_admin,
+            |link| caller.may_delete(link),
+            &edit,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::links::EditError::Missing => no_such_link(code),
+            e => e.into(),
+        })?;
+    tracing::info!(
+        target: "kurz::audit",
+        event = match &edit.disabled {
+            Some(Some(_)) => "link_disabled",
+            Some(None) => "link_enabled",
+            None => "link_edited",
+        },
+        code,
+        by = caller.owner().as_deref().unwrap_or("anonymous"),
+        revision = link.revision,
+        url_changed = edit.url.is_some(),
+        "link updated"
+    );
+    Ok(HttpResponse::Ok()
+        .insert_header((ETAG, etag(&link)))
+        .json(LinkView::new(&link, &state.base_url)))
+}
+
+/// An edit request checked exactly as a create's fields are.
+fn parse_edit(
+    input: UpdateLinkRequest,
+    state: &AppState,
+    caller: &Caller,
+) -> Result<LinkEdit, ApiError> {
     if input
         .reason
         .as_ref()
@@ -240,20 +349,225 @@ pub async fn update(
             "reason must be at most {MAX_REASON_LEN} characters"
         )));
     }
-    let reason = input.disabled.then(|| input.reason.unwrap_or_default());
-    let link = state
-        .links
-        .set_disabled(code, reason.clone())
-        .await?
-        .ok_or_else(|| no_such_link(code))?;
-    tracing::info!(
-        target: "kurz::audit",
-        event = if reason.is_some() { "link_disabled" } else { "link_enabled" },
-        code,
-        reason = reason.as_deref().unwrap_or(""),
-        "link updated by the admin"
-    );
-    Ok(HttpResponse::Ok().json(LinkView::new(&link, &state.base_url)))
+    let now = state.links.clock().now_ms();
+    let edit = LinkEdit {
+        url: input
+            .url
+            .as_deref()
+            .map(|url| state.urls.check(url))
+            .transpose()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        expires_at_ms: input
+            .expires_at
+            .map(|at| {
+                at.as_deref()
+                    .map(|text| parse_expiry(text, now))
+                    .transpose()
+            })
+            .transpose()?,
+        redirect_status: input
+            .redirect_status
+            .map(|s| redirect_status_field(s, caller))
+            .transpose()?,
+        title: input
+            .title
+            .map(|t| {
+                t.as_deref()
+                    .map(title_field)
+                    .transpose()
+                    .map(Option::flatten)
+            })
+            .transpose()?,
+        tags: input.tags.as_deref().map(tags_field).transpose()?,
+        forward_query: input.forward_query,
+        disabled: input
+            .disabled
+            .map(|disabled| disabled.then(|| input.reason.unwrap_or_default())),
+    };
+    let nothing = edit.url.is_none()
+        && edit.expires_at_ms.is_none()
+        && edit.redirect_status.is_none()
+        && edit.title.is_none()
+        && edit.tags.is_none()
+        && edit.forward_query.is_none()
+        && edit.disabled.is_none();
+    if nothing {
+        return Err(ApiError::BadRequest(
+            "the request body names no field to change".into(),
+        ));
+    }
+    Ok(edit)
+}
+
+fn redirect_status_field(status: u16, caller: &Caller) -> Result<u16, ApiError> {
+    match status {
+        301 | 308 if !caller.is_keyed() => Err(ApiError::Forbidden(format!(
+            "redirect_status {status} (permanent: browsers keep it) needs an API key; use 302 or 307"
+        ))),
+        s if ALLOWED_REDIRECTS.contains(&s) => Ok(s),
+        s => Err(ApiError::BadRequest(format!(
+            "redirect_status must be one of 301, 302, 307, 308; got {s}"
+        ))),
+    }
+}
+
+fn title_field(title: &str) -> Result<Option<String>, ApiError> {
+    normalise_title(title).map_err(ApiError::BadRequest)
+}
+
+fn tags_field(tags: &[String]) -> Result<Vec<String>, ApiError> {
+    normalise_tags(tags).map_err(ApiError::BadRequest)
+}
+
+/// Most links one page of `GET /api/v1/links` holds, and how many when `limit` is not given.
+const MAX_PAGE: usize = 1_000;
+const DEFAULT_PAGE: usize = 50;
+/// Longest `q`, in characters.
+const MAX_QUERY_TEXT: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+    tag: Option<String>,
+    q: Option<String>,
+    created_before: Option<String>,
+    created_after: Option<String>,
+    state: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PageView<'a> {
+    links: Vec<LinkView<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/links`: the caller's links (the admin's: everyone's), newest first.
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let caller = state.auth.creator(&req)?;
+    let scopes = caller.list_scopes().ok_or_else(|| {
+        ApiError::Unauthorized(
+            "listing links needs an API key (its own links) or the admin token (all)".into(),
+        )
+    })?;
+    let params: ListParams = query_params(&req)?;
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit must be a whole number from 1 to {MAX_PAGE}; got '{text}'"
+                ))
+            })?,
+    };
+    let cursor = params
+        .cursor
+        .as_deref()
+        .map(|text| {
+            Cursor::decode(text).ok_or_else(|| {
+                ApiError::BadRequest(
+                    "cursor is not one this service gave out (changed or cut?); pass next_cursor \
+                     from the previous page as it is"
+                        .into(),
+                )
+            })
+        })
+        .transpose()?;
+    let tag = params
+        .tag
+        .as_deref()
+        .map(|t| crate::links::normalise_tag(t).map_err(ApiError::BadRequest))
+        .transpose()?;
+    if params
+        .q
+        .as_ref()
+        .is_some_and(|q| q.chars().count() > MAX_QUERY_TEXT)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "q must be at most {MAX_QUERY_TEXT} characters"
+        )));
+    }
+    let time = |name: &str, text: Option<&str>| {
+        text.map(|t| {
+            clock::parse_rfc3339(t).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{name} must be an RFC 3339 timestamp such as 2030-01-31T12:00:00Z; got '{t}'"
+                ))
+            })
+        })
+        .transpose()
+    };
+    let link_state = params
+        .state
+        .as_deref()
+        .map(|s| {
+            LinkState::parse(s).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "state must be one of {}; got '{s}'",
+                    LinkState::NAMES.join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    let query = ListQuery {
+        scopes,
+        tag,
+        text: params.q.filter(|q| !q.is_empty()),
+        created_before_ms: time("created_before", params.created_before.as_deref())?,
+        created_after_ms: time("created_after", params.created_after.as_deref())?,
+        state: link_state,
+        limit,
+        cursor,
+    };
+    let page = state.links.list(&query).await?;
+    Ok(HttpResponse::Ok().json(PageView {
+        links: page
+            .links
+            .iter()
+            .map(|link| LinkView::new(link, &state.base_url))
+            .collect(),
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+#[derive(Serialize)]
+struct TagView<'a> {
+    tag: &'a str,
+    links: u64,
+}
+
+/// `GET /api/v1/tags`: the tags on the caller's links, with how many links carry each.
+pub async fn tags(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let caller = state.auth.creator(&req)?;
+    let scopes = caller.list_scopes().ok_or_else(|| {
+        ApiError::Unauthorized("listing tags needs an API key or the admin token".into())
+    })?;
+    let _: NoParams = query_params(&req)?;
+    let counts = state.links.tags(&scopes).await?;
+    let tags: Vec<TagView> = counts
+        .tags
+        .iter()
+        .map(|t| TagView {
+            tag: &t.tag,
+            links: t.links,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "tags": tags, "complete": counts.complete })))
+}
+
+fn query_params<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::BadRequest(format!("query parameters: {e}")))
 }
 
 /// The body of a JSON request: 415 for another content type, 413 past `limits.max_body_bytes`,
@@ -324,5 +638,34 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         _ => Err(ApiError::BadRequest(
             "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_shows_every_field_of_a_link_but_the_hidden_ones() {
+        let link = Link {
+            code: "abc".into(),
+            url: "https://example.com/".into(),
+            ..Link::default()
+        };
+        let base = BaseUrl::parse("https://s.example").expect("a base URL");
+        let view = serde_json::to_value(LinkView::new(&link, &base)).expect("json");
+        let stored = serde_json::to_value(&link).expect("json");
+        let (Some(view), Some(stored)) = (view.as_object(), stored.as_object()) else {
+            panic!("objects")
+        };
+        for field in stored.keys() {
+            let shown = view.contains_key(field)
+                || view.contains_key(field.trim_end_matches("_ms"))
+                || HIDDEN.iter().any(|(hidden, _)| hidden == field);
+            assert!(
+                shown,
+                "Link's field '{field}' is neither in the API's view nor HIDDEN"
+            );
+        }
     }
 }

@@ -95,6 +95,8 @@ endpoints! {
     Readyz => "readyz", [GET] "/readyz", health::ready;
     Metrics => "metrics", [GET] "/metrics", health::metrics;
     CreateLink => "create_link", [POST] "/api/v1/links", links::create;
+    ListLinks => "list_links", [GET] "/api/v1/links", links::list;
+    ListTags => "list_tags", [GET] "/api/v1/tags", links::tags;
     GetLink => "get_link", [GET] "/api/v1/links/{code}", links::get;
     DeleteLink => "delete_link", [DELETE] "/api/v1/links/{code}", links::delete;
     UpdateLink => "update_link", [PATCH] "/api/v1/links/{code}", links::update;

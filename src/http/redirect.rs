@@ -7,6 +7,9 @@
 //! a lookup the cache cannot answer (it may read the store) counts against the client's
 //! `misses_per_minute_per_ip` first, in the same Redis round trip as its Redis lookup.
 //!
+//! A link that forwards queries (the default) adds the request's query string to its
+//! destination's; that costs an allocation only when a query is there.
+//!
 //! Every redirect says how long it may be cached: temporary ones (302, 307) not at all, so
 //! every click reaches kurz and a delete or disable takes effect at once; permanent ones
 //! (301, 308) for `cache.browser_max_age_s`, never past the link's expiry.
@@ -79,11 +82,29 @@ pub async fn fallback(
     if req.method() != Method::HEAD {
         state.links.record_click(code, now);
     }
+    let query = req.query_string();
+    let location = if query.is_empty() {
+        target.location().clone()
+    } else {
+        forwarded(&target, query, &state).map_err(|e| e.for_client(&req))?
+    };
     let status = StatusCode::from_u16(target.redirect_status).unwrap_or(StatusCode::FOUND);
     Ok(HttpResponse::build(status)
-        .insert_header((LOCATION, target.location().clone()))
+        .insert_header((LOCATION, location))
         .insert_header((CACHE_CONTROL, cache_control(&target, &state, now)))
         .finish())
+}
+
+/// The `Location` with the request's query added (for a link that forwards it): 414 when the
+/// result would be longer than a destination may be.
+fn forwarded(target: &Target, query: &str, state: &AppState) -> Result<HeaderValue, ApiError> {
+    let max = state.urls.max_len();
+    target.location_with_query(query, max).ok_or_else(|| {
+        ApiError::UriTooLong(format!(
+            "this link adds the request's query to its destination, and the two together are \
+             longer than the {max} bytes a destination may be"
+        ))
+    })
 }
 
 /// `no-store` for a temporary redirect; for a permanent one, `public, max-age=N` with N the

@@ -137,6 +137,12 @@ impl UrlPolicy {
     }
 
     /// Parses, normalises and checks `raw`. Fragments are kept (single-page apps use them).
+    /// The longest URL accepted, in bytes: also the bound on a destination with a forwarded
+    /// query added.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
     pub fn check(&self, raw: &str) -> Result<CheckedUrl, UrlError> {
         if raw.is_empty() {
             return Err(UrlError::Empty);

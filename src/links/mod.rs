@@ -3,6 +3,8 @@
 
 mod denylist;
 mod ids;
+mod labels;
+mod list;
 mod long_url;
 
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use sha2::{Digest, Sha256};
 
 pub use denylist::Denylist;
 pub use ids::CodeSource;
+pub use labels::{MAX_TAG_LEN, MAX_TITLE_LEN, normalise_tag, normalise_tags, normalise_title};
+pub use list::{Cursor, LinkState, ListQuery, Page, TagCount, TagCounts};
 pub use long_url::{CheckedUrl, UrlError, UrlPolicy};
 
 use crate::cache::{Cached, Fetched, LocalCache, RedisCache, Target};
@@ -18,7 +22,8 @@ use crate::clicks::ClickRecorder;
 use crate::clock::Clock;
 use crate::code::hash_code;
 use crate::store::{
-    Disabled, IdempotencyRecord, InsertOutcome, Link, LinkStats, LinkStore, StoreError,
+    Disabled, IdempotencyRecord, InsertOutcome, Link, LinkStats, LinkStore, ReplaceOutcome,
+    StoreError,
 };
 use crate::telemetry::Metrics;
 
@@ -52,18 +57,61 @@ fn hash_salt(nonce: u32) -> u32 {
 /// A validated create request.
 #[derive(Debug, Clone)]
 pub struct NewLink {
-    /// Normalised (see [`UrlPolicy`]).
-    pub url: String,
+    /// The link as asked for, every field checked: `code` is the alias, or empty for a
+    /// generated code; `created_at_ms` and `revision` are set by the create. Its URL is
+    /// normalised (see [`UrlPolicy`]) and `owner` is the fingerprint of the key that asks.
+    pub link: Link,
     /// The URL's host, for the denylist.
     pub host: String,
-    pub alias: Option<String>,
-    pub expires_at_ms: Option<i64>,
-    pub redirect_status: u16,
-    /// Fingerprint of the API key that asks, if any.
-    pub owner: Option<String>,
     /// The client's `Idempotency-Key`, if sent.
     pub idempotency_key: Option<String>,
 }
+
+impl NewLink {
+    fn alias(&self) -> Option<&str> {
+        Some(self.link.code.as_str()).filter(|code| !code.is_empty())
+    }
+}
+
+/// A validated edit: each `Some` replaces that field.
+#[derive(Debug, Clone, Default)]
+pub struct LinkEdit {
+    /// A checked destination and its host.
+    pub url: Option<CheckedUrl>,
+    /// `Some(None)` clears the expiry.
+    pub expires_at_ms: Option<Option<i64>>,
+    pub redirect_status: Option<u16>,
+    /// `Some(None)` clears the title.
+    pub title: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+    pub forward_query: Option<bool>,
+    /// `Some(Some(reason))` disables, `Some(None)` enables.
+    pub disabled: Option<Option<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("no such link")]
+    Missing,
+    /// `If-Match` named another version than the stored one.
+    #[error("the link has changed since that version")]
+    PreconditionFailed,
+    #[error("this link was disabled by the admin; only the admin can enable it")]
+    AdminDisabled,
+    #[error("links to {domain} are not accepted here (policy: domain denylist)")]
+    Denied { domain: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The `ETag` of a link's current version: its creation time and revision (so a link deleted
+/// and made again under the same alias never matches an old tag).
+pub fn etag(link: &Link) -> String {
+    format!("\"{}.{}\"", link.created_at_ms, link.revision)
+}
+
+/// Edits retried on a concurrent change before the edit gives up (without `If-Match`).
+const EDIT_ATTEMPTS: u32 = 5;
 
 #[derive(Debug)]
 pub struct Created {
@@ -182,42 +230,37 @@ impl LinkService {
 
     /// Creates a link. Every insert is put-if-absent: a taken alias is a conflict, a taken
     /// counter code takes the next id, a taken hash code the next nonce.
-    #[tracing::instrument(skip_all, fields(alias = new.alias.as_deref()))]
+    #[tracing::instrument(skip_all, fields(alias = new.alias()))]
     pub async fn create(&self, new: NewLink) -> Result<Created, CreateError> {
         if let Some(domain) = self.denylist.covering(&new.host) {
             return Err(CreateError::Denied { domain });
         }
         let now = self.clock.now_ms();
         let mut idempotency = new.idempotency_key.as_ref().map(|key| IdempotencyRecord {
-            key: format!("{}:{key}", new.owner.as_deref().unwrap_or("-")),
-            fingerprint: fingerprint(&new),
+            key: format!("{}:{key}", new.link.owner.as_deref().unwrap_or("-")),
+            fingerprint: fingerprint(&new.link),
             code: String::new(),
             created_at_ms: now,
         });
-        let mut link = Link {
-            code: String::new(),
-            url: new.url.clone(),
-            created_at_ms: now,
-            expires_at_ms: new.expires_at_ms,
-            redirect_status: new.redirect_status,
-            owner: new.owner.clone(),
-            disabled: None,
-        };
+        let alias = new.alias().map(str::to_owned);
+        let legacy = legacy_fingerprint(&new.link);
+        let mut link = new.link;
+        link.created_at_ms = now;
+        link.revision = 0;
+        link.disabled = None;
 
-        if let Some(alias) = &new.alias {
-            link.code.clone_from(alias);
+        if let Some(alias) = &alias {
             return match self.try_insert(&link, idempotency.as_mut()).await? {
                 InsertOutcome::Inserted => {
                     // Someone may have looked the alias up before it existed: forget that
                     // "no such code" here and, with Redis, on every instance.
-                    self.cache.invalidate(alias);
-                    if let Some(redis) = &self.redis {
-                        redis.invalidate(alias).await;
-                    }
+                    self.invalidate(alias).await;
                     Ok(self.created(link))
                 }
                 InsertOutcome::CodeTaken => Err(CreateError::AliasTaken(alias.clone())),
-                InsertOutcome::Replay(previous) => self.replay(previous, idempotency).await,
+                InsertOutcome::Replay(previous) => {
+                    self.replay(previous, idempotency, &legacy).await
+                }
             };
         }
 
@@ -243,7 +286,9 @@ impl LinkService {
             };
             match self.try_insert(&link, idempotency.as_mut()).await? {
                 InsertOutcome::Inserted => return Ok(self.created(link)),
-                InsertOutcome::Replay(previous) => return self.replay(previous, idempotency).await,
+                InsertOutcome::Replay(previous) => {
+                    return self.replay(previous, idempotency, &legacy).await;
+                }
                 InsertOutcome::CodeTaken => {
                     self.metrics.code_collisions.inc();
                     tracing::debug!(code = %link.code, "generated code taken; trying another");
@@ -294,8 +339,12 @@ impl LinkService {
         &self,
         previous: IdempotencyRecord,
         ours: Option<IdempotencyRecord>,
+        legacy: &str,
     ) -> Result<Created, CreateError> {
-        if ours.is_none_or(|o| o.fingerprint != previous.fingerprint) {
+        let same = ours.is_some_and(|o| {
+            o.fingerprint == previous.fingerprint || previous.fingerprint == legacy
+        });
+        if !same {
             return Err(CreateError::IdempotencyMismatch);
         }
         match self.store.get(&previous.code).await? {
@@ -414,33 +463,100 @@ impl LinkService {
     /// (with Redis) from Redis and every other instance's cache.
     pub async fn delete(&self, code: &str) -> Result<bool, StoreError> {
         let existed = self.store.delete(code).await?;
-        self.cache.invalidate(code);
-        if let Some(redis) = &self.redis {
-            redis.invalidate(code).await;
-        }
+        self.invalidate(code).await;
         if existed {
             tracing::info!(code, "link deleted");
         }
         Ok(existed)
     }
 
-    /// Disables (`Some(reason)`) or re-enables (`None`) a link; like a delete, it reaches
-    /// every instance's cache at once (with Redis). `None` when there is no such link.
-    pub async fn set_disabled(
+    /// Applies `edit` to the link `code` if `may_edit` allows the caller to (else it is
+    /// missing to them) and, with `if_match`, only while the link is still that version. Like
+    /// a delete, the new version reaches every instance's cache at once (with Redis).
+    pub async fn edit(
         &self,
         code: &str,
-        reason: Option<String>,
-    ) -> Result<Option<Link>, StoreError> {
-        let disabled = reason.map(|reason| Disabled {
-            reason,
-            at_ms: self.clock.now_ms(),
-        });
-        let link = self.store.set_disabled(code, disabled).await?;
+        if_match: Option<&str>,
+        by_admin: bool,
+        may_edit: impl Fn(&Link) -> bool,
+        edit: &LinkEdit,
+    ) -> Result<Link, EditError> {
+        if let Some(url) = &edit.url
+            && let Some(domain) = self.denylist.covering(&url.host)
+        {
+            return Err(EditError::Denied { domain });
+        }
+        for _ in 0..EDIT_ATTEMPTS {
+            let current = self
+                .store
+                .get(code)
+                .await?
+                .filter(|link| may_edit(link))
+                .ok_or(EditError::Missing)?;
+            if if_match.is_some_and(|tag| !etag_matches(tag, &current)) {
+                return Err(EditError::PreconditionFailed);
+            }
+            let next = self.edited(current, edit, by_admin)?;
+            match self.store.replace(&next).await? {
+                ReplaceOutcome::Replaced => {
+                    self.invalidate(code).await;
+                    return Ok(next);
+                }
+                ReplaceOutcome::Missing => return Err(EditError::Missing),
+                ReplaceOutcome::Conflict if if_match.is_some() => {
+                    return Err(EditError::PreconditionFailed);
+                }
+                // Changed between the read and the write: apply the edit to the new version.
+                ReplaceOutcome::Conflict => continue,
+            }
+        }
+        Err(EditError::Store(StoreError::unavailable(
+            "the link kept changing while it was edited; try again",
+        )))
+    }
+
+    /// `current` with `edit` applied, one revision on.
+    fn edited(&self, current: Link, edit: &LinkEdit, by_admin: bool) -> Result<Link, EditError> {
+        let mut link = current;
+        if let Some(url) = &edit.url {
+            link.url.clone_from(&url.url);
+        }
+        if let Some(expires) = edit.expires_at_ms {
+            link.expires_at_ms = expires;
+        }
+        if let Some(status) = edit.redirect_status {
+            link.redirect_status = status;
+        }
+        if let Some(title) = &edit.title {
+            link.title.clone_from(title);
+        }
+        if let Some(tags) = &edit.tags {
+            link.tags.clone_from(tags);
+        }
+        if let Some(forward) = edit.forward_query {
+            link.forward_query = forward;
+        }
+        if let Some(disabled) = &edit.disabled {
+            if link.disabled.as_ref().is_some_and(|d| d.by_admin) && !by_admin {
+                return Err(EditError::AdminDisabled);
+            }
+            link.disabled = disabled.as_ref().map(|reason| Disabled {
+                reason: reason.clone(),
+                at_ms: self.clock.now_ms(),
+                by_admin,
+            });
+        }
+        link.revision += 1;
+        Ok(link)
+    }
+
+    /// Evicts `code` from this instance's cache and, with Redis, from Redis and every other
+    /// instance's cache.
+    async fn invalidate(&self, code: &str) {
         self.cache.invalidate(code);
         if let Some(redis) = &self.redis {
             redis.invalidate(code).await;
         }
-        Ok(link)
     }
 
     pub async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
@@ -448,15 +564,34 @@ impl LinkService {
     }
 }
 
-/// What makes two create requests "the same" for `Idempotency-Key`.
-fn fingerprint(new: &NewLink) -> String {
+/// Whether `tag` (an `If-Match` value: `*`, or a list of entity tags) names `link`'s version.
+fn etag_matches(tag: &str, link: &Link) -> bool {
+    let ours = etag(link);
+    tag.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == ours || t.strip_prefix("W/") == Some(ours.as_str()))
+}
+
+/// What makes two create requests "the same" for `Idempotency-Key`: every field of the link
+/// asked for (its serde form, so a new field counts with nothing written here), hashed.
+fn fingerprint(asked: &Link) -> String {
     let mut h = Sha256::new();
-    h.update(new.url.as_bytes());
+    // Serialising a struct of plain fields to JSON cannot fail.
+    h.update(serde_json::to_vec(asked).unwrap_or_default());
+    format!("2:{}", hex::encode(h.finalize()))
+}
+
+/// The first form of [`fingerprint`], of records written before it (remembered for
+/// [`IDEMPOTENCY_WINDOW_MS`](crate::store::IDEMPOTENCY_WINDOW_MS); this can go a day after
+/// every instance runs the new form).
+fn legacy_fingerprint(asked: &Link) -> String {
+    let mut h = Sha256::new();
+    h.update(asked.url.as_bytes());
     h.update([0]);
-    h.update(new.alias.as_deref().unwrap_or("").as_bytes());
+    h.update(asked.code.as_bytes());
     h.update([0]);
-    h.update(new.expires_at_ms.unwrap_or(i64::MIN).to_be_bytes());
-    h.update(new.redirect_status.to_be_bytes());
+    h.update(asked.expires_at_ms.unwrap_or(i64::MIN).to_be_bytes());
+    h.update(asked.redirect_status.to_be_bytes());
     hex::encode(h.finalize())
 }
 

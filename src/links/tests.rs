@@ -42,12 +42,11 @@ fn embedded(dir: &tempfile::TempDir) -> EmbeddedStore {
 
 fn new_link(url: &str) -> NewLink {
     NewLink {
-        url: url.into(),
+        link: Link {
+            url: url.into(),
+            ..Link::default()
+        },
         host: "example.com".into(),
-        alias: None,
-        expires_at_ms: None,
-        redirect_status: 302,
-        owner: None,
         idempotency_key: None,
     }
 }
@@ -56,11 +55,7 @@ fn squatter(code: String) -> Link {
     Link {
         code,
         url: "https://squatter.example/".into(),
-        created_at_ms: 0,
-        expires_at_ms: None,
-        redirect_status: 302,
-        owner: None,
-        disabled: None,
+        ..Link::default()
     }
 }
 
@@ -137,7 +132,7 @@ async fn a_taken_alias_is_a_conflict() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (service, _) = service(Arc::new(embedded(&dir)));
     let mut new = new_link("https://example.com/");
-    new.alias = Some("promo".into());
+    new.link.code = "promo".into();
     service.create(new.clone()).await.expect("first");
     let err = service.create(new).await.expect_err("second");
     assert!(

@@ -13,12 +13,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClickDelta, Disabled, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome,
-    Link, LinkStats, LinkStore, StoreError,
+    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome, Link,
+    LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
 };
 
 const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
@@ -30,6 +33,10 @@ const CLICK_DAILY: TableDefinition<(&str, u32), u64> = TableDefinition::new("cli
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// name -> secret bytes (generated keys the settings do not set)
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+/// (created ms, code): every link in creation order, for the admin's list.
+const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("links_by_created");
+/// (owner, created ms, code): each owner's links in creation order (owner "" for none).
+const BY_OWNER: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("links_by_owner");
 
 const LINK_ID_COUNTER: &str = "link_ids";
 /// Most operations applied in one transaction; bounds commit latency under a flood.
@@ -50,10 +57,9 @@ enum WriteOp {
         code: String,
         reply: Reply<bool>,
     },
-    SetDisabled {
-        code: String,
-        disabled: Option<Disabled>,
-        reply: Reply<Option<Link>>,
+    Replace {
+        link: Link,
+        reply: Reply<ReplaceOutcome>,
     },
     Secret {
         name: String,
@@ -176,8 +182,36 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(CLICK_DAILY)?;
     txn.open_table(IDEMPOTENCY)?;
     txn.open_table(SECRETS)?;
+    index_existing_links(&txn)?;
     txn.commit()?;
     Ok(())
+}
+
+/// Stores written before the list indexes existed get them on first open, in the same
+/// transaction that creates them.
+fn index_existing_links(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let links = txn.open_table(LINKS)?;
+    let mut by_created = txn.open_table(BY_CREATED)?;
+    if !by_created.is_empty()? || links.is_empty()? {
+        return Ok(());
+    }
+    let mut by_owner = txn.open_table(BY_OWNER)?;
+    let mut count = 0u64;
+    for entry in links.iter()? {
+        let (code, bytes) = entry?;
+        let Ok(link) = serde_json::from_slice::<Link>(bytes.value()) else {
+            continue; // unreadable: `get` reports it; a list cannot show it either
+        };
+        by_created.insert((link.created_at_ms, code.value()), ())?;
+        by_owner.insert((owner_key(&link), link.created_at_ms, code.value()), ())?;
+        count += 1;
+    }
+    tracing::info!(links = count, "indexed the stored links for listing");
+    Ok(())
+}
+
+fn owner_key(link: &Link) -> &str {
+    link.owner.as_deref().unwrap_or("")
 }
 
 fn internal(e: impl Into<redb::Error>) -> StoreError {
@@ -260,7 +294,7 @@ fn release(mut db: Arc<Database>, limit: Duration) {
 enum Answer {
     Insert(Reply<InsertOutcome>, InsertOutcome),
     Delete(Reply<bool>, bool),
-    Link(Reply<Option<Link>>, Option<Link>),
+    Replace(Reply<ReplaceOutcome>, ReplaceOutcome),
     Bytes(Reply<Vec<u8>>, Vec<u8>),
     Lease(Reply<Range<u64>>, Range<u64>),
     Clicks(Reply<()>),
@@ -272,7 +306,7 @@ impl Answer {
         match self {
             Self::Insert(r, v) => drop(r.send(Ok(v))),
             Self::Delete(r, v) => drop(r.send(Ok(v))),
-            Self::Link(r, v) => drop(r.send(Ok(v))),
+            Self::Replace(r, v) => drop(r.send(Ok(v))),
             Self::Bytes(r, v) => drop(r.send(Ok(v))),
             Self::Lease(r, v) => drop(r.send(Ok(v))),
             Self::Clicks(r) => drop(r.send(Ok(()))),
@@ -291,11 +325,7 @@ fn apply_batch(db: &Database, ops: Vec<WriteOp>) -> Result<Vec<Answer>, redb::Er
                 reply,
             } => Answer::Insert(reply, insert(&txn, &link, idempotency.as_ref())?),
             WriteOp::Delete { code, reply } => Answer::Delete(reply, delete(&txn, &code)?),
-            WriteOp::SetDisabled {
-                code,
-                disabled,
-                reply,
-            } => Answer::Link(reply, set_disabled(&txn, &code, disabled)?),
+            WriteOp::Replace { link, reply } => Answer::Replace(reply, replace(&txn, &link)?),
             WriteOp::Secret {
                 name,
                 candidate,
@@ -331,6 +361,11 @@ fn insert(
         return Ok(InsertOutcome::CodeTaken);
     }
     links.insert(link.code.as_str(), encode(link).as_slice())?;
+    let code = link.code.as_str();
+    txn.open_table(BY_CREATED)?
+        .insert((link.created_at_ms, code), ())?;
+    txn.open_table(BY_OWNER)?
+        .insert((owner_key(link), link.created_at_ms, code), ())?;
     if let Some(record) = idempotency {
         keys.insert(record.key.as_str(), encode(record).as_slice())?;
     }
@@ -338,7 +373,17 @@ fn insert(
 }
 
 fn delete(txn: &WriteTransaction, code: &str) -> Result<bool, redb::Error> {
-    let existed = txn.open_table(LINKS)?.remove(code)?.is_some();
+    let removed = txn
+        .open_table(LINKS)?
+        .remove(code)?
+        .map(|bytes| serde_json::from_slice::<Link>(bytes.value()));
+    let existed = removed.is_some();
+    if let Some(Ok(link)) = removed {
+        txn.open_table(BY_CREATED)?
+            .remove((link.created_at_ms, code))?;
+        txn.open_table(BY_OWNER)?
+            .remove((owner_key(&link), link.created_at_ms, code))?;
+    }
     txn.open_table(CLICK_TOTALS)?.remove(code)?;
     let mut daily = txn.open_table(CLICK_DAILY)?;
     let days: Vec<u32> = daily
@@ -351,21 +396,72 @@ fn delete(txn: &WriteTransaction, code: &str) -> Result<bool, redb::Error> {
     Ok(existed)
 }
 
-fn set_disabled(
-    txn: &WriteTransaction,
-    code: &str,
-    disabled: Option<Disabled>,
-) -> Result<Option<Link>, redb::Error> {
+fn replace(txn: &WriteTransaction, link: &Link) -> Result<ReplaceOutcome, redb::Error> {
     let mut links = txn.open_table(LINKS)?;
-    let Some(mut link) = links
+    let code = link.code.as_str();
+    let Some(current) = links
         .get(code)?
         .and_then(|bytes| serde_json::from_slice::<Link>(bytes.value()).ok())
     else {
-        return Ok(None);
+        return Ok(ReplaceOutcome::Missing);
     };
-    link.disabled = disabled;
-    links.insert(code, encode(&link).as_slice())?;
-    Ok(Some(link))
+    if current.created_at_ms != link.created_at_ms {
+        return Ok(ReplaceOutcome::Missing);
+    }
+    if current.revision.checked_add(1) != Some(link.revision) {
+        return Ok(ReplaceOutcome::Conflict);
+    }
+    links.insert(code, encode(link).as_slice())?;
+    if current.owner != link.owner {
+        let mut by_owner = txn.open_table(BY_OWNER)?;
+        by_owner.remove((owner_key(&current), current.created_at_ms, code))?;
+        by_owner.insert((owner_key(link), link.created_at_ms, code), ())?;
+    }
+    Ok(ReplaceOutcome::Replaced)
+}
+
+/// Up to `limit` codes before `after` (newest first) in `scope`'s index.
+fn list_codes(
+    db: &Database,
+    scope: &ListScope,
+    after: Option<&ListPosition>,
+    limit: usize,
+) -> Result<Vec<Link>, redb::Error> {
+    let txn = db.begin_read()?;
+    let mut codes: Vec<String> = Vec::with_capacity(limit.min(1024));
+    match scope {
+        ListScope::All => {
+            let index = txn.open_table(BY_CREATED)?;
+            let range = match after {
+                Some(p) => index.range(..(p.created_at_ms, p.code.as_str()))?,
+                None => index.range::<(i64, &str)>(..)?,
+            };
+            for entry in range.rev().take(limit) {
+                codes.push(entry?.0.value().1.to_owned());
+            }
+        }
+        ListScope::Owner(owner) => {
+            let owner = owner.as_deref().unwrap_or("");
+            let index = txn.open_table(BY_OWNER)?;
+            let end = after.map_or((owner, i64::MAX, "\u{10FFFF}"), |p| {
+                (owner, p.created_at_ms, p.code.as_str())
+            });
+            let range = index.range((owner, i64::MIN, "")..end)?;
+            for entry in range.rev().take(limit) {
+                codes.push(entry?.0.value().2.to_owned());
+            }
+        }
+    }
+    let links = txn.open_table(LINKS)?;
+    let mut found = Vec::with_capacity(codes.len());
+    for code in codes {
+        if let Some(bytes) = links.get(code.as_str())?
+            && let Ok(link) = serde_json::from_slice::<Link>(bytes.value())
+        {
+            found.push(link);
+        }
+    }
+    Ok(found)
 }
 
 fn secret(txn: &WriteTransaction, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, redb::Error> {
@@ -453,17 +549,23 @@ impl LinkStore for EmbeddedStore {
         .await
     }
 
-    async fn set_disabled(
-        &self,
-        code: &str,
-        disabled: Option<Disabled>,
-    ) -> Result<Option<Link>, StoreError> {
-        self.write(|reply| WriteOp::SetDisabled {
-            code: code.to_owned(),
-            disabled,
+    async fn replace(&self, link: &Link) -> Result<ReplaceOutcome, StoreError> {
+        self.write(|reply| WriteOp::Replace {
+            link: link.clone(),
             reply,
         })
         .await
+    }
+
+    async fn list(
+        &self,
+        scope: &ListScope,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> Result<Vec<Link>, StoreError> {
+        let (scope, after) = (scope.clone(), after.cloned());
+        self.read(move |db| list_codes(db, &scope, after.as_ref(), limit).map_err(internal))
+            .await
     }
 
     async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -738,5 +840,92 @@ mod tests {
             InsertOutcome::Replay(record)
         );
         assert_eq!(store.get("xyz").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_list_indexes_gets_them_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.redb");
+        let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("open");
+        for (i, code) in ["old1", "old2", "old3"].into_iter().enumerate() {
+            let link = Link {
+                created_at_ms: i as i64,
+                owner: (i != 1).then(|| "key-a".into()),
+                ..link(code)
+            };
+            store.insert(&link, None).await.expect("insert");
+        }
+        store.close().await;
+        // As a store written before the indexes: without them.
+        {
+            let db = Database::create(&path).expect("reopen");
+            let txn = db.begin_write().expect("write");
+            txn.delete_table(BY_CREATED).expect("drop");
+            txn.delete_table(BY_OWNER).expect("drop");
+            txn.commit().expect("commit");
+        }
+        let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("open");
+        let codes = |links: Vec<Link>| links.into_iter().map(|l| l.code).collect::<Vec<_>>();
+        let all = store.list(&ListScope::All, None, 10).await.expect("list");
+        assert_eq!(codes(all), ["old3", "old2", "old1"]);
+        let owned = ListScope::Owner(Some("key-a".into()));
+        let page = store.list(&owned, None, 1).await.expect("list");
+        assert_eq!(codes(page.clone()), ["old3"]);
+        let rest = store
+            .list(&owned, Some(&page[0].position()), 10)
+            .await
+            .expect("list");
+        assert_eq!(codes(rest), ["old1"]);
+        let nobody = store
+            .list(&ListScope::Owner(None), None, 10)
+            .await
+            .expect("list");
+        assert_eq!(codes(nobody), ["old2"]);
+        // Deleting takes a link out of the indexes too.
+        assert!(store.delete("old3").await.expect("delete"));
+        let all = store.list(&ListScope::All, None, 10).await.expect("list");
+        assert_eq!(codes(all), ["old2", "old1"]);
+    }
+
+    #[tokio::test]
+    async fn a_replace_applies_only_to_the_revision_it_was_made_from() {
+        let (_dir, store) = store().await;
+        store.insert(&link("abc"), None).await.expect("insert");
+        let next = Link {
+            url: "https://example.com/new".into(),
+            revision: 1,
+            ..link("abc")
+        };
+        assert_eq!(
+            store.replace(&next).await.expect("replace"),
+            ReplaceOutcome::Replaced
+        );
+        assert_eq!(store.get("abc").await.expect("get"), Some(next.clone()));
+        // Made from revision 0 again: someone else's edit came first.
+        assert_eq!(
+            store.replace(&next).await.expect("replace"),
+            ReplaceOutcome::Conflict
+        );
+        let recreated = Link {
+            created_at_ms: 99,
+            revision: 2,
+            ..next.clone()
+        };
+        assert_eq!(
+            store.replace(&recreated).await.expect("replace"),
+            ReplaceOutcome::Missing,
+            "another link under the same code"
+        );
+        assert_eq!(
+            store.replace(&link_at("nope", 1)).await.expect("replace"),
+            ReplaceOutcome::Missing
+        );
+    }
+
+    fn link_at(code: &str, revision: u64) -> Link {
+        Link {
+            revision,
+            ..link(code)
+        }
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    ClickDelta, Disabled, EmbeddedStore, FlushError, IdempotencyRecord, InsertOutcome, Link,
-    LinkStats, LinkStore, StoreError,
+    ClickDelta, EmbeddedStore, FlushError, IdempotencyRecord, InsertOutcome, Link, LinkStats,
+    LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
 };
 
 /// A plain 302 link to `https://example.com/{code}`.
@@ -19,10 +19,7 @@ pub fn link(code: &str) -> Link {
         code: code.into(),
         url: format!("https://example.com/{code}"),
         created_at_ms: 1,
-        expires_at_ms: None,
-        redirect_status: 302,
-        owner: None,
-        disabled: None,
+        ..Link::default()
     }
 }
 
@@ -76,12 +73,16 @@ impl LinkStore for FaultyStore {
     async fn delete(&self, code: &str) -> Result<bool, StoreError> {
         self.inner.delete(code).await
     }
-    async fn set_disabled(
+    async fn replace(&self, link: &Link) -> Result<ReplaceOutcome, StoreError> {
+        self.inner.replace(link).await
+    }
+    async fn list(
         &self,
-        code: &str,
-        disabled: Option<Disabled>,
-    ) -> Result<Option<Link>, StoreError> {
-        self.inner.set_disabled(code, disabled).await
+        scope: &ListScope,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> Result<Vec<Link>, StoreError> {
+        self.inner.list(scope, after, limit).await
     }
     async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
         self.inner.secret(name, candidate).await

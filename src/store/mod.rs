@@ -24,33 +24,122 @@ pub use embedded::EmbeddedStore;
 use crate::config::{Backend, StoreSettings};
 use crate::telemetry::Metrics;
 
-/// A stored short link.
+/// A stored short link: the one declaration of a link's fields. Every other form of a link is
+/// derived from this one through serde (the embedded store's record, the DynamoDB item, the
+/// idempotency fingerprint, the export line), and tests hold the hand-written ones (the API view,
+/// the cache's `Target`) to it. A field added here with `#[serde(default)]` reads from records
+/// written before it existed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
     pub code: String,
     pub url: String,
     pub created_at_ms: i64,
+    #[serde(default)]
     pub expires_at_ms: Option<i64>,
     pub redirect_status: u16,
+    /// A label for people (bounded by the API).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Normalised labels (lowercase, at most [`MAX_TAGS`]).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Whether a redirect appends the request's query string to the destination. On for new
+    /// links; links stored before the setting existed read as off (they never forwarded).
+    #[serde(default)]
+    pub forward_query: bool,
     /// Fingerprint of the API key that created it (never the key itself).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub owner: Option<String>,
     /// Set while an admin has disabled the link: it answers 410 and keeps its statistics.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub disabled: Option<Disabled>,
+    /// Bumped by every edit: what an `ETag` names, and what a conditional edit compares.
+    #[serde(default)]
+    pub revision: u64,
 }
+
+/// Most tags one link carries.
+pub const MAX_TAGS: usize = 16;
 
 /// Why and when a link was disabled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disabled {
     pub reason: String,
     pub at_ms: i64,
+    /// Disabled by the admin (a takedown), which the link's owner cannot undo. Links disabled
+    /// before owners could disable their own were all disabled by the admin.
+    #[serde(default = "by_admin_before_owners_could")]
+    pub by_admin: bool,
+}
+
+fn by_admin_before_owners_could() -> bool {
+    true
+}
+
+impl Default for Link {
+    /// A plain 302 link that forwards queries, with nothing else set: struct literals start
+    /// from it (`Link { code, url, ..Link::default() }`) so a new field touches none of them.
+    fn default() -> Self {
+        Self {
+            code: String::new(),
+            url: String::new(),
+            created_at_ms: 0,
+            expires_at_ms: None,
+            redirect_status: 302,
+            title: None,
+            tags: Vec::new(),
+            forward_query: true,
+            owner: None,
+            disabled: None,
+            revision: 0,
+        }
+    }
 }
 
 impl Link {
     pub fn is_expired_at(&self, now_ms: i64) -> bool {
         self.expires_at_ms.is_some_and(|at| at <= now_ms)
     }
+
+    /// Where this link sits in the newest-first order lists use.
+    pub fn position(&self) -> ListPosition {
+        ListPosition {
+            created_at_ms: self.created_at_ms,
+            code: self.code.clone(),
+        }
+    }
+}
+
+/// Sorts `links` newest first, the order every list answers in.
+pub fn sort_newest_first(links: &mut [Link]) {
+    links.sort_unstable_by(|a, b| (b.created_at_ms, &b.code).cmp(&(a.created_at_ms, &a.code)));
+}
+
+/// A place in the newest-first order of links: by creation time, then by code (descending),
+/// so two links made in the same millisecond still have a strict order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ListPosition {
+    pub created_at_ms: i64,
+    pub code: String,
+}
+
+/// Whose links a list reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListScope {
+    /// Links whose owner is exactly this (`None`: links nobody owns).
+    Owner(Option<String>),
+    /// Every link (the admin).
+    All,
+}
+
+/// What a conditional replace found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaceOutcome {
+    Replaced,
+    /// No link with this code (or it was deleted and made again since it was read).
+    Missing,
+    /// The link was changed since it was read: its revision is no longer the expected one.
+    Conflict,
 }
 
 /// Remembers which link a create with an `Idempotency-Key` made, so a retry gets it back.
@@ -178,13 +267,19 @@ pub trait LinkStore: Send + Sync + 'static {
     /// Deletes a link and its statistics; `false` when there was none.
     async fn delete(&self, code: &str) -> Result<bool, StoreError>;
 
-    /// Disables (`Some`) or re-enables (`None`) a link, keeping everything else; the updated
-    /// link, or `None` when there is no such link.
-    async fn set_disabled(
+    /// Replaces the stored link `link.code` with `link` (whose revision is the stored one's plus
+    /// one), only if the stored one is still `revision - 1` of the link created at
+    /// `link.created_at_ms`. Click statistics are kept.
+    async fn replace(&self, link: &Link) -> Result<ReplaceOutcome, StoreError>;
+
+    /// At most `limit` links in `scope`, newest first, strictly after `after` in that order
+    /// (from the newest when `None`).
+    async fn list(
         &self,
-        code: &str,
-        disabled: Option<Disabled>,
-    ) -> Result<Option<Link>, StoreError>;
+        scope: &ListScope,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> Result<Vec<Link>, StoreError>;
 
     /// The secret stored under `name`, storing `candidate` first when there is none. Put-if-
     /// absent: every instance of a fleet ends up with the first one written.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::harness::{
     ADMIN_TOKEN, Backend, TestStore, assert_problem, spawn_app_on, spawn_app_on_backend,
 };
+use crate::on_every_backend;
 use kurz::config::Secret;
 use serde_json::{Value, json};
 
@@ -311,7 +312,7 @@ async fn bad_input_gets_a_problem_with_the_right_status(backend: Backend) {
         .send()
         .await
         .expect("send");
-    assert_eq!(put.headers()["allow"], "POST");
+    assert_eq!(put.headers()["allow"], "POST, GET");
     assert_problem(put, 405).await;
     let bad_key = app
         .client
@@ -597,28 +598,6 @@ async fn clicks_are_flushed_on_shutdown(backend: Backend) {
         .expect("json");
     assert_eq!(stats["total_clicks"], 4);
     app.stop().await;
-}
-
-/// Runs each behavioural test once per backend, as `embedded::name` and `dynamodb::name`.
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Backend::Embedded).await
-                }
-            )*
-        }
-        mod dynamodb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Backend::Dynamodb).await
-                }
-            )*
-        }
-    };
 }
 
 on_every_backend!(

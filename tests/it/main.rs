@@ -6,6 +6,7 @@ mod durability;
 mod dynamodb;
 mod harness;
 mod infra;
+mod manage;
 mod openapi;
 mod overload;
 mod pages;

@@ -97,12 +97,18 @@ async fn misses_fill_redis_with_bounded_ttls(backend: Backend) {
 
     assert_eq!(app.get(&format!("/{forever}")).await.status(), 302);
     let (value, pttl) = wait_for_key(&mut conn, &key(&forever), Duration::from_secs(5)).await;
-    assert_eq!(value, "302 0 https://example.com/forever");
+    assert_eq!(
+        value,
+        r#"2{"u":"https://example.com/forever","s":302,"q":true}"#
+    );
     assert!(pttl > 0 && pttl <= 3_600_000, "{pttl}");
 
     assert_eq!(app.get(&format!("/{soon}")).await.status(), 307);
     let (value, pttl) = wait_for_key(&mut conn, &key(&soon), Duration::from_secs(5)).await;
-    assert!(value.starts_with("307 "), "{value}");
+    assert!(
+        value.starts_with(r#"2{"u":"https://example.com/soon","s":307,"e":"#),
+        "{value}"
+    );
     assert!(
         pttl > 0 && pttl <= 30_000,
         "TTL {pttl} beyond the link's expiry"
@@ -125,6 +131,24 @@ async fn misses_fill_redis_with_bounded_ttls(backend: Backend) {
         "kurz_redis_hits_total",
     );
     assert_eq!(after - before, 2.0);
+
+    // What an instance of the version before wrote (mid-deploy, one Redis) still redirects.
+    let _: () = conn
+        .set(key("FirstForm"), "D 302 0 https://example.com/off")
+        .await
+        .expect("SET");
+    let _: () = conn
+        .set(key("FirstForm2"), "301 0 https://example.com/v1")
+        .await
+        .expect("SET");
+    assert_eq!(app.get("/FirstForm").await.status(), 410, "disabled");
+    let redirect = app.get("/FirstForm2?utm=x").await;
+    assert_eq!(redirect.status(), 301);
+    assert_eq!(
+        redirect.headers()["location"],
+        "https://example.com/v1",
+        "never forwarded"
+    );
     app.stop().await;
 }
 

@@ -31,8 +31,10 @@ use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, DeleteRequest, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update, WriteRequest,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use futures_util::StreamExt;
@@ -41,14 +43,15 @@ use futures_util::stream::FuturesUnordered;
 use self::admission::{Admission, Class, Outcome};
 use self::error::{CallError, build_error, condition_failed, is_transient};
 use self::item::{
-    COUNTER_PK, COUNTER_SK, DAY_PREFIX, Item, LINK_SK, PARTITION_KEY, SECRET_VALUE, SORT_KEY,
-    day_key, idempotency_item, idempotency_key, key, link_item, n, number, parse_idempotency,
-    parse_link, secret_key,
+    ALL_INDEX, ALL_INDEX_PK, ALL_SHARDS, COUNTER_PK, COUNTER_SK, DAY_PREFIX, INDEX_SK, Item,
+    LINK_SK, OWNER_INDEX, OWNER_INDEX_PK, OWNER_SHARDS, PARTITION_KEY, SECRET_VALUE, SORT_KEY,
+    day_key, idempotency_item, idempotency_key, index_sort_key, key, link_attributes, link_item, n,
+    number, owner_partition, parse_idempotency, parse_link, secret_key, string,
 };
 use self::retry::{RetryBudget, backoff};
 use super::{
-    ClickDelta, Disabled, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome,
-    Link, LinkStats, LinkStore, StoreError,
+    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome, Link,
+    LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
 };
 use crate::config::StoreSettings;
 use crate::telemetry::Metrics;
@@ -530,38 +533,119 @@ impl LinkStore for DynamoStore {
         Ok(existed)
     }
 
-    async fn set_disabled(
-        &self,
-        code: &str,
-        disabled: Option<Disabled>,
-    ) -> Result<Option<Link>, StoreError> {
-        let update = self
+    async fn replace(&self, link: &Link) -> Result<ReplaceOutcome, StoreError> {
+        let expected = link
+            .revision
+            .checked_sub(1)
+            .ok_or_else(|| StoreError::internal("a replacement link has revision 0"))?;
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(code, LINK_SK)))
-            .condition_expression("attribute_exists(pk)")
-            .return_values(ReturnValue::AllNew);
-        let update = match &disabled {
-            Some(d) => update
-                .update_expression("SET disabled_reason = :r, disabled_at_ms = :t")
-                .expression_attribute_values(":r", AttributeValue::S(d.reason.clone()))
-                .expression_attribute_values(":t", n(d.at_ms)),
-            None => update.update_expression("REMOVE disabled_reason, disabled_at_ms"),
+            .set_key(Some(key(link.code.clone(), LINK_SK)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .expression_attribute_values(":created", n(link.created_at_ms))
+            .expression_attribute_values(":expected", n(expected));
+        // Items from before revisions existed have none: revision 0.
+        let condition = if expected == 0 {
+            "attribute_exists(pk) AND created_at_ms = :created \
+             AND (attribute_not_exists(revision) OR revision = :expected)"
+        } else {
+            "attribute_exists(pk) AND created_at_ms = :created AND revision = :expected"
         };
-        match self.call(Class::Write, || update.clone().send()).await {
-            Ok(out) => out
-                .attributes()
-                .map(|item| parse_link(code, item))
-                .transpose(),
-            Err(e)
-                if e.service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
+        let (mut set, mut remove) = (Vec::new(), Vec::new());
+        for (i, (name, value)) in link_attributes(link).into_iter().enumerate() {
+            update = update.expression_attribute_names(format!("#a{i}"), name);
+            match value {
+                Some(value) => {
+                    set.push(format!("#a{i} = :v{i}"));
+                    update = update.expression_attribute_values(format!(":v{i}"), value);
+                }
+                None => remove.push(format!("#a{i}")),
             }
-            Err(e) => Err(self.classify(e)),
         }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let update = update
+            .update_expression(expression)
+            .condition_expression(condition);
+        match self.call(Class::Write, || update.clone().send()).await {
+            Ok(_) => Ok(ReplaceOutcome::Replaced),
+            Err(e) => match e.service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    let current = match failed.item() {
+                        Some(item) => Some(parse_link(&link.code, item)?),
+                        None => self.get(&link.code).await?,
+                    };
+                    Ok(match current {
+                        Some(current) if current.created_at_ms == link.created_at_ms => {
+                            ReplaceOutcome::Conflict
+                        }
+                        _ => ReplaceOutcome::Missing,
+                    })
+                }
+                _ => Err(self.classify(e)),
+            },
+        }
+    }
+
+    async fn list(
+        &self,
+        scope: &ListScope,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> Result<Vec<Link>, StoreError> {
+        let (index, partition_key, partitions): (&str, &str, Vec<String>) = match scope {
+            ListScope::Owner(owner) => (
+                OWNER_INDEX,
+                OWNER_INDEX_PK,
+                (0..OWNER_SHARDS)
+                    .map(|shard| owner_partition(owner.as_deref(), shard))
+                    .collect(),
+            ),
+            ListScope::All => (
+                ALL_INDEX,
+                ALL_INDEX_PK,
+                (0..ALL_SHARDS).map(|shard| shard.to_string()).collect(),
+            ),
+        };
+        let limit_i32 = i32::try_from(limit.clamp(1, 1_000)).unwrap_or(1_000);
+        let queries = partitions.into_iter().map(|partition| {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .scan_index_forward(false)
+                .limit(limit_i32)
+                .expression_attribute_names("#p", partition_key)
+                .expression_attribute_values(":p", AttributeValue::S(partition));
+            query = match after {
+                Some(position) => query
+                    .key_condition_expression("#p = :p AND #k < :k")
+                    .expression_attribute_names("#k", INDEX_SK)
+                    .expression_attribute_values(":k", AttributeValue::S(index_sort_key(position))),
+                None => query.key_condition_expression("#p = :p"),
+            };
+            async move {
+                self.call(Class::Stats, || query.clone().send())
+                    .await
+                    .map_err(|e| self.classify(e))
+            }
+        });
+        let mut links = Vec::new();
+        for page in futures_util::future::join_all(queries).await {
+            for item in page?.items() {
+                let code = string(item, PARTITION_KEY).unwrap_or_default();
+                links.push(parse_link(&code, item)?);
+            }
+        }
+        // Newest first across the partitions; each was read newest first up to `limit`.
+        crate::store::sort_newest_first(&mut links);
+        links.truncate(limit);
+        Ok(links)
     }
 
     async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {

@@ -4,14 +4,23 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, AttributeValue, BillingMode, CreateGlobalSecondaryIndexAction,
+    GlobalSecondaryIndex, GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType,
+    Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    TimeToLiveStatus,
 };
 
 use super::DynamoStore;
 use super::error::build_error;
-use super::item::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use super::item::{
+    ALL_INDEX, ALL_INDEX_PK, INDEX_SK, Item, LINK_SK, OWNER_INDEX, OWNER_INDEX_PK, PARTITION_KEY,
+    SORT_KEY, TTL_ATTRIBUTE, link_item, parse_link, string,
+};
 use crate::store::StoreError;
+
+/// The list indexes: (name, partition key attribute). Both sort by [`INDEX_SK`] and project
+/// every attribute, so a page of links is one `Query` per index partition and nothing more.
+const INDEXES: [(&str, &str); 2] = [(OWNER_INDEX, OWNER_INDEX_PK), (ALL_INDEX, ALL_INDEX_PK)];
 
 /// The DynamoDB operations only `kurz init` makes (an operator's credentials, not the
 /// service's role).
@@ -19,6 +28,9 @@ pub const INIT_OPERATIONS: &[&str] = &[
     "CreateTable",
     "DescribeTable",
     "DescribeTimeToLive",
+    "Scan",
+    "UpdateItem",
+    "UpdateTable",
     "UpdateTimeToLive",
 ];
 
@@ -29,7 +41,18 @@ impl DynamoStore {
     /// Fails unless the table exists and is usable: `kurz serve` checks this at start-up.
     pub async fn verify_table(&self) -> Result<(), StoreError> {
         match self.describe_status().await? {
-            Some(TableStatus::Active | TableStatus::Updating) => Ok(()),
+            Some(TableStatus::Active | TableStatus::Updating) => {
+                let missing = self.missing_indexes().await?;
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                let names: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
+                Err(StoreError::unavailable(format!(
+                    "DynamoDB table '{}' lacks the list index(es) {}: run `kurz init` with the same settings to add them",
+                    self.table,
+                    names.join(", ")
+                )))
+            }
             Some(status) => Err(StoreError::unavailable(format!(
                 "DynamoDB table '{}' is {status:?}, not ACTIVE",
                 self.table
@@ -42,13 +65,146 @@ impl DynamoStore {
     }
 
     async fn describe_status(&self) -> Result<Option<TableStatus>, StoreError> {
+        Ok(self.describe().await?.map(|(status, _)| status))
+    }
+
+    /// The table's status and its indexes' (name, status), `None` when there is no table.
+    async fn describe(
+        &self,
+    ) -> Result<Option<(TableStatus, Vec<(String, IndexStatus)>)>, StoreError> {
         let out = self
             .unadmitted(|| self.client.describe_table().table_name(&self.table).send())
             .await;
         match out {
-            Ok(out) => Ok(out.table().and_then(|t| t.table_status().cloned())),
+            Ok(out) => Ok(out.table().and_then(|t| {
+                let indexes = t
+                    .global_secondary_indexes()
+                    .iter()
+                    .filter_map(|i| Some((i.index_name()?.to_owned(), i.index_status()?.clone())))
+                    .collect();
+                Some((t.table_status()?.clone(), indexes))
+            })),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
             Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// The list indexes that `kurz init` has yet to create.
+    async fn missing_indexes(&self) -> Result<Vec<(&'static str, &'static str)>, StoreError> {
+        let present = self.describe().await?.map(|(_, i)| i).unwrap_or_default();
+        Ok(INDEXES
+            .into_iter()
+            .filter(|(name, _)| !present.iter().any(|(n, _)| n == name))
+            .collect())
+    }
+
+    fn index_keys(partition: &str) -> Result<Vec<KeySchemaElement>, StoreError> {
+        [(partition, KeyType::Hash), (INDEX_SK, KeyType::Range)]
+            .into_iter()
+            .map(|(name, kind)| {
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(kind)
+                    .build()
+                    .map_err(build_error)
+            })
+            .collect()
+    }
+
+    fn all_projected() -> Projection {
+        Projection::builder()
+            .projection_type(ProjectionType::All)
+            .build()
+    }
+
+    /// Adds the list indexes a table made before them lacks, one at a time (DynamoDB builds
+    /// one new index per table at once), then gives the links written before them the
+    /// indexes' keys.
+    async fn add_list_indexes(&self, done: &mut Vec<String>) -> Result<(), StoreError> {
+        for (name, partition) in self.missing_indexes().await? {
+            let index = CreateGlobalSecondaryIndexAction::builder()
+                .index_name(name)
+                .set_key_schema(Some(Self::index_keys(partition)?))
+                .projection(Self::all_projected())
+                .build()
+                .map_err(build_error)?;
+            let update = self
+                .client
+                .update_table()
+                .table_name(&self.table)
+                .attribute_definitions(string_attribute(partition)?)
+                .attribute_definitions(string_attribute(INDEX_SK)?)
+                .global_secondary_index_updates(
+                    GlobalSecondaryIndexUpdate::builder().create(index).build(),
+                );
+            self.unadmitted(|| update.clone().send())
+                .await
+                .map_err(|e| self.classify(e))?;
+            self.wait_until_active().await?;
+            done.push(format!("added the list index '{name}'"));
+        }
+        let indexed = self.index_old_links().await?;
+        if indexed > 0 {
+            done.push(format!(
+                "indexed {indexed} links written before the list indexes"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sets the list indexes' keys on every link item without them (a `Scan`, once, by
+    /// `kurz init`; links made since carry them from their first write).
+    async fn index_old_links(&self) -> Result<u64, StoreError> {
+        let mut start: Option<Item> = None;
+        let mut indexed = 0;
+        loop {
+            let scan = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :link AND attribute_not_exists(#k)")
+                .expression_attribute_names("#k", INDEX_SK)
+                .expression_attribute_values(":link", AttributeValue::S(LINK_SK.into()))
+                .set_exclusive_start_key(start.clone());
+            let out = self
+                .unadmitted(|| scan.clone().send())
+                .await
+                .map_err(|e| self.classify(e))?;
+            for item in out.items() {
+                let code = string(item, PARTITION_KEY).unwrap_or_default();
+                let Ok(link) = parse_link(&code, item) else {
+                    continue; // unreadable: a redirect reports it, a list cannot show it
+                };
+                let keys = link_item(&link);
+                let mut update = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(super::item::key(code, LINK_SK)))
+                    .update_expression("SET #o = :o, #a = :a, #k = :k")
+                    .condition_expression("attribute_exists(pk)");
+                for (alias, attribute) in
+                    [("o", OWNER_INDEX_PK), ("a", ALL_INDEX_PK), ("k", INDEX_SK)]
+                {
+                    if let Some(value) = keys.get(attribute) {
+                        update = update
+                            .expression_attribute_names(format!("#{alias}"), attribute)
+                            .expression_attribute_values(format!(":{alias}"), value.clone());
+                    }
+                }
+                match self.unadmitted(|| update.clone().send()).await {
+                    Ok(_) => indexed += 1,
+                    // Deleted meanwhile.
+                    Err(e)
+                        if e.service_error()
+                            .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                    Err(e) => return Err(self.classify(e)),
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(indexed),
+            }
         }
     }
 
@@ -63,14 +219,8 @@ impl DynamoStore {
                     .build()
                     .map_err(build_error)
             };
-            let attribute = |name: &str| {
-                AttributeDefinition::builder()
-                    .attribute_name(name)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(build_error)
-            };
-            let create = self
+            let attribute = string_attribute;
+            let mut create = self
                 .client
                 .create_table()
                 .table_name(&self.table)
@@ -78,7 +228,20 @@ impl DynamoStore {
                 .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
                 .key_schema(key(SORT_KEY, KeyType::Range)?)
                 .attribute_definitions(attribute(PARTITION_KEY)?)
-                .attribute_definitions(attribute(SORT_KEY)?);
+                .attribute_definitions(attribute(SORT_KEY)?)
+                .attribute_definitions(attribute(INDEX_SK)?);
+            for (name, partition) in INDEXES {
+                create = create
+                    .attribute_definitions(attribute(partition)?)
+                    .global_secondary_indexes(
+                        GlobalSecondaryIndex::builder()
+                            .index_name(name)
+                            .set_key_schema(Some(Self::index_keys(partition)?))
+                            .projection(Self::all_projected())
+                            .build()
+                            .map_err(build_error)?,
+                    );
+            }
             let created = self.unadmitted(|| create.clone().send()).await;
             match created {
                 Ok(_) => done.push(format!(
@@ -93,6 +256,7 @@ impl DynamoStore {
             done.push(format!("DynamoDB table '{}' exists", self.table));
         }
         self.wait_until_active().await?;
+        self.add_list_indexes(&mut done).await?;
 
         let ttl = self
             .unadmitted(|| {
@@ -135,7 +299,11 @@ impl DynamoStore {
     async fn wait_until_active(&self) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + ACTIVE_WITHIN;
         loop {
-            if self.describe_status().await? == Some(TableStatus::Active) {
+            if let Some((TableStatus::Active, indexes)) = self.describe().await?
+                && indexes
+                    .iter()
+                    .all(|(_, status)| *status == IndexStatus::Active)
+            {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
@@ -147,4 +315,12 @@ impl DynamoStore {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(build_error)
 }

@@ -91,3 +91,26 @@ pub fn rss_kib(process: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Runs each behavioural test once per backend, as `embedded::name` and `dynamodb::name`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Embedded).await
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Dynamodb).await
+                }
+            )*
+        }
+    };
+}
