@@ -91,9 +91,36 @@ pub fn format_day(day: u32) -> String {
     )
 }
 
+/// The UTC day number of a `YYYY-MM-DD` date.
+pub fn parse_day(text: &str) -> Option<u32> {
+    let mut parts = text.splitn(3, '-');
+    let mut part = |len: usize| {
+        parts
+            .next()
+            .filter(|p| p.len() == len && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u16>().ok())
+    };
+    let (year, month, day) = (part(4)?, part(2)?, part(2)?);
+    let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::from(year), month, u8::try_from(day).ok()?).ok()?;
+    let midnight = date.midnight().assume_utc().unix_timestamp();
+    u32::try_from(midnight.div_euclid(86_400)).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_round_trip_as_dates() {
+        for day in [0, 20_415, 40_000] {
+            assert_eq!(parse_day(&format_day(day)), Some(day));
+        }
+        assert_eq!(parse_day("2026-02-30"), None);
+        assert_eq!(parse_day("1969-12-31"), None, "before day 0");
+        assert_eq!(parse_day("yesterday"), None);
+    }
 
     #[test]
     fn rfc3339_round_trips_and_days_are_utc() {

@@ -93,39 +93,42 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub enum Backend {
-    /// A redb file on local disk: nothing else to install.
-    Embedded,
-    /// Amazon DynamoDB: the production store shared by many instances.
-    Dynamodb,
+/// Declares [`Backend`]: one line per store backend, `Variant => "name", "what it is";`. The
+/// setting's value, the list in its error and the name in logs come from here only.
+macro_rules! backends {
+    ($( $variant:ident => $name:literal, $doc:literal; )*) => {
+        /// Where links are stored (`store.backend`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+        #[serde(try_from = "String")]
+        pub enum Backend { $( #[doc = $doc] $variant, )* }
+
+        impl Backend {
+            pub const NAMES: &[&str] = &[$($name,)*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Backend::$variant => $name,)* }
+            }
+        }
+
+        impl TryFrom<String> for Backend {
+            type Error = String;
+
+            fn try_from(name: String) -> Result<Self, Self::Error> {
+                match name.to_ascii_lowercase().as_str() {
+                    $($name => Ok(Backend::$variant),)*
+                    _ => Err(format!(
+                        "unknown store backend '{name}'; expected one of: {}",
+                        Backend::NAMES.join(", ")
+                    )),
+                }
+            }
+        }
+    };
 }
 
-impl Backend {
-    pub const NAMES: &[&str] = &["embedded", "dynamodb"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Embedded => "embedded",
-            Backend::Dynamodb => "dynamodb",
-        }
-    }
-}
-
-impl TryFrom<String> for Backend {
-    type Error = String;
-
-    fn try_from(name: String) -> Result<Self, Self::Error> {
-        match name.to_ascii_lowercase().as_str() {
-            "embedded" => Ok(Backend::Embedded),
-            "dynamodb" => Ok(Backend::Dynamodb),
-            _ => Err(format!(
-                "unknown store backend '{name}'; expected one of: {}",
-                Backend::NAMES.join(", ")
-            )),
-        }
-    }
+backends! {
+    Embedded => "embedded", "A redb file on local disk: nothing else to install.";
+    Dynamodb => "dynamodb", "Amazon DynamoDB: the production store shared by many instances.";
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -391,6 +394,8 @@ pub struct AuthSettings {
 pub struct LimitSettings {
     /// Largest accepted request body (at least 1024).
     pub max_body_bytes: usize,
+    /// Largest accepted bulk create body (`POST /api/v1/links/bulk`, up to 1,000 links).
+    pub max_bulk_body_bytes: usize,
     /// Longest accepted long URL.
     pub max_url_bytes: NonZeroUsize,
     pub rate: RateSettings,
@@ -400,6 +405,8 @@ impl Default for LimitSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 16 * 1024,
+            // 1,000 links of about 1 KiB each; longer URLs need a larger setting.
+            max_bulk_body_bytes: 1024 * 1024,
             max_url_bytes: NonZeroUsize::new(8 * 1024).unwrap_or(NonZeroUsize::MIN),
             rate: RateSettings::default(),
         }
@@ -643,6 +650,12 @@ impl Settings {
         }
         if self.limits.max_body_bytes < 1024 {
             return invalid("limits.max_body_bytes", "must be at least 1024");
+        }
+        if self.limits.max_bulk_body_bytes < self.limits.max_body_bytes {
+            return invalid(
+                "limits.max_bulk_body_bytes",
+                "must be at least limits.max_body_bytes",
+            );
         }
         let redis = &self.cache.redis;
         if let Some(url) = &redis.url

@@ -26,6 +26,16 @@ enum Command {
     /// Exit 0 when the kurz at `server.bind` answers `GET /healthz` with 200 (for container
     /// health checks: needs no shell and no curl).
     Healthcheck,
+    /// Write every link of the configured store, with its clicks, as NDJSON to standard
+    /// output (first line: the store's own keys and id counter, for `kurz import`).
+    Export,
+    /// Import links into the configured store from FILE: kurz's NDJSON export, or a CSV with
+    /// a header row (Long URL, Short Code, Title, Tags separated by `|`). Reports each line;
+    /// safe to run again (nothing is imported twice). Exits 1 when a line was skipped.
+    Import {
+        /// The file to read (`-`: standard input).
+        file: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -42,6 +52,8 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Init => init(settings).await,
+        Command::Export => export(settings).await,
+        Command::Import { file } => import(settings, &file).await,
         Command::Healthcheck => match kurz::healthcheck::check(settings.server.bind) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -72,6 +84,109 @@ async fn init(settings: Settings) -> ExitCode {
         }
         Err(e) => {
             eprintln!("kurz init: {} store: {e}", settings.store.backend.name());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The store the settings name, for a command that runs once.
+async fn open_store(
+    settings: &Settings,
+) -> Result<std::sync::Arc<dyn kurz::store::LinkStore>, kurz::store::StoreError> {
+    let metrics = std::sync::Arc::new(kurz::telemetry::Metrics::default());
+    kurz::store::open(&settings.store, metrics).await
+}
+
+async fn export(settings: Settings) -> ExitCode {
+    use futures_util::StreamExt;
+    use std::io::Write;
+
+    let store = match open_store(&settings).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("kurz export: {} store: {e}", settings.store.backend.name());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let header = kurz::links::transfer::export_header(&*store).await;
+    let mut failed = match header {
+        Ok(line) => out.write_all(line.as_bytes()).err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    let mut lines = std::pin::pin!(kurz::links::transfer::export_lines(
+        std::sync::Arc::clone(&store),
+        vec![kurz::store::ListScope::All],
+    ));
+    while failed.is_none()
+        && let Some(page) = lines.next().await
+    {
+        failed = match page {
+            Ok(text) => out.write_all(text.as_bytes()).err().map(|e| e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+    }
+    let flushed = out.flush();
+    store.close().await;
+    match failed.or_else(|| flushed.err().map(|e| e.to_string())) {
+        None => ExitCode::SUCCESS,
+        Some(e) => {
+            eprintln!("kurz export: stopped part way: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn import(settings: Settings, file: &std::path::Path) -> ExitCode {
+    let input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(file) {
+            Ok(f) => Box::new(std::io::BufReader::new(f)),
+            Err(e) => {
+                eprintln!("kurz import: {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let store = match open_store(&settings).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("kurz import: {} store: {e}", settings.store.backend.name());
+            return ExitCode::FAILURE;
+        }
+    };
+    let base = settings
+        .server
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| kurz::base_url::BaseUrl::for_listener(settings.server.bind));
+    let policy = kurz::links::UrlPolicy::new(
+        settings.limits.max_url_bytes.get(),
+        base,
+        &settings.server.own_hosts,
+        &settings.abuse.shortener_hosts,
+    );
+    let mut out = std::io::stdout().lock();
+    let now = kurz::clock::system_now_ms();
+    let result = kurz::links::transfer::import(&*store, &policy, input, &mut out, now).await;
+    store.close().await;
+    match result {
+        Ok(report) => {
+            println!(
+                "kurz import: {} imported, {} already there, {} skipped",
+                report.imported, report.already_there, report.skipped
+            );
+            if report.skipped == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "kurz import: stopped: {e} (run it again once fixed: nothing is imported twice)"
+            );
             ExitCode::FAILURE
         }
     }

@@ -7,8 +7,9 @@
 use crate::config::Secret;
 use crate::store::{LinkStore, StoreError};
 
-const PERMUTATION_KEY: &str = "permutation_key";
-const OWNER_KEY: &str = "owner_fingerprint_key";
+/// The stored names of the keys (`kurz export` carries them to a new store by these).
+pub const PERMUTATION_KEY: &str = "permutation_key";
+pub const OWNER_KEY: &str = "owner_fingerprint_key";
 
 pub struct Secrets {
     pub permutation_key: Vec<u8>,
@@ -38,7 +39,7 @@ pub async fn ensure(
 
 /// The key stored under `name`, made now if there is none; transient failures are retried
 /// a few times (an instance should not fail to start over one slow call).
-async fn stored(store: &dyn LinkStore, name: &str) -> Result<Vec<u8>, StoreError> {
+pub async fn stored(store: &dyn LinkStore, name: &str) -> Result<Vec<u8>, StoreError> {
     let candidate = random_key()?;
     let mut attempt = 1;
     loop {

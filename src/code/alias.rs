@@ -17,6 +17,10 @@ const RESERVED: &[&str] = &[
     "docs",
     "login",
     "logout",
+    // Fixed routes beside `/api/v1/links/{code}`: a link with such a code could not be read
+    // or edited through the API.
+    "bulk",
+    "export",
     "favicon.ico",
     "robots.txt",
     "sitemap.xml",

@@ -72,11 +72,12 @@ pub enum ApiError {
     Negotiated { error: Box<ApiError>, html: bool },
 }
 
+/// A problem document (RFC 9457): every error's body, and each failed item's in a bulk create.
 #[derive(Serialize)]
-struct Problem<'a> {
+pub struct Problem {
     #[serde(rename = "type")]
     kind: &'static str,
-    title: &'a str,
+    title: &'static str,
     status: u16,
     detail: String,
 }
@@ -113,12 +114,7 @@ impl ResponseError for ApiError {
         let mut response = if negotiated_html == Some(true) {
             html::error_page(status, &error.to_string())
         } else {
-            let problem = Problem {
-                kind: "about:blank",
-                title: status.canonical_reason().unwrap_or("Error"),
-                status: status.as_u16(),
-                detail: error.to_string(),
-            };
+            let problem = error.problem();
             HttpResponse::build(status)
                 .content_type("application/problem+json")
                 .body(serde_json::to_string(&problem).unwrap_or_default())
@@ -157,6 +153,17 @@ impl ResponseError for ApiError {
 }
 
 impl ApiError {
+    /// The problem document this error answers with.
+    pub fn problem(&self) -> Problem {
+        let status = self.status_code();
+        Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        }
+    }
+
     /// What really went wrong, for the logs (the request observer logs it with the request
     /// id); never sent to the client.
     pub fn cause(&self) -> Option<&str> {

@@ -6,7 +6,8 @@
 //! target with who made it (owner fingerprint, client IP), the code and the URL's host.
 
 use actix_web::http::header::{CONTENT_LENGTH, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::errors::{RATELIMIT, RATELIMIT_POLICY};
@@ -110,7 +111,31 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.auth.creator(&req)?;
     let client = state.proxies.client_label(&req);
-    let verdict = match &caller {
+    let verdict = take_create_allowance(&state, &caller, &client).await?;
+    let body = read_json_body(&req, payload, &state, state.limits.max_body_bytes).await?;
+    let input: CreateLinkRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not a valid link: {e}")))?;
+    let created = create_item(&state, &caller, &client, input, idempotency_key(&req)?).await?;
+    let view = LinkView::new(&created.link, &state.base_url);
+    let mut response = HttpResponse::Created();
+    response.insert_header((LOCATION, view.short_url.as_str()));
+    response.insert_header((ETAG, etag(&created.link)));
+    if created.replayed {
+        response.insert_header(("idempotent-replayed", "true"));
+    }
+    if let Some(verdict) = &verdict {
+        add_rate_headers(&mut response, verdict);
+    }
+    Ok(response.json(view))
+}
+
+/// Takes one create from the caller's rate limit (the admin has none): 429 when it is spent.
+async fn take_create_allowance(
+    state: &AppState,
+    caller: &Caller,
+    client: &str,
+) -> Result<Option<Verdict>, ApiError> {
+    let verdict = match caller {
         Caller::Admin => None,
         Caller::ApiKey(key) => {
             state
@@ -118,20 +143,25 @@ pub async fn create(
                 .check(Bucket::CreatesPerKey, &key.fingerprint)
                 .await
         }
-        Caller::Anonymous => state.rate.check(Bucket::CreatesPerIp, &client).await,
+        Caller::Anonymous => state.rate.check(Bucket::CreatesPerIp, client).await,
     };
-    if let Some(verdict) = &verdict
-        && !verdict.allowed
-    {
-        return Err(ApiError::TooManyRequests {
+    match verdict {
+        Some(verdict) if !verdict.allowed => Err(ApiError::TooManyRequests {
             what: "creating links",
-            verdict: verdict.clone(),
-        });
+            verdict,
+        }),
+        verdict => Ok(verdict),
     }
-    let body = read_json_body(&req, payload, &state).await?;
-    let input: CreateLinkRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("request body is not a valid link: {e}")))?;
+}
 
+/// Checks one create request's fields and creates the link (the rate limit already taken).
+async fn create_item(
+    state: &AppState,
+    caller: &Caller,
+    client: &str,
+    input: CreateLinkRequest,
+    idempotency_key: Option<String>,
+) -> Result<crate::links::Created, ApiError> {
     let checked = state
         .urls
         .check(&input.url)
@@ -151,10 +181,9 @@ pub async fn create(
         .transpose()?;
     let redirect_status = input
         .redirect_status
-        .map(|s| redirect_status_field(s, &caller))
+        .map(|s| redirect_status_field(s, caller))
         .transpose()?
         .unwrap_or(302);
-    let idempotency_key = idempotency_key(&req)?;
     let title = input
         .title
         .as_deref()
@@ -193,17 +222,111 @@ pub async fn create(
             "link created"
         );
     }
-    let view = LinkView::new(&created.link, &state.base_url);
-    let mut response = HttpResponse::Created();
-    response.insert_header((LOCATION, view.short_url.as_str()));
-    response.insert_header((ETAG, etag(&created.link)));
-    if created.replayed {
-        response.insert_header(("idempotent-replayed", "true"));
+    Ok(created)
+}
+
+/// Most links one bulk create holds.
+pub const MAX_BULK: usize = 1_000;
+/// Links of one bulk create in flight at once (each a store write).
+const BULK_CONCURRENCY: usize = 16;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkRequest {
+    links: Vec<serde_json::Value>,
+}
+
+/// One item's outcome: the link, or the problem it met.
+#[derive(Serialize)]
+struct BulkResult<'a> {
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<LinkView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<super::errors::Problem>,
+}
+
+/// `POST /api/v1/links/bulk`: up to [`MAX_BULK`] links, one result per item in the order
+/// given. Each item is checked and created as `POST /api/v1/links` would, counts against the
+/// rate limit as one create, and is idempotent under the request's `Idempotency-Key` (item
+/// `i` under `KEY#i`): a retried bulk request gets the same links back.
+pub async fn bulk_create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let caller = state.auth.creator(&req)?;
+    let client = state.proxies.client_label(&req);
+    let key = idempotency_key(&req)?;
+    let body = read_json_body(&req, payload, &state, state.limits.max_bulk_body_bytes).await?;
+    let input: BulkRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "request body must be {{\"links\": [link, ...]}}, each link as POST /api/v1/links takes it: {e}"
+        ))
+    })?;
+    if input.links.is_empty() || input.links.len() > MAX_BULK {
+        return Err(ApiError::BadRequest(format!(
+            "links must hold 1 to {MAX_BULK} links; got {}",
+            input.links.len()
+        )));
     }
-    if let Some(verdict) = &verdict {
-        add_rate_headers(&mut response, verdict);
-    }
-    Ok(response.json(view))
+    let (state_ref, caller_ref, client_ref) = (&state, &caller, client.as_str());
+    // Items run concurrently, so an alias given twice would go to whichever ran first: the
+    // first in the request takes it, the others are refused here.
+    let mut first_with_alias: std::collections::HashMap<String, usize> = Default::default();
+    let items: Vec<(usize, serde_json::Value, Option<usize>)> = input
+        .links
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let alias = item
+                .get("alias")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned);
+            let earlier = alias.map(|alias| *first_with_alias.entry(alias).or_insert(i));
+            (i, item, earlier.filter(|&first| first != i))
+        })
+        .collect();
+    let outcomes: Vec<Result<crate::links::Created, ApiError>> = futures_util::stream::iter(items)
+        .map(|(i, item, earlier)| {
+            let key = key.as_ref().map(|k| format!("{k}#{i}"));
+            async move {
+                if let Some(first) = earlier {
+                    return Err(ApiError::Conflict(format!(
+                        "links[{i}] asks for the alias links[{first}] of this request asks for"
+                    )));
+                }
+                let item: CreateLinkRequest = serde_json::from_value(item).map_err(|e| {
+                    ApiError::BadRequest(format!("links[{i}] is not a valid link: {e}"))
+                })?;
+                take_create_allowance(state_ref, caller_ref, client_ref).await?;
+                create_item(state_ref, caller_ref, client_ref, item, key).await
+            }
+        })
+        .buffered(BULK_CONCURRENCY)
+        .collect()
+        .await;
+    let created = outcomes.iter().filter(|o| o.is_ok()).count();
+    let results: Vec<BulkResult> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Ok(created) => BulkResult {
+                status: 201,
+                link: Some(LinkView::new(&created.link, &state.base_url)),
+                problem: None,
+            },
+            Err(error) => BulkResult {
+                status: error.status_code().as_u16(),
+                link: None,
+                problem: Some(error.problem()),
+            },
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "created": created,
+        "failed": results.len() - created,
+        "results": results,
+    })))
 }
 
 fn add_rate_headers(response: &mut actix_web::HttpResponseBuilder, verdict: &Verdict) {
@@ -285,7 +408,7 @@ pub async fn update(
         ));
     }
     let code = code_param(&req)?;
-    let body = read_json_body(&req, payload, &state).await?;
+    let body = read_json_body(&req, payload, &state, state.limits.max_body_bytes).await?;
     let input: UpdateLinkRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "request body must be an object of the fields to change (url, expires_at, \
@@ -535,6 +658,31 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     }))
 }
 
+/// `GET /api/v1/links/export`: the caller's links (the admin's: everyone's) as NDJSON, every
+/// field with click totals and daily counts, streamed a page at a time. A store failure part
+/// way ends the stream without its last chunk, so the client sees it is incomplete.
+pub async fn export(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let caller = state.auth.creator(&req)?;
+    let scopes = caller.list_scopes().ok_or_else(|| {
+        ApiError::Unauthorized(
+            "exporting links needs an API key (its own links) or the admin token (all)".into(),
+        )
+    })?;
+    let _: NoParams = query_params(&req)?;
+    let lines = state.links.export(scopes).map(|page| {
+        page.map(web::Bytes::from).map_err(|e| {
+            tracing::warn!(error = %e, "export stopped part way: the store failed");
+            ApiError::from(e)
+        })
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(lines))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoParams {}
@@ -576,8 +724,9 @@ async fn read_json_body(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
+    limit: usize,
 ) -> Result<web::Bytes, ApiError> {
-    let (limit, deadline) = (state.limits.max_body_bytes, state.body_timeout);
+    let deadline = state.body_timeout;
     let content_type = req.content_type();
     let essence = content_type.trim().to_ascii_lowercase();
     if essence != "application/json" && !essence.ends_with("+json") {

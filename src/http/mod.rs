@@ -96,6 +96,9 @@ endpoints! {
     Metrics => "metrics", [GET] "/metrics", health::metrics;
     CreateLink => "create_link", [POST] "/api/v1/links", links::create;
     ListLinks => "list_links", [GET] "/api/v1/links", links::list;
+    // Before `{code}`: a path is matched against the resources in this order.
+    BulkCreate => "bulk_create", [POST] "/api/v1/links/bulk", links::bulk_create;
+    ExportLinks => "export_links", [GET] "/api/v1/links/export", links::export;
     ListTags => "list_tags", [GET] "/api/v1/tags", links::tags;
     GetLink => "get_link", [GET] "/api/v1/links/{code}", links::get;
     DeleteLink => "delete_link", [DELETE] "/api/v1/links/{code}", links::delete;
@@ -294,6 +297,23 @@ mod tests {
             assert!(
                 crate::code::is_reserved(first),
                 "'{first}' (from {}) is not a reserved alias: a link could shadow the route",
+                endpoint.path()
+            );
+        }
+    }
+
+    #[test]
+    fn a_fixed_segment_beside_a_links_code_is_a_reserved_alias() {
+        let prefix = format!("{API_PREFIX}/");
+        for endpoint in Endpoint::ALL {
+            let Some(rest) = endpoint.path().strip_prefix(&prefix) else {
+                continue;
+            };
+            let segment = rest.split('/').next().unwrap_or_default();
+            assert!(
+                segment.starts_with('{') || crate::code::is_reserved(segment),
+                "'{segment}' (from {}) is not a reserved alias: a link with that code could \
+                 not be reached at /api/v1/links/{{code}}",
                 endpoint.path()
             );
         }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::LinkService;
-use crate::store::{Link, ListPosition, ListScope, StoreError};
+use crate::store::{Link, LinkStore, ListPosition, ListScope, StoreError};
 
 /// Most links one page reads from the store, whatever the filters.
 pub const EXAMINED_PER_PAGE: usize = 5_000;
@@ -166,9 +166,7 @@ impl LinkService {
         let mut examined = 0;
         while examined < EXAMINED_PER_PAGE {
             let batch_size = (limit - links.len()).clamp(100, 1_000);
-            let batch = self
-                .read_scopes(&query.scopes, from.as_ref(), batch_size)
-                .await?;
+            let batch = read_scopes(&*self.store, &query.scopes, from.as_ref(), batch_size).await?;
             let exhausted = batch.len() < batch_size;
             for link in batch {
                 examined += 1;
@@ -208,7 +206,7 @@ impl LinkService {
             if examined >= EXAMINED_FOR_TAGS {
                 break false;
             }
-            let batch = self.read_scopes(scopes, from.as_ref(), 1_000).await?;
+            let batch = read_scopes(&*self.store, scopes, from.as_ref(), 1_000).await?;
             let exhausted = batch.len() < 1_000;
             examined += batch.len();
             for link in batch {
@@ -228,26 +226,26 @@ impl LinkService {
         tags.sort_by(|a, b| b.links.cmp(&a.links).then_with(|| a.tag.cmp(&b.tag)));
         Ok(TagCounts { tags, complete })
     }
+}
 
-    /// The next `n` links after `from` across `scopes` (a key's links may sit under two
-    /// owner fingerprints), merged newest first.
-    async fn read_scopes(
-        &self,
-        scopes: &[ListScope],
-        from: Option<&ListPosition>,
-        n: usize,
-    ) -> Result<Vec<Link>, StoreError> {
-        let mut links = Vec::new();
-        for scope in scopes {
-            links.extend(self.store.list(scope, from, n).await?);
-        }
-        if scopes.len() > 1 {
-            crate::store::sort_newest_first(&mut links);
-            links.dedup_by(|a, b| a.code == b.code);
-            links.truncate(n);
-        }
-        Ok(links)
+/// The next `n` links after `from` across `scopes` (a key's links may sit under two owner
+/// fingerprints), merged newest first.
+pub(super) async fn read_scopes(
+    store: &dyn LinkStore,
+    scopes: &[ListScope],
+    from: Option<&ListPosition>,
+    n: usize,
+) -> Result<Vec<Link>, StoreError> {
+    let mut links = Vec::new();
+    for scope in scopes {
+        links.extend(store.list(scope, from, n).await?);
     }
+    if scopes.len() > 1 {
+        crate::store::sort_newest_first(&mut links);
+        links.dedup_by(|a, b| a.code == b.code);
+        links.truncate(n);
+    }
+    Ok(links)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod ids;
 mod labels;
 mod list;
 mod long_url;
+pub mod transfer;
 
 use std::sync::Arc;
 

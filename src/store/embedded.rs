@@ -20,8 +20,8 @@ use redb::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome, Link,
-    LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
+    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome, InsertOutcome,
+    Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
 };
 
 const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
@@ -65,6 +65,16 @@ enum WriteOp {
         name: String,
         candidate: Vec<u8>,
         reply: Reply<Vec<u8>>,
+    },
+    PutSecret {
+        name: String,
+        secret: Vec<u8>,
+        reply: Reply<()>,
+    },
+    Import {
+        link: Link,
+        stats: LinkStats,
+        reply: Reply<ImportOutcome>,
     },
     Lease {
         count: u64,
@@ -295,9 +305,11 @@ enum Answer {
     Insert(Reply<InsertOutcome>, InsertOutcome),
     Delete(Reply<bool>, bool),
     Replace(Reply<ReplaceOutcome>, ReplaceOutcome),
+    Import(Reply<ImportOutcome>, ImportOutcome),
     Bytes(Reply<Vec<u8>>, Vec<u8>),
     Lease(Reply<Range<u64>>, Range<u64>),
-    Clicks(Reply<()>),
+    /// A write with nothing to answer but that it committed.
+    Done(Reply<()>),
 }
 
 impl Answer {
@@ -307,9 +319,10 @@ impl Answer {
             Self::Insert(r, v) => drop(r.send(Ok(v))),
             Self::Delete(r, v) => drop(r.send(Ok(v))),
             Self::Replace(r, v) => drop(r.send(Ok(v))),
+            Self::Import(r, v) => drop(r.send(Ok(v))),
             Self::Bytes(r, v) => drop(r.send(Ok(v))),
             Self::Lease(r, v) => drop(r.send(Ok(v))),
-            Self::Clicks(r) => drop(r.send(Ok(()))),
+            Self::Done(r) => drop(r.send(Ok(()))),
         }
     }
 }
@@ -332,9 +345,21 @@ fn apply_batch(db: &Database, ops: Vec<WriteOp>) -> Result<Vec<Answer>, redb::Er
                 reply,
             } => Answer::Bytes(reply, secret(&txn, &name, candidate)?),
             WriteOp::Lease { count, reply } => Answer::Lease(reply, lease(&txn, count)?),
+            WriteOp::PutSecret {
+                name,
+                secret,
+                reply,
+            } => {
+                txn.open_table(SECRETS)?
+                    .insert(name.as_str(), secret.as_slice())?;
+                Answer::Done(reply)
+            }
+            WriteOp::Import { link, stats, reply } => {
+                Answer::Import(reply, import(&txn, &link, &stats)?)
+            }
             WriteOp::Clicks { deltas, reply } => {
                 add_clicks(&txn, &deltas)?;
-                Answer::Clicks(reply)
+                Answer::Done(reply)
             }
             WriteOp::Close { .. } => continue,
         });
@@ -464,6 +489,35 @@ fn list_codes(
     Ok(found)
 }
 
+fn import(
+    txn: &WriteTransaction,
+    link: &Link,
+    stats: &LinkStats,
+) -> Result<ImportOutcome, redb::Error> {
+    let code = link.code.as_str();
+    let existing = txn
+        .open_table(LINKS)?
+        .get(code)?
+        .map(|bytes| serde_json::from_slice::<Link>(bytes.value()));
+    let outcome = match existing {
+        None => match insert(txn, link, None)? {
+            InsertOutcome::Inserted => ImportOutcome::Imported,
+            _ => ImportOutcome::CodeTaken,
+        },
+        Some(Ok(there)) if there.created_at_ms == link.created_at_ms && there.url == link.url => {
+            ImportOutcome::AlreadyThere
+        }
+        Some(_) => return Ok(ImportOutcome::CodeTaken),
+    };
+    txn.open_table(CLICK_TOTALS)?
+        .insert(code, (stats.total_clicks, stats.last_click_ms.unwrap_or(0)))?;
+    let mut daily = txn.open_table(CLICK_DAILY)?;
+    for &(day, clicks) in &stats.daily {
+        daily.insert((code, day), clicks)?;
+    }
+    Ok(outcome)
+}
+
 fn secret(txn: &WriteTransaction, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, redb::Error> {
     let mut secrets = txn.open_table(SECRETS)?;
     if let Some(existing) = secrets.get(name)? {
@@ -572,6 +626,24 @@ impl LinkStore for EmbeddedStore {
         self.write(|reply| WriteOp::Secret {
             name: name.to_owned(),
             candidate: candidate.to_vec(),
+            reply,
+        })
+        .await
+    }
+
+    async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError> {
+        self.write(|reply| WriteOp::PutSecret {
+            name: name.to_owned(),
+            secret: secret.to_vec(),
+            reply,
+        })
+        .await
+    }
+
+    async fn import(&self, link: &Link, stats: &LinkStats) -> Result<ImportOutcome, StoreError> {
+        self.write(|reply| WriteOp::Import {
+            link: link.clone(),
+            stats: stats.clone(),
             reply,
         })
         .await

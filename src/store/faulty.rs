@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    ClickDelta, EmbeddedStore, FlushError, IdempotencyRecord, InsertOutcome, Link, LinkStats,
-    LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
+    ClickDelta, EmbeddedStore, FlushError, IdempotencyRecord, ImportOutcome, InsertOutcome, Link,
+    LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
 };
 
 /// A plain 302 link to `https://example.com/{code}`.
@@ -86,6 +86,12 @@ impl LinkStore for FaultyStore {
     }
     async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
         self.inner.secret(name, candidate).await
+    }
+    async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_secret(name, secret).await
+    }
+    async fn import(&self, link: &Link, stats: &LinkStats) -> Result<ImportOutcome, StoreError> {
+        self.inner.import(link, stats).await
     }
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
         self.leases.fetch_add(1, Ordering::SeqCst);

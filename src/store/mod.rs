@@ -132,6 +132,18 @@ pub enum ListScope {
     All,
 }
 
+/// What importing a link found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Stored, with its statistics.
+    Imported,
+    /// This very link (same code, creation time and URL) is there already: imported before.
+    /// Its statistics were set again to the imported ones.
+    AlreadyThere,
+    /// Another link has this code; nothing was written.
+    CodeTaken,
+}
+
 /// What a conditional replace found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplaceOutcome {
@@ -284,6 +296,15 @@ pub trait LinkStore: Send + Sync + 'static {
     /// The secret stored under `name`, storing `candidate` first when there is none. Put-if-
     /// absent: every instance of a fleet ends up with the first one written.
     async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// Stores `secret` under `name`, replacing any there (`kurz import` carrying a store's
+    /// keys to a new one that has no links yet).
+    async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError>;
+
+    /// Stores a link exactly as given (code, owner, times, revision) with its statistics,
+    /// unless another link has its code; the same link again sets its statistics to these
+    /// (absolute values: importing twice counts nothing twice).
+    async fn import(&self, link: &Link, stats: &LinkStats) -> Result<ImportOutcome, StoreError>;
 
     /// Atomically advances the id counter by `count` and returns the leased ids.
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError>;

@@ -12,3 +12,4 @@ mod overload;
 mod pages;
 mod redis;
 mod security;
+mod transfer;

@@ -327,6 +327,25 @@ mod tests {
     }
 
     #[test]
+    fn the_data_model_page_names_every_field_and_attribute_of_a_link() {
+        let page = include_str!("../../../docs/data-model.md");
+        let fields = serde_json::to_value(every_field_set()).expect("json");
+        for field in fields.as_object().expect("an object").keys() {
+            assert!(
+                page.contains(&format!("| `{field}` |")),
+                "the field table lacks `{field}`"
+            );
+        }
+        let item = link_item(&every_field_set());
+        for attribute in item.keys() {
+            assert!(
+                page.contains(&format!("`{attribute}`")),
+                "docs/data-model.md does not name the attribute `{attribute}`"
+            );
+        }
+    }
+
+    #[test]
     fn the_disabled_fields_are_those_of_the_struct() {
         let disabled = every_field_set().disabled.expect("set");
         let Ok(Value::Object(fields)) = serde_json::to_value(disabled) else {

@@ -33,8 +33,8 @@ use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update, WriteRequest,
+    AttributeValue, DeleteRequest, Put, PutRequest, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use futures_util::StreamExt;
@@ -50,8 +50,8 @@ use self::item::{
 };
 use self::retry::{RetryBudget, backoff};
 use super::{
-    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, InsertOutcome, Link,
-    LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
+    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome, InsertOutcome,
+    Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
 };
 use crate::config::StoreSettings;
 use crate::telemetry::Metrics;
@@ -352,6 +352,82 @@ impl DynamoStore {
             .map(|blob| blob.as_ref().to_vec()))
     }
 
+    /// Sets an imported link's click total (absolute, so an import run again counts nothing
+    /// twice).
+    async fn set_totals(&self, link: &Link, stats: &LinkStats) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(link.code.clone(), LINK_SK)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":n", n(stats.total_clicks));
+        update = match stats.last_click_ms {
+            Some(at) => update
+                .update_expression("SET clicks = :n, last_click_ms = :t")
+                .expression_attribute_values(":t", n(at)),
+            None => update.update_expression("SET clicks = :n REMOVE last_click_ms"),
+        };
+        self.call(Class::Write, || update.clone().send())
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(())
+    }
+
+    /// Writes an imported link's daily counts as they are (absolute values), 25 a request.
+    async fn put_days(&self, code: &str, days: &[(u32, u64)]) -> Result<(), StoreError> {
+        for chunk in days.chunks(25) {
+            let requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|&(day, clicks)| {
+                    let mut item = day_key(code, day);
+                    item.insert("day".into(), n(day));
+                    item.insert("clicks".into(), n(clicks));
+                    PutRequest::builder()
+                        .set_item(Some(item))
+                        .build()
+                        .map(|p| WriteRequest::builder().put_request(p).build())
+                        .map_err(build_error)
+                })
+                .collect::<Result<_, _>>()?;
+            self.batch_write(requests).await?;
+        }
+        Ok(())
+    }
+
+    /// One `BatchWriteItem` of up to 25 `requests`, sent again (with backoff) for what
+    /// DynamoDB leaves unprocessed, at most 8 times.
+    async fn batch_write(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let mut attempts = 0;
+        while !requests.is_empty() {
+            attempts += 1;
+            if attempts > 8 {
+                return Err(StoreError::unavailable(format!(
+                    "DynamoDB left {} writes of a batch unprocessed 8 times",
+                    requests.len()
+                )));
+            }
+            let out = self
+                .call(Class::Write, || {
+                    self.client
+                        .batch_write_item()
+                        .request_items(&self.table, requests.clone())
+                        .send()
+                })
+                .await
+                .map_err(|e| self.classify(e))?;
+            requests = out
+                .unprocessed_items()
+                .and_then(|u| u.get(&self.table))
+                .cloned()
+                .unwrap_or_default();
+            if !requests.is_empty() {
+                tokio::time::sleep(backoff(attempts)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Every daily-count item of `code`.
     async fn query_days(&self, code: &str) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
@@ -500,7 +576,7 @@ impl LinkStore for DynamoStore {
             })
             .collect();
         for chunk in keys.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
+            let requests: Vec<WriteRequest> = chunk
                 .iter()
                 .map(|key| {
                     DeleteRequest::builder()
@@ -510,25 +586,7 @@ impl LinkStore for DynamoStore {
                         .map_err(build_error)
                 })
                 .collect::<Result<_, _>>()?;
-            for _ in 0..5 {
-                if requests.is_empty() {
-                    break;
-                }
-                let out = self
-                    .call(Class::Write, || {
-                        self.client
-                            .batch_write_item()
-                            .request_items(&self.table, requests.clone())
-                            .send()
-                    })
-                    .await
-                    .map_err(|e| self.classify(e))?;
-                requests = out
-                    .unprocessed_items()
-                    .and_then(|u| u.get(&self.table))
-                    .cloned()
-                    .unwrap_or_default();
-            }
+            self.batch_write(requests).await?;
         }
         Ok(existed)
     }
@@ -678,6 +736,57 @@ impl LinkStore for DynamoStore {
                 code: format!("#secret#{name}"),
                 reason: "the stored secret has no value".into(),
             })
+    }
+
+    async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError> {
+        let mut item = secret_key(name);
+        item.insert(
+            SECRET_VALUE.into(),
+            AttributeValue::B(secret.to_vec().into()),
+        );
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        self.call(Class::Write, || put.clone().send())
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(())
+    }
+
+    async fn import(&self, link: &Link, stats: &LinkStats) -> Result<ImportOutcome, StoreError> {
+        let mut item = link_item(link);
+        item.insert("clicks".into(), n(stats.total_clicks));
+        if let Some(at) = stats.last_click_ms {
+            item.insert("last_click_ms".into(), n(at));
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)");
+        let outcome = match self.call(Class::Write, || put.clone().send()).await {
+            Ok(_) => ImportOutcome::Imported,
+            Err(e)
+                if e.service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                match self.get(&link.code).await? {
+                    Some(there)
+                        if there.created_at_ms == link.created_at_ms && there.url == link.url =>
+                    {
+                        self.set_totals(link, stats).await?;
+                        ImportOutcome::AlreadyThere
+                    }
+                    _ => return Ok(ImportOutcome::CodeTaken),
+                }
+            }
+            Err(e) => return Err(self.classify(e)),
+        };
+        self.put_days(&link.code, &stats.daily).await?;
+        Ok(outcome)
     }
 
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {

@@ -83,6 +83,35 @@ impl TestStore {
         store
     }
 
+    /// The `KURZ__` variables that point a `kurz` command at this store.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let settings = self.settings();
+        let mut env = vec![
+            (
+                "KURZ__STORE__PATH",
+                settings.store.path.display().to_string(),
+            ),
+            ("KURZ__SERVER__BIND", "127.0.0.1:0".to_owned()),
+            ("KURZ__AUTH__ADMIN_TOKEN", super::ADMIN_TOKEN.to_owned()),
+            ("KURZ__LOG__LEVEL", "warn".to_owned()),
+        ];
+        if self.backend == Backend::Dynamodb {
+            env.extend([
+                ("KURZ__STORE__BACKEND", "dynamodb".to_owned()),
+                ("KURZ__STORE__DYNAMODB__TABLE", self.table.clone()),
+                ("KURZ__STORE__DYNAMODB__ENDPOINT_URL", self.endpoint.clone()),
+                ("KURZ__STORE__DYNAMODB__REGION", "us-east-1".to_owned()),
+                ("KURZ__STORE__DYNAMODB__ACCESS_KEY_ID", "local".to_owned()),
+                (
+                    "KURZ__STORE__DYNAMODB__SECRET_ACCESS_KEY",
+                    "local".to_owned(),
+                ),
+                ("KURZ__STORE__TIMEOUT_MS", "30000".to_owned()),
+            ]);
+        }
+        env
+    }
+
     /// Settings for an instance on this store.
     ///
     /// On DynamoDB Local the store timeouts are far above production's: the emulator runs on
