@@ -42,6 +42,11 @@ pub const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("static/stats.js"),
     },
+    Asset {
+        name: "manage.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("static/manage.js"),
+    },
 ];
 
 pub fn asset(name: &str) -> Option<&'static Asset> {

@@ -106,6 +106,7 @@ endpoints! {
     LinkStats => "link_stats", [GET] "/api/v1/links/{code}/stats", stats::stats;
     LinkQr => "link_qr", [GET] "/api/v1/links/{code}/qr", qr::qr;
     Home => "home", [GET] "/", pages::home;
+    ManagePage => "manage_page", [GET] "/admin/links", pages::manage;
     StatsPage => "stats_page", [GET] "/admin/links/{code}", pages::stats;
     Static => "static", [GET] "/static/{file}", pages::asset;
     // Not patterns: the fallback for any other single path segment, see `configure`.

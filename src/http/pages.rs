@@ -1,7 +1,8 @@
 //! Pages for people: the home page with the form that shortens a link, the preview of where a
-//! short link goes (`/{code}+`), the admin's click statistics, and the static files they use.
-//! The home and statistics pages are shells: their scripts call the same JSON API programs
-//! use, with the same limits and the same authentication. Errors here answer an HTML page to a
+//! short link goes (`/{code}+`), the page where a key holder or the admin manages links, the
+//! admin's click statistics, and the static files they use. The home, manage and statistics
+//! pages are shells: their scripts call the same JSON API programs use, with the same limits
+//! and the same authentication. Errors here answer an HTML page to a
 //! browser ([`ApiError::for_client`]).
 
 use actix_web::http::StatusCode;
@@ -55,6 +56,55 @@ const HOME: &str = r#"<h1>Shorten a link</h1>
   <img id="qr" class="qr" alt="QR code of the short link" width="200" height="200" src="data:,">
   <p class="hint"><a id="qr-png" href="/" download>Download the QR code (PNG)</a></p>
 </section>"#;
+
+/// `GET /admin/links`: a key holder's links (the admin's: everyone's) to search, edit, disable
+/// and enable. The key or token is asked for on the page and sent by its script to the links
+/// API, which decides what the caller may see and change; this page itself is no secret.
+pub async fn manage() -> HttpResponse {
+    html::page(StatusCode::OK, "Manage links", MANAGE, Some("manage.js"))
+}
+
+const MANAGE: &str = r#"<h1>Manage links</h1>
+<form id="token-form" class="card" hidden>
+  <div class="field">
+    <label for="token">API key or admin token</label>
+    <input id="token" name="token" type="password" required autocomplete="current-password" aria-describedby="token-hint">
+    <p id="token-hint" class="hint">An API key shows the links it made; the admin token shows every link. Asked once, kept in this browser tab only.</p>
+  </div>
+  <button type="submit">Show links</button>
+</form>
+<p id="status" class="status" role="status" aria-live="polite"></p>
+<section id="manage" hidden aria-labelledby="links-title">
+  <form id="filters" class="card" role="search" aria-label="Filter links">
+    <div class="row">
+      <div class="field">
+        <label for="q">Search</label>
+        <input id="q" name="q" type="search" maxlength="200" aria-describedby="q-hint" spellcheck="false">
+        <p id="q-hint" class="hint">In the code, destination or title</p>
+      </div>
+      <div class="field">
+        <label for="tag">Tag</label>
+        <select id="tag" name="tag" aria-describedby="tag-hint"><option value="">Any tag</option></select>
+        <p id="tag-hint" class="hint"></p>
+      </div>
+      <div class="field">
+        <label for="state">State</label>
+        <select id="state" name="state">
+          <option value="">Any state</option>
+          <option value="active">Active</option>
+          <option value="expired">Expired</option>
+          <option value="disabled">Disabled</option>
+        </select>
+      </div>
+    </div>
+    <p class="actions"><button type="submit">Search</button> <button type="button" id="forget" class="secondary">Forget the token</button></p>
+  </form>
+  <h2 id="links-title">Links</h2>
+  <p id="count" class="hint" role="status" aria-live="polite"></p>
+  <ul id="links" class="link-list"></ul>
+  <p class="actions"><button type="button" id="more" class="secondary" hidden>Load more</button></p>
+</section>
+<noscript><p class="card">This page needs JavaScript. Programs can use the API: <code>GET /api/v1/links</code>.</p></noscript>"#;
 
 /// `GET /admin/links/{code}`: click statistics. The admin token is asked for on the page and
 /// sent by its script to the stats API; this page itself is no secret.

@@ -1,7 +1,9 @@
 // kurz's pages in a real browser: Debian's Chromium driven by playwright-core, against the real
 // kurz binary (started here on a free port with a data directory of its own). It shortens a
 // link by keyboard, scans the QR code shown, follows the short link to a destination server
-// started here, opens the preview and the statistics page and sees the click in the chart.
+// started here, opens the preview and the statistics page and sees the click in the chart. On
+// the manage page a key holder finds, edits, disables and enables their links, and sees an
+// edit made meanwhile elsewhere refused (412) rather than overwritten.
 // Along the way it checks labels, keyboard use, text contrast (WCAG AA) and that no page logs
 // a console error; it keeps a screenshot of every page in target/browser-artifacts/.
 //
@@ -376,5 +378,186 @@ test('when creating needs an API key, the home page asks for one', async () => {
   await screenshot(page, 'home-api-key');
   // The API's 401 is what Chromium logs; nothing else may be.
   assertNoProblems(page, ['status of 401']);
+  await page.context().close();
+});
+
+test('the manage page lists, filters, edits, disables and enables a key\'s links, page by page', async () => {
+  const keyed = await startKurz({ KURZ__AUTH__API_KEYS: API_KEY });
+  const call = async (path, { method = 'GET', body, as = API_KEY } = {}) => {
+    const response = await fetch(`${keyed.base}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${as}`, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      redirect: 'manual',
+    });
+    return { status: response.status, headers: response.headers, body: await response.json().catch(() => null) };
+  };
+  const create = async (body, as) => {
+    const created = await call('/api/v1/links', { method: 'POST', body, as });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    return created.body;
+  };
+  const redirect = async (link) => {
+    const response = await fetch(link.short_url, { method: 'HEAD', redirect: 'manual' });
+    return [response.status, response.headers.get('location')];
+  };
+  const launch = await create({ url: `${destination}/launch`, title: 'Launch notes', tags: ['launch', 'news'] });
+  const docs = await create({ url: `${destination}/docs`, title: 'Docs', tags: ['docs'] });
+  const blog = await create({ url: `${destination}/blog/spring`, tags: ['launch'] });
+  const admins = await create({ url: `${destination}/not-the-keys` }, ADMIN_TOKEN);
+
+  const page = await newPage();
+  await page.goto(`${keyed.base}/admin/links`);
+  assert.equal(await page.title(), 'Manage links · kurz');
+  const tokenField = page.getByLabel('API key or admin token');
+  await tokenField.waitFor({ state: 'visible' });
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'token', 'the token field has the focus');
+  await page.keyboard.type(API_KEY);
+  await page.keyboard.press('Enter');
+
+  const row = (link) => page.locator(`#links > li[data-code="${link.code}"]`);
+  /** Waits until the list shows exactly `links` (in any order). */
+  const shows = async (links) => {
+    const wanted = links.map((l) => l.code).sort().join(' ');
+    await page.waitForFunction(
+      (codes) => [...document.querySelectorAll('#links > li')].map((li) => li.dataset.code).sort().join(' ') === codes,
+      wanted,
+    );
+  };
+  // A key sees its own links, not the admin's.
+  await shows([launch, docs, blog]);
+  assert.match(await page.locator('#count').textContent(), /^3 links\.$/);
+  assert.equal(await row(launch).locator('.state').textContent(), 'Active');
+  assert.deepEqual(await row(launch).locator('.tags li').allTextContents(), ['launch', 'news']);
+  assert.equal(await row(launch).locator('.link-title').textContent(), 'Launch notes');
+  assert.equal(await row(blog).locator('.link-url').textContent(), blog.url);
+  await assertLabelled(page);
+  // Kept in this tab only: never in the URL, a cookie or localStorage.
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('kurz.manageToken')), API_KEY);
+  assert.equal(await page.evaluate(() => localStorage.length + document.cookie.length), 0);
+  assert.equal(page.url(), `${keyed.base}/admin/links`);
+
+  // Filters: a tag from the tag list, then search text on top of it, then neither.
+  const tag = page.getByLabel('Tag');
+  // The tag list loads beside the links.
+  await page.waitForFunction(() => document.querySelectorAll('#tag option').length > 1);
+  assert.deepEqual(await tag.locator('option').allTextContents(), ['Any tag', 'launch (2)', 'docs (1)', 'news (1)']);
+  await tag.selectOption('launch');
+  await shows([launch, blog]);
+  await page.getByLabel('Search').fill('spring');
+  await page.getByLabel('Search').press('Enter');
+  await shows([blog]);
+  await page.getByLabel('Search').fill('');
+  await tag.selectOption('');
+  await shows([launch, docs, blog]);
+
+  // Edit by keyboard: the form opens on the link's destination, Enter saves.
+  await row(docs).getByRole('button', { name: 'Edit' }).press('Enter');
+  const docsForm = row(docs).locator('form.edit');
+  await docsForm.waitFor({ state: 'visible' });
+  assert.equal(await page.evaluate(() => document.activeElement.name), 'url');
+  assert.equal(await docsForm.getByLabel('Destination').inputValue(), docs.url);
+  await assertLabelled(page);
+  await docsForm.getByLabel('Destination').fill(`${destination}/docs/v2`);
+  await docsForm.getByLabel('Tags').fill('docs, Guide');
+  await docsForm.getByLabel('Title').fill('Docs, second edition');
+  await docsForm.getByLabel('Destination').press('Enter');
+  await row(docs).locator('.row-status', { hasText: 'Saved.' }).waitFor();
+  assert.equal(await docsForm.count(), 0, 'the form closes');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Edit', 'the focus goes back to Edit');
+  const docsNow = await call(`/api/v1/links/${docs.code}`);
+  assert.equal(docsNow.body.url, `${destination}/docs/v2`);
+  assert.deepEqual(docsNow.body.tags, ['docs', 'guide']);
+  assert.equal(docsNow.body.title, 'Docs, second edition');
+  assert.deepEqual(await redirect(docs), [302, `${destination}/docs/v2`]);
+  assert.deepEqual(await row(docs).locator('.tags li').allTextContents(), ['docs', 'guide']);
+
+  // An expiry set, then cleared.
+  const expiry = new Date(Date.now() + 7 * 86_400_000);
+  expiry.setSeconds(0, 0);
+  const local = (at) => new Date(at.getTime() - at.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+  await row(blog).getByRole('button', { name: 'Edit' }).click();
+  const blogForm = row(blog).locator('form.edit');
+  assert.equal(await blogForm.getByLabel('Never expires').isChecked(), true);
+  await blogForm.getByLabel('Never expires').uncheck();
+  await blogForm.getByLabel('Expires', { exact: true }).fill(local(expiry));
+  await blogForm.getByRole('button', { name: 'Save' }).click();
+  await row(blog).locator('.row-status', { hasText: 'Saved.' }).waitFor();
+  assert.equal(Date.parse((await call(`/api/v1/links/${blog.code}`)).body.expires_at), expiry.getTime());
+  await row(blog).getByRole('button', { name: 'Edit' }).click();
+  assert.equal(await blogForm.getByLabel('Expires', { exact: true }).inputValue(), local(expiry));
+  await blogForm.getByLabel('Never expires').check();
+  await blogForm.getByRole('button', { name: 'Save' }).click();
+  await row(blog).locator('.row-status', { hasText: 'Saved.' }).waitFor();
+  assert.equal((await call(`/api/v1/links/${blog.code}`)).body.expires_at, null);
+
+  // Disabled, the short link is gone (410); enabled, it redirects again.
+  await row(blog).getByRole('button', { name: 'Disable' }).click();
+  await row(blog).locator('.state', { hasText: 'Disabled' }).waitFor();
+  assert.deepEqual(await redirect(blog), [410, null]);
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Enable', 'the focus stays on the button');
+
+  // A change made elsewhere after the form opened: saving answers 412, the page says so and
+  // shows the link as it is now, keeping what was typed; saving again applies it to that.
+  await row(launch).getByRole('button', { name: 'Edit' }).click();
+  const launchForm = row(launch).locator('form.edit');
+  await launchForm.waitFor({ state: 'visible' });
+  const elsewhere = await call(`/api/v1/links/${launch.code}`, { method: 'PATCH', body: { title: 'Renamed elsewhere' } });
+  assert.equal(elsewhere.status, 200);
+  await launchForm.getByLabel('Tags').fill('launch, news, q3');
+  const conflict = page.waitForResponse((r) => r.request().method() === 'PATCH' && r.url().endsWith(`/${launch.code}`));
+  await launchForm.getByRole('button', { name: 'Save' }).click();
+  assert.equal((await conflict).status(), 412);
+  await row(launch).locator('.row-status.error', { hasText: 'changed elsewhere' }).waitFor();
+  await row(launch).locator('.link-title', { hasText: 'Renamed elsewhere' }).waitFor();
+  assert.equal(await launchForm.getByLabel('Title').inputValue(), 'Renamed elsewhere', 'an untouched field takes the new value');
+  assert.equal(await launchForm.getByLabel('Tags').inputValue(), 'launch, news, q3', 'a typed field keeps what was typed');
+  assert.deepEqual((await call(`/api/v1/links/${launch.code}`)).body.tags, ['launch', 'news'], 'nothing was overwritten');
+  await assertContrast(page, 'h1, h2, label, p, a, button, dt, dd, .state, .tags li, .hint');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than the window`);
+  await screenshot(page, 'manage');
+  await launchForm.getByRole('button', { name: 'Save' }).click();
+  await row(launch).locator('.row-status', { hasText: 'Saved.' }).waitFor();
+  const launchNow = (await call(`/api/v1/links/${launch.code}`)).body;
+  assert.deepEqual([launchNow.title, launchNow.tags], ['Renamed elsewhere', ['launch', 'news', 'q3']]);
+
+  await row(blog).getByRole('button', { name: 'Enable' }).click();
+  await row(blog).locator('.state', { hasText: 'Active' }).waitFor();
+  assert.deepEqual(await redirect(blog), [302, blog.url]);
+
+  // The admin disabled it: its owner may not enable it, and the page says why.
+  const byAdmin = await call(`/api/v1/links/${docs.code}`, { method: 'PATCH', body: { disabled: true, reason: 'reported' }, as: ADMIN_TOKEN });
+  assert.equal(byAdmin.status, 200);
+  await page.getByRole('button', { name: 'Search' }).click();
+  await row(docs).locator('.state', { hasText: 'Disabled' }).waitFor();
+  assert.match(await row(docs).locator('.facts').textContent(), /Disabled because\s*reported/);
+  await row(docs).getByRole('button', { name: 'Enable' }).click();
+  await row(docs).locator('.row-status.error', { hasText: 'only the admin can enable it' }).waitFor();
+  assert.deepEqual(await redirect(docs), [410, null]);
+
+  // The admin token shows every link.
+  await page.getByRole('button', { name: 'Forget the token' }).click();
+  await tokenField.waitFor({ state: 'visible' });
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  await tokenField.fill(ADMIN_TOKEN);
+  await tokenField.press('Enter');
+  await shows([launch, docs, blog, admins]);
+
+  // A page holds 20 links; the rest come with "Load more", the focus on the first of them.
+  const bulk = await Promise.all(Array.from({ length: 18 }, (_, i) => create({ url: `${destination}/bulk/${i}` })));
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('#links > li:nth-child(20)').waitFor();
+  const more = page.getByRole('button', { name: 'Load more' });
+  assert.equal(await page.locator('#links > li').count(), 20);
+  assert.match(await page.locator('#count').textContent(), /^20 links, more to load\.$/);
+  await more.press('Enter');
+  await shows([launch, docs, blog, admins, ...bulk]);
+  assert.equal(await more.isHidden(), true, 'no more to load');
+  assert.equal(
+    await page.evaluate(() => document.activeElement.closest('li').dataset.code),
+    await page.locator('#links > li:nth-child(21)').getAttribute('data-code'),
+  );
+  assertNoProblems(page, ['status of 412', 'status of 403']);
   await page.context().close();
 });

@@ -1,6 +1,6 @@
 //! Pages for people: HTML errors for browsers (and problem+json for everyone else), the
-//! preview, QR codes, the home and statistics pages, their security headers and static files.
-//! What the pages' scripts do in a real browser is tested in `tests/browser/`.
+//! preview, QR codes, the home, manage and statistics pages, their security headers and static
+//! files. What the pages' scripts do in a real browser is tested in `tests/browser/`.
 
 use std::time::Duration;
 
@@ -272,6 +272,48 @@ async fn the_home_and_stats_pages_are_strict_about_what_they_load() {
     // The page is a shell: the statistics themselves need the admin token, asked by the page.
     assert!(!stats.contains("total_clicks"));
     assert_negotiated(&app, "/admin/links/not.a.code", 404, "codes are").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_manage_page_is_a_shell_that_asks_for_a_key_or_token() {
+    let app = spawn_app().await;
+    app.create_code("https://example.com/not-on-the-page").await;
+    let page = get_accepting(&app, "/admin/links", Some(BROWSER_ACCEPT)).await;
+    let manage = assert_page(page, 200).await;
+    for control in [
+        "<title>Manage links · kurz</title>",
+        r#"<label for="token">"#,
+        r#"<input id="token" name="token" type="password" required"#,
+        r#"<label for="q">"#,
+        r#"<label for="tag">"#,
+        r#"<label for="state">"#,
+        r#"<script src="/static/manage.js?v="#,
+    ] {
+        assert!(manage.contains(control), "{control} in {manage}");
+    }
+    // The links themselves need a key or the admin token, asked by the page.
+    assert!(!manage.contains("not-on-the-page"), "{manage}");
+
+    let script = app.get("/static/manage.js").await;
+    assert_eq!(script.status(), 200);
+    assert_eq!(
+        header(&script, "content-type"),
+        "text/javascript; charset=utf-8"
+    );
+    let script = script.text().await.expect("manage.js");
+    for call in [
+        "/api/v1/links",
+        "/api/v1/tags",
+        "If-Match",
+        "sessionStorage",
+    ] {
+        assert!(script.contains(call), "manage.js uses {call}");
+    }
+    assert!(
+        !script.contains("localStorage"),
+        "the token stays in the tab"
+    );
     app.stop().await;
 }
 
