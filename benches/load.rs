@@ -13,7 +13,9 @@
 //!
 //! Run: `cargo bench --bench load` (needs `wrk` and `redis-server`: `apt-get install wrk
 //! redis-server`). `LOAD_SECONDS` sets each wrk run's length (default 10); `LOAD_ONLY=ceiling`
-//! stops after the comparison with the ceiling (a quick check of the redirect path).
+//! stops after the comparison with the ceiling (a quick check of the redirect path);
+//! `LOAD_QUERY=utm_source=x` adds that query string to every redirect of that comparison
+//! (kurz forwards it to the destination).
 
 #[path = "../tests/it/harness/mod.rs"]
 mod harness;
@@ -66,7 +68,12 @@ fn main() {
         100_000.0 / started.elapsed().as_secs_f64()
     );
     let redirects = work.path().join("redirect.lua");
-    write_redirect_script(&redirects, &codes);
+    // With LOAD_QUERY, every redirect carries that query string, which kurz forwards.
+    let query = std::env::var("LOAD_QUERY").ok().filter(|q| !q.is_empty());
+    write_redirect_script(&redirects, &codes, query.as_deref());
+    if let Some(query) = &query {
+        let _ = writeln!(report, "every redirect asks for /{{code}}?{query}\n");
+    }
     let ceiling = ceiling();
 
     let _ = writeln!(
@@ -184,7 +191,7 @@ fn main() {
         let data = work.path().join(format!("kurz-{count}.redb"));
         let codes = prefill(&data, count);
         let random = work.path().join(format!("redirect-{count}.lua"));
-        write_redirect_script(&random, &codes);
+        write_redirect_script(&random, &codes, None);
         let each_once = work.path().join(format!("warm-{count}.lua"));
         write_warm_script(&each_once, &codes);
         let server = KurzProcess::start(
@@ -398,12 +405,16 @@ fn metric(base: &str, name: &str) -> f64 {
     harness::metric(&text, name)
 }
 
-fn write_redirect_script(path: &Path, codes: &[String]) {
+/// A wrk script asking for random codes of `codes`, each with `?query` when there is one.
+fn write_redirect_script(path: &Path, codes: &[String], query: Option<&str>) {
+    let suffix = query.map_or(String::new(), |q| format!("?{q}"));
     write_codes_script(
         path,
         codes,
-        "function init(args) math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16)) end\n\
-         function request() return wrk.format(\"GET\", \"/\" .. codes[math.random(n)]) end\n",
+        &format!(
+            "function init(args) math.randomseed(os.time() + tonumber(tostring({{}}):sub(8), 16)) end\n\
+             function request() return wrk.format(\"GET\", \"/\" .. codes[math.random(n)] .. \"{suffix}\") end\n"
+        ),
     );
 }
 

@@ -395,3 +395,103 @@ async fn clicks_of_a_deleted_link_do_not_bring_its_statistics_back() {
 fn attr(s: &str) -> aws_sdk_dynamodb::types::AttributeValue {
     aws_sdk_dynamodb::types::AttributeValue::S(s.to_owned())
 }
+
+/// A table made before the list indexes, holding a link written then: `kurz serve` names
+/// `kurz init`, which adds the indexes and gives the old link their keys, and the link is then
+/// listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kurz_init_adds_the_list_indexes_to_a_table_made_before_them() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        ScalarAttributeType,
+    };
+    let dynamo = DynamoLocal::shared();
+    let store = TestStore::new(Backend::Embedded).await; // only for its data folder
+    let table = crate::harness::unique_name("kurz_old");
+    let sdk = crate::harness::sdk_client(&dynamo.endpoint);
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("key")
+    };
+    let string = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute")
+    };
+    sdk.create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(string("pk"))
+        .attribute_definitions(string("sk"))
+        .send()
+        .await
+        .expect("an old table");
+    let n = |v: &str| AttributeValue::N(v.to_owned());
+    sdk.put_item()
+        .table_name(&table)
+        .item("pk", attr("OldLink"))
+        .item("sk", attr("link"))
+        .item("url", attr("https://example.com/old"))
+        .item("created_at_ms", n("1700000000000"))
+        .item("redirect_status", n("302"))
+        .item("owner", attr("admin"))
+        .item("clicks", n("4"))
+        .send()
+        .await
+        .expect("an old link");
+
+    let run = |subcommand: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kurz"));
+        command.arg(subcommand);
+        for (name, value) in store.env() {
+            command.env(name, value);
+        }
+        command
+            .env("KURZ__STORE__BACKEND", "dynamodb")
+            .env("KURZ__STORE__DYNAMODB__TABLE", &table)
+            .env("KURZ__STORE__DYNAMODB__ENDPOINT_URL", &dynamo.endpoint)
+            .env("KURZ__STORE__DYNAMODB__REGION", "us-east-1")
+            .env("KURZ__STORE__DYNAMODB__ACCESS_KEY_ID", "local")
+            .env("KURZ__STORE__DYNAMODB__SECRET_ACCESS_KEY", "local")
+            .output()
+            .expect("kurz runs")
+    };
+    let refused = run("serve");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("list index") && stderr.contains("kurz init"),
+        "{stderr}"
+    );
+
+    let init = run("init");
+    assert!(init.status.success(), "{init:?}");
+    let said = String::from_utf8_lossy(&init.stdout);
+    assert!(said.contains("added the list index 'by_owner'"), "{said}");
+    assert!(said.contains("added the list index 'by_created'"), "{said}");
+    assert!(
+        said.contains("indexed 1 links written before the list indexes"),
+        "{said}"
+    );
+
+    let export = run("export");
+    assert!(export.status.success(), "{export:?}");
+    let text = String::from_utf8_lossy(&export.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("OldLink"))
+        .expect("the old link is listed");
+    let line: Value = serde_json::from_str(line).expect("json");
+    assert_eq!(
+        (line["url"].as_str(), line["clicks"].as_u64()),
+        (Some("https://example.com/old"), Some(4))
+    );
+    assert_eq!(line["forward_query"], false, "it never forwarded");
+}

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use hcl::{Block, Body, Expression, ObjectKey};
 use kurz::config::Settings;
-use kurz::store::dynamodb::item::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
-use kurz::store::dynamodb::{INIT_OPERATIONS, SERVE_OPERATIONS};
+use kurz::store::dynamodb::item::{INDEX_SK, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use kurz::store::dynamodb::{INDEXES, INIT_OPERATIONS, SERVE_OPERATIONS};
 
 const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/infra/terraform/modules/kurz");
 
@@ -71,14 +71,36 @@ fn the_table_has_the_keys_and_ttl_attribute_kurz_init_creates() {
         .filter(|b| b.identifier() == "attribute")
         .map(|b| (string_attr(b.body(), "name"), string_attr(b.body(), "type")))
         .collect();
-    let expected: BTreeSet<(String, String)> = [PARTITION_KEY, SORT_KEY]
-        .iter()
-        .map(|k| ((*k).to_owned(), "S".to_owned()))
+    let expected: BTreeSet<(String, String)> = [PARTITION_KEY, SORT_KEY, INDEX_SK]
+        .into_iter()
+        .chain(INDEXES.iter().map(|(_, partition)| *partition))
+        .map(|k| (k.to_owned(), "S".to_owned()))
         .collect();
     assert_eq!(
         attributes, expected,
-        "key attributes: both strings, nothing else"
+        "key attributes of the table and its indexes: strings, nothing else"
     );
+    let indexes: BTreeSet<(String, String, String, String)> = table
+        .blocks()
+        .filter(|b| b.identifier() == "global_secondary_index")
+        .map(|b| {
+            let field = |key| string_attr(b.body(), key);
+            (
+                field("name"),
+                field("hash_key"),
+                field("range_key"),
+                field("projection_type"),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, String, String)> = INDEXES
+        .iter()
+        .map(|(name, partition)| {
+            let owned = |s: &str| s.to_owned();
+            (owned(name), owned(partition), owned(INDEX_SK), owned("ALL"))
+        })
+        .collect();
+    assert_eq!(indexes, expected, "the list indexes kurz init creates");
     let ttl = table
         .blocks()
         .find(|b| b.identifier() == "ttl")

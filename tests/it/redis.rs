@@ -1,6 +1,6 @@
 //! The Redis L2 cache against a real redis-server the harness starts and owns: misses fill
-//! Redis with bounded TTLs (on every store backend), deletes reach other instances through
-//! pub/sub, and Redis dying mid-load (or going silent behind the chaos proxy) costs no
+//! Redis with bounded TTLs (on every store backend), deletes and edits reach other instances
+//! through pub/sub, and Redis dying mid-load (or going silent behind the chaos proxy) costs no
 //! redirect; after it comes back, kurz uses it again without a restart. A Redis hit is one
 //! command in one round trip (with the per-IP misses limit too), and connections Redis drops
 //! are replaced without failing a call.
@@ -180,6 +180,56 @@ async fn a_delete_on_one_instance_reaches_the_other_within_two_seconds() {
     assert_gone_within_two_seconds(&two, &code).await;
     one.stop().await;
     two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_on_one_of_three_instances_redirects_everywhere_within_two_seconds() {
+    let redis_server = RedisServer::shared();
+    let prefix = format!("{}:", unique_name("t"));
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        fleet.push(spawn_app_on(&store, with_redis(&redis_server.url, &prefix)).await);
+    }
+    let code = fleet[0].create_code("https://example.com/before").await;
+    // Every instance holds the link in its L1 (for 60 s by default), and Redis has it too.
+    for app in &fleet {
+        for _ in 0..2 {
+            let redirect = app.get(&format!("/{code}?utm=x")).await;
+            assert_eq!(
+                redirect.headers()["location"],
+                "https://example.com/before?utm=x"
+            );
+        }
+    }
+    let edited = fleet[1]
+        .client
+        .patch(fleet[1].url(&format!("/api/v1/links/{code}")))
+        .bearer_auth(crate::harness::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "url": "https://example.com/after", "forward_query": false }))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(edited.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for app in &fleet {
+        loop {
+            let redirect = app.get(&format!("/{code}?utm=x")).await;
+            if redirect.headers()["location"] == "https://example.com/after" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still redirects to {:?} 2 s after the edit",
+                app.base,
+                redirect.headers()["location"]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for app in fleet {
+        app.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ pub mod item;
 mod retry;
 mod table;
 
-pub use table::INIT_OPERATIONS;
+pub use table::{INDEXES, INIT_OPERATIONS};
 
 use std::collections::HashMap;
 use std::ops::Range;

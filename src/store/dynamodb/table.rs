@@ -20,7 +20,7 @@ use crate::store::StoreError;
 
 /// The list indexes: (name, partition key attribute). Both sort by [`INDEX_SK`] and project
 /// every attribute, so a page of links is one `Query` per index partition and nothing more.
-const INDEXES: [(&str, &str); 2] = [(OWNER_INDEX, OWNER_INDEX_PK), (ALL_INDEX, ALL_INDEX_PK)];
+pub const INDEXES: [(&str, &str); 2] = [(OWNER_INDEX, OWNER_INDEX_PK), (ALL_INDEX, ALL_INDEX_PK)];
 
 /// The DynamoDB operations only `kurz init` makes (an operator's credentials, not the
 /// service's role).

@@ -18,6 +18,38 @@ resource "aws_dynamodb_table" "kurz" {
     type = "S"
   }
 
+  # The list indexes (`kurz init` makes the same): each owner's links, and every link, newest
+  # first by `list_key`. Sharded partitions (`{owner}#{0-3}`, `{0-15}`) keep one busy key or
+  # the create rate off a single index partition; see docs/data-model.md.
+  attribute {
+    name = "list_owner"
+    type = "S"
+  }
+
+  attribute {
+    name = "list_all"
+    type = "S"
+  }
+
+  attribute {
+    name = "list_key"
+    type = "S"
+  }
+
+  global_secondary_index {
+    name            = "by_owner"
+    hash_key        = "list_owner"
+    range_key       = "list_key"
+    projection_type = "ALL"
+  }
+
+  global_secondary_index {
+    name            = "by_created"
+    hash_key        = "list_all"
+    range_key       = "list_key"
+    projection_type = "ALL"
+  }
+
   # Expired links and idempotency records are deleted by DynamoDB itself (epoch seconds).
   ttl {
     attribute_name = "expires_at"
