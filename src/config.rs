@@ -142,6 +142,9 @@ pub struct StoreSettings {
     pub timeout: Duration,
     /// The embedded store's page cache, in bytes: what of the file it keeps in its own memory.
     pub cache_bytes: usize,
+    /// Below this many free bytes on the embedded store's file system the log warns, once (0:
+    /// never); `kurz_store_free_bytes` has the figure for alerts.
+    pub free_space_warning_bytes: u64,
     pub dynamodb: DynamoSettings,
 }
 
@@ -157,6 +160,7 @@ impl Default for StoreSettings {
             path: PathBuf::from("./data/kurz.redb"),
             timeout: Duration::from_secs(3),
             cache_bytes: DEFAULT_STORE_CACHE_BYTES,
+            free_space_warning_bytes: 1024 * 1024 * 1024,
             dynamodb: DynamoSettings::default(),
         }
     }

@@ -26,6 +26,8 @@ pub enum Status {
     Unknown,
     Ok,
     Unavailable,
+    /// Answers reads, refuses writes: the embedded store's disk is full.
+    ReadOnly,
 }
 
 impl Status {
@@ -34,6 +36,7 @@ impl Status {
             Status::Unknown => "unknown",
             Status::Ok => "ok",
             Status::Unavailable => "unavailable",
+            Status::ReadOnly => "read-only",
         }
     }
 }
@@ -43,6 +46,10 @@ pub struct Health {
     draining: AtomicBool,
     store: AtomicU8,
     metrics: Arc<Metrics>,
+    /// Below this many free bytes on the store's disk, the log warns (0: never).
+    free_space_warning: u64,
+    /// Whether the last probe found free space below `free_space_warning`.
+    low_on_space: AtomicBool,
 }
 
 impl Health {
@@ -51,7 +58,15 @@ impl Health {
             draining: AtomicBool::new(false),
             store: AtomicU8::new(Status::Unknown as u8),
             metrics,
+            free_space_warning: 0,
+            low_on_space: AtomicBool::new(false),
         }
+    }
+
+    /// Warns (once, and once when it is over) while the store's disk has fewer free bytes.
+    pub fn with_free_space_warning(mut self, bytes: u64) -> Self {
+        self.free_space_warning = bytes;
+        self
     }
 
     /// From now on `/readyz` answers 503, so the load balancer stops sending new requests.
@@ -68,6 +83,7 @@ impl Health {
         match self.store.load(Ordering::Relaxed) {
             x if x == Status::Ok as u8 => Status::Ok,
             x if x == Status::Unavailable as u8 => Status::Unavailable,
+            x if x == Status::ReadOnly as u8 => Status::ReadOnly,
             _ => Status::Unknown,
         }
     }
@@ -75,9 +91,12 @@ impl Health {
     fn set_store(&self, status: Status) {
         let was = self.store.swap(status as u8, Ordering::Relaxed);
         self.metrics.store_up.set(u64::from(status == Status::Ok));
-        if was != status as u8 && was != Status::Unknown as u8 {
+        // A full disk is logged by the store itself, when it starts and when it ends.
+        let read_only = |s: u8| s == Status::ReadOnly as u8;
+        if was != status as u8 && was != Status::Unknown as u8 && !read_only(was) {
             match status {
                 Status::Ok => tracing::info!("the store answers again"),
+                Status::ReadOnly => {}
                 _ => tracing::warn!("the store does not answer; cached links keep redirecting"),
             }
         }
@@ -85,11 +104,39 @@ impl Health {
 
     /// One probe of the store, as the background task makes it.
     pub async fn probe(&self, store: &dyn LinkStore) {
+        let disk = store.disk();
         let status = match store.ping().await {
+            Ok(()) if disk.is_some_and(|d| !d.writable) => Status::ReadOnly,
             Ok(()) => Status::Ok,
+            Err(_) if disk.is_some_and(|d| !d.writable) => Status::ReadOnly,
             Err(_) => Status::Unavailable,
         };
         self.set_store(status);
+        self.metrics
+            .store_writable
+            .set(u64::from(disk.is_none_or(|d| d.writable)));
+        if let Some(free) = disk.and_then(|d| d.free_bytes) {
+            self.metrics.store_free_bytes.set(free);
+            self.warn_on_low_space(free);
+        }
+    }
+
+    fn warn_on_low_space(&self, free: u64) {
+        if self.free_space_warning == 0 {
+            return;
+        }
+        let low = free < self.free_space_warning;
+        if self.low_on_space.swap(low, Ordering::Relaxed) != low {
+            if low {
+                tracing::warn!(
+                    free_bytes = free,
+                    threshold = self.free_space_warning,
+                    "the store's disk is nearly full (store.free_space_warning_bytes); at full, creates answer 507"
+                );
+            } else {
+                tracing::info!(free_bytes = free, "the store's disk has room again");
+            }
+        }
     }
 
     /// Probes the store once a second until the handle is aborted.

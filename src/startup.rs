@@ -148,7 +148,10 @@ impl Application {
             Arc::clone(&store),
             FlushPacing::from_settings(&settings),
         );
-        let health = Arc::new(Health::new(Arc::clone(&metrics)));
+        let health = Arc::new(
+            Health::new(Arc::clone(&metrics))
+                .with_free_space_warning(settings.store.free_space_warning_bytes),
+        );
         // One probe before serving, so the first /readyz already knows; then once a second.
         health.probe(&*store).await;
         let probe = health.start_probing(Arc::clone(&store));

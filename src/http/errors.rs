@@ -17,6 +17,8 @@ use crate::store::StoreError;
 
 /// Seconds a client is told to wait after a 503.
 const RETRY_AFTER_SECS: &str = "2";
+/// Seconds a client is told to wait after a 507 (freeing disk space takes an operator).
+const FULL_RETRY_AFTER_SECS: &str = "30";
 
 /// The IETF rate-limit headers: the policy, and what is left of it.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -57,6 +59,9 @@ pub enum ApiError {
         what: &'static str,
         verdict: crate::limits::Verdict,
     },
+    /// The store's disk is full: 507 with `Retry-After`; what is stored stays readable.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A dependency is down; the client should retry. The cause is logged, not sent.
     #[error("{what} is unavailable right now; retry shortly")]
     Unavailable { what: &'static str, cause: String },
@@ -100,6 +105,7 @@ impl ResponseError for ApiError {
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Negotiated { error, .. } => error.status_code(),
         }
@@ -131,6 +137,9 @@ impl ResponseError for ApiError {
             }
             Self::Unavailable { .. } | Self::Draining => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            }
+            Self::InsufficientStorage(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static(FULL_RETRY_AFTER_SECS));
             }
             Self::TooManyRequests { verdict, .. } => {
                 for (name, value) in [
@@ -194,6 +203,11 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Full { reason } = &e {
+            return Self::InsufficientStorage(format!(
+                "links cannot be created or changed right now: {reason}; short links keep redirecting"
+            ));
+        }
         if e.is_transient() {
             Self::Unavailable {
                 what: "the link store",

@@ -71,7 +71,9 @@ pub async fn observe(
         let route = Endpoint::metric_index(endpoint);
         state.metrics.observe(route, status.as_u16(), elapsed);
     }
-    if status.is_server_error() {
+    // A full disk is logged once by the store when it starts and once when it ends, not per
+    // request refused meanwhile.
+    if status.is_server_error() && status != actix_web::http::StatusCode::INSUFFICIENT_STORAGE {
         let _entered = span.enter();
         let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         // The cause stays in the logs; the client saw only a generic detail.

@@ -273,7 +273,11 @@ impl LinkService {
                     Ok(Some(code)) => code,
                     Ok(None) => continue, // a reserved word: take the next id
                     // A stalled or saturated store would fail the insert too: answer 503 now.
-                    Err(e @ (StoreError::Timeout(_) | StoreError::Overloaded { .. })) => {
+                    Err(
+                        e @ (StoreError::Timeout(_)
+                        | StoreError::Overloaded { .. }
+                        | StoreError::Full { .. }),
+                    ) => {
                         return Err(e.into());
                     }
                     Err(e) => {

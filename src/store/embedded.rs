@@ -5,9 +5,16 @@
 //! fsync instead of waiting for one each. Callers hear back only after the commit, so a reply
 //! of "inserted" means the link is on disk. Reads use redb's MVCC read transactions on the
 //! blocking pool and never wait for the writer.
+//!
+//! A full disk (or a spent quota) fails a commit; redb then fails every later call until the
+//! file is reopened. The writer reopens it at once, so reads go on, and from then on writes are
+//! refused before they are queued ([`StoreError::Full`]) while the writer probes with one small
+//! commit, at growing intervals up to [`MAX_PROBE_INTERVAL`]; the first that succeeds takes
+//! writes again. Nothing acknowledged is lost: a refused write was never committed.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,11 +24,12 @@ use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
 };
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome, InsertOutcome,
-    Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
+    ClickDelta, DiskState, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome,
+    InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
 };
 
 const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
@@ -39,6 +47,11 @@ const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("links
 const BY_OWNER: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("links_by_owner");
 
 const LINK_ID_COUNTER: &str = "link_ids";
+/// What the writer's probe of a full disk writes: the time of the probe.
+const DISK_PROBE: &str = "disk_probe";
+/// The first probe of a full disk, and the longest wait between two.
+const FIRST_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// Most operations applied in one transaction; bounds commit latency under a flood.
 const MAX_BATCH: usize = 1024;
 /// Click deltas written in one transaction.
@@ -90,12 +103,114 @@ enum WriteOp {
 }
 
 pub struct EmbeddedStore {
-    /// `None` once closed: closing drops the database, which releases the file's lock even
-    /// while something still holds the store.
-    db: RwLock<Option<Arc<Database>>>,
+    shared: Arc<Shared>,
     writes: mpsc::Sender<WriteOp>,
     writer: Mutex<Option<JoinHandle<()>>>,
     timeout: Duration,
+}
+
+/// What the store's handle and its writer thread share.
+struct Shared {
+    /// `None` once closed (closing drops the database, which releases the file's lock even
+    /// while something still holds the store), and for a moment while the writer reopens it.
+    db: RwLock<Option<Arc<Database>>>,
+    path: PathBuf,
+    cache_bytes: usize,
+    /// False while writes fail for want of space.
+    writable: AtomicBool,
+    /// True while the writer reopens the file: a read then waits for the new handle.
+    reopening: AtomicBool,
+    timeout: Duration,
+}
+
+impl Shared {
+    fn current(&self) -> Option<Arc<Database>> {
+        self.db.read().ok().and_then(|db| db.clone())
+    }
+
+    /// The database, waiting (a little) for the writer to finish reopening it.
+    async fn current_or_reopened(&self) -> Option<Arc<Database>> {
+        let deadline = tokio::time::Instant::now() + self.timeout.min(Duration::from_secs(2));
+        loop {
+            if let Some(db) = self.current() {
+                return Some(db);
+            }
+            if !self.reopening.load(Ordering::Acquire) || tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Free bytes on the file system holding the file.
+    fn free_bytes(&self) -> Option<u64> {
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        rustix::fs::statvfs(dir)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
+    /// Closes the file and opens it again (after a failed commit redb answers every call with
+    /// an error until then). Reads see "unavailable" for the moment it takes; `false` when the
+    /// file could not be opened again (the next probe tries again).
+    fn reopen(&self) -> bool {
+        self.reopening.store(true, Ordering::Release);
+        let reopened = self.reopen_now();
+        self.reopening.store(false, Ordering::Release);
+        reopened
+    }
+
+    fn reopen_now(&self) -> bool {
+        let old = self.db.write().ok().and_then(|mut db| db.take());
+        if let Some(old) = old {
+            release(old, self.timeout);
+        }
+        match open_database(&self.path, self.cache_bytes) {
+            Ok(db) => {
+                if let Ok(mut slot) = self.db.write() {
+                    *slot = Some(Arc::new(db));
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %self.path.display(), "reopening the store failed; trying again later");
+                false
+            }
+        }
+    }
+}
+
+fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, redb::Error> {
+    let db = redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(path)?;
+    create_tables(&db)?;
+    Ok(db)
+}
+
+/// Whether `e` says the disk has no room (or the quota is spent), or is redb's answer after
+/// such a failure until the file is reopened.
+fn is_out_of_space(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Io(io) => {
+            matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+                // ENOSPC, EDQUOT
+                || matches!(io.raw_os_error(), Some(28 | 122))
+        }
+        redb::Error::PreviousIo => true,
+        _ => false,
+    }
+}
+
+fn disk_full() -> StoreError {
+    StoreError::Full {
+        reason: "the disk holding the embedded store has no room left; writes resume once space is freed"
+            .into(),
+    }
 }
 
 impl EmbeddedStore {
@@ -122,20 +237,26 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
         }
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| unavailable(&e))?;
-        create_tables(&db).map_err(|e| unavailable(&e))?;
-        let db = Arc::new(db);
+        let db = open_database(path, cache_bytes).map_err(|e| match e {
+            e if is_out_of_space(&e) => disk_full(),
+            e => unavailable(&e),
+        })?;
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(Arc::new(db))),
+            path: path.to_owned(),
+            cache_bytes,
+            writable: AtomicBool::new(true),
+            reopening: AtomicBool::new(false),
+            timeout,
+        });
         let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
-        let writer_db = Arc::clone(&db);
+        let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("kurz-store-writer".into())
-            .spawn(move || run_writer(&writer_db, queue))
+            .spawn(move || run_writer(&writer_shared, queue))
             .map_err(|e| unavailable(&e))?;
         Ok(Self {
-            db: RwLock::new(Some(db)),
+            shared,
             writes,
             writer: Mutex::new(Some(writer)),
             timeout,
@@ -148,10 +269,9 @@ impl EmbeddedStore {
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self
-            .db
-            .read()
-            .ok()
-            .and_then(|db| db.clone())
+            .shared
+            .current_or_reopened()
+            .await
             .ok_or_else(|| StoreError::unavailable("the store is closed"))?;
         let task = tokio::task::spawn_blocking(move || f(&db));
         match tokio::time::timeout(self.timeout, task).await {
@@ -173,14 +293,22 @@ impl EmbeddedStore {
         &self,
         op: impl FnOnce(Reply<T>) -> WriteOp,
     ) -> Result<T, StoreError> {
+        // Refused at once while the disk is full: the writer's probe finds out when it is not.
+        if !self.shared.writable.load(Ordering::Acquire) {
+            return Err(disk_full());
+        }
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(op(reply))
             .await
             .map_err(|_| StoreError::unavailable("the store is closed"))?;
-        answer
-            .await
-            .map_err(|_| StoreError::internal("write transaction failed; nothing was committed"))?
+        answer.await.map_err(|_| {
+            if self.shared.writable.load(Ordering::Acquire) {
+                StoreError::internal("write transaction failed; nothing was committed")
+            } else {
+                disk_full()
+            }
+        })?
     }
 }
 
@@ -244,10 +372,38 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// The writer thread: batch, apply, commit once, then answer everyone in the batch.
-fn run_writer(db: &Database, mut queue: mpsc::Receiver<WriteOp>) {
+/// The writer thread: batch, apply, commit once, then answer everyone in the batch. While the
+/// disk is full it applies nothing and probes instead (see the module's doc).
+fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     let mut closing = None;
-    while let Some(first) = queue.blocking_recv() {
+    let mut probing: Option<(std::time::Instant, Duration)> = None;
+    loop {
+        if let Some((next, interval)) = probing {
+            match queue.try_recv() {
+                Ok(WriteOp::Close { reply }) => {
+                    closing = Some(reply);
+                    break;
+                }
+                // Queued just before writes were refused: dropped, its caller hears why.
+                Ok(_) => continue,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {}
+            }
+            if std::time::Instant::now() < next {
+                std::thread::sleep(Duration::from_millis(20));
+            } else if probe_write(shared) {
+                probing = None;
+                shared.writable.store(true, Ordering::Release);
+                tracing::warn!("the store's disk has room again: writes are taken again");
+            } else {
+                let interval = (interval * 2).min(MAX_PROBE_INTERVAL);
+                probing = Some((std::time::Instant::now() + interval, interval));
+            }
+            continue;
+        }
+        let Some(first) = queue.blocking_recv() else {
+            break;
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -260,10 +416,27 @@ fn run_writer(db: &Database, mut queue: mpsc::Receiver<WriteOp>) {
             .partition(|op| !matches!(op, WriteOp::Close { .. }));
         if !ops.is_empty() {
             let size = ops.len();
-            match apply_batch(db, ops) {
-                Ok(answers) => answers.into_iter().for_each(Answer::send),
-                // Dropping the replies tells every waiting caller that nothing was committed.
-                Err(e) => tracing::error!(error = %e, ops = size, "store write batch failed"),
+            // Dropping the replies tells every waiting caller that nothing was committed.
+            match shared.current() {
+                None => drop(ops),
+                Some(db) => match apply_batch(&db, ops, shared) {
+                    Ok(answers) => answers.into_iter().for_each(Answer::send),
+                    Err(e) if is_out_of_space(&e) => {
+                        tracing::error!(
+                            error = %e,
+                            ops = size,
+                            "the store's disk is full: writes are refused (507) until space is \
+                             freed; reads and cached redirects go on, clicks wait in memory"
+                        );
+                        drop(db);
+                        shared.reopen();
+                        probing = Some((
+                            std::time::Instant::now() + FIRST_PROBE_INTERVAL,
+                            FIRST_PROBE_INTERVAL,
+                        ));
+                    }
+                    Err(e) => tracing::error!(error = %e, ops = size, "store write batch failed"),
+                },
             }
         }
         if let Some(WriteOp::Close { reply }) = close.into_iter().next() {
@@ -276,6 +449,47 @@ fn run_writer(db: &Database, mut queue: mpsc::Receiver<WriteOp>) {
     while queue.try_recv().is_ok() {}
     if let Some(reply) = closing {
         let _ = reply.send(());
+    }
+}
+
+/// Free bytes below which the writer does not even try a commit: a failed commit fails reads
+/// too until the file is reopened, so it is tried only once space has visibly come back.
+const PROBE_MIN_FREE_BYTES: u64 = 256 * 1024;
+
+/// One small commit, to learn whether the disk takes writes again (once the file system shows
+/// room, when it can tell); after a failure the file is reopened, so that reads go on.
+fn probe_write(shared: &Shared) -> bool {
+    if shared
+        .free_bytes()
+        .is_some_and(|free| free < PROBE_MIN_FREE_BYTES)
+    {
+        return false;
+    }
+    let db = match shared.current() {
+        Some(db) => db,
+        None if shared.reopen() => match shared.current() {
+            Some(db) => db,
+            None => return false,
+        },
+        None => return false,
+    };
+    let written = (|| -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        txn.open_table(COUNTERS)?.insert(
+            DISK_PROBE,
+            u64::try_from(crate::clock::system_now_ms()).unwrap_or(0),
+        )?;
+        txn.commit()?;
+        Ok(())
+    })();
+    match written {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "the store's disk is still full");
+            drop(db);
+            shared.reopen();
+            false
+        }
     }
 }
 
@@ -327,9 +541,30 @@ impl Answer {
     }
 }
 
-fn apply_batch(db: &Database, ops: Vec<WriteOp>) -> Result<Vec<Answer>, redb::Error> {
-    let txn = db.begin_write()?;
+/// Applies `ops` in one transaction. A failure for want of space marks the store unwritable
+/// before the replies are dropped, so that their callers hear why.
+fn apply_batch(
+    db: &Database,
+    ops: Vec<WriteOp>,
+    shared: &Shared,
+) -> Result<Vec<Answer>, redb::Error> {
+    let mut ops = ops.into_iter();
     let mut answers = Vec::with_capacity(ops.len());
+    let applied = apply(db, &mut ops, &mut answers);
+    if let Err(e) = &applied
+        && is_out_of_space(e)
+    {
+        shared.writable.store(false, Ordering::Release);
+    }
+    applied.map(|()| answers)
+}
+
+fn apply(
+    db: &Database,
+    ops: &mut std::vec::IntoIter<WriteOp>,
+    answers: &mut Vec<Answer>,
+) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
     for op in ops {
         answers.push(match op {
             WriteOp::Insert {
@@ -365,7 +600,7 @@ fn apply_batch(db: &Database, ops: Vec<WriteOp>) -> Result<Vec<Answer>, redb::Er
         });
     }
     txn.commit()?;
-    Ok(answers)
+    Ok(())
 }
 
 fn insert(
@@ -569,6 +804,13 @@ impl LinkStore for EmbeddedStore {
         "embedded"
     }
 
+    fn disk(&self) -> Option<DiskState> {
+        Some(DiskState {
+            writable: self.shared.writable.load(Ordering::Acquire),
+            free_bytes: self.shared.free_bytes(),
+        })
+    }
+
     async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
         let code = code.to_owned();
         self.read(move |db| {
@@ -743,7 +985,7 @@ impl LinkStore for EmbeddedStore {
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
-        let db = self.db.write().ok().and_then(|mut db| db.take());
+        let db = self.shared.db.write().ok().and_then(|mut db| db.take());
         if let Some(db) = db {
             let limit = self.timeout;
             let _ = tokio::task::spawn_blocking(move || release(db, limit)).await;

@@ -60,6 +60,9 @@ impl LinkStore for FaultyStore {
     fn backend(&self) -> &'static str {
         "test"
     }
+    fn disk(&self) -> Option<super::DiskState> {
+        self.inner.disk()
+    }
     async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
         self.inner.get(code).await
     }

@@ -218,6 +218,9 @@ pub enum StoreError {
         "store busy: no room for another {class} call (limit {limit} in flight); retry shortly"
     )]
     Overloaded { class: &'static str, limit: u32 },
+    /// The disk holding the store is full: writes fail until space is freed; reads go on.
+    #[error("the store cannot write: {reason}")]
+    Full { reason: String },
     #[error("stored record for '{code}' is unreadable: {reason}")]
     Corrupt { code: String, reason: String },
     #[error("store failure: {reason}")]
@@ -256,15 +259,32 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable { .. } | Self::Timeout(_) | Self::Overloaded { .. }
+            Self::Unavailable { .. }
+                | Self::Timeout(_)
+                | Self::Overloaded { .. }
+                | Self::Full { .. }
         )
     }
+}
+
+/// How the disk under a store is doing (the embedded store's; DynamoDB has none to report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskState {
+    /// False while writes fail for want of space.
+    pub writable: bool,
+    /// Free bytes on the store's file system (as an unprivileged process may use them).
+    pub free_bytes: Option<u64>,
 }
 
 #[async_trait]
 pub trait LinkStore: Send + Sync + 'static {
     /// Backend name for logs and readiness.
     fn backend(&self) -> &'static str;
+
+    /// The disk under the store, for a store on local disk.
+    fn disk(&self) -> Option<DiskState> {
+        None
+    }
 
     async fn get(&self, code: &str) -> Result<Option<Link>, StoreError>;
 

@@ -186,6 +186,11 @@ metrics! {
     gauge store_up: Gauge = "kurz_store_up";
     /// 1 once this instance is draining (after SIGTERM): /readyz answers 503.
     gauge draining: Gauge = "kurz_draining";
+    /// 1 while the embedded store takes writes; 0 while its disk is full and writes are
+    /// refused with 507 (reads go on).
+    gauge store_writable: Gauge = "kurz_store_writable";
+    /// Free bytes on the embedded store's file system, from the last probe (0 elsewhere).
+    gauge store_free_bytes: Gauge = "kurz_store_free_bytes";
 }
 
 impl Default for Metrics {

@@ -12,6 +12,10 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global tracing subscriber: human-readable lines by default, JSON on request.
 /// `RUST_LOG`, when set, overrides `log.level`. A second call (as in tests) is a no-op.
+///
+/// A log line that cannot be written (stderr on a full disk, a closed pipe) is dropped: the
+/// subscriber's own report of that failure would go to the same stderr with `eprintln!`,
+/// which panics when it fails, and a panic in a worker drops the request it was serving.
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
@@ -19,7 +23,8 @@ pub fn init(settings: &LogSettings) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match settings.format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

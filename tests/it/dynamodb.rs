@@ -450,18 +450,14 @@ async fn kurz_init_adds_the_list_indexes_to_a_table_made_before_them() {
     let run = |subcommand: &str| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kurz"));
         command.arg(subcommand);
-        for (name, value) in store.env() {
+        for (name, value) in store
+            .env()
+            .into_iter()
+            .chain(crate::harness::dynamo_env(&table, &dynamo.endpoint))
+        {
             command.env(name, value);
         }
-        command
-            .env("KURZ__STORE__BACKEND", "dynamodb")
-            .env("KURZ__STORE__DYNAMODB__TABLE", &table)
-            .env("KURZ__STORE__DYNAMODB__ENDPOINT_URL", &dynamo.endpoint)
-            .env("KURZ__STORE__DYNAMODB__REGION", "us-east-1")
-            .env("KURZ__STORE__DYNAMODB__ACCESS_KEY_ID", "local")
-            .env("KURZ__STORE__DYNAMODB__SECRET_ACCESS_KEY", "local")
-            .output()
-            .expect("kurz runs")
+        command.output().expect("kurz runs")
     };
     let refused = run("serve");
     assert!(!refused.status.success());

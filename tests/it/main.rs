@@ -2,6 +2,7 @@
 //! shared [`harness`]. Tests talk to real servers the harness starts on free ports.
 
 mod api;
+mod disk;
 mod durability;
 mod dynamodb;
 mod harness;

@@ -342,7 +342,10 @@ async fn a_store_moves_from_embedded_to_dynamodb_with_every_link_and_click() {
     std::fs::write(file.path(), &export).expect("write the export");
     let path = file.path().to_str().expect("utf-8 path");
 
-    let target = TestStore::new(Backend::Dynamodb).await;
+    // A DynamoDB Local of its own: 10,000 links in and out would slow the shared one for every
+    // other test of the suite.
+    let dynamo = crate::harness::DynamoLocal::start();
+    let target = TestStore::with_endpoint(Backend::Dynamodb, dynamo.endpoint.clone()).await;
     // As an operator would: the table first (which also makes the new store's own keys).
     ok(kurz(&target, &["init"]), "kurz init (target)");
     let report = ok(kurz(&target, &["import", path]), "kurz import");

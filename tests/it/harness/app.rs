@@ -96,18 +96,7 @@ impl TestStore {
             ("KURZ__LOG__LEVEL", "warn".to_owned()),
         ];
         if self.backend == Backend::Dynamodb {
-            env.extend([
-                ("KURZ__STORE__BACKEND", "dynamodb".to_owned()),
-                ("KURZ__STORE__DYNAMODB__TABLE", self.table.clone()),
-                ("KURZ__STORE__DYNAMODB__ENDPOINT_URL", self.endpoint.clone()),
-                ("KURZ__STORE__DYNAMODB__REGION", "us-east-1".to_owned()),
-                ("KURZ__STORE__DYNAMODB__ACCESS_KEY_ID", "local".to_owned()),
-                (
-                    "KURZ__STORE__DYNAMODB__SECRET_ACCESS_KEY",
-                    "local".to_owned(),
-                ),
-                ("KURZ__STORE__TIMEOUT_MS", "30000".to_owned()),
-            ]);
+            env.extend(dynamo_env(&self.table, &self.endpoint));
         }
         env
     }
@@ -139,6 +128,34 @@ impl TestStore {
         }
         s
     }
+}
+
+/// The `KURZ__` variables that point a `kurz` command at `table` on the DynamoDB Local at
+/// `endpoint`, with the lenient timeouts of [`TestStore::settings`] (the emulator shares two
+/// cores with the whole suite).
+pub fn dynamo_env(table: &str, endpoint: &str) -> Vec<(&'static str, String)> {
+    [
+        ("KURZ__STORE__BACKEND", "dynamodb"),
+        ("KURZ__STORE__DYNAMODB__TABLE", table),
+        ("KURZ__STORE__DYNAMODB__ENDPOINT_URL", endpoint),
+        ("KURZ__STORE__DYNAMODB__REGION", "us-east-1"),
+        ("KURZ__STORE__DYNAMODB__ACCESS_KEY_ID", "local"),
+        ("KURZ__STORE__DYNAMODB__SECRET_ACCESS_KEY", "local"),
+        ("KURZ__STORE__TIMEOUT_MS", "30000"),
+        ("KURZ__STORE__DYNAMODB__ATTEMPT_TIMEOUT_MS", "15000"),
+        ("KURZ__STORE__DYNAMODB__CONNECT_TIMEOUT_MS", "5000"),
+        (
+            "KURZ__STORE__DYNAMODB__ADMISSION__LATENCY_TARGET_MS",
+            "10000",
+        ),
+        (
+            "KURZ__STORE__DYNAMODB__ADMISSION__QUEUE_TIMEOUT_MS",
+            "10000",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name, value.to_owned()))
+    .collect()
 }
 
 pub struct TestApp {
