@@ -459,19 +459,19 @@ const PROBE_MIN_FREE_BYTES: u64 = 256 * 1024;
 /// One small commit, to learn whether the disk takes writes again (once the file system shows
 /// room, when it can tell); after a failure the file is reopened, so that reads go on.
 fn probe_write(shared: &Shared) -> bool {
+    // A reopen that failed (a read held the old handle too long) is tried again first, full
+    // disk or not: reads need the handle.
+    if shared.current().is_none() && !shared.reopen() {
+        return false;
+    }
     if shared
         .free_bytes()
         .is_some_and(|free| free < PROBE_MIN_FREE_BYTES)
     {
         return false;
     }
-    let db = match shared.current() {
-        Some(db) => db,
-        None if shared.reopen() => match shared.current() {
-            Some(db) => db,
-            None => return false,
-        },
-        None => return false,
+    let Some(db) = shared.current() else {
+        return false;
     };
     let written = (|| -> Result<(), redb::Error> {
         let txn = db.begin_write()?;

@@ -405,7 +405,9 @@ async fn kurz_init_adds_the_list_indexes_to_a_table_made_before_them() {
         AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
         ScalarAttributeType,
     };
-    let dynamo = DynamoLocal::shared();
+    // An emulator of its own: on the shared one, busy with the other tests' tables, DynamoDB
+    // Local leaves an index added to an existing table CREATING for minutes (AWS's finishes).
+    let dynamo = DynamoLocal::start();
     let store = TestStore::new(Backend::Embedded).await; // only for its data folder
     let table = crate::harness::unique_name("kurz_old");
     let sdk = crate::harness::sdk_client(&dynamo.endpoint);
