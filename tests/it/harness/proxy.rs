@@ -29,6 +29,10 @@ pub enum Fault {
     Silent,
     /// Resets every connection, open ones included.
     Reset,
+    /// Passes every request on and throws the server's answers away: the write lands, the
+    /// client never hears so (the "committed, then timed out" failure of a remote store).
+    /// When the fault ends, the connections it held are closed.
+    DropAnswers,
 }
 
 struct Shared {
@@ -37,6 +41,8 @@ struct Shared {
     /// The next free slot of a `Cap`.
     next_slot: Mutex<Instant>,
     forwarded: AtomicU64,
+    /// Answers thrown away by `DropAnswers`.
+    dropped: AtomicU64,
 }
 
 pub struct ChaosProxy {
@@ -64,6 +70,7 @@ impl ChaosProxy {
             fault: watch::Sender::new(Fault::None),
             next_slot: Mutex::new(Instant::now()),
             forwarded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         });
         let accepting = Arc::clone(&shared);
         let task = tokio::spawn(async move {
@@ -92,6 +99,11 @@ impl ChaosProxy {
     /// Requests passed on to the server so far.
     pub fn forwarded(&self) -> u64 {
         self.shared.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Answers `DropAnswers` has thrown away so far (in chunks, as the server wrote them).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::SeqCst)
     }
 }
 
@@ -125,7 +137,7 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
             };
             let fault = *faults.borrow_and_update();
             match fault {
-                Fault::None => {}
+                Fault::None | Fault::DropAnswers => {}
                 Fault::Delay(by) => tokio::time::sleep(by).await,
                 Fault::Cap(interval) => {
                     let slot = {
@@ -144,15 +156,40 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
             shared.forwarded.fetch_add(1, Ordering::SeqCst);
         }
     };
-    let answers = tokio::io::copy(&mut from_server, &mut to_client);
+    let mut dropping = shared.fault.subscribe();
+    let answers = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from_server.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if *dropping.borrow_and_update() == Fault::DropAnswers {
+                shared.dropped.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            if to_client.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // A connection that may have lost an answer is out of step with its client: closed when
+    // the fault ends, as a server would close one its client gave up on.
+    let mut changes = shared.fault.subscribe();
+    let drop_ended = async {
+        let _ = changes.wait_for(|f| *f == Fault::DropAnswers).await;
+        let _ = changes.wait_for(|f| *f != Fault::DropAnswers).await;
+    };
     let mut resets = shared.fault.subscribe();
     let reset_now = resets.wait_for(|f| *f == Fault::Reset);
-    tokio::select! {
-        _ = requests => {}
-        _ = answers => {}
-        _ = reset_now => {
-            let _ = to_client.as_ref().set_zero_linger();
-        }
+    let reset = tokio::select! {
+        _ = requests => false,
+        _ = answers => false,
+        _ = drop_ended => false,
+        _ = reset_now => true,
+    };
+    if reset {
+        let _ = to_client.as_ref().set_zero_linger();
     }
 }
 
