@@ -210,22 +210,32 @@ pub enum ImportError {
 pub async fn import(
     store: &dyn LinkStore,
     policy: &UrlPolicy,
-    input: impl BufRead,
+    mut input: impl BufRead,
     out: &mut impl Write,
     now_ms: i64,
 ) -> Result<ImportReport, ImportError> {
-    let mut lines = input.lines().enumerate().peekable();
-    // Blank lines first are no content.
-    while lines
-        .peek()
-        .is_some_and(|(_, l)| l.as_ref().is_ok_and(|l| l.trim().is_empty()))
-    {
-        lines.next();
-    }
-    let is_ndjson = match lines.peek() {
-        None => return Ok(ImportReport::default()),
-        Some((_, Err(_))) => false,
-        Some((_, Ok(first))) => first.trim_start().starts_with('{'),
+    // What the file is, from its first byte that is not white space: JSON or a CSV header.
+    // Nothing is read twice, and neither form is held whole in memory.
+    let mut blank_lines = 0;
+    let first = loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        let newlines = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count();
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(at) => {
+                let first = buf[at];
+                blank_lines += newlines(&buf[..at]);
+                input.consume(at);
+                break first;
+            }
+            None => {
+                blank_lines += newlines(buf);
+                let all = buf.len();
+                input.consume(all);
+            }
+        }
     };
     let mut importer = Importer {
         store,
@@ -233,18 +243,17 @@ pub async fn import(
         out,
         report: ImportReport::default(),
     };
-    if is_ndjson {
+    if first == b'{' {
         let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
-        for (i, line) in lines {
-            chunk.push((i + 1, line?));
+        for (i, line) in input.lines().enumerate() {
+            chunk.push((blank_lines + i + 1, line?));
             if chunk.len() == IMPORT_CHUNK {
                 importer.ndjson_lines(std::mem::take(&mut chunk)).await?;
             }
         }
         importer.ndjson_lines(chunk).await?;
     } else {
-        let text: Vec<String> = lines.map(|(_, l)| l).collect::<Result<_, _>>()?;
-        importer.csv(&text.join("\n"), now_ms).await?;
+        importer.csv(input, blank_lines, now_ms).await?;
     }
     Ok(importer.report)
 }
@@ -416,11 +425,17 @@ impl<W: Write> Importer<'_, W> {
         }
     }
 
-    async fn csv(&mut self, text: &str, now_ms: i64) -> Result<(), ImportError> {
+    /// A CSV read row by row; `blank_lines` were before its header row.
+    async fn csv(
+        &mut self,
+        input: impl std::io::Read,
+        blank_lines: usize,
+        now_ms: i64,
+    ) -> Result<(), ImportError> {
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
             .trim(csv::Trim::All)
-            .from_reader(text.as_bytes());
+            .from_reader(input);
         let headers = reader
             .headers()
             .map_err(|e| ImportError::Format(e.to_string()))?
@@ -453,7 +468,8 @@ impl<W: Write> Importer<'_, W> {
                 .as_ref()
                 .ok()
                 .and_then(|r| r.position())
-                .map_or(i + 2, |p| usize::try_from(p.line()).unwrap_or(i + 2));
+                .map_or(i + 2, |p| usize::try_from(p.line()).unwrap_or(i + 2))
+                + blank_lines;
             let row = match row {
                 Ok(row) => row,
                 Err(e) => {
