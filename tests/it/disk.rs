@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{ADMIN_TOKEN, KurzProcess, client, metric};
+use crate::harness::{KurzProcess, admin_stats, client, eventually, metric};
 use serde_json::{Value, json};
 
 /// A tmpfs of its own, unmounted on drop.
@@ -63,18 +63,6 @@ async fn create(http: &reqwest::Client, base: &str, i: usize) -> reqwest::Respon
         .send()
         .await
         .expect("create")
-}
-
-async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn text(http: &reqwest::Client, url: String) -> String {
@@ -145,7 +133,7 @@ async fn a_full_disk_refuses_writes_clearly_and_kurz_takes_them_again_once_there
         assert_eq!(redirect.status(), 302, "{code}");
     }
     let clicked = acknowledged[0].clone();
-    until(
+    eventually(
         "/readyz says the store is read-only",
         Duration::from_secs(5),
         || async {
@@ -161,13 +149,13 @@ async fn a_full_disk_refuses_writes_clearly_and_kurz_takes_them_again_once_there
 
     // The operator frees space: kurz finds out by itself.
     disk.resize("20m");
-    until(
+    eventually(
         "a create succeeds again",
         Duration::from_secs(30),
         || async { create(&http, &base, 200_000).await.status() == 201 },
     )
     .await;
-    until(
+    eventually(
         "/readyz says the store is ok",
         Duration::from_secs(5),
         || async {
@@ -178,21 +166,10 @@ async fn a_full_disk_refuses_writes_clearly_and_kurz_takes_them_again_once_there
     )
     .await;
     // The clicks made while the disk was full reach the store now.
-    until(
+    eventually(
         "the clicks made while full are written",
         Duration::from_secs(20),
-        || async {
-            let stats: Value = http
-                .get(format!("{base}/api/v1/links/{clicked}/stats"))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .expect("stats")
-                .json()
-                .await
-                .expect("json");
-            stats["total_clicks"] == 1
-        },
+        || async { admin_stats(&http, &base, &clicked).await["total_clicks"] == 1 },
     )
     .await;
     assert!(kurz.stop(), "kurz exits cleanly");

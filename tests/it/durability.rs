@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{ADMIN_TOKEN, KurzProcess, client, data_file};
+use crate::harness::{KurzProcess, admin_stats, client, data_file};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -22,19 +22,6 @@ async fn create(client: &reqwest::Client, base: &str, url: &str) -> Option<Strin
     }
     let body: Value = response.json().await.ok()?;
     Some(body["code"].as_str()?.to_owned())
-}
-
-/// `GET /api/v1/links/{code}/stats` with the admin token.
-async fn stats(client: &reqwest::Client, base: &str, code: &str) -> Value {
-    client
-        .get(format!("{base}/api/v1/links/{code}/stats"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json")
 }
 
 async fn location(client: &reqwest::Client, base: &str, code: &str) -> Option<String> {
@@ -76,7 +63,7 @@ async fn graceful_restart_keeps_links_and_flushes_clicks() {
             Some(url.as_str())
         );
     }
-    let stats = stats(&client, &kurz.base, clicked).await;
+    let stats = admin_stats(&client, &kurz.base, clicked).await;
     assert_eq!(stats["total_clicks"], 5);
     // New links after the restart never reuse a code.
     let fresh = create(&client, &kurz.base, "https://example.com/after")
@@ -243,7 +230,7 @@ async fn sigterm_drains_first_then_stops_without_losing_clicks() {
 
     // The click made while draining was flushed on the way out.
     let kurz = KurzProcess::start(&data_file(&dir), &[]);
-    let stats = stats(&client, &kurz.base, &code).await;
+    let stats = admin_stats(&client, &kurz.base, &code).await;
     assert_eq!(stats["total_clicks"], 1);
     let during = during.expect("created while draining");
     assert_eq!(

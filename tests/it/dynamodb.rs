@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    ADMIN_TOKEN, Backend, DynamoLocal, TestApp, TestStore, assert_problem, code_of, metric,
-    spawn_app_on,
+    ADMIN_TOKEN, Backend, DynamoLocal, TestApp, TestStore, assert_problem, code_of, eventually,
+    metric, spawn_app_on,
 };
 use kurz::store::{ClickDelta, StoreError};
 use serde_json::{Value, json};
@@ -155,19 +155,6 @@ async fn hash_codes_take_over_when_the_counter_cannot_be_leased() {
     let metrics = app.get("/metrics").await.text().await.expect("metrics");
     assert!(metrics.contains("kurz_hash_fallbacks_total 2"), "{metrics}");
     app.stop().await;
-}
-
-/// Polls `check` every 200 ms until it holds; fails naming `what` after `within`.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Long enough for the once-a-second readiness probe to notice, with its 1 s store timeout,

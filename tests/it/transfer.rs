@@ -50,6 +50,16 @@ async fn listed_by(app: &TestApp, token: &str, limit: usize) -> usize {
     page["links"].as_array().map_or(0, Vec::len)
 }
 
+/// The status of each item of a bulk create's answer, in order.
+fn statuses(answer: &Value) -> Vec<u64> {
+    answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["status"].as_u64().expect("status"))
+        .collect()
+}
+
 async fn bulk_creates_answer_per_item_in_order_and_retry_idempotently(backend: Backend) {
     let app = spawn_app_on_backend(backend, with_keys).await;
     let body = json!({ "links": [
@@ -63,12 +73,7 @@ async fn bulk_creates_answer_per_item_in_order_and_retry_idempotently(backend: B
     let response = bulk(&app, KEY, Some("batch-1"), &body).await;
     assert_eq!(response.status(), 200);
     let first: Value = response.json().await.expect("json");
-    let statuses: Vec<u64> = first["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["status"].as_u64().expect("status"))
-        .collect();
+    let statuses = statuses(&first);
     assert_eq!(statuses, [201, 400, 201, 409, 400, 400]);
     assert_eq!(
         (first["created"].as_u64(), first["failed"].as_u64()),
@@ -138,12 +143,7 @@ async fn bulk_creates_count_against_the_rate_limit_per_link(backend: Backend) {
         .json()
         .await
         .expect("json");
-    let statuses: Vec<u64> = outcome["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["status"].as_u64().expect("status"))
-        .collect();
+    let statuses = statuses(&outcome);
     assert_eq!(
         statuses.iter().filter(|&&s| s == 201).count(),
         5,

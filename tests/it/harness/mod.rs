@@ -17,7 +17,7 @@ pub use proxy::*;
 pub use servers::*;
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -90,6 +90,32 @@ pub fn rss_kib(process: &str) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Polls `check` every 200 ms until it holds; fails naming `what` after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `GET {base}/api/v1/links/{code}/stats` with the admin token.
+pub async fn admin_stats(client: &reqwest::Client, base: &str, code: &str) -> serde_json::Value {
+    client
+        .get(format!("{base}/api/v1/links/{code}/stats"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json")
 }
 
 /// Runs each behavioural test once per backend, as `embedded::name` and `dynamodb::name`.
