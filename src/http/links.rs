@@ -570,11 +570,7 @@ struct PageView<'a> {
 /// `GET /api/v1/links`: the caller's links (the admin's: everyone's), newest first.
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let caller = state.auth.creator(&req)?;
-    let scopes = caller.list_scopes().ok_or_else(|| {
-        ApiError::Unauthorized(
-            "listing links needs an API key (its own links) or the admin token (all)".into(),
-        )
-    })?;
+    let scopes = list_scopes(&caller, "listing links")?;
     let params: ListParams = query_params(&req)?;
     let limit = match params.limit.as_deref() {
         None => DEFAULT_PAGE,
@@ -666,11 +662,7 @@ pub async fn export(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.auth.creator(&req)?;
-    let scopes = caller.list_scopes().ok_or_else(|| {
-        ApiError::Unauthorized(
-            "exporting links needs an API key (its own links) or the admin token (all)".into(),
-        )
-    })?;
+    let scopes = list_scopes(&caller, "exporting links")?;
     let _: NoParams = query_params(&req)?;
     let lines = state.links.export(scopes).map(|page| {
         page.map(web::Bytes::from).map_err(|e| {
@@ -696,9 +688,7 @@ struct TagView<'a> {
 /// `GET /api/v1/tags`: the tags on the caller's links, with how many links carry each.
 pub async fn tags(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let caller = state.auth.creator(&req)?;
-    let scopes = caller.list_scopes().ok_or_else(|| {
-        ApiError::Unauthorized("listing tags needs an API key or the admin token".into())
-    })?;
+    let scopes = list_scopes(&caller, "listing tags")?;
     let _: NoParams = query_params(&req)?;
     let counts = state.links.tags(&scopes).await?;
     let tags: Vec<TagView> = counts
@@ -710,6 +700,15 @@ pub async fn tags(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "tags": tags, "complete": counts.complete })))
+}
+
+/// Whose links `caller` may `what` (a list, an export, tag counts): 401 without a credential.
+fn list_scopes(caller: &Caller, what: &str) -> Result<Vec<crate::store::ListScope>, ApiError> {
+    caller.list_scopes().ok_or_else(|| {
+        ApiError::Unauthorized(format!(
+            "{what} needs an API key (its own links) or the admin token (all)"
+        ))
+    })
 }
 
 fn query_params<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {

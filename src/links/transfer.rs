@@ -304,21 +304,20 @@ impl<W: Write> Importer<'_, W> {
             ready.push((line, self.parsed(text)));
         }
         let store = self.store;
-        let outcomes: Vec<Result<ImportOutcome, StoreError>> =
+        // A line that cannot be imported writes nothing: `None`, reported below.
+        let outcomes: Vec<Option<Result<ImportOutcome, StoreError>>> =
             futures_util::stream::iter(ready.iter().map(|(_, parsed)| async move {
-                match parsed {
-                    Ok((link, stats)) => patiently(|| store.import(link, stats)).await,
-                    // Reported below; nothing to write.
-                    Err(_) => Ok(ImportOutcome::CodeTaken),
-                }
+                let (link, stats) = parsed.as_ref().ok()?;
+                Some(patiently(|| store.import(link, stats)).await)
             }))
             .buffered(IMPORT_CONCURRENCY)
             .collect()
             .await;
         for ((line, parsed), outcome) in ready.iter().zip(outcomes) {
-            match parsed {
-                Ok((link, _)) => self.outcome(*line, &link.code, &outcome?)?,
-                Err(why) => self.skip(*line, why)?,
+            match (parsed, outcome) {
+                (Ok((link, _)), Some(outcome)) => self.outcome(*line, &link.code, &outcome?)?,
+                (Err(why), _) => self.skip(*line, why)?,
+                (Ok(_), None) => {} // never: every line that parsed was written
             }
         }
         Ok(())

@@ -54,6 +54,16 @@ pub(super) fn secret_key(name: &str) -> Item {
     key(format!("{SECRET_PREFIX}{name}"), SECRET_SK)
 }
 
+/// The item holding the secret `name`.
+pub(super) fn secret_item(name: &str, value: &[u8]) -> Item {
+    let mut item = secret_key(name);
+    item.insert(
+        SECRET_VALUE.into(),
+        AttributeValue::B(value.to_vec().into()),
+    );
+    item
+}
+
 pub(super) fn idempotency_key(key_text: &str) -> Item {
     key(format!("{IDEM_PREFIX}{key_text}"), IDEM_SK)
 }

@@ -46,7 +46,7 @@ use self::item::{
     ALL_INDEX, ALL_INDEX_PK, ALL_SHARDS, COUNTER_PK, COUNTER_SK, DAY_PREFIX, INDEX_SK, Item,
     LINK_SK, OWNER_INDEX, OWNER_INDEX_PK, OWNER_SHARDS, PARTITION_KEY, SECRET_VALUE, SORT_KEY,
     day_key, idempotency_item, idempotency_key, index_sort_key, key, link_attributes, link_item, n,
-    number, owner_partition, parse_idempotency, parse_link, secret_key, string,
+    number, owner_partition, parse_idempotency, parse_link, secret_item, secret_key, string,
 };
 use self::retry::{RetryBudget, backoff};
 use super::{
@@ -711,16 +711,11 @@ impl LinkStore for DynamoStore {
         if let Some(value) = self.read_secret(name).await? {
             return Ok(value);
         }
-        let mut item = secret_key(name);
-        item.insert(
-            SECRET_VALUE.into(),
-            AttributeValue::B(candidate.to_vec().into()),
-        );
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(secret_item(name, candidate)))
             .condition_expression("attribute_not_exists(pk)");
         match self.call(Class::Write, || put.clone().send()).await {
             Ok(_) => return Ok(candidate.to_vec()),
@@ -739,16 +734,11 @@ impl LinkStore for DynamoStore {
     }
 
     async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError> {
-        let mut item = secret_key(name);
-        item.insert(
-            SECRET_VALUE.into(),
-            AttributeValue::B(secret.to_vec().into()),
-        );
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item));
+            .set_item(Some(secret_item(name, secret)));
         self.call(Class::Write, || put.clone().send())
             .await
             .map_err(|e| self.classify(e))?;

@@ -101,13 +101,7 @@ impl DynamoStore {
     fn index_keys(partition: &str) -> Result<Vec<KeySchemaElement>, StoreError> {
         [(partition, KeyType::Hash), (INDEX_SK, KeyType::Range)]
             .into_iter()
-            .map(|(name, kind)| {
-                KeySchemaElement::builder()
-                    .attribute_name(name)
-                    .key_type(kind)
-                    .build()
-                    .map_err(build_error)
-            })
+            .map(|(name, kind)| key_element(name, kind))
             .collect()
     }
 
@@ -212,13 +206,7 @@ impl DynamoStore {
     pub async fn init(&self) -> Result<Vec<String>, StoreError> {
         let mut done = Vec::new();
         if self.describe_status().await?.is_none() {
-            let key = |name: &str, kind| {
-                KeySchemaElement::builder()
-                    .attribute_name(name)
-                    .key_type(kind)
-                    .build()
-                    .map_err(build_error)
-            };
+            let key = key_element;
             let attribute = string_attribute;
             let mut create = self
                 .client
@@ -321,6 +309,14 @@ fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
     AttributeDefinition::builder()
         .attribute_name(name)
         .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(build_error)
+}
+
+fn key_element(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
         .build()
         .map_err(build_error)
 }
