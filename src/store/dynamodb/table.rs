@@ -40,9 +40,9 @@ const ACTIVE_WITHIN: Duration = Duration::from_secs(120);
 impl DynamoStore {
     /// Fails unless the table exists and is usable: `kurz serve` checks this at start-up.
     pub async fn verify_table(&self) -> Result<(), StoreError> {
-        match self.describe_status().await? {
-            Some(TableStatus::Active | TableStatus::Updating) => {
-                let missing = self.missing_indexes().await?;
+        match self.describe().await? {
+            Some((TableStatus::Active | TableStatus::Updating, present)) => {
+                let missing = missing_indexes(&present);
                 if missing.is_empty() {
                     return Ok(());
                 }
@@ -53,7 +53,7 @@ impl DynamoStore {
                     names.join(", ")
                 )))
             }
-            Some(status) => Err(StoreError::unavailable(format!(
+            Some((status, _)) => Err(StoreError::unavailable(format!(
                 "DynamoDB table '{}' is {status:?}, not ACTIVE",
                 self.table
             ))),
@@ -90,14 +90,6 @@ impl DynamoStore {
     }
 
     /// The list indexes that `kurz init` has yet to create.
-    async fn missing_indexes(&self) -> Result<Vec<(&'static str, &'static str)>, StoreError> {
-        let present = self.describe().await?.map(|(_, i)| i).unwrap_or_default();
-        Ok(INDEXES
-            .into_iter()
-            .filter(|(name, _)| !present.iter().any(|(n, _)| n == name))
-            .collect())
-    }
-
     fn index_keys(partition: &str) -> Result<Vec<KeySchemaElement>, StoreError> {
         [(partition, KeyType::Hash), (INDEX_SK, KeyType::Range)]
             .into_iter()
@@ -115,7 +107,8 @@ impl DynamoStore {
     /// one new index per table at once), then gives the links written before them the
     /// indexes' keys.
     async fn add_list_indexes(&self, done: &mut Vec<String>) -> Result<(), StoreError> {
-        for (name, partition) in self.missing_indexes().await? {
+        let present = self.describe().await?.map(|(_, i)| i).unwrap_or_default();
+        for (name, partition) in missing_indexes(&present) {
             let index = CreateGlobalSecondaryIndexAction::builder()
                 .index_name(name)
                 .set_key_schema(Some(Self::index_keys(partition)?))
@@ -319,4 +312,12 @@ fn key_element(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError
         .key_type(kind)
         .build()
         .map_err(build_error)
+}
+
+/// The list indexes not among `present` (name, status) ones.
+fn missing_indexes(present: &[(String, IndexStatus)]) -> Vec<(&'static str, &'static str)> {
+    INDEXES
+        .into_iter()
+        .filter(|(name, _)| !present.iter().any(|(n, _)| n == name))
+        .collect()
 }
