@@ -169,7 +169,8 @@ impl Application {
                 base_url.clone(),
                 &settings.server.own_hosts,
                 &settings.abuse.shortener_hosts,
-            ),
+            )
+            .with_listener(local_addr, crate::links::interface_addresses()),
             base_url: base_url.clone(),
             limits: settings.limits.clone(),
             rate,

@@ -6,9 +6,12 @@
 //! A URL must not lead back to kurz (a loop): its host is compared with the public base URL's
 //! ignoring scheme, default ports, case and a trailing dot, with every spelling of loopback
 //! (`localhost`, `127.1`, `2130706433`, `[::ffff:127.0.0.1]`, …) counted as loopback when
-//! kurz itself is on loopback, and with `server.own_hosts` as more names of kurz.
+//! kurz itself is on loopback, and with `server.own_hosts` as more names of kurz. The
+//! listener's own address with its port is kurz too: when it is bound to every address
+//! (`0.0.0.0`, `[::]`), that is `0.0.0.0`, `0`, `[::]`, loopback and every address of the
+//! machine's interfaces ([`interface_addresses`], read once at start-up).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use url::{Host, Url};
 
@@ -55,6 +58,9 @@ pub struct UrlPolicy {
     base_host: Option<HostKey>,
     own_hosts: Vec<String>,
     shortener_hosts: Vec<String>,
+    /// The listener's port, the addresses it answers on, and whether loopback (and the
+    /// unspecified address) is among them.
+    listener: Option<(u16, Vec<IpAddr>, bool)>,
 }
 
 /// A host as compared: a domain (lower case, no trailing dot) or an IP address.
@@ -73,9 +79,10 @@ impl HostKey {
         }
     }
 
+    /// Loopback, or the unspecified address, which reaches this host too.
     fn is_loopback(&self) -> bool {
         match self {
-            HostKey::Ip(ip) => ip.is_loopback(),
+            HostKey::Ip(ip) => ip.is_loopback() || ip.is_unspecified(),
             HostKey::Domain(d) => d == "localhost" || d.ends_with(".localhost"),
         }
     }
@@ -133,7 +140,22 @@ impl UrlPolicy {
             base_host,
             own_hosts: own_hosts.iter().map(|h| normalise_name(h)).collect(),
             shortener_hosts: shortener_hosts.iter().map(|h| normalise_name(h)).collect(),
+            listener: None,
         }
+    }
+
+    /// Counts the listener's own addresses, with its port, as kurz: `bound`'s address, or when
+    /// it is bound to every address, loopback, `0.0.0.0`, `[::]` and `interfaces`.
+    pub fn with_listener(mut self, bound: SocketAddr, interfaces: Vec<IpAddr>) -> Self {
+        let ip = bound.ip();
+        let addrs = if ip.is_unspecified() {
+            interfaces
+        } else {
+            vec![ip]
+        };
+        let loopback = ip.is_unspecified() || ip.is_loopback();
+        self.listener = Some((bound.port(), addrs, loopback));
+        self
     }
 
     /// Parses, normalises and checks `raw`. Fragments are kept (single-page apps use them).
@@ -200,6 +222,13 @@ impl UrlPolicy {
         if self.own_hosts.iter().any(|own| host.is_within(own)) {
             return true;
         }
+        if let Some((listener_port, addrs, loopback)) = &self.listener
+            && port == Some(*listener_port)
+            && ((*loopback && host.is_loopback())
+                || addrs.iter().any(|a| *host == HostKey::Ip(canonical(*a))))
+        {
+            return true;
+        }
         let Some(base_host) = &self.base_host else {
             return false;
         };
@@ -211,6 +240,54 @@ impl UrlPolicy {
         let base_port = Some(self.base.port());
         same_host && (port == base_port || (is_default_port(port) && is_default_port(base_port)))
     }
+}
+
+/// IPv4-mapped IPv6 addresses as the IPv4 address they are, as [`HostKey`] holds them.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// This machine's addresses, IPv4 and IPv6, as Linux lists them in `/proc/net/fib_trie` and
+/// `/proc/net/if_inet6` (of this network namespace); none where those files are missing.
+pub fn interface_addresses() -> Vec<IpAddr> {
+    let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+    let mut addrs = local_ipv4_of_fib_trie(&read("/proc/net/fib_trie"));
+    addrs.extend(ipv6_of_if_inet6(&read("/proc/net/if_inet6")));
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs
+}
+
+/// The addresses of `/32 host LOCAL` entries: each follows the `|-- ADDRESS` line it is of.
+fn local_ipv4_of_fib_trie(text: &str) -> Vec<IpAddr> {
+    let mut last = None;
+    let mut addrs = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            last = addr.parse::<IpAddr>().ok();
+        } else if line.starts_with("/32 host LOCAL")
+            && let Some(addr) = last
+        {
+            addrs.push(addr);
+        }
+    }
+    addrs
+}
+
+/// The first field of each line: the address as 32 hex digits.
+fn ipv6_of_if_inet6(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|hex| {
+            u128::from_str_radix(hex, 16)
+                .ok()
+                .filter(|_| hex.len() == 32)
+        })
+        .map(|bits| IpAddr::V6(Ipv6Addr::from(bits)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -328,5 +405,84 @@ mod tests {
             );
         }
         assert!(local.check("http://127.0.0.1:9999/other-service").is_ok());
+    }
+
+    fn assert_loops(policy: &UrlPolicy, urls: &[&str]) {
+        for url in urls {
+            assert!(
+                matches!(policy.check(url), Err(UrlError::SelfReference(_))),
+                "{url}"
+            );
+        }
+    }
+
+    fn texts(addrs: Vec<IpAddr>) -> Vec<String> {
+        addrs.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn unspecified_addresses_are_loopback_to_a_kurz_on_loopback() {
+        let local = policy("http://127.0.0.1:8080");
+        assert_loops(
+            &local,
+            &[
+                "http://0.0.0.0:8080/abc",
+                "http://0:8080/abc",
+                "http://[::]:8080/abc",
+            ],
+        );
+        assert!(local.check("http://0.0.0.0:9999/other-service").is_ok());
+    }
+
+    #[test]
+    fn bound_to_every_address_the_machine_s_own_addresses_are_loops() {
+        let interfaces: Vec<IpAddr> = ["127.0.0.1", "192.0.2.2", "fd00::2"]
+            .iter()
+            .map(|a| a.parse().expect("ip"))
+            .collect();
+        let everywhere = policy("https://kurz.example")
+            .with_listener("0.0.0.0:8080".parse().expect("addr"), interfaces.clone());
+        assert_loops(
+            &everywhere,
+            &[
+                "http://192.0.2.2:8080/abc",
+                "http://[fd00::2]:8080/abc",
+                "http://[::ffff:192.0.2.2]:8080/abc",
+                "http://0.0.0.0:8080/abc",
+                "http://0:8080/abc",
+                "http://[::]:8080/abc",
+                "http://localhost:8080/abc",
+                "https://kurz.example/abc",
+            ],
+        );
+        // Another port of the machine, or another machine, is someone else.
+        for url in ["http://192.0.2.2:9090/abc", "http://192.0.2.3:8080/abc"] {
+            assert!(everywhere.check(url).is_ok(), "{url}");
+        }
+        // Bound to one address, that address is kurz.
+        let one = policy("https://kurz.example")
+            .with_listener("192.0.2.2:8080".parse().expect("addr"), interfaces);
+        assert!(one.check("http://192.0.2.2:8080/abc").is_err());
+        assert!(one.check("http://[fd00::2]:8080/abc").is_ok());
+        assert!(one.check("http://localhost:8080/abc").is_ok());
+    }
+
+    #[test]
+    fn interface_addresses_are_read_from_proc() {
+        let fib_trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+            \x20          |-- 127.0.0.1\n              /32 host LOCAL\n\
+            \x20       |-- 127.255.255.255\n           /32 link BROADCAST\n\
+            \x20          |-- 192.0.2.2\n              /32 host LOCAL\n";
+        assert_eq!(
+            texts(local_ipv4_of_fib_trie(fib_trie)),
+            ["127.0.0.1", "192.0.2.2"]
+        );
+        let if_inet6 = "00000000000000000000000000000001 01 80 10 80       lo\n\
+            fd000000000000000000000000000002 04 40 00 82     eth0\n";
+        assert_eq!(texts(ipv6_of_if_inet6(if_inet6)), ["::1", "fd00::2"]);
+        // On this machine: at least loopback, when /proc is there.
+        if std::path::Path::new("/proc/net/fib_trie").exists() {
+            assert!(interface_addresses().iter().any(IpAddr::is_loopback));
+        }
     }
 }

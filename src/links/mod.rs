@@ -16,7 +16,7 @@ pub use denylist::Denylist;
 pub use ids::CodeSource;
 pub use labels::{MAX_TAG_LEN, MAX_TITLE_LEN, normalise_tag, normalise_tags, normalise_title};
 pub use list::{Cursor, LinkState, ListQuery, Page, TagCount, TagCounts};
-pub use long_url::{CheckedUrl, UrlError, UrlPolicy};
+pub use long_url::{CheckedUrl, UrlError, UrlPolicy, interface_addresses};
 
 use crate::cache::{Cached, Fetched, LocalCache, RedisCache, Target};
 use crate::clicks::ClickRecorder;
