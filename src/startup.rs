@@ -19,7 +19,7 @@ use crate::clicks::{ClickFlusher, ClickRecorder, FlushPacing};
 use crate::clock::Clock;
 use crate::config::{Secret, Settings, SettingsError};
 use crate::health::Health;
-use crate::http::{self, AppState, Auth, Endpoint, TrustedProxies};
+use crate::http::{self, AppState, Auth, Endpoint, PublicMetrics, TrustedProxies};
 use crate::limits::RateLimits;
 use crate::links::{CodeSource, Denylist, LinkService, UrlPolicy};
 use crate::secrets;
@@ -190,7 +190,7 @@ impl Application {
             ))
             .unwrap_or(HeaderValue::from_static("no-store")),
             metrics,
-            metrics_public: settings.server.admin_bind.is_none(),
+            public_metrics: PublicMetrics::for_listeners(local_addr, settings.server.admin_bind),
             request_ids: RequestIds::default(),
             health: Arc::clone(&health),
         });

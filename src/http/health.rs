@@ -1,9 +1,14 @@
 //! Operations endpoints: liveness, readiness and metrics.
 //!
+//! `/metrics` on the public listener is open only while that listener is on loopback (a
+//! laptop, a sidecar scraping locally). Bound to any other address it asks for the admin
+//! token (`Authorization: Bearer`), and with `server.admin_bind` set it is served only on
+//! that listener.
+//!
 //! `/readyz` is 503 only while this instance drains; the shared dependencies' health is in
 //! its body (see [`crate::health`] for why), read from the background probe, not the store.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::{ApiError, AppState};
@@ -30,11 +35,42 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     })))
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if !state.metrics_public {
-        return Err(ApiError::NotFound(
-            "metrics are served on this instance's admin listener (server.admin_bind)".into(),
-        ));
+/// Who the public listener serves `/metrics` to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicMetrics {
+    /// Anyone: the listener is on loopback.
+    Open,
+    /// The admin: the listener is on a public address and there is no admin listener.
+    AdminOnly,
+    /// No one: they are on the admin listener (`server.admin_bind`).
+    Elsewhere,
+}
+
+impl PublicMetrics {
+    pub fn for_listeners(
+        public: std::net::SocketAddr,
+        admin: Option<std::net::SocketAddr>,
+    ) -> Self {
+        match admin {
+            Some(_) => PublicMetrics::Elsewhere,
+            None if public.ip().is_loopback() => PublicMetrics::Open,
+            None => PublicMetrics::AdminOnly,
+        }
+    }
+}
+
+pub async fn metrics(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    match state.public_metrics {
+        PublicMetrics::Open => {}
+        PublicMetrics::AdminOnly => state.auth.admin(&req)?,
+        PublicMetrics::Elsewhere => {
+            return Err(ApiError::NotFound(
+                "metrics are served on this instance's admin listener (server.admin_bind)".into(),
+            ));
+        }
     }
     Ok(render_metrics(&state))
 }

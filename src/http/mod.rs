@@ -23,6 +23,7 @@ use actix_web::{HttpRequest, web};
 pub use auth::{Auth, Caller, KeyId};
 pub use client::TrustedProxies;
 pub use errors::ApiError;
+pub use health::PublicMetrics;
 pub use observe::observe;
 
 use crate::base_url::BaseUrl;
@@ -48,8 +49,8 @@ pub struct AppState {
     pub browser_max_age: std::time::Duration,
     pub permanent_cache_control: actix_web::http::header::HeaderValue,
     pub metrics: Arc<Metrics>,
-    /// False when `/metrics` is served on the admin listener instead.
-    pub metrics_public: bool,
+    /// Who `/metrics` on the public listener is for.
+    pub public_metrics: PublicMetrics,
     pub request_ids: RequestIds,
     pub health: Arc<Health>,
 }
