@@ -426,9 +426,15 @@ pub struct RateSettings {
     pub creates_per_minute_per_ip: u32,
     /// Creates per API key.
     pub creates_per_minute_per_key: u32,
-    /// Redirect lookups the in-process cache cannot answer (each may cost a store read), per
-    /// client IP. Cached links are never limited.
+    /// Lookups of codes that exist nowhere (the redirect, `/{code}+`, the QR code and the
+    /// anonymous link API), per client; the preview and the anonymous link API count every
+    /// store read they make. A link that exists always redirects: once a client's budget is
+    /// spent, its unknown codes answer 429 and its store reads share one such budget per
+    /// instance.
     pub misses_per_minute_per_ip: u32,
+    /// IPv6 clients are limited per prefix of this many bits (32 to 128): one host holds a
+    /// whole /64 and could otherwise rotate addresses. IPv4 clients are limited per address.
+    pub ipv6_prefix_len: u8,
 }
 
 impl Default for RateSettings {
@@ -437,6 +443,7 @@ impl Default for RateSettings {
             creates_per_minute_per_ip: 30,
             creates_per_minute_per_key: 6_000,
             misses_per_minute_per_ip: 600,
+            ipv6_prefix_len: 64,
         }
     }
 }
@@ -661,6 +668,12 @@ impl Settings {
                 "must be at least limits.max_body_bytes",
             );
         }
+        if !(32..=128).contains(&self.limits.rate.ipv6_prefix_len) {
+            return invalid(
+                "limits.rate.ipv6_prefix_len",
+                "must be between 32 and 128 (bits of an IPv6 address that name one client)",
+            );
+        }
         let redis = &self.cache.redis;
         if let Some(url) = &redis.url
             && !["redis://", "rediss://", "unix://"]
@@ -787,6 +800,16 @@ mod tests {
             ("KURZ__LOG__LEVEL", "kurz=loud", "log.level"),
             ("KURZ__AUTH__API_KEYS", "short-key", "auth.api_keys"),
             ("KURZ__SERVER__BIND", "0.0.0.0:8080", "auth.open_creation"),
+            (
+                "KURZ__LIMITS__RATE__IPV6_PREFIX_LEN",
+                "16",
+                "limits.rate.ipv6_prefix_len",
+            ),
+            (
+                "KURZ__LIMITS__RATE__IPV6_PREFIX_LEN",
+                "129",
+                "limits.rate.ipv6_prefix_len",
+            ),
             (
                 "KURZ__SERVER__TRUSTED_PROXIES",
                 "10.0.0.0/33",

@@ -259,6 +259,7 @@ mod tests {
                 creates_per_minute_per_ip: creates_per_ip,
                 creates_per_minute_per_key: 0,
                 misses_per_minute_per_ip: 600,
+                ..RateSettings::default()
             },
             None,
             Arc::new(Metrics::default()),

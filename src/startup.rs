@@ -181,7 +181,8 @@ impl Application {
                     .iter()
                     .map(|n| n.0)
                     .collect(),
-            ),
+            )
+            .with_ipv6_prefix_len(settings.limits.rate.ipv6_prefix_len),
             body_timeout: settings.server.body_timeout,
             browser_max_age: max_age,
             permanent_cache_control: HeaderValue::from_str(&format!(

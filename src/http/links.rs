@@ -111,7 +111,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.auth.creator(&req)?;
     let client = state.proxies.client_label(&req);
-    let verdict = take_create_allowance(&state, &caller, &client).await?;
+    let verdict = take_create_allowance(&state, &caller, &state.proxies.rate_key(&req)).await?;
     let body = read_json_body(&req, payload, &state, state.limits.max_body_bytes).await?;
     let input: CreateLinkRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("request body is not a valid link: {e}")))?;
@@ -130,6 +130,7 @@ pub async fn create(
 }
 
 /// Takes one create from the caller's rate limit (the admin has none): 429 when it is spent.
+/// `client` is the client as rate limits count it.
 async fn take_create_allowance(
     state: &AppState,
     caller: &Caller,
@@ -270,7 +271,9 @@ pub async fn bulk_create(
             input.links.len()
         )));
     }
+    let rate_key = state.proxies.rate_key(&req);
     let (state_ref, caller_ref, client_ref) = (&state, &caller, client.as_str());
+    let rate_key = rate_key.as_str();
     // Items run concurrently, so an alias given twice would go to whichever ran first: the
     // first in the request takes it, the others are refused here.
     let mut first_with_alias: std::collections::HashMap<String, usize> = Default::default();
@@ -299,7 +302,7 @@ pub async fn bulk_create(
                 let item: CreateLinkRequest = serde_json::from_value(item).map_err(|e| {
                     ApiError::BadRequest(format!("links[{i}] is not a valid link: {e}"))
                 })?;
-                take_create_allowance(state_ref, caller_ref, client_ref).await?;
+                take_create_allowance(state_ref, caller_ref, rate_key).await?;
                 create_item(state_ref, caller_ref, client_ref, item, key).await
             }
         })
