@@ -158,6 +158,7 @@ impl Application {
         let rate = RateLimits::new(
             &settings.limits.rate,
             redis_for_limits,
+            links.clock().clone(),
             Arc::clone(&metrics),
         );
         let max_age = settings.cache.browser_max_age;

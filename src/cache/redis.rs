@@ -31,6 +31,8 @@ use crate::config::RedisSettings;
 use crate::telemetry::Metrics;
 
 /// GCRA in one script: the key holds the bucket's theoretical arrival time (ms, Redis time).
+/// `ARGV[3]` 1 takes one when allowed, 0 only says whether it would be. The same arithmetic
+/// decides without Redis (`limits::gcra`).
 const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -43,7 +45,9 @@ local allow_at = new_tat - burst * interval
 if allow_at > now then
   return {0, allow_at - now, tat - now}
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+end
 return {1, math.floor((now - allow_at) / interval), new_tat - now}
 "#;
 
@@ -69,6 +73,17 @@ struct Inner {
 /// [`RedisCache::get`] to answer from instead of asking Redis again.
 #[derive(Debug)]
 pub struct Fetched(Option<String>);
+
+impl Fetched {
+    /// What the entry says: `Some(true)` a link, `Some(false)` no such code (the negative
+    /// cache), `None` nothing Redis knows.
+    pub fn holds_link(&self) -> Option<bool> {
+        self.0
+            .as_deref()
+            .and_then(Cached::decode)
+            .map(|cached| matches!(cached, Cached::Found(_)))
+    }
+}
 
 impl RedisCache {
     /// Builds the pool; no connection is made until the first call.
@@ -103,19 +118,21 @@ impl RedisCache {
     /// One rate-limit decision for `key` (GCRA: one request every `interval_ms`, bursts of
     /// `burst`), atomically in Redis by Redis's clock, so every instance shares the bucket
     /// and their clocks do not matter: `[allowed (0/1), remaining or ms until allowed, ms
-    /// until the bucket is full again]`. With `fetch`, that code's entry is read in the same
-    /// round trip and handed back with the decision. `None` when Redis cannot answer.
+    /// until the bucket is full again]`; it takes one only when `take`. With `fetch`, that
+    /// code's entry is read in the same round trip and handed back with the decision. `None`
+    /// when Redis cannot answer.
     pub async fn gcra(
         &self,
         key: &str,
-        interval_ms: u64,
-        burst: u64,
+        interval_ms: i64,
+        burst: i64,
+        take: bool,
         fetch: Option<&str>,
     ) -> Option<([i64; 3], Option<Fetched>)> {
         static SCRIPT: std::sync::LazyLock<redis::Script> =
             std::sync::LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
         let mut invocation = SCRIPT.key(format!("{}rl:{key}", self.inner.prefix));
-        invocation.arg(interval_ms).arg(burst);
+        invocation.arg(interval_ms).arg(burst).arg(u8::from(take));
         let mut pipe = redis::pipe();
         pipe.invoke_script(&invocation);
         if let Some(code) = fetch {

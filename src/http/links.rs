@@ -340,6 +340,10 @@ fn add_rate_headers(response: &mut actix_web::HttpResponseBuilder, verdict: &Ver
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let caller = state.auth.creator(&req)?;
     let code = code_param(&req)?;
+    // Open to anyone when no keys are set: each store read spends the misses budget.
+    if matches!(caller, Caller::Anonymous) {
+        super::lookup::take_miss(&state, &state.proxies.rate_key(&req)).await?;
+    }
     let link = state
         .links
         .get(code)

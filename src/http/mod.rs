@@ -9,6 +9,7 @@ mod errors;
 mod health;
 mod html;
 mod links;
+mod lookup;
 mod observe;
 mod pages;
 mod qr;

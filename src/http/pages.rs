@@ -10,7 +10,7 @@ use actix_web::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::html::{self, escape};
-use super::{ApiError, AppState, code_param, no_such_link, redirect_target, valid_code};
+use super::{ApiError, AppState, code_param, lookup, no_such_link, redirect_target, valid_code};
 use crate::clock;
 
 /// `GET /`: the form that shortens a link.
@@ -172,13 +172,21 @@ pub async fn preview(
     req: &HttpRequest,
     code: &str,
 ) -> Result<HttpResponse, ApiError> {
-    preview_page(state, code)
+    preview_page(state, req, code)
         .await
         .map_err(|e| e.for_client(req))
 }
 
-async fn preview_page(state: &AppState, code: &str) -> Result<HttpResponse, ApiError> {
+/// The page shows when the link was made, which only the store knows, so every preview reads
+/// it: each one, found or not, takes one from the client's misses budget (people preview a
+/// link now and then; a flood of previews would be a flood of store reads).
+async fn preview_page(
+    state: &AppState,
+    req: &HttpRequest,
+    code: &str,
+) -> Result<HttpResponse, ApiError> {
     let code = valid_code(code)?;
+    lookup::take_miss(state, &state.proxies.rate_key(req)).await?;
     let now = state.links.clock().now_ms();
     // Through the cache first, as a redirect: an unknown code costs no store read.
     redirect_target(code, state.links.resolve(code, now).await?)?;

@@ -1,12 +1,13 @@
 //! `GET /api/v1/links/{code}/qr`: a QR code of the short URL, for anyone (it shows nothing the
 //! short link itself does not). SVG unless `?format=png`; `?size=` in pixels. The code is
-//! looked up through the cache, as a redirect does, so unknown codes cost the store little.
+//! looked up as a redirect does ([`lookup`](super::lookup)): through the cache, with unknown
+//! codes spending the client's misses budget.
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, X_CONTENT_TYPE_OPTIONS};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::{ApiError, AppState, code_param, redirect_target};
+use super::{ApiError, AppState, code_param, lookup, redirect_target};
 use crate::qr;
 
 /// Size of the image when `size` is not given.
@@ -52,7 +53,7 @@ pub async fn qr(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     };
 
     let now = state.links.clock().now_ms();
-    redirect_target(code, state.links.resolve(code, now).await?)?;
+    redirect_target(code, lookup::resolve(&state, &req, code, now).await?)?;
 
     let short_url = state.base_url.short_url(code);
     let internal = |e: qr::QrError| ApiError::Internal(e.to_string());

@@ -4,8 +4,9 @@
 //! match that is one segment long is a code.
 //!
 //! A link in the L1 cache is never rate limited and costs nothing more than the cache read;
-//! a lookup the cache cannot answer (it may read the store) counts against the client's
-//! `misses_per_minute_per_ip` first, in the same Redis round trip as its Redis lookup.
+//! a lookup the cache cannot answer peeks at the client's `misses_per_minute_per_ip` in the
+//! same Redis round trip as its Redis lookup, and spends from it only when the code exists
+//! nowhere ([`lookup`](super::lookup)): a link that exists is not refused.
 //!
 //! A link that forwards queries (the default) adds the request's query string to its
 //! destination's; that costs an allocation only when a query is there.
@@ -24,7 +25,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{
-    ApiError, AppState, REDIRECT_METHODS, method_not_allowed, nothing_served, pages,
+    ApiError, AppState, REDIRECT_METHODS, lookup, method_not_allowed, nothing_served, pages,
     redirect_target, valid_code,
 };
 use crate::cache::Target;
@@ -57,27 +58,9 @@ pub async fn fallback(
         }
     };
     let now = state.links.clock().now_ms();
-    let resolved = match state.links.resolve_cached(code, now) {
-        Some(resolved) => resolved,
-        None => {
-            let client = state.proxies.client_label(&req);
-            let (verdict, fetched) = state.rate.check_lookup(&client, code).await;
-            if let Some(verdict) = verdict
-                && !verdict.allowed
-            {
-                return Err(ApiError::TooManyRequests {
-                    what: "looking up links that are not cached",
-                    verdict,
-                }
-                .for_client(&req));
-            }
-            state
-                .links
-                .resolve_uncached(code, now, fetched)
-                .await
-                .map_err(|e| ApiError::from(e).for_client(&req))?
-        }
-    };
+    let resolved = lookup::resolve(&state, &req, code, now)
+        .await
+        .map_err(|e| e.for_client(&req))?;
     let target = redirect_target(code, resolved).map_err(|e| e.for_client(&req))?;
     if req.method() != Method::HEAD {
         state.links.record_click(code, now);

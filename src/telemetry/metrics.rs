@@ -164,10 +164,13 @@ metrics! {
     counter click_flush_failures: Counter = "kurz_click_flush_failures_total";
     /// Creates refused with 429 by a rate limit.
     counter rate_limited_creates: Counter = "kurz_rate_limited_creates_total";
-    /// Uncached lookups refused with 429 by the per-IP miss limit.
+    /// Lookups refused with 429 by the per-client misses limit.
     counter rate_limited_misses: Counter = "kurz_rate_limited_misses_total";
     /// Rate-limit decisions made by this instance alone because Redis could not answer.
     counter rate_limit_local_fallbacks: Counter = "kurz_rate_limit_local_fallbacks_total";
+    /// Times a local rate limiter forgot every client's bucket: it tracked more clients than
+    /// it keeps buckets for (address rotation, or a very large audience on one instance).
+    counter rate_limit_local_resets: Counter = "kurz_rate_limit_local_resets_total";
     /// How many store calls may be in flight now (adaptive; DynamoDB only).
     gauge store_limit: Gauge = "kurz_store_concurrency_limit";
     /// Store calls in flight now (DynamoDB only).

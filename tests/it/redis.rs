@@ -509,56 +509,66 @@ async fn a_redirect_served_from_redis_is_one_get_in_one_round_trip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_misses_limit_a_lookup_is_one_round_trip_and_a_refused_one_reads_nothing() {
+async fn with_the_misses_limit_a_link_is_one_round_trip_and_only_unknown_codes_spend() {
     let (app, redis_server, proxy, prefix) = app_counting_redis_requests(|s| {
         s.limits.rate.misses_per_minute_per_ip = 6;
     })
     .await;
     let mut conn = redis_conn(&redis_server.url).await;
     let code = app.create_code("https://example.com/limited").await;
-    // Lookups 1 and 2 of 6.
     redirect_until_redis_answers(&app, &mut conn, &prefix, &code).await;
 
-    // Lookups 3 to 6: the limit's script and the GET go together, and the redirect is served
-    // from what came back.
+    // A link from Redis: the limit's peek and the GET go together, the redirect is served
+    // from what came back, and nothing is spent however often.
     let hits = metric(&app.metrics().await, "kurz_redis_hits_total");
     let (before, requests) = (command_calls(&mut conn).await, proxy.forwarded());
-    for _ in 0..4 {
+    for _ in 0..10 {
         assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
     }
     let commands = sent(&before, &command_calls(&mut conn).await);
     assert_eq!(
         proxy.forwarded() - requests,
-        4,
+        10,
         "one request written per lookup"
     );
-    assert_eq!(commands.get("evalsha"), Some(&4), "{commands:?}");
-    for extra in ["ping", "unwatch", "eval", "script|load"] {
+    assert_eq!(commands.get("evalsha"), Some(&10), "{commands:?}");
+    for extra in ["ping", "unwatch", "eval", "script|load", "set"] {
         assert!(!commands.contains_key(extra), "{commands:?}");
     }
     let text = app.metrics().await;
-    assert_eq!(metric(&text, "kurz_redis_hits_total") - hits, 4.0);
+    assert_eq!(metric(&text, "kurz_redis_hits_total") - hits, 10.0);
 
-    // The quota is spent: refused, in one round trip, and neither what Redis sent back nor
-    // the store is read (every store read follows a counted Redis hit or miss).
+    // Unknown codes spend the budget: 6, then 429.
+    for i in 0..6 {
+        assert_eq!(app.get(&format!("/Unknown{i}")).await.status(), 404);
+    }
+    let refused = app.get("/Unknown6").await;
+    assert_eq!(refused.status(), 429);
+    assert!(
+        refused.headers()["ratelimit-policy"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("\"misses-per-ip\";q=6")
+    );
+    // Spent: the link still redirects from Redis in one round trip, and a code Redis knows
+    // is missing is refused in one round trip without being resolved.
+    wait_for_key(
+        &mut conn,
+        &format!("{prefix}l:Unknown0"),
+        Duration::from_secs(5),
+    )
+    .await;
+    let text = app.metrics().await;
     let lookups = metric(&text, "kurz_redis_hits_total") + metric(&text, "kurz_redis_misses_total");
     let requests = proxy.forwarded();
-    for path in [format!("/{code}"), "/NotInRedis".to_owned()] {
-        let refused = app.get(&path).await;
-        assert_eq!(refused.status(), 429);
-        assert!(
-            refused.headers()["ratelimit-policy"]
-                .to_str()
-                .expect("ascii")
-                .starts_with("\"misses-per-ip\";q=6")
-        );
-    }
+    assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    assert_eq!(app.get("/Unknown0").await.status(), 429);
     assert_eq!(proxy.forwarded() - requests, 2);
     let text = app.metrics().await;
     assert_eq!(
         metric(&text, "kurz_redis_hits_total") + metric(&text, "kurz_redis_misses_total"),
-        lookups,
-        "a refused lookup was resolved"
+        lookups + 1.0,
+        "only the link was resolved"
     );
     assert_eq!(metric(&text, "kurz_rate_limited_misses_total"), 2.0);
     app.stop().await;
