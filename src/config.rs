@@ -377,7 +377,7 @@ impl Default for ClickSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Token for delete and stats (at least 16 characters); generated and printed at start-up
@@ -391,6 +391,24 @@ pub struct AuthSettings {
     /// Allow creation without a key on an address other than loopback. Without it, kurz
     /// refuses to start there with no API keys.
     pub open_creation: bool,
+    /// How often each instance reads the API keys from the store again (1-3600 s): the bound
+    /// on how long a key created, revoked or rotated on another instance takes to apply here.
+    #[serde(rename = "keys_refresh_s", deserialize_with = "seconds")]
+    pub keys_refresh: Duration,
+}
+
+/// Longest `auth.keys_refresh_s`: a revoke should not take longer than this to reach a fleet.
+pub const MAX_KEYS_REFRESH: Duration = Duration::from_secs(3600);
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            api_keys: Vec::new(),
+            open_creation: false,
+            keys_refresh: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -429,6 +447,9 @@ pub struct RateSettings {
     /// Redirect lookups the in-process cache cannot answer (each may cost a store read), per
     /// client IP. Cached links are never limited.
     pub misses_per_minute_per_ip: u32,
+    /// Failed authentications (a wrong API key or admin token), per client IP: past it, the
+    /// client's requests with a token answer 429 before the token is checked.
+    pub auth_failures_per_minute_per_ip: u32,
 }
 
 impl Default for RateSettings {
@@ -437,6 +458,7 @@ impl Default for RateSettings {
             creates_per_minute_per_ip: 30,
             creates_per_minute_per_key: 6_000,
             misses_per_minute_per_ip: 600,
+            auth_failures_per_minute_per_ip: 10,
         }
     }
 }
@@ -680,6 +702,13 @@ impl Settings {
         {
             return invalid("auth.admin_token", "must be at least 16 characters long");
         }
+        if self.auth.keys_refresh.is_zero() || self.auth.keys_refresh > MAX_KEYS_REFRESH {
+            return invalid(
+                "auth.keys_refresh_s",
+                "must be from 1 to 3600 seconds: it bounds how long a revoked API key keeps \
+                 working on other instances",
+            );
+        }
         if self.auth.api_keys.iter().any(|k| k.expose().len() < 32) {
             return invalid(
                 "auth.api_keys",
@@ -786,6 +815,8 @@ mod tests {
             ("KURZ__CACHE__REDIS__URL", "http://x", "cache.redis.url"),
             ("KURZ__LOG__LEVEL", "kurz=loud", "log.level"),
             ("KURZ__AUTH__API_KEYS", "short-key", "auth.api_keys"),
+            ("KURZ__AUTH__KEYS_REFRESH_S", "0", "auth.keys_refresh_s"),
+            ("KURZ__AUTH__KEYS_REFRESH_S", "86400", "auth.keys_refresh_s"),
             ("KURZ__SERVER__BIND", "0.0.0.0:8080", "auth.open_creation"),
             (
                 "KURZ__SERVER__TRUSTED_PROXIES",

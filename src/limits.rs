@@ -33,6 +33,8 @@ pub enum Bucket {
     CreatesPerKey,
     /// Lookups the in-process cache cannot answer, per client IP.
     MissesPerIp,
+    /// Failed authentications (a wrong API key or admin token), per client IP.
+    AuthFailuresPerIp,
 }
 
 impl Bucket {
@@ -42,6 +44,7 @@ impl Bucket {
             Bucket::CreatesPerIp => "creates-per-ip",
             Bucket::CreatesPerKey => "creates-per-key",
             Bucket::MissesPerIp => "misses-per-ip",
+            Bucket::AuthFailuresPerIp => "auth-failures-per-ip",
         }
     }
 }
@@ -87,6 +90,7 @@ pub struct RateLimits {
     creates_per_ip: Option<Limit>,
     creates_per_key: Option<Limit>,
     misses_per_ip: Option<Limit>,
+    auth_failures_per_ip: Option<Limit>,
     redis: Option<RedisCache>,
     clock: DefaultClock,
     metrics: Arc<Metrics>,
@@ -106,6 +110,7 @@ impl RateLimits {
             creates_per_ip: limit(settings.creates_per_minute_per_ip),
             creates_per_key: limit(settings.creates_per_minute_per_key),
             misses_per_ip: limit(settings.misses_per_minute_per_ip),
+            auth_failures_per_ip: limit(settings.auth_failures_per_minute_per_ip),
             redis,
             clock: DefaultClock::default(),
             metrics,
@@ -117,6 +122,7 @@ impl RateLimits {
             Bucket::CreatesPerIp => self.creates_per_ip.as_ref(),
             Bucket::CreatesPerKey => self.creates_per_key.as_ref(),
             Bucket::MissesPerIp => self.misses_per_ip.as_ref(),
+            Bucket::AuthFailuresPerIp => self.auth_failures_per_ip.as_ref(),
         }
     }
 
@@ -155,6 +161,7 @@ impl RateLimits {
         if !verdict.allowed {
             match bucket {
                 Bucket::MissesPerIp => self.metrics.rate_limited_misses.inc(),
+                Bucket::AuthFailuresPerIp => self.metrics.rate_limited_auth_failures.inc(),
                 _ => self.metrics.rate_limited_creates.inc(),
             }
         }
@@ -239,6 +246,7 @@ impl RateLimits {
             &self.creates_per_ip,
             &self.creates_per_key,
             &self.misses_per_ip,
+            &self.auth_failures_per_ip,
         ]
         .into_iter()
         .flatten()
@@ -259,6 +267,7 @@ mod tests {
                 creates_per_minute_per_ip: creates_per_ip,
                 creates_per_minute_per_key: 0,
                 misses_per_minute_per_ip: 600,
+                auth_failures_per_minute_per_ip: 0,
             },
             None,
             Arc::new(Metrics::default()),
