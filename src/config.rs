@@ -397,6 +397,25 @@ pub struct AuthSettings {
     pub keys_refresh: Duration,
 }
 
+/// Secrets the docs show as samples, and kurz therefore refuses: anyone can read them.
+const SAMPLE_SECRETS: &[&str] = &[
+    "change-me-to-a-long-random-string",
+    "key-for-service-a",
+    "key-for-service-b",
+];
+const SAMPLE_REFUSED: &str = "is a sample or a placeholder from the docs: use random characters (e.g. `openssl rand -hex 24`)";
+
+/// A value copied from the docs rather than made: a known sample, a `<placeholder>`, or one
+/// that says to change it.
+fn is_sample_secret(secret: &Secret) -> bool {
+    let value = secret.expose().trim();
+    let lower = value.to_ascii_lowercase();
+    SAMPLE_SECRETS.contains(&value)
+        || (value.starts_with('<') && value.ends_with('>'))
+        || lower.contains("change-me")
+        || lower.contains("changeme")
+}
+
 /// Longest `auth.keys_refresh_s`: a revoke should not take longer than this to reach a fleet.
 pub const MAX_KEYS_REFRESH: Duration = Duration::from_secs(3600);
 
@@ -702,6 +721,12 @@ impl Settings {
         {
             return invalid("auth.admin_token", "must be at least 16 characters long");
         }
+        if self.auth.admin_token.iter().any(is_sample_secret) {
+            return invalid("auth.admin_token", SAMPLE_REFUSED);
+        }
+        if self.auth.api_keys.iter().any(is_sample_secret) {
+            return invalid("auth.api_keys", SAMPLE_REFUSED);
+        }
         if self.auth.keys_refresh.is_zero() || self.auth.keys_refresh > MAX_KEYS_REFRESH {
             return invalid(
                 "auth.keys_refresh_s",
@@ -747,6 +772,50 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         )
+    }
+
+    /// The quoted values of every `admin_token = …` and `api_keys = […]` line in the docs
+    /// people copy settings from.
+    fn documented_sample_secrets() -> Vec<(&'static str, String)> {
+        let mut samples = Vec::new();
+        for page in [
+            include_str!("../README.md"),
+            include_str!("../infra/README.md"),
+        ] {
+            for line in page.lines() {
+                let line = line.trim();
+                let setting = if line.starts_with("admin_token =") {
+                    "auth.admin_token"
+                } else if line.starts_with("api_keys =") {
+                    "auth.api_keys"
+                } else {
+                    continue;
+                };
+                for (i, quoted) in line.split('"').enumerate() {
+                    if i % 2 == 1 {
+                        samples.push((setting, quoted.to_owned()));
+                    }
+                }
+            }
+        }
+        samples
+    }
+
+    #[test]
+    fn the_sample_secrets_in_the_docs_are_refused_at_start_up() {
+        let samples = documented_sample_secrets();
+        assert!(samples.len() >= 2, "{samples:?}");
+        for (setting, value) in samples {
+            let mut settings = Settings::default();
+            match setting {
+                "auth.admin_token" => settings.auth.admin_token = Some(Secret::new(&value)),
+                _ => settings.auth.api_keys = vec![Secret::new(&value)],
+            }
+            match settings.check() {
+                Err(SettingsError::Invalid { key, .. }) if key == setting => {}
+                other => panic!("the sample {setting} '{value}' is not refused: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -50,15 +50,23 @@ impl<'a> KeyView<'a> {
 #[serde(deny_unknown_fields)]
 struct CreateKeyRequest {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     scopes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RotateKeyRequest {
-    #[serde(default)]
-    grace_s: Option<u64>,
+    /// Whole seconds (JSON may spell them `60.0`).
+    #[serde(default, deserialize_with = "not_null")]
+    grace_s: Option<f64>,
+}
+
+/// An optional field that, when given, is not null.
+fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// `POST /api/v1/keys`: a new key; 201 with its secret (shown this once) and `Location`.
@@ -74,7 +82,7 @@ pub async fn create(
             "request body must be {{\"name\": \"…\", \"scopes\"?: [\"create\", …]}}: {e}"
         ))
     })?;
-    let name = input.name.trim().to_owned();
+    let name = input.name;
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS
         || name.chars().any(char::is_control)
@@ -173,13 +181,13 @@ pub async fn rotate(
     } else {
         RotateKeyRequest::default()
     };
+    let max = MAX_GRACE.as_secs_f64();
     let grace = match input.grace_s {
         None => DEFAULT_GRACE,
-        Some(s) if Duration::from_secs(s) <= MAX_GRACE => Duration::from_secs(s),
+        Some(s) if s.fract() == 0.0 && (0.0..=max).contains(&s) => Duration::from_secs_f64(s),
         Some(s) => {
             return Err(ApiError::BadRequest(format!(
-                "grace_s must be from 0 to {} (7 days); got {s}",
-                MAX_GRACE.as_secs()
+                "grace_s must be whole seconds from 0 to {max} (7 days); got {s}"
             )));
         }
     };
