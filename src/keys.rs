@@ -153,37 +153,40 @@ impl KeyRing {
         }
     }
 
-    fn install(&self, set: Vec<Entry>) {
-        let set = Arc::new(set);
-        match self.current.write() {
-            Ok(mut current) => *current = set,
-            Err(poisoned) => *poisoned.into_inner() = set,
-        }
+    /// Replaces the cached set with `change(current set)`, as one step: a refresh and a change
+    /// made here never undo each other.
+    fn install(&self, change: impl FnOnce(&[Entry]) -> Vec<Entry>) {
+        let mut current = match self.current.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *current = Arc::new(change(&current));
     }
 
     /// Reads every key from the store and puts it in force here. A key this instance changed
     /// after the read began keeps its newer revision.
     pub async fn refresh(&self) -> Result<(), StoreError> {
         let fetched = self.store.keys().await?;
-        let cached = self.snapshot();
-        let mut set: Vec<Entry> = fetched
-            .into_iter()
-            .map(|key| {
-                match cached
-                    .iter()
-                    .find(|e| e.key.id == key.id && e.key.revision > key.revision)
-                {
-                    Some(newer) => Entry::of(newer.key.clone()),
-                    None => Entry::of(key),
+        self.install(|cached| {
+            let mut set: Vec<Entry> = fetched
+                .into_iter()
+                .map(|key| {
+                    match cached
+                        .iter()
+                        .find(|e| e.key.id == key.id && e.key.revision > key.revision)
+                    {
+                        Some(newer) => Entry::of(newer.key.clone()),
+                        None => Entry::of(key),
+                    }
+                })
+                .collect();
+            for entry in cached {
+                if !set.iter().any(|e| e.key.id == entry.key.id) {
+                    set.push(Entry::of(entry.key.clone()));
                 }
-            })
-            .collect();
-        for entry in cached.iter() {
-            if !set.iter().any(|e| e.key.id == entry.key.id) {
-                set.push(Entry::of(entry.key.clone()));
             }
-        }
-        self.install(set);
+            set
+        });
         let now_s = u64::try_from(self.clock.now_ms() / 1000).unwrap_or(0);
         self.metrics.keys_loaded_at.set(now_s);
         Ok(())
@@ -350,14 +353,15 @@ impl KeyRing {
 
     /// Puts `key` in force here at once.
     fn apply(&self, key: StoredKey) {
-        let cached = self.snapshot();
-        let mut set: Vec<Entry> = cached
-            .iter()
-            .filter(|e| e.key.id != key.id)
-            .map(|e| Entry::of(e.key.clone()))
-            .collect();
-        set.push(Entry::of(key));
-        self.install(set);
+        self.install(|cached| {
+            let mut set: Vec<Entry> = cached
+                .iter()
+                .filter(|e| e.key.id != key.id)
+                .map(|e| Entry::of(e.key.clone()))
+                .collect();
+            set.push(Entry::of(key));
+            set
+        });
     }
 }
 

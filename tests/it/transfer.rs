@@ -373,7 +373,7 @@ async fn a_store_moves_from_embedded_to_dynamodb_with_every_link_and_click() {
     // As an operator would: the table first (which also makes the new store's own keys).
     ok(kurz(&target, &["init"]), "kurz init (target)");
     let report = ok(kurz(&target, &["import", path]), "kurz import");
-    assert!(report.contains("carried 2 API keys"), "{report}");
+    assert!(report.contains("carried 3 API keys"), "{report}");
     assert!(
         report.ends_with("kurz import: 10001 imported, 0 already there, 0 skipped\n"),
         "{}",
@@ -396,9 +396,10 @@ async fn a_store_moves_from_embedded_to_dynamodb_with_every_link_and_click() {
     };
     assert_eq!(header(&moved)["secrets"], header(&export)["secrets"]);
     assert_eq!(header(&moved)["api_keys"], header(&export)["api_keys"]);
+    // The two from the settings and the one made at run time.
     assert_eq!(
         header(&export)["api_keys"].as_array().map(Vec::len),
-        Some(2)
+        Some(3)
     );
     assert!(header(&moved)["next_id"].as_u64() >= header(&export)["next_id"].as_u64());
 
