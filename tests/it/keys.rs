@@ -374,32 +374,55 @@ async fn failed_authentication_is_throttled_per_client(backend: Backend) {
     let app = spawn_app_on_backend(backend, |s| {
         s.limits.rate.auth_failures_per_minute_per_ip = 3;
         s.auth.api_keys = vec![Secret::new(SETTINGS_KEY)];
+        s.server.trusted_proxies = vec!["127.0.0.1".parse().expect("network")];
     })
     .await;
+    // A request from `client` (behind the trusted proxy) with `token`.
+    let from = |client: &'static str, method: Method, path: &'static str, token: &'static str| {
+        let mut request = app
+            .client
+            .request(method.clone(), app.url(path))
+            .header("x-forwarded-for", client)
+            .bearer_auth(token);
+        if method == Method::POST {
+            request = request.json(&json!({ "url": "https://example.com/t" }));
+        }
+        request.send()
+    };
+    let guesser = "203.0.113.9";
     for _ in 0..3 {
-        let wrong = create_link(
-            &app,
-            "a-wrong-key-0123456789abcdef0123456",
-            "https://e.com/",
+        let wrong = from(
+            guesser,
+            Method::POST,
+            "/api/v1/links",
+            "a-wrong-key-0123456789abcdef012",
         );
-        assert_problem(wrong.await, 403).await;
+        assert_problem(wrong.await.expect("send"), 403).await;
     }
-    let wrong_admin = call(
-        &app,
-        Method::GET,
-        "/api/v1/keys",
-        "not-the-admin-token",
-        None,
-    )
-    .await;
+    let wrong_admin = from(guesser, Method::GET, "/api/v1/keys", "not-the-admin-token");
+    let wrong_admin = wrong_admin.await.expect("send");
     assert_eq!(wrong_admin.status(), 429);
-    assert!(wrong_admin.headers().contains_key("retry-after"));
+    let retry_after: u64 = wrong_admin.headers()["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_problem(wrong_admin, 429).await;
     // The right key is not even checked while the client is throttled.
-    let right = create_link(&app, SETTINGS_KEY, "https://example.com/right").await;
-    assert_problem(right, 429).await;
-    // Anonymous requests and redirects are not authentication failures.
-    assert_eq!(app.get("/healthz").await.status(), 200);
+    let right = from(guesser, Method::POST, "/api/v1/links", SETTINGS_KEY);
+    assert_problem(right.await.expect("send"), 429).await;
+    // Another client is not: the limit is per client.
+    let other = from("198.51.100.7", Method::POST, "/api/v1/links", SETTINGS_KEY);
+    assert_eq!(other.await.expect("send").status(), 201);
+    // Requests without a token are no authentication failures, nor refused for them.
+    let health = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-forwarded-for", guesser);
+    assert_eq!(health.send().await.expect("send").status(), 200);
+    let metrics = app.metrics().await;
+    assert!(crate::harness::metric(&metrics, "kurz_rate_limited_auth_failures_total") >= 2.0);
     app.stop().await;
 }
 
