@@ -27,10 +27,12 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 token="contract-admin-token-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 # A fixed permutation key: the same codes every run, so (with the config's fixed seed) the
-# same cases, and a failure reproduces.
+# same cases, and a failure reproduces. Failed authentication is not throttled: the run sends
+# wrong tokens on purpose, many a minute, to check each operation refuses them.
 KURZ__SERVER__BIND="127.0.0.1:$port" KURZ__STORE__PATH="$work/kurz.redb" \
     KURZ__AUTH__ADMIN_TOKEN="$token" KURZ__LOG__LEVEL=warn \
     KURZ__IDS__PERMUTATION_KEY="contract-run-permutation-key" \
+    KURZ__LIMITS__RATE__AUTH_FAILURES_PER_MINUTE_PER_IP=0 \
     "$kurz" serve >"$work/kurz.out" 2>"$work/kurz.err" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT

@@ -377,7 +377,7 @@ impl Default for ClickSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Token for delete and stats (at least 16 characters); generated and printed at start-up
@@ -391,6 +391,43 @@ pub struct AuthSettings {
     /// Allow creation without a key on an address other than loopback. Without it, kurz
     /// refuses to start there with no API keys.
     pub open_creation: bool,
+    /// How often each instance reads the API keys from the store again (1-3600 s): the bound
+    /// on how long a key created, revoked or rotated on another instance takes to apply here.
+    #[serde(rename = "keys_refresh_s", deserialize_with = "seconds")]
+    pub keys_refresh: Duration,
+}
+
+/// Secrets the docs show as samples, and kurz therefore refuses: anyone can read them.
+const SAMPLE_SECRETS: &[&str] = &[
+    "change-me-to-a-long-random-string",
+    "key-for-service-a",
+    "key-for-service-b",
+];
+const SAMPLE_REFUSED: &str = "is a sample or a placeholder from the docs: use random characters (e.g. `openssl rand -hex 24`)";
+
+/// A value copied from the docs rather than made: a known sample, a `<placeholder>`, or one
+/// that says to change it.
+fn is_sample_secret(secret: &Secret) -> bool {
+    let value = secret.expose().trim();
+    let lower = value.to_ascii_lowercase();
+    SAMPLE_SECRETS.contains(&value)
+        || (value.starts_with('<') && value.ends_with('>'))
+        || lower.contains("change-me")
+        || lower.contains("changeme")
+}
+
+/// Longest `auth.keys_refresh_s`: a revoke should not take longer than this to reach a fleet.
+pub const MAX_KEYS_REFRESH: Duration = Duration::from_secs(3600);
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            api_keys: Vec::new(),
+            open_creation: false,
+            keys_refresh: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -435,6 +472,9 @@ pub struct RateSettings {
     /// IPv6 clients are limited per prefix of this many bits (32 to 128): one host holds a
     /// whole /64 and could otherwise rotate addresses. IPv4 clients are limited per address.
     pub ipv6_prefix_len: u8,
+    /// Failed authentications (a wrong API key or admin token), per client IP: past it, the
+    /// client's requests with a token answer 429 before the token is checked.
+    pub auth_failures_per_minute_per_ip: u32,
 }
 
 impl Default for RateSettings {
@@ -444,6 +484,7 @@ impl Default for RateSettings {
             creates_per_minute_per_key: 6_000,
             misses_per_minute_per_ip: 600,
             ipv6_prefix_len: 64,
+            auth_failures_per_minute_per_ip: 10,
         }
     }
 }
@@ -693,6 +734,19 @@ impl Settings {
         {
             return invalid("auth.admin_token", "must be at least 16 characters long");
         }
+        if self.auth.admin_token.iter().any(is_sample_secret) {
+            return invalid("auth.admin_token", SAMPLE_REFUSED);
+        }
+        if self.auth.api_keys.iter().any(is_sample_secret) {
+            return invalid("auth.api_keys", SAMPLE_REFUSED);
+        }
+        if self.auth.keys_refresh.is_zero() || self.auth.keys_refresh > MAX_KEYS_REFRESH {
+            return invalid(
+                "auth.keys_refresh_s",
+                "must be from 1 to 3600 seconds: it bounds how long a revoked API key keeps \
+                 working on other instances",
+            );
+        }
         if self.auth.api_keys.iter().any(|k| k.expose().len() < 32) {
             return invalid(
                 "auth.api_keys",
@@ -731,6 +785,50 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         )
+    }
+
+    /// The quoted values of every `admin_token = …` and `api_keys = […]` line in the docs
+    /// people copy settings from.
+    fn documented_sample_secrets() -> Vec<(&'static str, String)> {
+        let mut samples = Vec::new();
+        for page in [
+            include_str!("../README.md"),
+            include_str!("../infra/README.md"),
+        ] {
+            for line in page.lines() {
+                let line = line.trim();
+                let setting = if line.starts_with("admin_token =") {
+                    "auth.admin_token"
+                } else if line.starts_with("api_keys =") {
+                    "auth.api_keys"
+                } else {
+                    continue;
+                };
+                for (i, quoted) in line.split('"').enumerate() {
+                    if i % 2 == 1 {
+                        samples.push((setting, quoted.to_owned()));
+                    }
+                }
+            }
+        }
+        samples
+    }
+
+    #[test]
+    fn the_sample_secrets_in_the_docs_are_refused_at_start_up() {
+        let samples = documented_sample_secrets();
+        assert!(samples.len() >= 2, "{samples:?}");
+        for (setting, value) in samples {
+            let mut settings = Settings::default();
+            match setting {
+                "auth.admin_token" => settings.auth.admin_token = Some(Secret::new(&value)),
+                _ => settings.auth.api_keys = vec![Secret::new(&value)],
+            }
+            match settings.check() {
+                Err(SettingsError::Invalid { key, .. }) if key == setting => {}
+                other => panic!("the sample {setting} '{value}' is not refused: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -799,6 +897,8 @@ mod tests {
             ("KURZ__CACHE__REDIS__URL", "http://x", "cache.redis.url"),
             ("KURZ__LOG__LEVEL", "kurz=loud", "log.level"),
             ("KURZ__AUTH__API_KEYS", "short-key", "auth.api_keys"),
+            ("KURZ__AUTH__KEYS_REFRESH_S", "0", "auth.keys_refresh_s"),
+            ("KURZ__AUTH__KEYS_REFRESH_S", "86400", "auth.keys_refresh_s"),
             ("KURZ__SERVER__BIND", "0.0.0.0:8080", "auth.open_creation"),
             (
                 "KURZ__LIMITS__RATE__IPV6_PREFIX_LEN",

@@ -10,6 +10,7 @@
 //! - [`limits`]: rate limits (GCRA per client IP and per API key; fleet-wide through Redis).
 //! - [`cache`]: the in-process L1 cache and the optional Redis L2 in front of the store.
 //! - [`clicks`]: click counting off the redirect path, flushed to the store in batches.
+//! - [`keys`]: API keys as data: kept in the store, cached here, refreshed on a stated bound.
 //! - [`secrets`]: keys kurz makes for itself (permutation, owner fingerprints), kept in the
 //!   store for the whole fleet.
 //! - [`store`]: the `LinkStore` trait and its backends (embedded redb file, DynamoDB).
@@ -36,6 +37,7 @@ pub mod config;
 pub mod health;
 pub mod healthcheck;
 pub mod http;
+pub mod keys;
 pub mod limits;
 pub mod links;
 pub mod qr;

@@ -40,6 +40,8 @@ pub enum Bucket {
     /// Lookups of codes that exist nowhere (and every anonymous store read of a link), per
     /// client.
     MissesPerIp,
+    /// Failed authentications (a wrong API key or admin token), per client IP.
+    AuthFailuresPerIp,
 }
 
 impl Bucket {
@@ -49,6 +51,7 @@ impl Bucket {
             Bucket::CreatesPerIp => "creates-per-ip",
             Bucket::CreatesPerKey => "creates-per-key",
             Bucket::MissesPerIp => "misses-per-ip",
+            Bucket::AuthFailuresPerIp => "auth-failures-per-ip",
         }
     }
 }
@@ -209,6 +212,7 @@ pub struct RateLimits {
     /// Store reads for clients whose misses budget is spent: as many per minute as one
     /// client's budget, for this whole instance (this instance's own, never Redis's).
     over_budget_reads: Option<Limit>,
+    auth_failures_per_ip: Option<Limit>,
     redis: Option<RedisCache>,
     clock: Clock,
     metrics: Arc<Metrics>,
@@ -236,6 +240,7 @@ impl RateLimits {
             creates_per_key: Limit::new(settings.creates_per_minute_per_key, max_keys),
             misses_per_ip: Limit::new(settings.misses_per_minute_per_ip, max_keys),
             over_budget_reads: Limit::new(settings.misses_per_minute_per_ip, 1),
+            auth_failures_per_ip: Limit::new(settings.auth_failures_per_minute_per_ip, max_keys),
             redis,
             clock,
             metrics,
@@ -247,6 +252,7 @@ impl RateLimits {
             Bucket::CreatesPerIp => self.creates_per_ip.as_ref(),
             Bucket::CreatesPerKey => self.creates_per_key.as_ref(),
             Bucket::MissesPerIp => self.misses_per_ip.as_ref(),
+            Bucket::AuthFailuresPerIp => self.auth_failures_per_ip.as_ref(),
         }
     }
 
@@ -292,6 +298,7 @@ impl RateLimits {
     pub fn count_refusal(&self, bucket: Bucket) {
         match bucket {
             Bucket::MissesPerIp => self.metrics.rate_limited_misses.inc(),
+            Bucket::AuthFailuresPerIp => self.metrics.rate_limited_auth_failures.inc(),
             _ => self.metrics.rate_limited_creates.inc(),
         }
     }
@@ -342,6 +349,7 @@ impl RateLimits {
             &self.creates_per_key,
             &self.misses_per_ip,
             &self.over_budget_reads,
+            &self.auth_failures_per_ip,
         ]
         .into_iter()
         .flatten()

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Secret, Settings, SettingsError};
 use crate::health::Health;
 use crate::http::{self, AppState, Auth, Endpoint, PublicMetrics, TrustedProxies};
+use crate::keys::KeyRing;
 use crate::limits::RateLimits;
 use crate::links::{CodeSource, Denylist, LinkService, UrlPolicy};
 use crate::secrets;
@@ -108,9 +109,22 @@ impl Application {
                 (token.clone(), Some(token))
             }
         };
-        if settings.auth.api_keys.is_empty() {
+        let keys = Arc::new(
+            KeyRing::load(
+                Arc::clone(&store),
+                clock.clone(),
+                Arc::clone(&metrics),
+                settings.auth.keys_refresh,
+                &settings.auth.api_keys,
+                &secrets.owner_key,
+            )
+            .await
+            .map_err(store_error)?,
+        );
+        if !keys.any_active() {
             tracing::warn!(
-                "no API keys configured (auth.api_keys): anyone who can reach kurz can create links"
+                "no API keys (auth.api_keys, or made with POST /api/v1/keys): anyone who can \
+                 reach kurz can create links"
             );
         }
 
@@ -164,7 +178,7 @@ impl Application {
         let max_age = settings.cache.browser_max_age;
         let state = web::Data::new(AppState {
             links,
-            auth: Auth::new(&admin_token, &settings.auth.api_keys, &secrets.owner_key),
+            auth: Auth::new(&admin_token, Arc::clone(&keys)),
             urls: UrlPolicy::new(
                 settings.limits.max_url_bytes.get(),
                 base_url.clone(),
@@ -202,6 +216,7 @@ impl Application {
             reload_on_sighup(state.clone()),
         ];
         background.extend(invalidations);
+        background.push(keys.start_refreshing());
 
         let admin = match settings.server.admin_bind {
             None => None,

@@ -1,30 +1,28 @@
 //! Bearer-token checks. Tokens are compared as SHA-256 digests in constant time, so neither
 //! their content nor their length leaks through timing; only digests are kept in memory.
 //!
-//! A link remembers the key that made it by a fingerprint: an HMAC of the key under a server
-//! secret, so a fingerprint seen in a log or a backup cannot be checked against guessed keys.
-//! Links made before fingerprints were keyed carry a plain SHA-256 prefix; both are accepted.
+//! API keys are data ([`crate::keys`]): a link remembers the id of the key that made it, so a
+//! rotated key keeps its links. A key from `auth.api_keys` keeps the id it had as an HMAC
+//! fingerprint, and links made before fingerprints were keyed (a plain SHA-256 prefix) stay
+//! its own too. Each key carries scopes; a missing one is a 403 naming it.
+//!
+//! Failed authentication (a wrong key or admin token) is limited per client IP
+//! (`limits.rate.auth_failures_per_minute_per_ip`): past the limit the client's requests with
+//! a token answer 429 until its bucket refills, before the token is even compared.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use super::ApiError;
+use super::{ApiError, AppState};
 use crate::config::Secret;
-use crate::store::{Link, ListScope};
-
-type Digest32 = [u8; 32];
-
-/// An API key as links remember it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyId {
-    /// HMAC-SHA256 of the key under the server's owner secret, 16 bytes hex: stored on links.
-    pub fingerprint: String,
-    /// The unkeyed fingerprint of links made before keyed fingerprints.
-    legacy: String,
-}
+pub use crate::keys::KeyId;
+use crate::keys::{Digest32, KeyRing, digest, same};
+use crate::limits::{Bucket, Verdict};
+use crate::store::{Link, ListScope, Scope};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +37,7 @@ impl Caller {
     /// What a link made by this caller remembers as its owner.
     pub fn owner(&self) -> Option<String> {
         match self {
-            Caller::ApiKey(key) => Some(key.fingerprint.clone()),
+            Caller::ApiKey(key) => Some(key.id.clone()),
             Caller::Admin => Some("admin".into()),
             Caller::Anonymous => None,
         }
@@ -50,12 +48,24 @@ impl Caller {
         !matches!(self, Caller::Anonymous)
     }
 
+    /// A 403 naming `scope` when the caller is a key without it (to do `what`).
+    pub fn require(&self, scope: Scope, what: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::ApiKey(key) if !key.has(scope) => Err(ApiError::Forbidden(format!(
+                "this API key lacks the '{}' scope, which {what} needs (the admin grants scopes \
+                 when creating a key: POST /api/v1/keys)",
+                scope.name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the caller may see `link`'s metadata: the admin any link, a key the links it
     /// made, an anonymous caller (creation open) the links nobody owns.
     pub fn may_read(&self, link: &Link) -> bool {
         match self {
             Caller::Admin => true,
-            Caller::ApiKey(key) => self.owns(key, link),
+            Caller::ApiKey(key) => owns(key, link),
             Caller::Anonymous => link.owner.is_none(),
         }
     }
@@ -64,118 +74,163 @@ impl Caller {
     pub fn may_delete(&self, link: &Link) -> bool {
         match self {
             Caller::Admin => true,
-            Caller::ApiKey(key) => self.owns(key, link),
+            Caller::ApiKey(key) => owns(key, link),
             Caller::Anonymous => false,
         }
     }
 
-    /// Whose links the caller lists: the admin everyone's, a key its own (under either of its
-    /// fingerprints); `None` for an anonymous caller, who may list nothing (that would let
+    /// Whose links the caller lists: the admin everyone's, a key its own (under its id and any
+    /// legacy owner name); `None` for an anonymous caller, who may list nothing (that would let
     /// anyone enumerate the links nobody owns).
     pub fn list_scopes(&self) -> Option<Vec<ListScope>> {
         match self {
             Caller::Admin => Some(vec![ListScope::All]),
-            Caller::ApiKey(key) => Some(vec![
-                ListScope::Owner(Some(key.fingerprint.clone())),
-                ListScope::Owner(Some(key.legacy.clone())),
-            ]),
+            Caller::ApiKey(key) => Some(
+                std::iter::once(&key.id)
+                    .chain(key.legacy.as_ref())
+                    .map(|owner| ListScope::Owner(Some(owner.clone())))
+                    .collect(),
+            ),
             Caller::Anonymous => None,
         }
     }
-
-    fn owns(&self, key: &KeyId, link: &Link) -> bool {
-        link.owner
-            .as_deref()
-            .is_some_and(|owner| owner == key.fingerprint || owner == key.legacy)
-    }
 }
+
+fn owns(key: &KeyId, link: &Link) -> bool {
+    link.owner
+        .as_deref()
+        .is_some_and(|owner| owner == key.id || key.legacy.as_deref() == Some(owner))
+}
+
+/// Most clients remembered as throttled at once; beyond it a throttled client is still
+/// refused by its bucket at each failure, only no longer before its token is checked.
+const MAX_THROTTLED: usize = 100_000;
 
 pub struct Auth {
     admin: Digest32,
-    api_keys: Vec<(Digest32, KeyId)>,
+    pub keys: Arc<KeyRing>,
+    /// Clients past their failed-authentication limit, until when.
+    throttled: Mutex<HashMap<String, Instant>>,
 }
 
-fn digest(token: &str) -> Digest32 {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-fn same(a: &Digest32, b: &Digest32) -> bool {
-    a.ct_eq(b).into()
-}
-
-/// The keyed fingerprint of an API key.
-fn fingerprint(owner_secret: &[u8], key: &str) -> String {
-    // HMAC takes a key of any length.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(owner_secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(key.as_bytes());
-    hex::encode(&mac.finalize().into_bytes()[..16])
+/// What a presented token is.
+enum Presented {
+    Admin,
+    Key(KeyId),
+    Unknown,
 }
 
 impl Auth {
-    /// `owner_secret` keys the fingerprints links remember their owner by.
-    pub fn new(admin_token: &Secret, api_keys: &[Secret], owner_secret: &[u8]) -> Self {
+    pub fn new(admin_token: &Secret, keys: Arc<KeyRing>) -> Self {
         Self {
             admin: digest(admin_token.expose()),
-            api_keys: api_keys
-                .iter()
-                .map(|k| {
-                    let d = digest(k.expose());
-                    let id = KeyId {
-                        fingerprint: fingerprint(owner_secret, k.expose()),
-                        legacy: hex::encode(&d[..8]),
-                    };
-                    (d, id)
-                })
-                .collect(),
+            keys,
+            throttled: Mutex::new(HashMap::new()),
         }
     }
 
-    fn identify(&self, token: &str) -> Result<Caller, ApiError> {
+    fn identify(&self, token: &str) -> Presented {
         let presented = digest(token);
-        if same(&presented, &self.admin) {
-            return Ok(Caller::Admin);
-        }
-        // Check every key, without stopping early, to keep timing independent of the match.
-        let matched = self.api_keys.iter().fold(None, |found, (d, id)| {
-            found.or(same(&presented, d).then_some(id))
-        });
-        match matched {
-            Some(id) => Ok(Caller::ApiKey(id.clone())),
-            None => Err(ApiError::Forbidden(
-                "the bearer token is not a valid API key".into(),
-            )),
+        // Both compared, to keep timing independent of which matched.
+        let admin = same(&presented, &self.admin);
+        let key = self.keys.find(&presented);
+        match (admin, key) {
+            (true, _) => Presented::Admin,
+            (false, Some(key)) => Presented::Key(key),
+            (false, None) => Presented::Unknown,
         }
     }
 
-    /// Creating and reading links: an API key or the admin token; anyone when no keys are set.
-    pub fn creator(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
-        let Some(token) = bearer(req)? else {
-            return if self.api_keys.is_empty() {
-                Ok(Caller::Anonymous)
-            } else {
-                Err(ApiError::Unauthorized(
-                    "an API key is required: send 'Authorization: Bearer <key>'".into(),
-                ))
-            };
-        };
-        self.identify(token)
+    /// How long `client` stays throttled, if it is.
+    fn throttled_for(&self, client: &str) -> Option<Duration> {
+        let throttled = self.throttled.lock().ok()?;
+        let until = *throttled.get(client)?;
+        until.checked_duration_since(Instant::now())
     }
 
-    /// Reading statistics and disabling links: the admin token only.
-    pub fn admin(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let Some(token) = bearer(req)? else {
-            return Err(ApiError::Unauthorized(
-                "the admin token is required: send 'Authorization: Bearer <admin token>'".into(),
-            ));
+    fn throttle(&self, client: &str, for_: Duration) {
+        let Ok(mut throttled) = self.throttled.lock() else {
+            return;
         };
-        if same(&digest(token), &self.admin) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(
-                "the bearer token is not the admin token".into(),
-            ))
+        if throttled.len() >= MAX_THROTTLED {
+            let now = Instant::now();
+            throttled.retain(|_, until| *until > now);
         }
+        if throttled.len() < MAX_THROTTLED {
+            throttled.insert(client.to_owned(), Instant::now() + for_);
+        }
+    }
+}
+
+fn throttled_error(verdict: Verdict) -> ApiError {
+    ApiError::TooManyRequests {
+        what: "failed authentication from this address",
+        verdict,
+    }
+}
+
+/// The token of `req` identified, throttling clients that fail too often: `None` without
+/// a token; a 429 while the client is throttled (the token unchecked), or when this failure
+/// is one too many; `Presented::Unknown` for a wrong token otherwise.
+async fn presented(state: &AppState, req: &HttpRequest) -> Result<Option<Presented>, ApiError> {
+    let Some(token) = bearer(req)? else {
+        return Ok(None);
+    };
+    let client = state.proxies.client_label(req);
+    if let Some(left) = state.auth.throttled_for(&client) {
+        state.metrics.rate_limited_auth_failures.inc();
+        let quota = state.limits.rate.auth_failures_per_minute_per_ip;
+        let seconds = left.as_secs().max(1);
+        return Err(throttled_error(Verdict {
+            bucket: Bucket::AuthFailuresPerIp,
+            allowed: false,
+            quota,
+            remaining: 0,
+            reset_s: seconds,
+            retry_after_s: seconds,
+        }));
+    }
+    let presented = state.auth.identify(token);
+    if matches!(presented, Presented::Unknown)
+        && let Some(verdict) = state.rate.check(Bucket::AuthFailuresPerIp, &client).await
+        && !verdict.allowed
+    {
+        state
+            .auth
+            .throttle(&client, Duration::from_secs(verdict.retry_after_s.max(1)));
+        return Err(throttled_error(verdict));
+    }
+    Ok(Some(presented))
+}
+
+/// Creating and reading links: an API key or the admin token; anyone while no key is in force.
+pub async fn creator(state: &AppState, req: &HttpRequest) -> Result<Caller, ApiError> {
+    match presented(state, req).await? {
+        None if state.auth.keys.any_active() => Err(ApiError::Unauthorized(
+            "an API key is required: send 'Authorization: Bearer <key>'".into(),
+        )),
+        None => Ok(Caller::Anonymous),
+        Some(Presented::Admin) => Ok(Caller::Admin),
+        Some(Presented::Key(key)) => Ok(Caller::ApiKey(key)),
+        Some(Presented::Unknown) => Err(ApiError::Forbidden(
+            "the bearer token is not a valid API key (unknown, revoked, or rotated out)".into(),
+        )),
+    }
+}
+
+/// Admin routes: the admin token only.
+pub async fn admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    match presented(state, req).await? {
+        None => Err(ApiError::Unauthorized(
+            "the admin token is required: send 'Authorization: Bearer <admin token>'".into(),
+        )),
+        Some(Presented::Admin) => Ok(()),
+        Some(Presented::Key(_)) => Err(ApiError::Forbidden(
+            "this route needs the admin token; an API key cannot use it".into(),
+        )),
+        Some(Presented::Unknown) => Err(ApiError::Forbidden(
+            "the bearer token is not the admin token".into(),
+        )),
     }
 }
 
@@ -198,53 +253,51 @@ fn bearer(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::test::TestRequest;
 
-    const KEY: &str = "an-api-key-of-at-least-32-characters";
-
-    fn link(owner: Option<String>) -> Link {
+    fn link(owner: Option<&str>) -> Link {
         Link {
             code: "abc".into(),
             url: "https://example.com/".into(),
-            owner,
+            owner: owner.map(str::to_owned),
             ..Link::default()
         }
     }
 
-    fn caller(auth: &Auth, token: &str) -> Caller {
-        let req = TestRequest::default()
-            .insert_header((AUTHORIZATION, format!("Bearer {token}")))
-            .to_http_request();
-        auth.creator(&req).expect("a valid token")
+    fn key(scopes: &[Scope]) -> Caller {
+        Caller::ApiKey(KeyId {
+            id: "k1".into(),
+            legacy: Some("old1".into()),
+            scopes: scopes.to_vec(),
+        })
     }
 
     #[test]
-    fn fingerprints_are_keyed_and_old_unkeyed_ones_still_own_their_links() {
-        let admin = Secret::new("admin-token-0123456789");
-        let keys = [Secret::new(KEY)];
-        let one = caller(&Auth::new(&admin, &keys, b"server-secret-one"), KEY);
-        let two = caller(&Auth::new(&admin, &keys, b"server-secret-two"), KEY);
-        let (Some(fp_one), Some(fp_two)) = (one.owner(), two.owner()) else {
-            panic!("keys own links");
-        };
-        assert_ne!(
-            fp_one, fp_two,
-            "the fingerprint depends on the server secret"
-        );
-        let unkeyed = hex::encode(&Sha256::digest(KEY.as_bytes())[..8]);
-        assert_ne!(fp_one, unkeyed, "not the unsalted digest");
-        assert_eq!(fp_one.len(), 32);
-
-        assert!(one.may_read(&link(Some(fp_one.clone()))));
+    fn a_key_owns_links_under_its_id_and_legacy_name_and_needs_its_scopes() {
+        let caller = key(&[Scope::Create, Scope::Read]);
+        assert_eq!(caller.owner().as_deref(), Some("k1"));
+        assert!(caller.may_read(&link(Some("k1"))));
         assert!(
-            one.may_delete(&link(Some(unkeyed))),
-            "links made before keyed fingerprints"
+            caller.may_delete(&link(Some("old1"))),
+            "links under its legacy name"
         );
-        assert!(!one.may_read(&link(Some(fp_two))));
-        assert!(!one.may_read(&link(None)));
-        let admin_caller = caller(&Auth::new(&admin, &keys, b"x"), admin.expose());
-        assert!(admin_caller.may_delete(&link(Some(fp_one))));
+        assert!(!caller.may_read(&link(Some("k2"))));
+        assert!(!caller.may_read(&link(None)));
+        assert_eq!(
+            caller.list_scopes(),
+            Some(vec![
+                ListScope::Owner(Some("k1".into())),
+                ListScope::Owner(Some("old1".into()))
+            ])
+        );
+        assert!(caller.require(Scope::Read, "reading").is_ok());
+        let Err(ApiError::Forbidden(detail)) = caller.require(Scope::Stats, "reading stats") else {
+            panic!("a missing scope is a 403");
+        };
+        assert!(detail.contains("'stats'"), "{detail}");
+        assert!(Caller::Admin.require(Scope::Stats, "x").is_ok());
+        assert!(Caller::Admin.may_delete(&link(Some("k1"))));
         assert!(!Caller::Anonymous.may_delete(&link(None)));
         assert!(Caller::Anonymous.may_read(&link(None)));
+        assert_eq!(Caller::Anonymous.list_scopes(), None);
     }
 }

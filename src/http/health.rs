@@ -65,7 +65,7 @@ pub async fn metrics(
 ) -> Result<HttpResponse, ApiError> {
     match state.public_metrics {
         PublicMetrics::Open => {}
-        PublicMetrics::AdminOnly => state.auth.admin(&req)?,
+        PublicMetrics::AdminOnly => super::auth::admin(&state, &req).await?,
         PublicMetrics::Elsewhere => {
             return Err(ApiError::NotFound(
                 "metrics are served on this instance's admin listener (server.admin_bind)".into(),

@@ -19,7 +19,7 @@ use crate::limits::{Bucket, Verdict};
 use crate::links::{
     Cursor, LinkEdit, LinkState, ListQuery, NewLink, etag, normalise_tags, normalise_title,
 };
-use crate::store::Link;
+use crate::store::{Link, Scope};
 
 const ALLOWED_REDIRECTS: [u16; 4] = [301, 302, 307, 308];
 
@@ -109,7 +109,8 @@ pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.auth.creator(&req)?;
+    let caller = super::auth::creator(&state, &req).await?;
+    caller.require(Scope::Create, "creating links")?;
     let client = state.proxies.client_label(&req);
     let verdict = take_create_allowance(&state, &caller, &state.proxies.rate_key(&req)).await?;
     let body = read_json_body(&req, payload, &state, state.limits.max_body_bytes).await?;
@@ -138,12 +139,7 @@ async fn take_create_allowance(
 ) -> Result<Option<Verdict>, ApiError> {
     let verdict = match caller {
         Caller::Admin => None,
-        Caller::ApiKey(key) => {
-            state
-                .rate
-                .check(Bucket::CreatesPerKey, &key.fingerprint)
-                .await
-        }
+        Caller::ApiKey(key) => state.rate.check(Bucket::CreatesPerKey, &key.id).await,
         Caller::Anonymous => state.rate.check(Bucket::CreatesPerIp, client).await,
     };
     match verdict {
@@ -256,7 +252,8 @@ pub async fn bulk_create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.auth.creator(&req)?;
+    let caller = super::auth::creator(&state, &req).await?;
+    caller.require(Scope::Create, "creating links")?;
     let client = state.proxies.client_label(&req);
     let key = idempotency_key(&req)?;
     let body = read_json_body(&req, payload, &state, state.limits.max_bulk_body_bytes).await?;
@@ -338,7 +335,8 @@ fn add_rate_headers(response: &mut actix_web::HttpResponseBuilder, verdict: &Ver
 }
 
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let caller = state.auth.creator(&req)?;
+    let caller = super::auth::creator(&state, &req).await?;
+    caller.require(Scope::Read, "reading a link")?;
     let code = code_param(&req)?;
     // Open to anyone when no keys are set: each store read spends the misses budget.
     if matches!(caller, Caller::Anonymous) {
@@ -370,7 +368,8 @@ pub async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.auth.creator(&req)?;
+    let caller = super::auth::creator(&state, &req).await?;
+    caller.require(Scope::Delete, "deleting a link")?;
     if !caller.is_keyed() {
         return Err(ApiError::Unauthorized(
             "deleting a link needs the admin token or the API key that created it".into(),
@@ -408,7 +407,8 @@ pub async fn update(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.auth.creator(&req)?;
+    let caller = super::auth::creator(&state, &req).await?;
+    caller.require(Scope::Edit, "editing a link")?;
     if !caller.is_keyed() {
         return Err(ApiError::Unauthorized(
             "editing a link needs the admin token or the API key that created it".into(),
@@ -576,7 +576,8 @@ struct PageView<'a> {
 
 /// `GET /api/v1/links`: the caller's links (the admin's: everyone's), newest first.
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let caller = state.auth.creator(&req)?;
+    let caller = super::auth::creator(&state, &req).await?;
+    caller.require(Scope::Read, "listing links")?;
     let scopes = list_scopes(&caller, "listing links")?;
     let params: ListParams = query_params(&req)?;
     let limit = match params.limit.as_deref() {
@@ -668,7 +669,8 @@ pub async fn export(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.auth.creator(&req)?;
+    let caller = super::auth::creator(&state, &req).await?;
+    caller.require(Scope::Read, "exporting links")?;
     let scopes = list_scopes(&caller, "exporting links")?;
     let _: NoParams = query_params(&req)?;
     let lines = state.links.export(scopes).map(|page| {
@@ -694,7 +696,8 @@ struct TagView<'a> {
 
 /// `GET /api/v1/tags`: the tags on the caller's links, with how many links carry each.
 pub async fn tags(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let caller = state.auth.creator(&req)?;
+    let caller = super::auth::creator(&state, &req).await?;
+    caller.require(Scope::Read, "listing tags")?;
     let scopes = list_scopes(&caller, "listing tags")?;
     let _: NoParams = query_params(&req)?;
     let counts = state.links.tags(&scopes).await?;
@@ -726,7 +729,7 @@ fn query_params<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, 
 
 /// The body of a JSON request: 415 for another content type, 413 past `limits.max_body_bytes`,
 /// 408 when it takes longer than `server.body_timeout_ms` to arrive, 400 when it cannot be read.
-async fn read_json_body(
+pub(super) async fn read_json_body(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,

@@ -3,6 +3,7 @@
 //! ([`pages`], [`html`]) sit beside the API they call.
 
 mod accept;
+mod api_keys;
 mod auth;
 mod client;
 mod errors;
@@ -102,6 +103,11 @@ endpoints! {
     BulkCreate => "bulk_create", [POST] "/api/v1/links/bulk", links::bulk_create;
     ExportLinks => "export_links", [GET] "/api/v1/links/export", links::export;
     ListTags => "list_tags", [GET] "/api/v1/tags", links::tags;
+    CreateKey => "create_key", [POST] "/api/v1/keys", api_keys::create;
+    ListKeys => "list_keys", [GET] "/api/v1/keys", api_keys::list;
+    GetKey => "get_key", [GET] "/api/v1/keys/{id}", api_keys::get;
+    RevokeKey => "revoke_key", [DELETE] "/api/v1/keys/{id}", api_keys::revoke;
+    RotateKey => "rotate_key", [POST] "/api/v1/keys/{id}/rotate", api_keys::rotate;
     GetLink => "get_link", [GET] "/api/v1/links/{code}", links::get;
     DeleteLink => "delete_link", [DELETE] "/api/v1/links/{code}", links::delete;
     UpdateLink => "update_link", [PATCH] "/api/v1/links/{code}", links::update;

@@ -1,11 +1,13 @@
-//! `GET /api/v1/links/{code}/stats` (admin): total clicks, last click, clicks per UTC day.
+//! `GET /api/v1/links/{code}/stats` (the admin, or a key with the `stats` scope for its own
+//! links): total clicks, last click, clicks per UTC day.
 //! Clicks reach the store once per flush interval, so the figures lag by up to one interval.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use super::{ApiError, AppState, code_param, no_such_link};
+use super::{ApiError, AppState, Caller, code_param, no_such_link};
 use crate::clock;
+use crate::store::Scope;
 
 #[derive(Serialize)]
 struct StatsView<'a> {
@@ -22,8 +24,28 @@ struct DayView {
 }
 
 pub async fn stats(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    state.auth.admin(&req)?;
+    let caller = super::auth::creator(&state, &req).await?;
+    caller.require(Scope::Stats, "reading statistics")?;
     let code = code_param(&req)?;
+    match &caller {
+        Caller::Admin => {}
+        Caller::ApiKey(_) => {
+            // Another key's link is "no such link" to this key, whether or not it exists.
+            state
+                .links
+                .get(code)
+                .await?
+                .filter(|link| caller.may_read(link))
+                .ok_or_else(|| no_such_link(code))?;
+        }
+        Caller::Anonymous => {
+            return Err(ApiError::Unauthorized(
+                "statistics need the admin token, or an API key with the 'stats' scope for \
+                 its own links"
+                    .into(),
+            ));
+        }
+    }
     let stats = state
         .links
         .stats(code)

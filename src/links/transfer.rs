@@ -7,9 +7,9 @@
 //! and URL) is set again rather than added to, so running an import twice, or again after it
 //! was killed half way, imports nothing twice. A line that cannot be imported is reported and
 //! skipped; none is half-written. A whole-store export (`kurz export`) opens with a line that
-//! carries the keys kurz made for itself and the id counter, so the new store makes the same
-//! owner fingerprints (API keys keep their links) and its counter starts past every code the
-//! old one generated.
+//! carries the keys kurz made for itself, the API keys (their secrets' digests) and the id
+//! counter, so the new store makes the same owner fingerprints, its API keys keep working and
+//! keep their links, and its counter starts past every code the old one generated.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -23,7 +23,7 @@ use super::{LinkService, UrlPolicy, normalise_tags, normalise_title};
 use crate::clock;
 use crate::code::{hash_code, looks_like_code};
 use crate::store::{
-    ImportOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, StoreError,
+    ImportOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, StoreError, StoredKey,
 };
 
 /// The export's format version, in its first line.
@@ -46,6 +46,11 @@ pub struct ExportHeader {
     pub next_id: u64,
     /// Stored keys by name, hex.
     pub secrets: BTreeMap<String, String>,
+    /// The API keys (digests of their secrets, never the secrets), revoked ones included: the
+    /// target's keys are the source's, and its links' owners still name them. Exports made
+    /// before keys were stored have none.
+    #[serde(default)]
+    pub api_keys: Vec<StoredKey>,
 }
 
 /// One exported link: the link's own fields, then its clicks.
@@ -166,6 +171,7 @@ pub async fn export_header(store: &dyn LinkStore) -> Result<String, StoreError> 
         kurz_export: EXPORT_FORMAT,
         next_id: store.lease_ids(0).await?.start,
         secrets,
+        api_keys: store.keys().await?,
     };
     Ok(serde_json::to_string(&header).unwrap_or_default() + "\n")
 }
@@ -366,6 +372,21 @@ impl<W: Write> Importer<'_, W> {
                     format_args!("replaced the new store's unused {name} with the export's"),
                 )?;
             }
+        }
+        let mut carried = 0;
+        for key in &header.api_keys {
+            if self.store.insert_key(key).await? {
+                carried += 1;
+            }
+        }
+        if !header.api_keys.is_empty() {
+            self.say(
+                line,
+                format_args!(
+                    "carried {carried} API keys ({} there already, kept as they are)",
+                    header.api_keys.len() - carried
+                ),
+            )?;
         }
         let next = self.store.lease_ids(0).await?.start;
         if next < header.next_id {

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     ClickDelta, DiskState, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome,
     InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
+    StoredKey,
 };
 
 const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
@@ -41,6 +42,8 @@ const CLICK_DAILY: TableDefinition<(&str, u32), u64> = TableDefinition::new("cli
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// name -> secret bytes (generated keys the settings do not set)
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+/// API key id -> the key as JSON (a [`StoredKey`]: digests, never secrets)
+const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 /// (created ms, code): every link in creation order, for the admin's list.
 const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("links_by_created");
 /// (owner, created ms, code): each owner's links in creation order (owner "" for none).
@@ -83,6 +86,13 @@ enum WriteOp {
         name: String,
         secret: Vec<u8>,
         reply: Reply<()>,
+    },
+    /// Inserts a key if absent (`Replaced`: inserted, `Conflict`: one with its id exists), or
+    /// replaces it conditionally on its revision.
+    Key {
+        key: StoredKey,
+        insert: bool,
+        reply: Reply<ReplaceOutcome>,
     },
     Import {
         link: Link,
@@ -320,6 +330,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(CLICK_DAILY)?;
     txn.open_table(IDEMPOTENCY)?;
     txn.open_table(SECRETS)?;
+    txn.open_table(API_KEYS)?;
     index_existing_links(&txn)?;
     txn.commit()?;
     Ok(())
@@ -592,6 +603,9 @@ fn apply(
             WriteOp::Import { link, stats, reply } => {
                 Answer::Import(reply, import(&txn, &link, &stats)?)
             }
+            WriteOp::Key { key, insert, reply } => {
+                Answer::Replace(reply, put_key(&txn, &key, insert)?)
+            }
             WriteOp::Clicks { deltas, reply } => {
                 add_clicks(&txn, &deltas)?;
                 Answer::Done(reply)
@@ -753,6 +767,30 @@ fn import(
     Ok(outcome)
 }
 
+fn put_key(
+    txn: &WriteTransaction,
+    key: &StoredKey,
+    insert: bool,
+) -> Result<ReplaceOutcome, redb::Error> {
+    let mut keys = txn.open_table(API_KEYS)?;
+    let current = keys
+        .get(key.id.as_str())?
+        .and_then(|bytes| serde_json::from_slice::<StoredKey>(bytes.value()).ok());
+    let outcome = match (insert, current) {
+        (true, Some(_)) => ReplaceOutcome::Conflict,
+        (true, None) => ReplaceOutcome::Replaced,
+        (false, None) => ReplaceOutcome::Missing,
+        (false, Some(current)) if current.revision.checked_add(1) != Some(key.revision) => {
+            ReplaceOutcome::Conflict
+        }
+        (false, Some(_)) => ReplaceOutcome::Replaced,
+    };
+    if outcome == ReplaceOutcome::Replaced {
+        keys.insert(key.id.as_str(), encode(key).as_slice())?;
+    }
+    Ok(outcome)
+}
+
 fn secret(txn: &WriteTransaction, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, redb::Error> {
     let mut secrets = txn.open_table(SECRETS)?;
     if let Some(existing) = secrets.get(name)? {
@@ -877,6 +915,45 @@ impl LinkStore for EmbeddedStore {
         self.write(|reply| WriteOp::PutSecret {
             name: name.to_owned(),
             secret: secret.to_vec(),
+            reply,
+        })
+        .await
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(API_KEYS).map_err(internal)?;
+            let mut keys = Vec::new();
+            for entry in table.iter().map_err(internal)? {
+                let (id, bytes) = entry.map_err(internal)?;
+                keys.push(serde_json::from_slice(bytes.value()).map_err(|e| {
+                    StoreError::Corrupt {
+                        code: format!("API key {}", id.value()),
+                        reason: e.to_string(),
+                    }
+                })?);
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn insert_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        let outcome = self
+            .write(|reply| WriteOp::Key {
+                key: key.clone(),
+                insert: true,
+                reply,
+            })
+            .await?;
+        Ok(outcome == ReplaceOutcome::Replaced)
+    }
+
+    async fn replace_key(&self, key: &StoredKey) -> Result<ReplaceOutcome, StoreError> {
+        self.write(|reply| WriteOp::Key {
+            key: key.clone(),
+            insert: false,
             reply,
         })
         .await

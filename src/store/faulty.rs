@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::{
     ClickDelta, EmbeddedStore, FlushError, IdempotencyRecord, ImportOutcome, InsertOutcome, Link,
-    LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
+    LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError, StoredKey,
 };
 
 /// A plain 302 link to `https://example.com/{code}`.
@@ -33,6 +33,8 @@ pub struct FaultyStore {
     pub fail_clicks: AtomicBool,
     /// The number of deltas of every click write, in order.
     pub click_writes: Mutex<Vec<usize>>,
+    /// Reads of the API keys fail (as an unreachable store would).
+    pub fail_keys: AtomicBool,
 }
 
 impl FaultyStore {
@@ -51,6 +53,7 @@ impl FaultyStore {
             leases: AtomicU64::new(0),
             fail_clicks: AtomicBool::new(false),
             click_writes: Mutex::new(Vec::new()),
+            fail_keys: AtomicBool::new(false),
         }
     }
 }
@@ -92,6 +95,18 @@ impl LinkStore for FaultyStore {
     }
     async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError> {
         self.inner.put_secret(name, secret).await
+    }
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        if self.fail_keys.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("store unreachable"));
+        }
+        self.inner.keys().await
+    }
+    async fn insert_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        self.inner.insert_key(key).await
+    }
+    async fn replace_key(&self, key: &StoredKey) -> Result<ReplaceOutcome, StoreError> {
+        self.inner.replace_key(key).await
     }
     async fn import(&self, link: &Link, stats: &LinkStats) -> Result<ImportOutcome, StoreError> {
         self.inner.import(link, stats).await

@@ -154,6 +154,71 @@ pub enum ReplaceOutcome {
     Conflict,
 }
 
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Create,
+    Read,
+    Edit,
+    Delete,
+    /// Statistics of the key's own links.
+    Stats,
+}
+
+impl Scope {
+    pub const ALL: &[Scope] = &[
+        Scope::Create,
+        Scope::Read,
+        Scope::Edit,
+        Scope::Delete,
+        Scope::Stats,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Create => "create",
+            Scope::Read => "read",
+            Scope::Edit => "edit",
+            Scope::Delete => "delete",
+            Scope::Stats => "stats",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| s.name() == name)
+    }
+}
+
+/// An API key as the store keeps it: never its secret, only the secret's SHA-256. Every form
+/// of a stored key (the embedded record, the DynamoDB item, the export) is this through serde.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
+    /// What the links the key makes remember as their owner.
+    pub id: String,
+    /// A label for people.
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub created_at_ms: i64,
+    /// SHA-256 of the secret, hex.
+    pub digest: String,
+    /// SHA-256 of the secret a rotation replaced, hex: valid until `previous_valid_until_ms`.
+    #[serde(default)]
+    pub previous_digest: Option<String>,
+    #[serde(default)]
+    pub previous_valid_until_ms: Option<i64>,
+    /// Set once the key is revoked; a revoked key stays revoked.
+    #[serde(default)]
+    pub revoked_at_ms: Option<i64>,
+    /// Another owner its links may carry: for a key from `auth.api_keys`, the unkeyed
+    /// fingerprint of links made before fingerprints were keyed.
+    #[serde(default)]
+    pub legacy_owner: Option<String>,
+    /// Bumped by every change: what a conditional replace compares.
+    #[serde(default)]
+    pub revision: u64,
+}
+
 /// Remembers which link a create with an `Idempotency-Key` made, so a retry gets it back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
@@ -320,6 +385,16 @@ pub trait LinkStore: Send + Sync + 'static {
     /// Stores `secret` under `name`, replacing any there (`kurz import` carrying a store's
     /// keys to a new one that has no links yet).
     async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError>;
+
+    /// Every API key, revoked ones included, as stored now (a strongly consistent read).
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Stores `key` unless a key with its id exists; `false` (nothing written) when one does.
+    async fn insert_key(&self, key: &StoredKey) -> Result<bool, StoreError>;
+
+    /// Replaces the stored key `key.id` with `key`, only if the stored one is still revision
+    /// `key.revision - 1`.
+    async fn replace_key(&self, key: &StoredKey) -> Result<ReplaceOutcome, StoreError>;
 
     /// Stores a link exactly as given (code, owner, times, revision) with its statistics,
     /// unless another link has its code; the same link again sets its statistics to these

@@ -166,6 +166,12 @@ metrics! {
     counter rate_limited_creates: Counter = "kurz_rate_limited_creates_total";
     /// Lookups refused with 429 by the per-client misses limit.
     counter rate_limited_misses: Counter = "kurz_rate_limited_misses_total";
+    /// Refreshes of the API keys from the store that failed (the last good set stays in force).
+    counter key_refresh_failures: Counter = "kurz_key_refresh_failures_total";
+    /// When this instance last read its API keys from the store (Unix seconds).
+    gauge keys_loaded_at: Gauge = "kurz_keys_loaded_at_seconds";
+    /// Requests answered 429 because their client failed authentication too often.
+    counter rate_limited_auth_failures: Counter = "kurz_rate_limited_auth_failures_total";
     /// Rate-limit decisions made by this instance alone because Redis could not answer.
     counter rate_limit_local_fallbacks: Counter = "kurz_rate_limit_local_fallbacks_total";
     /// Times a local rate limiter forgot every client's bucket: it tracked more clients than

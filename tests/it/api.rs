@@ -424,16 +424,20 @@ async fn auth_guards_admin_routes_and_api_keys_when_configured(backend: Backend)
     .await;
     assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
 
+    // Statistics: the admin's of every link; a settings key (every scope) of its own only.
     let stats = format!("/api/v1/links/{code}/stats");
     assert_problem(app.get(&stats).await, 401).await;
     assert_problem(
         as_key(reqwest::Method::GET, stats.clone(), KEY_A)
             .await
             .expect("send"),
-        403,
+        404,
     )
     .await;
     assert_eq!(app.admin_get(&stats).await.status(), 200);
+    let own_stats = format!("/api/v1/links/{code_a}/stats");
+    let own = as_key(reqwest::Method::GET, own_stats, KEY_A);
+    assert_eq!(own.await.expect("send").status(), 200);
 
     // The owner deletes its own link.
     assert_eq!(

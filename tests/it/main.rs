@@ -7,6 +7,7 @@ mod durability;
 mod dynamodb;
 mod harness;
 mod infra;
+mod keys;
 mod lookups;
 mod lost_answers;
 mod manage;

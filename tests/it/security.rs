@@ -26,6 +26,7 @@ fn rate(creates_per_ip: u32, creates_per_key: u32, misses_per_ip: u32) -> RateSe
         creates_per_minute_per_ip: creates_per_ip,
         creates_per_minute_per_key: creates_per_key,
         misses_per_minute_per_ip: misses_per_ip,
+        auth_failures_per_minute_per_ip: 0,
         ..RateSettings::default()
     }
 }

@@ -277,9 +277,33 @@ fn link_lines(export: &str) -> Vec<&str> {
 
 /// A source store with `count` links made through the API (bulk, under an API key: some
 /// tagged, titled, aliased, expiring, disabled) and clicks on all of them over two days.
-async fn populated_source(count: usize) -> (TestStore, Vec<String>) {
+/// A store with `count` links made by `KEY`, and one more made by a key made through the API
+/// (its secret and the link's code).
+async fn populated_source(count: usize) -> (TestStore, Vec<String>, (String, String)) {
     let source = TestStore::new(Backend::Embedded).await;
     let app = spawn_app_on(&source, with_keys).await;
+    let made_key: Value = app
+        .client
+        .post(app.url("/api/v1/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "name": "made at run time" }))
+        .send()
+        .await
+        .expect("create a key")
+        .json()
+        .await
+        .expect("json");
+    let api_key = made_key["secret"].as_str().expect("secret").to_owned();
+    let one = json!({ "links": [{ "url": "https://example.com/k" }] });
+    let made: Value = bulk(&app, &api_key, None, &one)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let api_key_link = made["results"][0]["link"]["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
     let mut codes = Vec::with_capacity(count);
     for chunk in 0..count.div_ceil(1000) {
         let links: Vec<Value> = (chunk * 1000..((chunk + 1) * 1000).min(count))
@@ -330,14 +354,14 @@ async fn populated_source(count: usize) -> (TestStore, Vec<String>) {
         .collect();
     store.add_clicks(&deltas).await.expect("clicks");
     store.close().await;
-    (source, codes)
+    (source, codes, (api_key, api_key_link))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_moves_from_embedded_to_dynamodb_with_every_link_and_click() {
-    let (source, codes) = populated_source(10_000).await;
+    let (source, codes, (api_key, api_key_link)) = populated_source(10_000).await;
     let export = ok(kurz(&source, &["export"]), "kurz export (source)");
-    assert_eq!(link_lines(&export).len(), 10_000);
+    assert_eq!(link_lines(&export).len(), 10_001);
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), &export).expect("write the export");
     let path = file.path().to_str().expect("utf-8 path");
@@ -349,8 +373,9 @@ async fn a_store_moves_from_embedded_to_dynamodb_with_every_link_and_click() {
     // As an operator would: the table first (which also makes the new store's own keys).
     ok(kurz(&target, &["init"]), "kurz init (target)");
     let report = ok(kurz(&target, &["import", path]), "kurz import");
+    assert!(report.contains("carried 3 API keys"), "{report}");
     assert!(
-        report.ends_with("kurz import: 10000 imported, 0 already there, 0 skipped\n"),
+        report.ends_with("kurz import: 10001 imported, 0 already there, 0 skipped\n"),
         "{}",
         report.lines().last().unwrap_or_default()
     );
@@ -370,17 +395,35 @@ async fn a_store_moves_from_embedded_to_dynamodb_with_every_link_and_click() {
         serde_json::from_str(text.lines().next().expect("a header")).expect("json")
     };
     assert_eq!(header(&moved)["secrets"], header(&export)["secrets"]);
+    assert_eq!(header(&moved)["api_keys"], header(&export)["api_keys"]);
+    // The two from the settings and the one made at run time.
+    assert_eq!(
+        header(&export)["api_keys"].as_array().map(Vec::len),
+        Some(3)
+    );
     assert!(header(&moved)["next_id"].as_u64() >= header(&export)["next_id"].as_u64());
 
     // Again: nothing is imported twice, clicks included.
     let again = ok(kurz(&target, &["import", path]), "kurz import, again");
-    assert!(again.ends_with("kurz import: 0 imported, 10000 already there, 0 skipped\n"));
+    assert!(again.ends_with("kurz import: 0 imported, 10001 already there, 0 skipped\n"));
     assert_eq!(link_lines(&ok(kurz(&target, &["export"]), "export")), after);
 
     // Served from the target: the API key still owns its links, a new link takes a new code,
     // and the takedown holds.
     let app = spawn_app_on(&target, with_keys).await;
     assert_eq!(listed_by(&app, KEY, 1000).await, 1000);
+    let own = app
+        .client
+        .get(app.url(&format!("/api/v1/links/{api_key_link}")))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        own.status(),
+        200,
+        "a key made at run time came along with its link"
+    );
     let taken: HashSet<&String> = codes.iter().collect();
     for i in 0..50 {
         let response = app
@@ -403,7 +446,7 @@ async fn a_store_moves_from_embedded_to_dynamodb_with_every_link_and_click() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_killed_half_way_loses_nothing_and_runs_again_cleanly() {
-    let (source, _) = populated_source(3_000).await;
+    let (source, _, _) = populated_source(3_000).await;
     let export = ok(kurz(&source, &["export"]), "kurz export");
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), &export).expect("write");
@@ -453,7 +496,7 @@ async fn an_import_killed_half_way_loses_nothing_and_runs_again_cleanly() {
     assert!(count("already there") >= 500, "{summary}");
     assert_eq!(
         count("imported") + count("already there"),
-        3_000,
+        3_001,
         "{summary}"
     );
     assert_eq!(

@@ -8,6 +8,8 @@
 //! - idempotency: pk = "#idem#" + key,  sk = "idem"   code, fingerprint, created_at_ms,
 //!   expires_at (TTL)
 //! - secret:      pk = "#secret#" + name, sk = "secret"  value (bytes): generated keys
+//! - API key:     pk = "#apikeys",      sk = key id   one attribute per field of `StoredKey`
+//!   (all in one partition, so one `Query` reads every key)
 //!
 //! `#` is never part of a code, so system items cannot collide with links.
 
@@ -17,7 +19,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Value};
 
 use crate::clock;
-use crate::store::{IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, Link, ListPosition, StoreError};
+use crate::store::{
+    IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, Link, ListPosition, StoreError, StoredKey,
+};
 
 /// The partition key attribute (a string).
 pub const PARTITION_KEY: &str = "pk";
@@ -36,6 +40,8 @@ const SECRET_PREFIX: &str = "#secret#";
 const SECRET_SK: &str = "secret";
 /// The attribute holding a secret's bytes.
 pub(super) const SECRET_VALUE: &str = "value";
+/// The partition every API key sits in.
+pub(super) const KEYS_PK: &str = "#apikeys";
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -259,6 +265,31 @@ fn from_attribute(value: &AttributeValue) -> Value {
     }
 }
 
+/// An API key as an item: one attribute per field of [`StoredKey`], by its serde name.
+pub(super) fn key_item(stored: &StoredKey) -> Item {
+    let mut item = key(KEYS_PK, &stored.id);
+    if let Ok(Value::Object(fields)) = serde_json::to_value(stored) {
+        for (name, value) in fields {
+            if let Some(value) = to_attribute(value) {
+                item.insert(name, value);
+            }
+        }
+    }
+    item
+}
+
+pub(super) fn parse_key(item: &Item) -> Result<StoredKey, StoreError> {
+    let fields: Map<String, Value> = item
+        .iter()
+        .filter(|(name, _)| ![PARTITION_KEY, SORT_KEY].contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), from_attribute(value)))
+        .collect();
+    serde_json::from_value(Value::Object(fields)).map_err(|e| StoreError::Corrupt {
+        code: format!("API key {}", string(item, SORT_KEY).unwrap_or_default()),
+        reason: e.to_string(),
+    })
+}
+
 pub(super) fn idempotency_item(record: &IdempotencyRecord) -> Item {
     let mut item = idempotency_key(&record.key);
     item.insert("code".into(), AttributeValue::S(record.code.clone()));
@@ -353,6 +384,36 @@ mod tests {
                 "docs/data-model.md does not name the attribute `{attribute}`"
             );
         }
+    }
+
+    fn every_key_field_set() -> StoredKey {
+        StoredKey {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            name: "ci".into(),
+            scopes: vec![crate::store::Scope::Create, crate::store::Scope::Stats],
+            created_at_ms: 1_700_000_000_000,
+            digest: "ab".repeat(32),
+            previous_digest: Some("cd".repeat(32)),
+            previous_valid_until_ms: Some(1_700_000_100_000),
+            revoked_at_ms: Some(1_700_000_200_000),
+            legacy_owner: Some("0011223344556677".into()),
+            revision: 3,
+        }
+    }
+
+    #[test]
+    fn an_api_key_round_trips_through_its_item_which_the_data_model_page_names() {
+        let stored = every_key_field_set();
+        let item = key_item(&stored);
+        assert_eq!(parse_key(&item).expect("parses"), stored);
+        let page = include_str!("../../../docs/data-model.md");
+        for attribute in item.keys() {
+            assert!(
+                page.contains(&format!("`{attribute}`")),
+                "docs/data-model.md does not name the API key attribute `{attribute}`"
+            );
+        }
+        assert!(page.contains(KEYS_PK));
     }
 
     #[test]

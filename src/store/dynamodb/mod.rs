@@ -30,6 +30,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -44,14 +45,15 @@ use self::admission::{Admission, Class, Outcome};
 use self::error::{CallError, build_error, condition_failed, is_transient};
 use self::item::{
     ALL_INDEX, ALL_INDEX_PK, ALL_SHARDS, COUNTER_PK, COUNTER_SK, DAY_PREFIX, INDEX_SK, Item,
-    LINK_SK, OWNER_INDEX, OWNER_INDEX_PK, OWNER_SHARDS, PARTITION_KEY, SECRET_VALUE, SORT_KEY,
-    day_key, idempotency_item, idempotency_key, index_sort_key, key, link_attributes, link_item, n,
-    number, owner_partition, parse_idempotency, parse_link, secret_item, secret_key, string,
+    KEYS_PK, LINK_SK, OWNER_INDEX, OWNER_INDEX_PK, OWNER_SHARDS, PARTITION_KEY, SECRET_VALUE,
+    SORT_KEY, day_key, idempotency_item, idempotency_key, index_sort_key, key, key_item,
+    link_attributes, link_item, n, number, owner_partition, parse_idempotency, parse_key,
+    parse_link, secret_item, secret_key, string,
 };
 use self::retry::{RetryBudget, backoff};
 use super::{
     ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome, InsertOutcome,
-    Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
+    Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError, StoredKey,
 };
 use crate::config::StoreSettings;
 use crate::telemetry::Metrics;
@@ -743,6 +745,80 @@ impl LinkStore for DynamoStore {
             .await
             .map_err(|e| self.classify(e))?;
         Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let mut keys = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("#p = :p")
+                .expression_attribute_names("#p", PARTITION_KEY)
+                .expression_attribute_values(":p", AttributeValue::S(KEYS_PK.into()))
+                .set_exclusive_start_key(start.take());
+            let page = self
+                .call(Class::Stats, || query.clone().send())
+                .await
+                .map_err(|e| self.classify(e))?;
+            for item in page.items() {
+                keys.push(parse_key(item)?);
+            }
+            match page.last_evaluated_key() {
+                Some(last) if !last.is_empty() => start = Some(last.clone()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    async fn insert_key(&self, stored: &StoredKey) -> Result<bool, StoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(key_item(stored)))
+            .condition_expression("attribute_not_exists(pk)");
+        match self.call(Class::Write, || put.clone().send()).await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    async fn replace_key(&self, stored: &StoredKey) -> Result<ReplaceOutcome, StoreError> {
+        let expected = stored
+            .revision
+            .checked_sub(1)
+            .ok_or_else(|| StoreError::internal("a replacement key has revision 0"))?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(key_item(stored)))
+            .condition_expression("attribute_exists(pk) AND #r = :expected")
+            .expression_attribute_names("#r", "revision")
+            .expression_attribute_values(":expected", n(expected))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match self.call(Class::Write, || put.clone().send()).await {
+            Ok(_) => Ok(ReplaceOutcome::Replaced),
+            Err(e) => match e.service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    Ok(match failed.item() {
+                        Some(_) => ReplaceOutcome::Conflict,
+                        None => ReplaceOutcome::Missing,
+                    })
+                }
+                _ => Err(self.classify(e)),
+            },
+        }
     }
 
     async fn import(&self, link: &Link, stats: &LinkStats) -> Result<ImportOutcome, StoreError> {

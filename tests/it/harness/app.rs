@@ -27,6 +27,7 @@ pub fn test_settings(data_dir: &Path) -> Settings {
         creates_per_minute_per_ip: 0,
         creates_per_minute_per_key: 0,
         misses_per_minute_per_ip: 0,
+        auth_failures_per_minute_per_ip: 0,
         ..kurz::config::RateSettings::default()
     };
     s
