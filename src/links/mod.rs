@@ -127,7 +127,10 @@ pub enum CreateError {
     AliasTaken(String),
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyMismatch,
-    #[error("the link created under this Idempotency-Key has since been deleted")]
+    #[error(
+        "the link created under this Idempotency-Key has since been deleted; send the request \
+         with a new key to create it again"
+    )]
     IdempotentLinkGone,
     #[error("no free code found after {MAX_ATTEMPTS} attempts")]
     NoFreeCode,
@@ -260,7 +263,7 @@ impl LinkService {
                 }
                 InsertOutcome::CodeTaken => Err(CreateError::AliasTaken(alias.clone())),
                 InsertOutcome::Replay(previous) => {
-                    self.replay(previous, idempotency, &legacy).await
+                    self.replay(previous, idempotency, &legacy, &link).await
                 }
             };
         }
@@ -292,7 +295,7 @@ impl LinkService {
             match self.try_insert(&link, idempotency.as_mut()).await? {
                 InsertOutcome::Inserted => return Ok(self.created(link)),
                 InsertOutcome::Replay(previous) => {
-                    return self.replay(previous, idempotency, &legacy).await;
+                    return self.replay(previous, idempotency, &legacy, &link).await;
                 }
                 InsertOutcome::CodeTaken => {
                     self.metrics.code_collisions.inc();
@@ -340,11 +343,15 @@ impl LinkService {
         }
     }
 
+    /// The link the create `previous` recorded made, for a retry (`ours`, asking as `asked`'s
+    /// owner) of that same request. Only that very link: the code may since have been deleted
+    /// and taken again (by another key's alias, say), and then the earlier link is gone.
     async fn replay(
         &self,
         previous: IdempotencyRecord,
         ours: Option<IdempotencyRecord>,
         legacy: &str,
+        asked: &Link,
     ) -> Result<Created, CreateError> {
         let same = ours.is_some_and(|o| {
             o.fingerprint == previous.fingerprint || previous.fingerprint == legacy
@@ -353,11 +360,15 @@ impl LinkService {
             return Err(CreateError::IdempotencyMismatch);
         }
         match self.store.get(&previous.code).await? {
-            Some(link) => Ok(Created {
-                link,
-                replayed: true,
-            }),
-            None => Err(CreateError::IdempotentLinkGone),
+            Some(link)
+                if link.created_at_ms == previous.created_at_ms && link.owner == asked.owner =>
+            {
+                Ok(Created {
+                    link,
+                    replayed: true,
+                })
+            }
+            _ => Err(CreateError::IdempotentLinkGone),
         }
     }
 

@@ -6,6 +6,7 @@ mod disk;
 mod durability;
 mod dynamodb;
 mod harness;
+mod idempotency;
 mod infra;
 mod lost_answers;
 mod manage;

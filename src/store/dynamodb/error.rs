@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::CancellationReason;
 
 use crate::store::StoreError;
@@ -32,6 +33,14 @@ const TRANSIENT_CODES: &[&str] = &[
 
 /// The cancellation code DynamoDB gives a transaction item whose condition failed.
 const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
+/// Cancellation codes that pass on their own: another transaction in flight on an item, or
+/// throttling. Nothing of the transaction was written.
+const TRANSIENT_CANCELLATIONS: &[&str] = &[
+    "TransactionConflict",
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+];
 
 impl<E> CallError<E>
 where
@@ -107,6 +116,66 @@ pub(super) fn condition_failed(reasons: &[CancellationReason], index: usize) -> 
     reasons.get(index).and_then(CancellationReason::code) == Some(CONDITION_FAILED)
 }
 
+/// Whether a cancelled transaction failed only for reasons that pass on their own (and for
+/// none that will not, such as a failed condition).
+pub(super) fn cancelled_transiently(reasons: &[CancellationReason]) -> bool {
+    let codes = || reasons.iter().filter_map(CancellationReason::code);
+    codes().any(|code| TRANSIENT_CANCELLATIONS.contains(&code))
+        && codes().all(|code| code == "None" || TRANSIENT_CANCELLATIONS.contains(&code))
+}
+
+/// A failed `TransactWriteItems` as a [`StoreError`]: a transaction cancelled only for
+/// transient reasons is `Unavailable` (a 503 worth retrying, never a 500), the rest as
+/// [`CallError::classify`] has them.
+pub(super) fn cancellation_error(
+    e: CallError<TransactWriteItemsError>,
+    table: &str,
+    timeout: Duration,
+) -> StoreError {
+    let transient = matches!(
+        e.service_error(),
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
+            if cancelled_transiently(cancelled.cancellation_reasons())
+    );
+    match (transient, e) {
+        (true, CallError::Sdk(sdk)) => StoreError::Unavailable {
+            reason: DisplayErrorContext(&sdk).to_string(),
+            source: Some(Arc::new(sdk)),
+        },
+        (_, e) => e.classify(table, timeout),
+    }
+}
+
 pub(super) fn build_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::internal(format!("building a DynamoDB request: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(codes: &[&str]) -> Vec<CancellationReason> {
+        codes
+            .iter()
+            .map(|code| CancellationReason::builder().code(*code).build())
+            .collect()
+    }
+
+    #[test]
+    fn a_conflict_or_throttling_cancels_transiently_a_failed_condition_never() {
+        assert!(cancelled_transiently(&reasons(&[
+            "None",
+            "TransactionConflict"
+        ])));
+        assert!(cancelled_transiently(&reasons(&[
+            "ThrottlingError",
+            "None"
+        ])));
+        assert!(!cancelled_transiently(&reasons(&["None", "None"])));
+        assert!(!cancelled_transiently(&reasons(&[
+            "ConditionalCheckFailed",
+            "TransactionConflict"
+        ])));
+        assert!(!cancelled_transiently(&reasons(&["ValidationError"])));
+    }
 }

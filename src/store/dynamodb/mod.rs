@@ -41,7 +41,10 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use self::admission::{Admission, Class, Outcome};
-use self::error::{CallError, build_error, condition_failed, is_transient};
+use self::error::{
+    CallError, build_error, cancellation_error, cancelled_transiently, condition_failed,
+    is_transient,
+};
 use self::item::{
     ALL_INDEX, ALL_INDEX_PK, ALL_SHARDS, COUNTER_PK, COUNTER_SK, DAY_PREFIX, INDEX_SK, Item,
     LINK_SK, OWNER_INDEX, OWNER_INDEX_PK, OWNER_SHARDS, PARTITION_KEY, SECRET_VALUE, SORT_KEY,
@@ -251,36 +254,52 @@ impl DynamoStore {
             .expression_attribute_values(":cutoff", n(record.created_at_ms - IDEMPOTENCY_WINDOW_MS))
             .build()
             .map_err(build_error)?;
-        let result = self
-            .call(Class::Write, || {
-                self.client
-                    .transact_write_items()
-                    .transact_items(TransactWriteItem::builder().put(put_link.clone()).build())
-                    .transact_items(TransactWriteItem::builder().put(put_idem.clone()).build())
-                    .send()
-            })
-            .await;
-        let e = match result {
-            Ok(_) => return Ok(InsertOutcome::Inserted),
-            Err(e) => e,
-        };
-        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-            e.service_error()
-        else {
-            return Err(self.classify(e));
-        };
-        let reasons = cancelled.cancellation_reasons();
-        if condition_failed(reasons, 1) {
-            return match self.get_idempotency(&record.key).await? {
-                Some(previous) => Ok(InsertOutcome::Replay(previous)),
-                // Expired and removed between the two calls: the caller may retry.
-                None => Err(StoreError::unavailable("idempotency record changed")),
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut round = 1;
+        loop {
+            let result = self
+                .call(Class::Write, || {
+                    self.client
+                        .transact_write_items()
+                        .transact_items(TransactWriteItem::builder().put(put_link.clone()).build())
+                        .transact_items(TransactWriteItem::builder().put(put_idem.clone()).build())
+                        .send()
+                })
+                .await;
+            let e = match result {
+                Ok(_) => return Ok(InsertOutcome::Inserted),
+                Err(e) => e,
             };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                e.service_error()
+            else {
+                return Err(self.classify(e));
+            };
+            let reasons = cancelled.cancellation_reasons();
+            if condition_failed(reasons, 1) {
+                return match self.get_idempotency(&record.key).await? {
+                    Some(previous) => Ok(InsertOutcome::Replay(previous)),
+                    // Expired and removed between the two calls: the caller may retry.
+                    None => Err(StoreError::unavailable("idempotency record changed")),
+                };
+            }
+            if condition_failed(reasons, 0) {
+                return Ok(InsertOutcome::CodeTaken);
+            }
+            // Met another transaction in flight on the record: most likely a retry of this
+            // very create. Nothing was written; once that one commits, this one's next round
+            // finds the record and replays it.
+            let wait = backoff(round);
+            if !cancelled_transiently(reasons)
+                || round >= self.max_attempts
+                || tokio::time::Instant::now() + wait >= deadline
+            {
+                return Err(cancellation_error(e, &self.table, self.timeout));
+            }
+            self.metrics.store_retries.inc();
+            tokio::time::sleep(wait).await;
+            round += 1;
         }
-        if condition_failed(reasons, 0) {
-            return Ok(InsertOutcome::CodeTaken);
-        }
-        Err(self.classify(e))
     }
 
     /// One delta in one transaction: the link's total and its day counts move together, and
@@ -336,7 +355,7 @@ impl DynamoStore {
                 {
                     Ok(())
                 }
-                _ => Err(self.classify(e)),
+                _ => Err(cancellation_error(e, &self.table, self.timeout)),
             },
         }
     }
