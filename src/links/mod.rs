@@ -276,11 +276,11 @@ impl LinkService {
                     Ok(Some(code)) => code,
                     Ok(None) => continue, // a reserved word: take the next id
                     // A stalled or saturated store would fail the insert too: answer 503 now.
-                    Err(
-                        e @ (StoreError::Timeout(_)
-                        | StoreError::Overloaded { .. }
-                        | StoreError::Full { .. }),
-                    ) => {
+                    // (A timed-out lease wrote no link: plainly unavailable, no unknown outcome.)
+                    Err(e @ StoreError::Timeout(_)) => {
+                        return Err(StoreError::unavailable(format!("{e} leasing ids")).into());
+                    }
+                    Err(e @ (StoreError::Overloaded { .. } | StoreError::Full { .. })) => {
                         return Err(e.into());
                     }
                     Err(e) => {

@@ -100,6 +100,12 @@ enum WriteOp {
     Close {
         reply: oneshot::Sender<()>,
     },
+    /// Tests: the writer stops inside its transaction until `release` says go (or is dropped),
+    /// as a commit stalled on a slow disk would.
+    #[cfg(test)]
+    Hold {
+        release: std::sync::mpsc::Receiver<()>,
+    },
 }
 
 pub struct EmbeddedStore {
@@ -309,6 +315,20 @@ impl EmbeddedStore {
                 disk_full()
             }
         })?
+    }
+}
+
+#[cfg(test)]
+impl EmbeddedStore {
+    /// Stalls the writer: every write queued from now on commits only once the returned
+    /// sender sends (or is dropped), however long its caller waits.
+    pub(crate) async fn hold_writer(&self) -> std::sync::mpsc::Sender<()> {
+        let (go, release) = std::sync::mpsc::channel();
+        self.writes
+            .send(WriteOp::Hold { release })
+            .await
+            .expect("the writer is running");
+        go
     }
 }
 
@@ -597,6 +617,11 @@ fn apply(
                 Answer::Done(reply)
             }
             WriteOp::Close { .. } => continue,
+            #[cfg(test)]
+            WriteOp::Hold { release } => {
+                let _ = release.recv();
+                continue;
+            }
         });
     }
     txn.commit()?;
