@@ -181,8 +181,9 @@ fn hash_codes_grow_so_they_cannot_run_out() {
 #[tokio::test]
 async fn a_create_that_times_out_but_commits_is_found_by_its_retry() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // The production default: the stalled write below waits it out, the others never need it.
     let embedded = Arc::new(
-        EmbeddedStore::open(&dir.path().join("k.redb"), Duration::from_millis(200)).expect("open"),
+        EmbeddedStore::open(&dir.path().join("k.redb"), Duration::from_secs(3)).expect("open"),
     );
     let store: Arc<dyn LinkStore> = Arc::clone(&embedded) as Arc<dyn LinkStore>;
     let (service, _) = service(Arc::clone(&store));

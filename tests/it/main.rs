@@ -8,6 +8,7 @@ mod dynamodb;
 mod harness;
 mod idempotency;
 mod infra;
+mod lifetime;
 mod lost_answers;
 mod manage;
 mod openapi;

@@ -81,6 +81,8 @@ pub struct DynamoStore {
     admission: Admission,
     budget: RetryBudget,
     metrics: Arc<Metrics>,
+    /// `store.purge_expired_after_s` in ms (`None`: never), for a link's TTL attribute.
+    purge_after_ms: Option<i64>,
 }
 
 impl DynamoStore {
@@ -136,6 +138,9 @@ impl DynamoStore {
             admission: Admission::new(&dynamo.admission, Arc::clone(&metrics)),
             budget: RetryBudget::new(dynamo.retry_budget_percent),
             metrics,
+            purge_after_ms: Some(settings.purge_expired_after)
+                .filter(|after| !after.is_zero())
+                .map(|after| i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
         })
     }
 
@@ -243,7 +248,7 @@ impl DynamoStore {
     ) -> Result<InsertOutcome, StoreError> {
         let put_link = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(link_item(link)))
+            .set_item(Some(link_item(link, self.purge_after_ms)))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(build_error)?;
@@ -551,7 +556,7 @@ impl LinkStore for DynamoStore {
                 self.client
                     .put_item()
                     .table_name(&self.table)
-                    .set_item(Some(link_item(link)))
+                    .set_item(Some(link_item(link, self.purge_after_ms)))
                     .condition_expression("attribute_not_exists(pk)")
                     .send()
             })
@@ -631,7 +636,10 @@ impl LinkStore for DynamoStore {
             "attribute_exists(pk) AND created_at_ms = :created AND revision = :expected"
         };
         let (mut set, mut remove) = (Vec::new(), Vec::new());
-        for (i, (name, value)) in link_attributes(link).into_iter().enumerate() {
+        for (i, (name, value)) in link_attributes(link, self.purge_after_ms)
+            .into_iter()
+            .enumerate()
+        {
             update = update.expression_attribute_names(format!("#a{i}"), name);
             match value {
                 Some(value) => {
@@ -765,7 +773,7 @@ impl LinkStore for DynamoStore {
     }
 
     async fn import(&self, link: &Link, stats: &LinkStats) -> Result<ImportOutcome, StoreError> {
-        let mut item = link_item(link);
+        let mut item = link_item(link, self.purge_after_ms);
         item.insert("clicks".into(), n(stats.total_clicks));
         if let Some(at) = stats.last_click_ms {
             item.insert("last_click_ms".into(), n(at));
@@ -830,7 +838,7 @@ impl LinkStore for DynamoStore {
         let out = self
             .call(Class::Stats, || {
                 self.read_item(key(code, LINK_SK))
-                    .projection_expression("pk, clicks, last_click_ms")
+                    .projection_expression("pk, clicks, last_click_ms, created_at_ms")
                     .send()
             })
             .await
@@ -839,11 +847,15 @@ impl LinkStore for DynamoStore {
             return Ok(None);
         };
         let total_clicks = number(item, "clicks").unwrap_or(0);
+        // Day items of an earlier link under this code that DynamoDB's TTL removed (they are
+        // other items, and stay) are from before this one was made: never shown as its own.
+        let first_day = number(item, "created_at_ms").map_or(0, crate::clock::day_of);
         let mut daily: Vec<(u32, u64)> = self
             .query_days(code)
             .await?
             .iter()
             .filter_map(|item| Some((number(item, "day")?, number(item, "clicks")?)))
+            .filter(|&(day, _)| day >= first_day)
             .collect();
         daily.sort_unstable();
         Ok(Some(LinkStats {
