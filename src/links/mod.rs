@@ -259,6 +259,10 @@ impl LinkService {
                     // Someone may have looked the alias up before it existed: forget that
                     // "no such code" here and, with Redis, on every instance.
                     self.invalidate(alias).await;
+                    // A link purged from under this alias may have left click counts.
+                    if let Err(e) = self.store.forget_earlier_stats(&link).await {
+                        tracing::warn!(error = %e, code = %alias, "the counts of an earlier link under this alias stay");
+                    }
                     Ok(self.created(link))
                 }
                 InsertOutcome::CodeTaken => Err(CreateError::AliasTaken(alias.clone())),

@@ -356,6 +356,14 @@ pub trait LinkStore: Send + Sync + 'static {
         Ok(Purged::default())
     }
 
+    /// Removes click counts left under `link.code` by an earlier link (from days before `link`
+    /// was made), after `link` was inserted under a code of its choosing. Only DynamoDB has
+    /// any: its TTL removes an expired link's item, not its day items. Elsewhere nothing.
+    async fn forget_earlier_stats(&self, link: &Link) -> Result<(), StoreError> {
+        let _ = link;
+        Ok(())
+    }
+
     /// Statistics of an existing link, `None` when there is no such link.
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError>;
 

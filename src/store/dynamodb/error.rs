@@ -36,6 +36,7 @@ const CONDITION_FAILED: &str = "ConditionalCheckFailed";
 
 /// Cancellation codes that pass on their own: another transaction in flight on an item, or
 /// throttling. Nothing of the transaction was written.
+/// (The conflict first: see [`cancelled_by_conflict`].)
 const TRANSIENT_CANCELLATIONS: &[&str] = &[
     "TransactionConflict",
     "ThrottlingError",
@@ -119,9 +120,19 @@ pub(super) fn condition_failed(reasons: &[CancellationReason], index: usize) -> 
 /// Whether a cancelled transaction failed only for reasons that pass on their own (and for
 /// none that will not, such as a failed condition).
 pub(super) fn cancelled_transiently(reasons: &[CancellationReason]) -> bool {
-    let codes = || reasons.iter().filter_map(CancellationReason::code);
-    codes().any(|code| TRANSIENT_CANCELLATIONS.contains(&code))
-        && codes().all(|code| code == "None" || TRANSIENT_CANCELLATIONS.contains(&code))
+    cancelled_only_for(reasons, TRANSIENT_CANCELLATIONS)
+}
+
+/// Whether a cancelled transaction met only other transactions in flight on its items.
+pub(super) fn cancelled_by_conflict(reasons: &[CancellationReason]) -> bool {
+    cancelled_only_for(reasons, &TRANSIENT_CANCELLATIONS[..1])
+}
+
+/// Whether some item of a cancelled transaction has one of `codes` and every other none.
+fn cancelled_only_for(reasons: &[CancellationReason], codes: &[&str]) -> bool {
+    let given = || reasons.iter().filter_map(CancellationReason::code);
+    given().any(|code| codes.contains(&code))
+        && given().all(|code| code == "None" || codes.contains(&code))
 }
 
 /// A failed `TransactWriteItems` as a [`StoreError`]: a transaction cancelled only for
@@ -177,5 +188,14 @@ mod tests {
             "TransactionConflict"
         ])));
         assert!(!cancelled_transiently(&reasons(&["ValidationError"])));
+        // Only a conflict is tried again at once (throttling waits for the retry budget).
+        assert!(cancelled_by_conflict(&reasons(&[
+            "None",
+            "TransactionConflict"
+        ])));
+        assert!(!cancelled_by_conflict(&reasons(&[
+            "ThrottlingError",
+            "None"
+        ])));
     }
 }

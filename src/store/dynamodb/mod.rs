@@ -42,7 +42,7 @@ use futures_util::stream::FuturesUnordered;
 
 use self::admission::{Admission, Class, Outcome};
 use self::error::{
-    CallError, build_error, cancellation_error, cancelled_transiently, condition_failed,
+    CallError, build_error, cancellation_error, cancelled_by_conflict, condition_failed,
     is_transient,
 };
 use self::item::{
@@ -295,13 +295,13 @@ impl DynamoStore {
             // very create. Nothing was written; once that one commits, this one's next round
             // finds the record and replays it.
             let wait = backoff(round);
-            if !cancelled_transiently(reasons)
+            if !cancelled_by_conflict(reasons)
                 || round >= self.max_attempts
                 || tokio::time::Instant::now() + wait >= deadline
             {
                 return Err(cancellation_error(e, &self.table, self.timeout));
             }
-            self.metrics.store_retries.inc();
+            // Outside the retry budget: these are kurz's own requests meeting each other.
             tokio::time::sleep(wait).await;
             round += 1;
         }
@@ -453,6 +453,40 @@ impl DynamoStore {
     }
 
     /// Every daily-count item of `code`.
+    /// Deletes `code`'s day items (of days before `before_day`, when given).
+    async fn delete_days(&self, code: &str, before_day: Option<u32>) -> Result<(), StoreError> {
+        let keys: Vec<Item> = self
+            .query_days(code)
+            .await?
+            .into_iter()
+            .filter(|item| {
+                before_day
+                    .is_none_or(|before| number::<u32>(item, "day").is_some_and(|d| d < before))
+            })
+            .filter_map(|item| {
+                let sk = item.get(SORT_KEY)?.clone();
+                Some(HashMap::from([
+                    (PARTITION_KEY.to_owned(), AttributeValue::S(code.to_owned())),
+                    (SORT_KEY.to_owned(), sk),
+                ]))
+            })
+            .collect();
+        for chunk in keys.chunks(25) {
+            let requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|key| {
+                    DeleteRequest::builder()
+                        .set_key(Some(key.clone()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(build_error)
+                })
+                .collect::<Result<_, _>>()?;
+            self.batch_write(requests).await?;
+        }
+        Ok(())
+    }
+
     async fn query_days(&self, code: &str) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
@@ -587,32 +621,16 @@ impl LinkStore for DynamoStore {
             .map_err(|e| self.classify(e))?;
         let existed = out.attributes().is_some_and(|a| !a.is_empty());
         // Then its daily counts (clicks arriving later are discarded: the link is gone).
-        let keys: Vec<Item> = self
-            .query_days(code)
-            .await?
-            .into_iter()
-            .filter_map(|item| {
-                let sk = item.get(SORT_KEY)?.clone();
-                Some(HashMap::from([
-                    (PARTITION_KEY.to_owned(), AttributeValue::S(code.to_owned())),
-                    (SORT_KEY.to_owned(), sk),
-                ]))
-            })
-            .collect();
-        for chunk in keys.chunks(25) {
-            let requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|key| {
-                    DeleteRequest::builder()
-                        .set_key(Some(key.clone()))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(build_error)
-                })
-                .collect::<Result<_, _>>()?;
-            self.batch_write(requests).await?;
-        }
+        self.delete_days(code, None).await?;
         Ok(existed)
+    }
+
+    /// Day counts of a link made earlier under this code: a link DynamoDB's TTL removed leaves
+    /// its day items (other items) behind. Only days before `link` was made are removed, so
+    /// clicks on `link` itself are never lost.
+    async fn forget_earlier_stats(&self, link: &Link) -> Result<(), StoreError> {
+        let made = crate::clock::day_of(link.created_at_ms);
+        self.delete_days(&link.code, Some(made)).await
     }
 
     async fn replace(&self, link: &Link) -> Result<ReplaceOutcome, StoreError> {
@@ -838,7 +856,7 @@ impl LinkStore for DynamoStore {
         let out = self
             .call(Class::Stats, || {
                 self.read_item(key(code, LINK_SK))
-                    .projection_expression("pk, clicks, last_click_ms, created_at_ms")
+                    .projection_expression("pk, clicks, last_click_ms")
                     .send()
             })
             .await
@@ -847,15 +865,11 @@ impl LinkStore for DynamoStore {
             return Ok(None);
         };
         let total_clicks = number(item, "clicks").unwrap_or(0);
-        // Day items of an earlier link under this code that DynamoDB's TTL removed (they are
-        // other items, and stay) are from before this one was made: never shown as its own.
-        let first_day = number(item, "created_at_ms").map_or(0, crate::clock::day_of);
         let mut daily: Vec<(u32, u64)> = self
             .query_days(code)
             .await?
             .iter()
             .filter_map(|item| Some((number(item, "day")?, number(item, "clicks")?)))
-            .filter(|&(day, _)| day >= first_day)
             .collect();
         daily.sort_unstable();
         Ok(Some(LinkStats {
