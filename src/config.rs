@@ -145,8 +145,27 @@ pub struct StoreSettings {
     /// Below this many free bytes on the embedded store's file system the log warns, once (0:
     /// never); `kurz_store_free_bytes` has the figure for alerts.
     pub free_space_warning_bytes: u64,
+    /// How long after its expiry a link is purged with its statistics, leaving the lists, its
+    /// code free for an alias again (0: never). Until then it answers 410. On DynamoDB this is
+    /// when the item's TTL falls due.
+    #[serde(rename = "purge_expired_after_s", deserialize_with = "seconds")]
+    pub purge_expired_after: Duration,
+    /// How often the embedded store's background purge runs: expired links as above, and
+    /// idempotency records past their 24 h window (DynamoDB's TTL removes those itself).
+    #[serde(rename = "purge_interval_s", deserialize_with = "seconds")]
+    pub purge_interval: Duration,
+    /// Rows of each kind the embedded store's purge removes in one write transaction, so that
+    /// the creates queued behind it wait for no more than that.
+    pub purge_batch: usize,
     pub dynamodb: DynamoSettings,
 }
+
+/// Longest `store.purge_expired_after_s`: ten years.
+pub const MAX_PURGE_EXPIRED_AFTER: Duration = Duration::from_secs(3650 * 86_400);
+/// Longest `store.purge_interval_s`: a day.
+pub const MAX_PURGE_INTERVAL: Duration = Duration::from_secs(86_400);
+/// Most rows `store.purge_batch` may name.
+pub const MAX_PURGE_BATCH: usize = 10_000;
 
 /// 8 MiB: the B-tree's upper levels and the hottest leaves; the rest of the file is read
 /// through the OS's page cache, which the process does not pay for in resident memory. Creates
@@ -161,6 +180,9 @@ impl Default for StoreSettings {
             timeout: Duration::from_secs(3),
             cache_bytes: DEFAULT_STORE_CACHE_BYTES,
             free_space_warning_bytes: 1024 * 1024 * 1024,
+            purge_expired_after: Duration::from_secs(30 * 86_400),
+            purge_interval: Duration::from_secs(300),
+            purge_batch: 500,
             dynamodb: DynamoSettings::default(),
         }
     }
@@ -671,6 +693,18 @@ impl Settings {
         if self.store.timeout.is_zero() {
             return invalid("store.timeout_ms", "must be at least 1");
         }
+        if self.store.purge_expired_after > MAX_PURGE_EXPIRED_AFTER {
+            return invalid(
+                "store.purge_expired_after_s",
+                "must be at most 315360000 (ten years); 0 never purges",
+            );
+        }
+        if self.store.purge_interval.is_zero() || self.store.purge_interval > MAX_PURGE_INTERVAL {
+            return invalid("store.purge_interval_s", "must be between 1 and 86400");
+        }
+        if !(1..=MAX_PURGE_BATCH).contains(&self.store.purge_batch) {
+            return invalid("store.purge_batch", "must be between 1 and 10000");
+        }
         let dynamo = &self.store.dynamodb;
         let admission = &dynamo.admission;
         if !(admission.min_limit..=admission.max_limit).contains(&admission.initial_limit) {
@@ -930,6 +964,17 @@ mod tests {
                 "150",
                 "store.dynamodb.retry_budget_percent",
             ),
+            (
+                "KURZ__STORE__PURGE_EXPIRED_AFTER_S",
+                "315360001",
+                "store.purge_expired_after_s",
+            ),
+            (
+                "KURZ__STORE__PURGE_INTERVAL_S",
+                "0",
+                "store.purge_interval_s",
+            ),
+            ("KURZ__STORE__PURGE_BATCH", "0", "store.purge_batch"),
         ] {
             let err = Settings::load_from(None, env(&[(key, value)])).expect_err(key);
             assert!(err.to_string().contains(named), "{key}={value}: {err}");

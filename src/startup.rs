@@ -214,6 +214,12 @@ impl Application {
             probe,
             prune_rate_limits(state.clone()),
             reload_on_sighup(state.clone()),
+            crate::store::start_purging(
+                Arc::clone(&store),
+                state.links.clock().clone(),
+                &settings.store,
+                Arc::clone(&state.metrics),
+            ),
         ];
         background.extend(invalidations);
         background.push(keys.start_refreshing());

@@ -19,6 +19,8 @@ use crate::store::StoreError;
 const RETRY_AFTER_SECS: &str = "2";
 /// Seconds a client is told to wait after a 507 (freeing disk space takes an operator).
 const FULL_RETRY_AFTER_SECS: &str = "30";
+/// The problem type of a write whose outcome kurz does not know.
+pub const OUTCOME_UNKNOWN_TYPE: &str = "urn:kurz:problem:outcome-unknown";
 
 /// The IETF rate-limit headers: the policy, and what is left of it.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -65,6 +67,15 @@ pub enum ApiError {
     /// A dependency is down; the client should retry. The cause is logged, not sent.
     #[error("{what} is unavailable right now; retry shortly")]
     Unavailable { what: &'static str, cause: String },
+    /// A create whose write the store did not confirm in time: it may still have committed (an
+    /// embedded write goes on after its caller gives up; a DynamoDB answer may be lost). 503,
+    /// with `outcome: unknown` in the problem. The cause is logged, not sent.
+    #[error(
+        "the link store did not confirm the write in time, so the outcome is unknown: the link \
+         may have been created. Retry with the same Idempotency-Key to get it (or to create it \
+         once); without a key, a retry may create a second link"
+    )]
+    OutcomeUnknown { cause: String },
     /// This instance is shutting down; the load balancer should send elsewhere.
     #[error("this instance is draining before it shuts down; other instances take its traffic")]
     Draining,
@@ -85,6 +96,9 @@ pub struct Problem {
     title: &'static str,
     status: u16,
     detail: String,
+    /// `unknown` when a write may or may not have happened (see [`ApiError::OutcomeUnknown`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
 }
 
 impl ResponseError for ApiError {
@@ -104,7 +118,9 @@ impl ResponseError for ApiError {
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::OutcomeUnknown { .. } | Self::Draining => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Negotiated { error, .. } => error.status_code(),
@@ -135,7 +151,7 @@ impl ResponseError for ApiError {
                     headers.insert(ALLOW, allow);
                 }
             }
-            Self::Unavailable { .. } | Self::Draining => {
+            Self::Unavailable { .. } | Self::OutcomeUnknown { .. } | Self::Draining => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
             }
             Self::InsufficientStorage(_) => {
@@ -165,11 +181,17 @@ impl ApiError {
     /// The problem document this error answers with.
     pub fn problem(&self) -> Problem {
         let status = self.status_code();
+        let unknown = matches!(self.inner(), Self::OutcomeUnknown { .. });
         Problem {
-            kind: "about:blank",
+            kind: if unknown {
+                OUTCOME_UNKNOWN_TYPE
+            } else {
+                "about:blank"
+            },
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: self.to_string(),
+            outcome: unknown.then_some("unknown"),
         }
     }
 
@@ -177,9 +199,19 @@ impl ApiError {
     /// id); never sent to the client.
     pub fn cause(&self) -> Option<&str> {
         match self {
-            Self::Internal(cause) | Self::Unavailable { cause, .. } => Some(cause),
+            Self::Internal(cause)
+            | Self::Unavailable { cause, .. }
+            | Self::OutcomeUnknown { cause } => Some(cause),
             Self::Negotiated { error, .. } => error.cause(),
             _ => None,
+        }
+    }
+
+    /// The error itself, under a [`Negotiated`](Self::Negotiated) wrapper.
+    fn inner(&self) -> &Self {
+        match self {
+            Self::Negotiated { error, .. } => error.inner(),
+            other => other,
         }
     }
 
@@ -245,7 +277,38 @@ impl From<CreateError> for ApiError {
                 what: "code allocation",
                 cause: e.to_string(),
             },
+            // The write may yet commit (or have committed): say so, never "nothing happened".
+            CreateError::Store(e @ StoreError::Timeout(_)) => Self::OutcomeUnknown {
+                cause: e.to_string(),
+            },
             CreateError::Store(e) => e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_create_whose_write_timed_out_is_a_503_saying_the_outcome_is_unknown() {
+        let timed_out = CreateError::Store(StoreError::Timeout(Duration::from_secs(3)));
+        let answer = ApiError::from(timed_out);
+        assert_eq!(answer.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(answer.error_response().headers().contains_key(RETRY_AFTER));
+        let problem = serde_json::to_value(answer.problem()).expect("json");
+        assert_eq!(problem["outcome"], "unknown", "{problem}");
+        assert_eq!(problem["type"], OUTCOME_UNKNOWN_TYPE, "{problem}");
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(
+            detail.contains("may have been created") && detail.contains("same Idempotency-Key"),
+            "{detail}"
+        );
+        // Any other store failure is plainly unavailable: nothing was written.
+        let refused = ApiError::from(CreateError::Store(StoreError::unavailable("down")));
+        let problem = serde_json::to_value(refused.problem()).expect("json");
+        assert_eq!(problem.get("outcome"), None, "{problem}");
     }
 }

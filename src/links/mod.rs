@@ -127,7 +127,10 @@ pub enum CreateError {
     AliasTaken(String),
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyMismatch,
-    #[error("the link created under this Idempotency-Key has since been deleted")]
+    #[error(
+        "the link created under this Idempotency-Key has since been deleted; send the request \
+         with a new key to create it again"
+    )]
     IdempotentLinkGone,
     #[error("no free code found after {MAX_ATTEMPTS} attempts")]
     NoFreeCode,
@@ -256,11 +259,15 @@ impl LinkService {
                     // Someone may have looked the alias up before it existed: forget that
                     // "no such code" here and, with Redis, on every instance.
                     self.invalidate(alias).await;
+                    // A link purged from under this alias may have left click counts.
+                    if let Err(e) = self.store.forget_earlier_stats(&link).await {
+                        tracing::warn!(error = %e, code = %alias, "the counts of an earlier link under this alias stay");
+                    }
                     Ok(self.created(link))
                 }
                 InsertOutcome::CodeTaken => Err(CreateError::AliasTaken(alias.clone())),
                 InsertOutcome::Replay(previous) => {
-                    self.replay(previous, idempotency, &legacy).await
+                    self.replay(previous, idempotency, &legacy, &link).await
                 }
             };
         }
@@ -273,11 +280,11 @@ impl LinkService {
                     Ok(Some(code)) => code,
                     Ok(None) => continue, // a reserved word: take the next id
                     // A stalled or saturated store would fail the insert too: answer 503 now.
-                    Err(
-                        e @ (StoreError::Timeout(_)
-                        | StoreError::Overloaded { .. }
-                        | StoreError::Full { .. }),
-                    ) => {
+                    // (A timed-out lease wrote no link: plainly unavailable, no unknown outcome.)
+                    Err(e @ StoreError::Timeout(_)) => {
+                        return Err(StoreError::unavailable(format!("{e} leasing ids")).into());
+                    }
+                    Err(e @ (StoreError::Overloaded { .. } | StoreError::Full { .. })) => {
                         return Err(e.into());
                     }
                     Err(e) => {
@@ -292,7 +299,7 @@ impl LinkService {
             match self.try_insert(&link, idempotency.as_mut()).await? {
                 InsertOutcome::Inserted => return Ok(self.created(link)),
                 InsertOutcome::Replay(previous) => {
-                    return self.replay(previous, idempotency, &legacy).await;
+                    return self.replay(previous, idempotency, &legacy, &link).await;
                 }
                 InsertOutcome::CodeTaken => {
                     self.metrics.code_collisions.inc();
@@ -340,11 +347,15 @@ impl LinkService {
         }
     }
 
+    /// The link the create `previous` recorded made, for a retry (`ours`, asking as `asked`'s
+    /// owner) of that same request. Only that very link: the code may since have been deleted
+    /// and taken again (by another key's alias, say), and then the earlier link is gone.
     async fn replay(
         &self,
         previous: IdempotencyRecord,
         ours: Option<IdempotencyRecord>,
         legacy: &str,
+        asked: &Link,
     ) -> Result<Created, CreateError> {
         let same = ours.is_some_and(|o| {
             o.fingerprint == previous.fingerprint || previous.fingerprint == legacy
@@ -353,11 +364,15 @@ impl LinkService {
             return Err(CreateError::IdempotencyMismatch);
         }
         match self.store.get(&previous.code).await? {
-            Some(link) => Ok(Created {
-                link,
-                replayed: true,
-            }),
-            None => Err(CreateError::IdempotentLinkGone),
+            Some(link)
+                if link.created_at_ms == previous.created_at_ms && link.owner == asked.owner =>
+            {
+                Ok(Created {
+                    link,
+                    replayed: true,
+                })
+            }
+            _ => Err(CreateError::IdempotentLinkGone),
         }
     }
 

@@ -177,3 +177,49 @@ fn hash_codes_grow_so_they_cannot_run_out() {
     assert!(hash_len(MAX_ATTEMPTS) <= crate::code::MAX_CODE_LEN as u32);
     assert_eq!(hash_salt(1), 1, "the first nonces are the dedupe ones");
 }
+
+#[tokio::test]
+async fn a_create_that_times_out_but_commits_is_found_by_its_retry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The production default: the stalled write below waits it out, the others never need it.
+    let embedded = Arc::new(
+        EmbeddedStore::open(&dir.path().join("k.redb"), Duration::from_secs(3)).expect("open"),
+    );
+    let store: Arc<dyn LinkStore> = Arc::clone(&embedded) as Arc<dyn LinkStore>;
+    let (service, _) = service(Arc::clone(&store));
+    // The id block is leased first, so that the create below is the one write.
+    service
+        .create(new_link("https://example.com/first"))
+        .await
+        .expect("create");
+    let keyed = || NewLink {
+        idempotency_key: Some("order-9".into()),
+        ..new_link("https://example.com/slow")
+    };
+
+    let go = embedded.hold_writer().await;
+    let timed_out = service
+        .create(keyed())
+        .await
+        .expect_err("the writer is stalled");
+    // (The HTTP answer to it says the outcome is unknown: see `http::errors`.)
+    assert!(
+        matches!(timed_out, CreateError::Store(StoreError::Timeout(_))),
+        "{timed_out:?}"
+    );
+
+    // The write the caller gave up on commits after all; the retry finds its link.
+    go.send(()).expect("release the writer");
+    let retried = service.create(keyed()).await.expect("retry");
+    assert!(retried.replayed, "the link that landed, not a second one");
+    let all = store
+        .list(&crate::store::ListScope::All, None, 10)
+        .await
+        .expect("list");
+    let slow: Vec<&Link> = all
+        .iter()
+        .filter(|l| l.url == "https://example.com/slow")
+        .collect();
+    assert_eq!(slow.len(), 1, "{all:?}");
+    assert_eq!(slow[0].code, retried.link.code);
+}

@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     ClickDelta, DiskState, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome,
-    InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
-    StoredKey,
+    InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, Purged, ReplaceOutcome,
+    StoreError, StoredKey,
 };
 
 const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
@@ -48,8 +48,15 @@ const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("links_by_created");
 /// (owner, created ms, code): each owner's links in creation order (owner "" for none).
 const BY_OWNER: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("links_by_owner");
+/// (expires ms, code): the links that expire, soonest first, for the purge.
+const BY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("links_by_expiry");
+/// (created ms, key): idempotency records, oldest first, for the purge.
+const IDEMPOTENCY_BY_CREATED: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("idempotency_by_created");
 
 const LINK_ID_COUNTER: &str = "link_ids";
+/// Set (in `COUNTERS`) once the purge's indexes hold everything stored before they existed.
+const PURGE_INDEXED: &str = "purge_indexed";
 /// What the writer's probe of a full disk writes: the time of the probe.
 const DISK_PROBE: &str = "disk_probe";
 /// The first probe of a full disk, and the longest wait between two.
@@ -107,8 +114,20 @@ enum WriteOp {
         deltas: Vec<ClickDelta>,
         reply: Reply<()>,
     },
+    Purge {
+        records_before_ms: i64,
+        links_expired_before_ms: Option<i64>,
+        limit: usize,
+        reply: Reply<Purged>,
+    },
     Close {
         reply: oneshot::Sender<()>,
+    },
+    /// Tests: the writer stops inside its transaction until `release` says go (or is dropped),
+    /// as a commit stalled on a slow disk would.
+    #[cfg(test)]
+    Hold {
+        release: std::sync::mpsc::Receiver<()>,
     },
 }
 
@@ -322,6 +341,20 @@ impl EmbeddedStore {
     }
 }
 
+#[cfg(test)]
+impl EmbeddedStore {
+    /// Stalls the writer: every write queued from now on commits only once the returned
+    /// sender sends (or is dropped), however long its caller waits.
+    pub(crate) async fn hold_writer(&self) -> std::sync::mpsc::Sender<()> {
+        let (go, release) = std::sync::mpsc::channel();
+        self.writes
+            .send(WriteOp::Hold { release })
+            .await
+            .expect("the writer is running");
+        go
+    }
+}
+
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(LINKS)?;
@@ -332,6 +365,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(SECRETS)?;
     txn.open_table(API_KEYS)?;
     index_existing_links(&txn)?;
+    index_for_purge(&txn)?;
     txn.commit()?;
     Ok(())
 }
@@ -356,6 +390,35 @@ fn index_existing_links(txn: &WriteTransaction) -> Result<(), redb::Error> {
         count += 1;
     }
     tracing::info!(links = count, "indexed the stored links for listing");
+    Ok(())
+}
+
+/// Stores written before the purge's indexes existed get them on first open, in the same
+/// transaction that creates them.
+fn index_for_purge(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let mut counters = txn.open_table(COUNTERS)?;
+    if counters.get(PURGE_INDEXED)?.is_some() {
+        return Ok(());
+    }
+    let mut by_expiry = txn.open_table(BY_EXPIRY)?;
+    for entry in txn.open_table(LINKS)?.iter()? {
+        let (code, bytes) = entry?;
+        if let Ok(Link {
+            expires_at_ms: Some(at),
+            ..
+        }) = serde_json::from_slice::<Link>(bytes.value())
+        {
+            by_expiry.insert((at, code.value()), ())?;
+        }
+    }
+    let mut by_created = txn.open_table(IDEMPOTENCY_BY_CREATED)?;
+    for entry in txn.open_table(IDEMPOTENCY)?.iter()? {
+        let (key, bytes) = entry?;
+        if let Ok(record) = serde_json::from_slice::<IdempotencyRecord>(bytes.value()) {
+            by_created.insert((record.created_at_ms, key.value()), ())?;
+        }
+    }
+    counters.insert(PURGE_INDEXED, 1)?;
     Ok(())
 }
 
@@ -533,6 +596,7 @@ enum Answer {
     Import(Reply<ImportOutcome>, ImportOutcome),
     Bytes(Reply<Vec<u8>>, Vec<u8>),
     Lease(Reply<Range<u64>>, Range<u64>),
+    Purge(Reply<Purged>, Purged),
     /// A write with nothing to answer but that it committed.
     Done(Reply<()>),
 }
@@ -547,6 +611,7 @@ impl Answer {
             Self::Import(r, v) => drop(r.send(Ok(v))),
             Self::Bytes(r, v) => drop(r.send(Ok(v))),
             Self::Lease(r, v) => drop(r.send(Ok(v))),
+            Self::Purge(r, v) => drop(r.send(Ok(v))),
             Self::Done(r) => drop(r.send(Ok(()))),
         }
     }
@@ -610,7 +675,21 @@ fn apply(
                 add_clicks(&txn, &deltas)?;
                 Answer::Done(reply)
             }
+            WriteOp::Purge {
+                records_before_ms,
+                links_expired_before_ms,
+                limit,
+                reply,
+            } => Answer::Purge(
+                reply,
+                purge(&txn, records_before_ms, links_expired_before_ms, limit)?,
+            ),
             WriteOp::Close { .. } => continue,
+            #[cfg(test)]
+            WriteOp::Hold { release } => {
+                let _ = release.recv();
+                continue;
+            }
         });
     }
     txn.commit()?;
@@ -623,12 +702,16 @@ fn insert(
     idempotency: Option<&IdempotencyRecord>,
 ) -> Result<InsertOutcome, redb::Error> {
     let mut keys = txn.open_table(IDEMPOTENCY)?;
-    if let Some(record) = idempotency
-        && let Some(previous) = keys.get(record.key.as_str())?
-        && let Ok(previous) = serde_json::from_slice::<IdempotencyRecord>(previous.value())
+    let previous = match idempotency {
+        Some(record) => keys
+            .get(record.key.as_str())?
+            .and_then(|bytes| serde_json::from_slice::<IdempotencyRecord>(bytes.value()).ok()),
+        None => None,
+    };
+    if let (Some(record), Some(previous)) = (idempotency, &previous)
         && record.created_at_ms - previous.created_at_ms < IDEMPOTENCY_WINDOW_MS
     {
-        return Ok(InsertOutcome::Replay(previous));
+        return Ok(InsertOutcome::Replay(previous.clone()));
     }
     let mut links = txn.open_table(LINKS)?;
     if links.get(link.code.as_str())?.is_some() {
@@ -640,8 +723,18 @@ fn insert(
         .insert((link.created_at_ms, code), ())?;
     txn.open_table(BY_OWNER)?
         .insert((owner_key(link), link.created_at_ms, code), ())?;
+    if let Some(at) = link.expires_at_ms {
+        txn.open_table(BY_EXPIRY)?.insert((at, code), ())?;
+    }
     if let Some(record) = idempotency {
-        keys.insert(record.key.as_str(), encode(record).as_slice())?;
+        let key = record.key.as_str();
+        let mut by_created = txn.open_table(IDEMPOTENCY_BY_CREATED)?;
+        // A record past its window is replaced, and leaves the purge's index.
+        if let Some(previous) = &previous {
+            by_created.remove((previous.created_at_ms, key))?;
+        }
+        keys.insert(key, encode(record).as_slice())?;
+        by_created.insert((record.created_at_ms, key), ())?;
     }
     Ok(InsertOutcome::Inserted)
 }
@@ -657,6 +750,9 @@ fn delete(txn: &WriteTransaction, code: &str) -> Result<bool, redb::Error> {
             .remove((link.created_at_ms, code))?;
         txn.open_table(BY_OWNER)?
             .remove((owner_key(&link), link.created_at_ms, code))?;
+        if let Some(at) = link.expires_at_ms {
+            txn.open_table(BY_EXPIRY)?.remove((at, code))?;
+        }
     }
     txn.open_table(CLICK_TOTALS)?.remove(code)?;
     let mut daily = txn.open_table(CLICK_DAILY)?;
@@ -690,6 +786,15 @@ fn replace(txn: &WriteTransaction, link: &Link) -> Result<ReplaceOutcome, redb::
         let mut by_owner = txn.open_table(BY_OWNER)?;
         by_owner.remove((owner_key(&current), current.created_at_ms, code))?;
         by_owner.insert((owner_key(link), link.created_at_ms, code), ())?;
+    }
+    if current.expires_at_ms != link.expires_at_ms {
+        let mut by_expiry = txn.open_table(BY_EXPIRY)?;
+        if let Some(at) = current.expires_at_ms {
+            by_expiry.remove((at, code))?;
+        }
+        if let Some(at) = link.expires_at_ms {
+            by_expiry.insert((at, code), ())?;
+        }
     }
     Ok(ReplaceOutcome::Replaced)
 }
@@ -789,6 +894,52 @@ fn put_key(
         keys.insert(key.id.as_str(), encode(key).as_slice())?;
     }
     Ok(outcome)
+}
+
+/// Up to `limit` idempotency records made before `records_before_ms` and up to `limit` links
+/// expired before `links_expired_before_ms`, removed (links as a delete removes them).
+fn purge(
+    txn: &WriteTransaction,
+    records_before_ms: i64,
+    links_expired_before_ms: Option<i64>,
+    limit: usize,
+) -> Result<Purged, redb::Error> {
+    let mut purged = Purged::default();
+    let mut by_created = txn.open_table(IDEMPOTENCY_BY_CREATED)?;
+    let stale: Vec<(i64, String)> = by_created
+        .range(..(records_before_ms, ""))?
+        .take(limit)
+        .map(|entry| entry.map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+        .collect::<Result<_, _>>()?;
+    let mut keys = txn.open_table(IDEMPOTENCY)?;
+    for (created_at_ms, key) in stale {
+        by_created.remove((created_at_ms, key.as_str()))?;
+        keys.remove(key.as_str())?;
+        purged.idempotency_records += 1;
+    }
+    let Some(before) = links_expired_before_ms else {
+        return Ok(purged);
+    };
+    let expired: Vec<(i64, String)> = txn
+        .open_table(BY_EXPIRY)?
+        .range(..(before, ""))?
+        .take(limit)
+        .map(|entry| entry.map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+        .collect::<Result<_, _>>()?;
+    for (at, code) in expired {
+        // The index entry of the link stored now (anything else is a stale entry, dropped).
+        let current = txn
+            .open_table(LINKS)?
+            .get(code.as_str())?
+            .and_then(|bytes| serde_json::from_slice::<Link>(bytes.value()).ok());
+        if current.is_some_and(|link| link.expires_at_ms == Some(at)) {
+            delete(txn, &code)?;
+            purged.links += 1;
+        } else {
+            txn.open_table(BY_EXPIRY)?.remove((at, code.as_str()))?;
+        }
+    }
+    Ok(purged)
 }
 
 fn secret(txn: &WriteTransaction, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, redb::Error> {
@@ -1001,6 +1152,21 @@ impl LinkStore for EmbeddedStore {
             }
         }
         Ok(())
+    }
+
+    async fn purge(
+        &self,
+        records_before_ms: i64,
+        links_expired_before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        self.write(|reply| WriteOp::Purge {
+            records_before_ms,
+            links_expired_before_ms,
+            limit,
+            reply,
+        })
+        .await
     }
 
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
@@ -1311,6 +1477,194 @@ mod tests {
             store.replace(&link_at("nope", 1)).await.expect("replace"),
             ReplaceOutcome::Missing
         );
+    }
+
+    fn expiring(code: &str, at: i64) -> Link {
+        Link {
+            expires_at_ms: Some(at),
+            owner: Some("key-a".into()),
+            ..link(code)
+        }
+    }
+
+    fn record(key: &str, code: &str, created_at_ms: i64) -> IdempotencyRecord {
+        IdempotencyRecord {
+            key: key.into(),
+            fingerprint: "f".into(),
+            code: code.into(),
+            created_at_ms,
+        }
+    }
+
+    fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(
+        store: &EmbeddedStore,
+        table: TableDefinition<K, V>,
+    ) -> u64 {
+        let db = store.shared.current().expect("open");
+        let txn = db.begin_read().expect("read");
+        txn.open_table(table).expect("table").len().expect("len")
+    }
+
+    #[tokio::test]
+    async fn a_purge_removes_links_expired_before_the_cutoff_in_bounded_rounds() {
+        let (_dir, store) = store().await;
+        for (i, code) in ["exp1", "exp2", "exp3"].into_iter().enumerate() {
+            store
+                .insert(&expiring(code, 100 + i as i64), None)
+                .await
+                .expect("insert");
+        }
+        store
+            .insert(&expiring("later", 10_000), None)
+            .await
+            .expect("insert");
+        store.insert(&link("forever"), None).await.expect("insert");
+        // Made to expire early, then given more time: the purge goes by the stored expiry.
+        store
+            .insert(&expiring("moved", 50), None)
+            .await
+            .expect("insert");
+        let moved = Link {
+            expires_at_ms: Some(20_000),
+            revision: 1,
+            ..expiring("moved", 50)
+        };
+        assert_eq!(
+            store.replace(&moved).await.expect("replace"),
+            ReplaceOutcome::Replaced
+        );
+        let delta = ClickDelta {
+            token: String::new(),
+            code: "exp1".into(),
+            count: 3,
+            last_click_ms: 90,
+            days: vec![(0, 3)],
+        };
+        store.add_clicks(&[delta]).await.expect("clicks");
+
+        let first = store.purge(0, Some(1_000), 2).await.expect("purge");
+        assert_eq!(
+            first,
+            Purged {
+                idempotency_records: 0,
+                links: 2
+            }
+        );
+        let second = store.purge(0, Some(1_000), 2).await.expect("purge");
+        assert_eq!(
+            second,
+            Purged {
+                idempotency_records: 0,
+                links: 1
+            }
+        );
+        assert_eq!(
+            store.purge(0, Some(1_000), 2).await.expect("purge"),
+            Purged::default()
+        );
+
+        let codes = |links: Vec<Link>| links.into_iter().map(|l| l.code).collect::<Vec<_>>();
+        let mut all = codes(store.list(&ListScope::All, None, 10).await.expect("list"));
+        all.sort();
+        assert_eq!(all, ["forever", "later", "moved"]);
+        let owned = ListScope::Owner(Some("key-a".into()));
+        let mut mine = codes(store.list(&owned, None, 10).await.expect("list"));
+        mine.sort();
+        assert_eq!(mine, ["later", "moved"]);
+        assert_eq!(store.stats("exp1").await.expect("stats"), None);
+        assert_eq!(rows(&store, CLICK_TOTALS), 0);
+        assert_eq!(rows(&store, CLICK_DAILY), 0);
+        assert_eq!(rows(&store, BY_EXPIRY), 2, "later and moved");
+        // Purged, the code is free again.
+        assert_eq!(
+            store.insert(&link("exp1"), None).await.expect("insert"),
+            InsertOutcome::Inserted
+        );
+        // `None` purges no link however long expired.
+        assert_eq!(
+            store.purge(0, None, 10).await.expect("purge"),
+            Purged::default()
+        );
+        assert!(store.get("later").await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_purge_removes_idempotency_records_made_before_the_cutoff() {
+        let (_dir, store) = store().await;
+        for (i, key) in ["k1", "k2", "k3"].into_iter().enumerate() {
+            let code = format!("c{i}");
+            let made = record(key, &code, i as i64 * 10);
+            store
+                .insert(&link(&code), Some(&made))
+                .await
+                .expect("insert");
+        }
+        // k1 again past its window: the new record replaces the old one, in the index too.
+        let again = record("k1", "c9", IDEMPOTENCY_WINDOW_MS + 5);
+        assert_eq!(
+            store
+                .insert(&link("c9"), Some(&again))
+                .await
+                .expect("insert"),
+            InsertOutcome::Inserted
+        );
+        let pruned = store.purge(15, None, 10).await.expect("purge");
+        assert_eq!(
+            pruned,
+            Purged {
+                idempotency_records: 1,
+                links: 0
+            },
+            "k2 only"
+        );
+        assert_eq!(rows(&store, IDEMPOTENCY), 2);
+        assert_eq!(rows(&store, IDEMPOTENCY_BY_CREATED), 2);
+        let retry = record("k1", "cx", IDEMPOTENCY_WINDOW_MS + 6);
+        assert_eq!(
+            store
+                .insert(&link("cx"), Some(&retry))
+                .await
+                .expect("insert"),
+            InsertOutcome::Replay(again),
+            "the newer record is kept"
+        );
+        assert_eq!(
+            store.get("c1").await.expect("get").map(|l| l.code),
+            Some("c1".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_purge_indexes_gets_them_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.redb");
+        let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("open");
+        store
+            .insert(&expiring("old", 5), Some(&record("k", "old", 1)))
+            .await
+            .expect("insert");
+        store.close().await;
+        {
+            let db = Database::create(&path).expect("reopen");
+            let txn = db.begin_write().expect("write");
+            txn.delete_table(BY_EXPIRY).expect("drop");
+            txn.delete_table(IDEMPOTENCY_BY_CREATED).expect("drop");
+            txn.open_table(COUNTERS)
+                .expect("counters")
+                .remove(PURGE_INDEXED)
+                .expect("unmark");
+            txn.commit().expect("commit");
+        }
+        let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("open");
+        let purged = store.purge(10, Some(10), 10).await.expect("purge");
+        assert_eq!(
+            purged,
+            Purged {
+                idempotency_records: 1,
+                links: 1
+            }
+        );
+        assert_eq!(store.get("old").await.expect("get"), None);
     }
 
     fn link_at(code: &str, revision: u64) -> Link {

@@ -9,6 +9,7 @@ pub mod dynamodb;
 mod embedded;
 #[cfg(test)]
 pub(crate) mod faulty;
+mod purge;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::DynamoStore;
 pub use embedded::EmbeddedStore;
+pub use purge::start_purging;
 
 use crate::config::{Backend, StoreSettings};
 use crate::telemetry::Metrics;
@@ -242,6 +244,13 @@ pub enum InsertOutcome {
     Replay(IdempotencyRecord),
 }
 
+/// What one round of [`LinkStore::purge`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub idempotency_records: usize,
+    pub links: usize,
+}
+
 /// Clicks on one code since the last flush.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClickDelta {
@@ -407,6 +416,28 @@ pub trait LinkStore: Send + Sync + 'static {
     /// Adds click deltas. Deltas for codes that no longer exist are discarded. Each delta is
     /// applied wholly or not at all; on failure the error says which were not.
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError>;
+
+    /// Removes, in one write, at most `limit` idempotency records made before
+    /// `records_before_ms` and at most `limit` links (with their statistics and list entries)
+    /// that expired before `links_expired_before_ms` (`None`: none). A backend whose store
+    /// removes these itself (DynamoDB's TTL) does nothing here.
+    async fn purge(
+        &self,
+        records_before_ms: i64,
+        links_expired_before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        let _ = (records_before_ms, links_expired_before_ms, limit);
+        Ok(Purged::default())
+    }
+
+    /// Removes click counts left under `link.code` by an earlier link (from days before `link`
+    /// was made), after `link` was inserted under a code of its choosing. Only DynamoDB has
+    /// any: its TTL removes an expired link's item, not its day items. Elsewhere nothing.
+    async fn forget_earlier_stats(&self, link: &Link) -> Result<(), StoreError> {
+        let _ = link;
+        Ok(())
+    }
 
     /// Statistics of an existing link, `None` when there is no such link.
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError>;

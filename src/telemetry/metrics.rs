@@ -200,6 +200,11 @@ metrics! {
     gauge store_writable: Gauge = "kurz_store_writable";
     /// Free bytes on the embedded store's file system, from the last probe (0 elsewhere).
     gauge store_free_bytes: Gauge = "kurz_store_free_bytes";
+    /// Idempotency records past their window removed by the embedded store's purge.
+    counter idempotency_pruned: Counter = "kurz_store_idempotency_records_pruned_total";
+    /// Links expired longer than `store.purge_expired_after_s` removed by the embedded
+    /// store's purge, with their statistics.
+    counter links_purged: Counter = "kurz_store_expired_links_purged_total";
 }
 
 impl Default for Metrics {

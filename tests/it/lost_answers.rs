@@ -37,16 +37,6 @@ async fn until_an_answer_is_lost(proxy: &ChaosProxy, before: u64) {
     }
 }
 
-async fn admin_links(app: &TestApp) -> Vec<Value> {
-    let page: Value = app
-        .admin_get("/api/v1/links?limit=100")
-        .await
-        .json()
-        .await
-        .expect("json");
-    page["links"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_create_retried_after_a_lost_answer_gives_one_link() {
     let (proxy, _store, app) = app_behind_proxy(|_| {}).await;
@@ -81,7 +71,8 @@ async fn an_idempotent_create_retried_after_a_lost_answer_gives_one_link() {
         "the link that landed"
     );
     let link: Value = retried.json().await.expect("json");
-    let links: Vec<Value> = admin_links(&app)
+    let links: Vec<Value> = app
+        .admin_links()
         .await
         .into_iter()
         .filter(|l| l["code"] != earlier.as_str())
@@ -160,6 +151,6 @@ async fn a_delete_retried_after_a_lost_answer_finds_the_link_gone() {
         .await
         .expect("get");
     assert_eq!(metadata.status(), 404);
-    assert!(admin_links(&app).await.is_empty());
+    assert!(app.admin_links().await.is_empty());
     app.stop().await;
 }

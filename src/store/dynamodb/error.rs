@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::CancellationReason;
 
 use crate::store::StoreError;
@@ -32,6 +33,15 @@ const TRANSIENT_CODES: &[&str] = &[
 
 /// The cancellation code DynamoDB gives a transaction item whose condition failed.
 const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
+/// Cancellation codes that pass on their own: another transaction in flight on an item, or
+/// throttling. Nothing of the transaction was written.
+/// (The conflict first: see [`cancelled_by_conflict`].)
+const TRANSIENT_CANCELLATIONS: &[&str] = &[
+    "TransactionConflict",
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+];
 
 impl<E> CallError<E>
 where
@@ -107,6 +117,85 @@ pub(super) fn condition_failed(reasons: &[CancellationReason], index: usize) -> 
     reasons.get(index).and_then(CancellationReason::code) == Some(CONDITION_FAILED)
 }
 
+/// Whether a cancelled transaction failed only for reasons that pass on their own (and for
+/// none that will not, such as a failed condition).
+pub(super) fn cancelled_transiently(reasons: &[CancellationReason]) -> bool {
+    cancelled_only_for(reasons, TRANSIENT_CANCELLATIONS)
+}
+
+/// Whether a cancelled transaction met only other transactions in flight on its items.
+pub(super) fn cancelled_by_conflict(reasons: &[CancellationReason]) -> bool {
+    cancelled_only_for(reasons, &TRANSIENT_CANCELLATIONS[..1])
+}
+
+/// Whether some item of a cancelled transaction has one of `codes` and every other none.
+fn cancelled_only_for(reasons: &[CancellationReason], codes: &[&str]) -> bool {
+    let given = || reasons.iter().filter_map(CancellationReason::code);
+    given().any(|code| codes.contains(&code))
+        && given().all(|code| code == "None" || codes.contains(&code))
+}
+
+/// A failed `TransactWriteItems` as a [`StoreError`]: a transaction cancelled only for
+/// transient reasons is `Unavailable` (a 503 worth retrying, never a 500), the rest as
+/// [`CallError::classify`] has them.
+pub(super) fn cancellation_error(
+    e: CallError<TransactWriteItemsError>,
+    table: &str,
+    timeout: Duration,
+) -> StoreError {
+    let transient = matches!(
+        e.service_error(),
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
+            if cancelled_transiently(cancelled.cancellation_reasons())
+    );
+    match (transient, e) {
+        (true, CallError::Sdk(sdk)) => StoreError::Unavailable {
+            reason: DisplayErrorContext(&sdk).to_string(),
+            source: Some(Arc::new(sdk)),
+        },
+        (_, e) => e.classify(table, timeout),
+    }
+}
+
 pub(super) fn build_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::internal(format!("building a DynamoDB request: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(codes: &[&str]) -> Vec<CancellationReason> {
+        codes
+            .iter()
+            .map(|code| CancellationReason::builder().code(*code).build())
+            .collect()
+    }
+
+    #[test]
+    fn a_conflict_or_throttling_cancels_transiently_a_failed_condition_never() {
+        assert!(cancelled_transiently(&reasons(&[
+            "None",
+            "TransactionConflict"
+        ])));
+        assert!(cancelled_transiently(&reasons(&[
+            "ThrottlingError",
+            "None"
+        ])));
+        assert!(!cancelled_transiently(&reasons(&["None", "None"])));
+        assert!(!cancelled_transiently(&reasons(&[
+            "ConditionalCheckFailed",
+            "TransactionConflict"
+        ])));
+        assert!(!cancelled_transiently(&reasons(&["ValidationError"])));
+        // Only a conflict is tried again at once (throttling waits for the retry budget).
+        assert!(cancelled_by_conflict(&reasons(&[
+            "None",
+            "TransactionConflict"
+        ])));
+        assert!(!cancelled_by_conflict(&reasons(&[
+            "ThrottlingError",
+            "None"
+        ])));
+    }
 }

@@ -1,7 +1,8 @@
 //! The table's items and how links map onto them. One table, keyed by `pk` (partition) and
 //! `sk` (sort); docs/data-model.md has the long form:
 //! - link:        pk = code,            sk = "link"   one attribute per field of `Link`,
-//!   expires_at (epoch seconds, the TTL attribute), the list indexes' keys (list_owner,
+//!   expires_at (epoch seconds, the TTL attribute: expiry + `store.purge_expired_after_s`,
+//!   none when that is 0), the list indexes' keys (list_owner,
 //!   list_all, list_key), clicks, last_click_ms
 //! - daily count: pk = code,            sk = "day#YYYY-MM-DD"   day (UTC day number), clicks
 //! - counter:     pk = "#counter",      sk = "link_ids"         next_id
@@ -138,9 +139,10 @@ pub(super) fn index_sort_key(position: &ListPosition) -> String {
 /// A link as an item. Every field of [`Link`] is one attribute of the same name, converted
 /// from its serde form (so a new field needs nothing here), with one exception kept for items
 /// written before: `disabled` is stored as `disabled_reason` and `disabled_at_ms`.
-pub(super) fn link_item(link: &Link) -> Item {
+/// `purge_after_ms` is `store.purge_expired_after_s` (`None`: never), for the TTL attribute.
+pub(super) fn link_item(link: &Link, purge_after_ms: Option<i64>) -> Item {
     let mut item = key(link.code.clone(), LINK_SK);
-    for (name, value) in link_attributes(link) {
+    for (name, value) in link_attributes(link, purge_after_ms) {
         if let Some(value) = value {
             item.insert(name, value);
         }
@@ -165,8 +167,12 @@ pub(super) fn link_item(link: &Link) -> Item {
 }
 
 /// Every attribute a link sets, but its key and the list indexes' (which never change once
-/// it is made): `Some` to set, `None` to remove (a field that is null).
-pub(super) fn link_attributes(link: &Link) -> Vec<(String, Option<AttributeValue>)> {
+/// it is made): `Some` to set, `None` to remove (a field that is null). DynamoDB's TTL removes
+/// the item `purge_after_ms` after it expires (never without an expiry, or with `None`).
+pub(super) fn link_attributes(
+    link: &Link,
+    purge_after_ms: Option<i64>,
+) -> Vec<(String, Option<AttributeValue>)> {
     let fields = match serde_json::to_value(link) {
         Ok(Value::Object(fields)) => fields,
         _ => return Vec::new(), // a struct of plain fields always serialises to an object
@@ -185,10 +191,12 @@ pub(super) fn link_attributes(link: &Link) -> Vec<(String, Option<AttributeValue
             _ => attributes.push((name, to_attribute(value))),
         }
     }
-    // Rounded up so that DynamoDB never deletes a link before it expires.
+    // Rounded up so that DynamoDB never deletes a link before it is due.
     attributes.push((
         TTL_ATTRIBUTE.into(),
-        link.expires_at_ms.map(|at| n((at + 999) / 1000)),
+        link.expires_at_ms
+            .zip(purge_after_ms)
+            .map(|(at, after)| n((at.saturating_add(after) + 999) / 1000)),
     ));
     attributes
 }
@@ -341,13 +349,22 @@ mod tests {
         }
     }
 
+    /// `store.purge_expired_after_s`'s default, in ms.
+    const PURGE_AFTER: Option<i64> = Some(30 * 86_400_000);
+
     #[test]
     fn every_field_of_a_link_round_trips_through_its_item() {
         let link = every_field_set();
-        let item = link_item(&link);
+        let item = link_item(&link, PURGE_AFTER);
         assert_eq!(parse_link(&link.code, &item).expect("parses"), link);
-        // The TTL attribute is in seconds, rounded up; the disabled state keeps its old names.
-        assert_eq!(number::<i64>(&item, TTL_ATTRIBUTE), Some(1_900_000_001));
+        // The TTL attribute is in seconds, rounded up, the purge delay after the expiry; the
+        // disabled state keeps its old names.
+        assert_eq!(
+            number::<i64>(&item, TTL_ATTRIBUTE),
+            Some(1_900_000_001 + 30 * 86_400)
+        );
+        let kept = link_item(&link, None);
+        assert_eq!(number::<i64>(&kept, TTL_ATTRIBUTE), None, "never purged");
         assert_eq!(
             string(&item, "disabled_reason").as_deref(),
             Some("phishing")
@@ -362,7 +379,7 @@ mod tests {
             ..Link::default()
         };
         assert_eq!(
-            parse_link("plain", &link_item(&plain)).expect("parses"),
+            parse_link("plain", &link_item(&plain, PURGE_AFTER)).expect("parses"),
             plain
         );
     }
@@ -377,7 +394,7 @@ mod tests {
                 "the field table lacks `{field}`"
             );
         }
-        let item = link_item(&every_field_set());
+        let item = link_item(&every_field_set(), PURGE_AFTER);
         for attribute in item.keys() {
             assert!(
                 page.contains(&format!("`{attribute}`")),

@@ -42,7 +42,10 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use self::admission::{Admission, Class, Outcome};
-use self::error::{CallError, build_error, condition_failed, is_transient};
+use self::error::{
+    CallError, build_error, cancellation_error, cancelled_by_conflict, condition_failed,
+    is_transient,
+};
 use self::item::{
     ALL_INDEX, ALL_INDEX_PK, ALL_SHARDS, COUNTER_PK, COUNTER_SK, DAY_PREFIX, INDEX_SK, Item,
     KEYS_PK, LINK_SK, OWNER_INDEX, OWNER_INDEX_PK, OWNER_SHARDS, PARTITION_KEY, SECRET_VALUE,
@@ -80,6 +83,8 @@ pub struct DynamoStore {
     admission: Admission,
     budget: RetryBudget,
     metrics: Arc<Metrics>,
+    /// `store.purge_expired_after_s` in ms (`None`: never), for a link's TTL attribute.
+    purge_after_ms: Option<i64>,
 }
 
 impl DynamoStore {
@@ -135,6 +140,9 @@ impl DynamoStore {
             admission: Admission::new(&dynamo.admission, Arc::clone(&metrics)),
             budget: RetryBudget::new(dynamo.retry_budget_percent),
             metrics,
+            purge_after_ms: Some(settings.purge_expired_after)
+                .filter(|after| !after.is_zero())
+                .map(|after| i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
         })
     }
 
@@ -242,7 +250,7 @@ impl DynamoStore {
     ) -> Result<InsertOutcome, StoreError> {
         let put_link = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(link_item(link)))
+            .set_item(Some(link_item(link, self.purge_after_ms)))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(build_error)?;
@@ -253,36 +261,52 @@ impl DynamoStore {
             .expression_attribute_values(":cutoff", n(record.created_at_ms - IDEMPOTENCY_WINDOW_MS))
             .build()
             .map_err(build_error)?;
-        let result = self
-            .call(Class::Write, || {
-                self.client
-                    .transact_write_items()
-                    .transact_items(TransactWriteItem::builder().put(put_link.clone()).build())
-                    .transact_items(TransactWriteItem::builder().put(put_idem.clone()).build())
-                    .send()
-            })
-            .await;
-        let e = match result {
-            Ok(_) => return Ok(InsertOutcome::Inserted),
-            Err(e) => e,
-        };
-        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-            e.service_error()
-        else {
-            return Err(self.classify(e));
-        };
-        let reasons = cancelled.cancellation_reasons();
-        if condition_failed(reasons, 1) {
-            return match self.get_idempotency(&record.key).await? {
-                Some(previous) => Ok(InsertOutcome::Replay(previous)),
-                // Expired and removed between the two calls: the caller may retry.
-                None => Err(StoreError::unavailable("idempotency record changed")),
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut round = 1;
+        loop {
+            let result = self
+                .call(Class::Write, || {
+                    self.client
+                        .transact_write_items()
+                        .transact_items(TransactWriteItem::builder().put(put_link.clone()).build())
+                        .transact_items(TransactWriteItem::builder().put(put_idem.clone()).build())
+                        .send()
+                })
+                .await;
+            let e = match result {
+                Ok(_) => return Ok(InsertOutcome::Inserted),
+                Err(e) => e,
             };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                e.service_error()
+            else {
+                return Err(self.classify(e));
+            };
+            let reasons = cancelled.cancellation_reasons();
+            if condition_failed(reasons, 1) {
+                return match self.get_idempotency(&record.key).await? {
+                    Some(previous) => Ok(InsertOutcome::Replay(previous)),
+                    // Expired and removed between the two calls: the caller may retry.
+                    None => Err(StoreError::unavailable("idempotency record changed")),
+                };
+            }
+            if condition_failed(reasons, 0) {
+                return Ok(InsertOutcome::CodeTaken);
+            }
+            // Met another transaction in flight on the record: most likely a retry of this
+            // very create. Nothing was written; once that one commits, this one's next round
+            // finds the record and replays it.
+            let wait = backoff(round);
+            if !cancelled_by_conflict(reasons)
+                || round >= self.max_attempts
+                || tokio::time::Instant::now() + wait >= deadline
+            {
+                return Err(cancellation_error(e, &self.table, self.timeout));
+            }
+            // Outside the retry budget: these are kurz's own requests meeting each other.
+            tokio::time::sleep(wait).await;
+            round += 1;
         }
-        if condition_failed(reasons, 0) {
-            return Ok(InsertOutcome::CodeTaken);
-        }
-        Err(self.classify(e))
     }
 
     /// One delta in one transaction: the link's total and its day counts move together, and
@@ -338,7 +362,7 @@ impl DynamoStore {
                 {
                     Ok(())
                 }
-                _ => Err(self.classify(e)),
+                _ => Err(cancellation_error(e, &self.table, self.timeout)),
             },
         }
     }
@@ -431,6 +455,40 @@ impl DynamoStore {
     }
 
     /// Every daily-count item of `code`.
+    /// Deletes `code`'s day items (of days before `before_day`, when given).
+    async fn delete_days(&self, code: &str, before_day: Option<u32>) -> Result<(), StoreError> {
+        let keys: Vec<Item> = self
+            .query_days(code)
+            .await?
+            .into_iter()
+            .filter(|item| {
+                before_day
+                    .is_none_or(|before| number::<u32>(item, "day").is_some_and(|d| d < before))
+            })
+            .filter_map(|item| {
+                let sk = item.get(SORT_KEY)?.clone();
+                Some(HashMap::from([
+                    (PARTITION_KEY.to_owned(), AttributeValue::S(code.to_owned())),
+                    (SORT_KEY.to_owned(), sk),
+                ]))
+            })
+            .collect();
+        for chunk in keys.chunks(25) {
+            let requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|key| {
+                    DeleteRequest::builder()
+                        .set_key(Some(key.clone()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(build_error)
+                })
+                .collect::<Result<_, _>>()?;
+            self.batch_write(requests).await?;
+        }
+        Ok(())
+    }
+
     async fn query_days(&self, code: &str) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
@@ -534,7 +592,7 @@ impl LinkStore for DynamoStore {
                 self.client
                     .put_item()
                     .table_name(&self.table)
-                    .set_item(Some(link_item(link)))
+                    .set_item(Some(link_item(link, self.purge_after_ms)))
                     .condition_expression("attribute_not_exists(pk)")
                     .send()
             })
@@ -565,32 +623,16 @@ impl LinkStore for DynamoStore {
             .map_err(|e| self.classify(e))?;
         let existed = out.attributes().is_some_and(|a| !a.is_empty());
         // Then its daily counts (clicks arriving later are discarded: the link is gone).
-        let keys: Vec<Item> = self
-            .query_days(code)
-            .await?
-            .into_iter()
-            .filter_map(|item| {
-                let sk = item.get(SORT_KEY)?.clone();
-                Some(HashMap::from([
-                    (PARTITION_KEY.to_owned(), AttributeValue::S(code.to_owned())),
-                    (SORT_KEY.to_owned(), sk),
-                ]))
-            })
-            .collect();
-        for chunk in keys.chunks(25) {
-            let requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|key| {
-                    DeleteRequest::builder()
-                        .set_key(Some(key.clone()))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(build_error)
-                })
-                .collect::<Result<_, _>>()?;
-            self.batch_write(requests).await?;
-        }
+        self.delete_days(code, None).await?;
         Ok(existed)
+    }
+
+    /// Day counts of a link made earlier under this code: a link DynamoDB's TTL removed leaves
+    /// its day items (other items) behind. Only days before `link` was made are removed, so
+    /// clicks on `link` itself are never lost.
+    async fn forget_earlier_stats(&self, link: &Link) -> Result<(), StoreError> {
+        let made = crate::clock::day_of(link.created_at_ms);
+        self.delete_days(&link.code, Some(made)).await
     }
 
     async fn replace(&self, link: &Link) -> Result<ReplaceOutcome, StoreError> {
@@ -614,7 +656,10 @@ impl LinkStore for DynamoStore {
             "attribute_exists(pk) AND created_at_ms = :created AND revision = :expected"
         };
         let (mut set, mut remove) = (Vec::new(), Vec::new());
-        for (i, (name, value)) in link_attributes(link).into_iter().enumerate() {
+        for (i, (name, value)) in link_attributes(link, self.purge_after_ms)
+            .into_iter()
+            .enumerate()
+        {
             update = update.expression_attribute_names(format!("#a{i}"), name);
             match value {
                 Some(value) => {
@@ -822,7 +867,7 @@ impl LinkStore for DynamoStore {
     }
 
     async fn import(&self, link: &Link, stats: &LinkStats) -> Result<ImportOutcome, StoreError> {
-        let mut item = link_item(link);
+        let mut item = link_item(link, self.purge_after_ms);
         item.insert("clicks".into(), n(stats.total_clicks));
         if let Some(at) = stats.last_click_ms {
             item.insert("last_click_ms".into(), n(at));

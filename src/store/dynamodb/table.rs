@@ -162,7 +162,7 @@ impl DynamoStore {
                 let Ok(link) = parse_link(&code, item) else {
                     continue; // unreadable: a redirect reports it, a list cannot show it
                 };
-                let keys = link_item(&link);
+                let keys = link_item(&link, None);
                 let mut update = self
                     .client
                     .update_item()

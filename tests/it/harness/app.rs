@@ -244,6 +244,17 @@ impl TestApp {
             .expect("request")
     }
 
+    /// The first hundred links of the admin's list, newest first.
+    pub async fn admin_links(&self) -> Vec<Value> {
+        let page: Value = self
+            .admin_get("/api/v1/links?limit=100")
+            .await
+            .json()
+            .await
+            .expect("json");
+        page["links"].as_array().cloned().unwrap_or_default()
+    }
+
     /// `DELETE /api/v1/links/{code}` with the admin token.
     pub async fn admin_delete(&self, code: &str) -> reqwest::Response {
         self.client

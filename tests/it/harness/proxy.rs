@@ -43,6 +43,9 @@ struct Shared {
     forwarded: AtomicU64,
     /// Answers thrown away by `DropAnswers`.
     dropped: AtomicU64,
+    /// DynamoDB `TransactWriteItems` calls still to answer with a conflict (see
+    /// [`ChaosProxy::conflict_transactions`]).
+    conflicts: AtomicU64,
 }
 
 pub struct ChaosProxy {
@@ -71,6 +74,7 @@ impl ChaosProxy {
             next_slot: Mutex::new(Instant::now()),
             forwarded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
         });
         let accepting = Arc::clone(&shared);
         let task = tokio::spawn(async move {
@@ -105,6 +109,18 @@ impl ChaosProxy {
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::SeqCst)
     }
+
+    /// Answers the next `n` DynamoDB `TransactWriteItems` calls itself, without passing them
+    /// on, as DynamoDB answers a transaction that met another one in flight on the same item:
+    /// cancelled, every item's reason `TransactionConflict`. Nothing of them is written.
+    pub fn conflict_transactions(&self, n: u64) {
+        self.shared.conflicts.store(n, Ordering::SeqCst);
+    }
+
+    /// Conflicts [`conflict_transactions`](Self::conflict_transactions) has not answered yet.
+    pub fn conflicts_left(&self) -> u64 {
+        self.shared.conflicts.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for ChaosProxy {
@@ -126,7 +142,10 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
         return reset(&client);
     };
     let _ = server.set_nodelay(true);
-    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_client, to_client) = client.into_split();
+    // Written by the server's answers and by the proxy's own (one request at a time on a
+    // connection, so the two never interleave).
+    let to_client = tokio::sync::Mutex::new(to_client);
     let (mut from_server, mut to_server) = server.into_split();
     let requests = async {
         let mut buf = vec![0u8; 64 * 1024];
@@ -135,6 +154,16 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if is_transaction(&buf[..n]) && take_one(&shared.conflicts) {
+                let Ok(request) = whole_request(&mut from_client, &buf[..n]).await else {
+                    return;
+                };
+                let answer = conflict_answer(&request);
+                if to_client.lock().await.write_all(&answer).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let fault = *faults.borrow_and_update();
             match fault {
                 Fault::None | Fault::DropAnswers => {}
@@ -168,7 +197,7 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
                 shared.dropped.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
-            if to_client.write_all(&buf[..n]).await.is_err() {
+            if to_client.lock().await.write_all(&buf[..n]).await.is_err() {
                 return;
             }
         }
@@ -189,8 +218,77 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
         _ = reset_now => true,
     };
     if reset {
-        let _ = to_client.as_ref().set_zero_linger();
+        let _ = to_client.lock().await.as_ref().set_zero_linger();
     }
+}
+
+/// Whether `request` (its first chunk) is a DynamoDB `TransactWriteItems` call.
+fn is_transaction(request: &[u8]) -> bool {
+    const TARGET: &[u8] = b"DynamoDB_20120810.TransactWriteItems";
+    request.windows(TARGET.len()).any(|w| w == TARGET)
+}
+
+/// Takes one from `counter` unless it is 0.
+fn take_one(counter: &AtomicU64) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// The request whose first chunk is `head`, read to the end of its body.
+async fn whole_request(
+    from_client: &mut tokio::net::tcp::OwnedReadHalf,
+    head: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let mut request = head.to_vec();
+    let text = String::from_utf8_lossy(head);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return Ok(request);
+    };
+    let length: usize = text[..end]
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut left = length.saturating_sub(head.len() - (end + 4));
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        match from_client.read(&mut buf[..left.min(64 * 1024)]).await? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                request.extend_from_slice(&buf[..n]);
+                left -= n;
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// DynamoDB's answer to a transaction cancelled by a conflict, one reason per item of the
+/// request.
+fn conflict_answer(request: &[u8]) -> Vec<u8> {
+    let items = String::from_utf8_lossy(request)
+        .matches("\"TableName\"")
+        .count()
+        .max(1);
+    let reasons = vec![
+        r#"{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}"#;
+        items
+    ];
+    let body = format!(
+        r#"{{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","CancellationReasons":[{}],"Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [{}]"}}"#,
+        reasons.join(","),
+        vec!["TransactionConflict"; items].join(", "),
+    );
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\n\
+         x-amzn-RequestId: chaos-proxy-conflict\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// Holds a connection without answering until the fault changes, then closes it.
