@@ -292,6 +292,14 @@ pub struct RedisSettings {
     /// How long the breaker stays open before one call probes Redis again.
     #[serde(rename = "breaker_cool_off_ms", deserialize_with = "millis")]
     pub breaker_cool_off: Duration,
+    /// How long a delete or edit keeps loads from writing the code to Redis: a load that read
+    /// the store before it cannot put the old link back. Loads slower than this (less one
+    /// Redis timeout) do not write to Redis at all.
+    #[serde(rename = "tombstone_ttl_ms", deserialize_with = "millis")]
+    pub tombstone_ttl: Duration,
+    /// Invalidations that could not reach Redis, kept and sent again until they land; beyond
+    /// this many, Redis is cleared of every cached link (and every L1 with it) once it answers.
+    pub max_pending_invalidations: usize,
 }
 
 impl Default for RedisSettings {
@@ -305,6 +313,8 @@ impl Default for RedisSettings {
             negative_ttl: Duration::from_secs(5),
             breaker_threshold: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             breaker_cool_off: Duration::from_secs(1),
+            tombstone_ttl: Duration::from_secs(10),
+            max_pending_invalidations: 100_000,
         }
     }
 }
@@ -674,6 +684,12 @@ impl Settings {
         }
         if redis.timeout.is_zero() {
             return invalid("cache.redis.timeout_ms", "must be at least 1");
+        }
+        if redis.tombstone_ttl <= redis.timeout {
+            return invalid(
+                "cache.redis.tombstone_ttl_ms",
+                "must be above cache.redis.timeout_ms (loads write to Redis only within it)",
+            );
         }
         if let Some(token) = &self.auth.admin_token
             && token.expose().len() < 16

@@ -198,7 +198,7 @@ impl Application {
             prune_rate_limits(state.clone()),
             reload_on_sighup(state.clone()),
         ];
-        background.extend(invalidations);
+        background.extend(invalidations.into_iter().flatten());
 
         let admin = match settings.server.admin_bind {
             None => None,

@@ -432,6 +432,7 @@ impl LinkService {
         {
             return Ok(hit);
         }
+        let read_at = tokio::time::Instant::now();
         let cached = match self.store.get(code).await {
             Ok(Some(link)) => match Target::of(&link) {
                 Some(target) => Cached::Found(target),
@@ -449,7 +450,7 @@ impl LinkService {
             }
         };
         if let Some(redis) = &self.redis {
-            redis.put_in_background(code, cached.clone(), self.clock.now_ms());
+            redis.put_in_background(code, cached.clone(), self.clock.now_ms(), read_at);
         }
         Ok(cached)
     }

@@ -33,6 +33,10 @@ pub enum Fault {
     /// client never hears so (the "committed, then timed out" failure of a remote store).
     /// When the fault ends, the connections it held are closed.
     DropAnswers,
+    /// Passes every request on at once and holds the answer to each request that contains the
+    /// bytes given to [`ChaosProxy::hold_answers_to`] until the fault ends: the server has
+    /// done the work (a read has read), the client hears of it only later.
+    HoldAnswers,
 }
 
 struct Shared {
@@ -43,6 +47,10 @@ struct Shared {
     forwarded: AtomicU64,
     /// Answers thrown away by `DropAnswers`.
     dropped: AtomicU64,
+    /// What a request must contain for `HoldAnswers` to hold its answer.
+    hold_needle: Mutex<Vec<u8>>,
+    /// Answers `HoldAnswers` has held so far.
+    held: AtomicU64,
 }
 
 pub struct ChaosProxy {
@@ -71,6 +79,8 @@ impl ChaosProxy {
             next_slot: Mutex::new(Instant::now()),
             forwarded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            hold_needle: Mutex::new(Vec::new()),
+            held: AtomicU64::new(0),
         });
         let accepting = Arc::clone(&shared);
         let task = tokio::spawn(async move {
@@ -105,6 +115,17 @@ impl ChaosProxy {
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::SeqCst)
     }
+
+    /// [`Fault::HoldAnswers`] for requests that contain `needle` (e.g. a code the request names).
+    pub fn hold_answers_to(&self, needle: &str) {
+        *self.shared.hold_needle.lock().expect("lock") = needle.as_bytes().to_vec();
+        self.set(Fault::HoldAnswers);
+    }
+
+    /// Answers `HoldAnswers` has held so far (each is passed on when the fault ends).
+    pub fn held(&self) -> u64 {
+        self.shared.held.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for ChaosProxy {
@@ -128,6 +149,8 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
     let _ = server.set_nodelay(true);
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = server.into_split();
+    // A request on this connection asked for what `HoldAnswers` holds: its answer is next.
+    let hold_next = std::sync::atomic::AtomicBool::new(false);
     let requests = async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -138,6 +161,12 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
             let fault = *faults.borrow_and_update();
             match fault {
                 Fault::None | Fault::DropAnswers => {}
+                Fault::HoldAnswers => {
+                    let needle = shared.hold_needle.lock().expect("lock").clone();
+                    if buf[..n].windows(needle.len().max(1)).any(|w| w == needle) {
+                        hold_next.store(true, Ordering::SeqCst);
+                    }
+                }
                 Fault::Delay(by) => tokio::time::sleep(by).await,
                 Fault::Cap(interval) => {
                     let slot = {
@@ -164,9 +193,14 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if *dropping.borrow_and_update() == Fault::DropAnswers {
+            let fault = *dropping.borrow_and_update();
+            if fault == Fault::DropAnswers {
                 shared.dropped.fetch_add(1, Ordering::SeqCst);
                 continue;
+            }
+            if fault == Fault::HoldAnswers && hold_next.swap(false, Ordering::SeqCst) {
+                shared.held.fetch_add(1, Ordering::SeqCst);
+                let _ = dropping.wait_for(|f| *f != Fault::HoldAnswers).await;
             }
             if to_client.write_all(&buf[..n]).await.is_err() {
                 return;
