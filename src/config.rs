@@ -371,6 +371,9 @@ pub struct ClickSettings {
     /// Most distinct codes whose unflushed clicks are kept while the store fails; beyond that
     /// clicks are dropped and counted in `kurz_clicks_dropped_total`.
     pub max_pending_codes: usize,
+    /// Most clicks held in memory, recorded and not yet written (what a kill -9 can lose):
+    /// beyond it, clicks are dropped and counted in `kurz_clicks_dropped_total`.
+    pub max_pending_clicks: u64,
     /// Longest wait between flushes while they fail: the wait doubles (with jitter) from
     /// `flush_interval_ms` after each failed flush, up to this (never below the interval).
     #[serde(rename = "max_backoff_ms", deserialize_with = "millis")]
@@ -382,6 +385,7 @@ impl Default for ClickSettings {
         Self {
             flush_interval: Duration::from_secs(1),
             max_pending_codes: 1_000_000,
+            max_pending_clicks: 1_000_000,
             max_backoff: Duration::from_secs(30),
         }
     }
@@ -629,6 +633,9 @@ impl Settings {
         }
         if self.clicks.flush_interval.is_zero() {
             return invalid("clicks.flush_interval_ms", "must be at least 1");
+        }
+        if self.clicks.max_pending_clicks == 0 {
+            return invalid("clicks.max_pending_clicks", "must be at least 1");
         }
         if self.store.timeout.is_zero() {
             return invalid("store.timeout_ms", "must be at least 1");

@@ -163,7 +163,8 @@ metrics! {
     gauge clicks_pending: Counter = "kurz_clicks_pending";
     /// Clicks written to the store.
     counter clicks_flushed: Counter = "kurz_clicks_flushed_total";
-    /// Clicks dropped because the store failed for too long.
+    /// Clicks dropped because the store failed for too long (past `clicks.max_pending_codes`
+    /// deltas or `clicks.max_pending_clicks` clicks held in memory).
     counter clicks_dropped: Counter = "kurz_clicks_dropped_total";
     /// Click flushes the store refused (kept for the next flush).
     counter click_flush_failures: Counter = "kurz_click_flush_failures_total";
