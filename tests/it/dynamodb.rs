@@ -484,3 +484,51 @@ async fn kurz_init_adds_the_list_indexes_to_a_table_made_before_them() {
     );
     assert_eq!(line["forward_query"], false, "it never forwarded");
 }
+
+/// A click delta sent again after DynamoDB has forgotten its request token (it keeps them 10
+/// minutes) is refused by the table itself, and counted once. The chaos proxy stands in for
+/// the passing of those minutes: it changes the token of the resend, so DynamoDB meets a
+/// token it never saw, as it would after the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_delta_sent_again_after_its_request_token_expired_counts_once() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let proxy = crate::harness::ChaosProxy::start(&store.endpoint).await;
+    let mut settings = store.settings();
+    settings.store.dynamodb.endpoint_url = Some(proxy.url());
+    let links = kurz::store::open(&settings.store, Default::default())
+        .await
+        .expect("store opens");
+    let link = kurz::store::Link {
+        code: "counted1".into(),
+        url: "https://example.com/counted".into(),
+        created_at_ms: 1,
+        ..Default::default()
+    };
+    links.insert(&link, None).await.expect("insert");
+    let flush = |token: &'static str, count: u64| {
+        let delta = ClickDelta {
+            token: token.into(),
+            code: "counted1".into(),
+            count,
+            last_click_ms: 5,
+            days: vec![(20_000, count)],
+        };
+        let links = Arc::clone(&links);
+        async move { links.add_clicks(&[delta]).await.expect("a flush") }
+    };
+    flush("flush-a", 3).await;
+    // Within the token's window DynamoDB itself recognises the resend of a write whose answer
+    // was lost.
+    flush("flush-a", 3).await;
+    // Past it: the same delta, same token, to a DynamoDB that no longer knows the token.
+    proxy.rewrite_requests(
+        r#""ClientRequestToken":"flush-a""#,
+        r#""ClientRequestToken":"flush-A""#,
+    );
+    flush("flush-a", 3).await;
+    // Another delta is counted as usual.
+    flush("flush-b", 2).await;
+    let stats = links.stats("counted1").await.expect("stats").expect("link");
+    assert_eq!(stats.total_clicks, 5, "{stats:?}");
+    assert_eq!(stats.daily, vec![(20_000, 5)]);
+}

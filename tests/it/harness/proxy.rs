@@ -51,6 +51,8 @@ struct Shared {
     hold_needle: Mutex<Vec<u8>>,
     /// Answers `HoldAnswers` has held so far.
     held: AtomicU64,
+    /// Bytes replaced in every request, whatever the fault (same length, so framing holds).
+    rewrite: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
 }
 
 pub struct ChaosProxy {
@@ -81,6 +83,7 @@ impl ChaosProxy {
             dropped: AtomicU64::new(0),
             hold_needle: Mutex::new(Vec::new()),
             held: AtomicU64::new(0),
+            rewrite: Mutex::new(None),
         });
         let accepting = Arc::clone(&shared);
         let task = tokio::spawn(async move {
@@ -122,6 +125,13 @@ impl ChaosProxy {
         self.set(Fault::HoldAnswers);
     }
 
+    /// Replaces `from` with `to` (of the same length) in every request from now on; e.g. a
+    /// request token, so that the server meets it as one it never saw.
+    pub fn rewrite_requests(&self, from: &str, to: &str) {
+        assert_eq!(from.len(), to.len(), "a rewrite keeps the length");
+        *self.shared.rewrite.lock().expect("lock") = Some((from.into(), to.into()));
+    }
+
     /// Answers `HoldAnswers` has held so far (each is passed on when the fault ends).
     pub fn held(&self) -> u64 {
         self.shared.held.load(Ordering::SeqCst)
@@ -158,6 +168,13 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if let Some((from, to)) = &*shared.rewrite.lock().expect("lock") {
+                let mut at = 0;
+                while let Some(found) = buf[at..n].windows(from.len()).position(|w| w == from) {
+                    buf[at + found..at + found + to.len()].copy_from_slice(to);
+                    at += found + to.len();
+                }
+            }
             let fault = *faults.borrow_and_update();
             match fault {
                 Fault::None | Fault::DropAnswers => {}
