@@ -37,8 +37,8 @@ const IDEM_SK: &str = "idem";
 const SECRET_PREFIX: &str = "#secret#";
 const CLICK_TOKEN_PREFIX: &str = "#clicks#";
 const CLICK_TOKEN_SK: &str = "applied";
-/// How long a click delta's token is remembered: a delta sent again within this of the write
-/// that applied it counts nothing. DynamoDB's own `ClientRequestToken` lasts 10 minutes; a
+/// How long a click delta's token is remembered, from the delta's last click: a delta sent
+/// again within this counts nothing. DynamoDB's own `ClientRequestToken` lasts 10 minutes; a
 /// flusher keeps a delta and sends it again every `clicks.max_backoff_ms` (30 s) at most, for
 /// as long as the store fails, so this covers outages of up to a week.
 pub(super) const CLICK_TOKEN_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -59,13 +59,15 @@ pub(super) fn day_key(code: &str, day: u32) -> Item {
     key(code, &format!("{DAY_PREFIX}{}", clock::format_day(day)))
 }
 
-/// The item that says the click delta `token` was applied, until `now_ms` plus
-/// [`CLICK_TOKEN_WINDOW_MS`] (then DynamoDB's TTL deletes it).
-pub(super) fn click_token_item(token: &str, now_ms: i64) -> Item {
+/// The item that says the click delta `token` was applied, until [`CLICK_TOKEN_WINDOW_MS`]
+/// after `last_click_ms` (then DynamoDB's TTL deletes it). Made of the delta alone, so every
+/// resend is the same request: DynamoDB refuses a reused `ClientRequestToken` whose request
+/// differs.
+pub(super) fn click_token_item(token: &str, last_click_ms: i64) -> Item {
     let mut item = key(format!("{CLICK_TOKEN_PREFIX}{token}"), CLICK_TOKEN_SK);
     item.insert(
         TTL_ATTRIBUTE.into(),
-        n((now_ms + CLICK_TOKEN_WINDOW_MS) / 1000),
+        n((last_click_ms + CLICK_TOKEN_WINDOW_MS) / 1000),
     );
     item
 }

@@ -294,10 +294,7 @@ impl DynamoStore {
             .put(
                 Put::builder()
                     .table_name(&self.table)
-                    .set_item(Some(click_token_item(
-                        &delta.token,
-                        crate::clock::system_now_ms(),
-                    )))
+                    .set_item(Some(click_token_item(&delta.token, delta.last_click_ms)))
                     .condition_expression("attribute_not_exists(pk)")
                     .build()
                     .map_err(build_error)?,
