@@ -22,6 +22,13 @@ fn codes(c: &mut Criterion) {
             permutation.forward(black_box(id))
         })
     });
+    let keyed = Permutation::keyed(b"bench-key", space(7));
+    c.bench_function("keyed_permutation_forward_62^7", |b| {
+        b.iter(|| {
+            id = (id + 1) % space(7);
+            keyed.forward(black_box(id))
+        })
+    });
     let generator = CodeGenerator::new(b"bench-key");
     c.bench_function("code_for_id", |b| {
         b.iter(|| {
@@ -30,7 +37,13 @@ fn codes(c: &mut Criterion) {
         })
     });
     c.bench_function("hash_code_7", |b| {
-        b.iter(|| hash_code(black_box("https://example.com/some/long/path?q=1"), 0, 7))
+        b.iter(|| {
+            hash_code(
+                black_box("https://example.com/some/long/path?q=1"),
+                &[7; 16],
+                7,
+            )
+        })
     });
 }
 

@@ -314,6 +314,14 @@ pub struct RedisSettings {
     /// How long the breaker stays open before one call probes Redis again.
     #[serde(rename = "breaker_cool_off_ms", deserialize_with = "millis")]
     pub breaker_cool_off: Duration,
+    /// How long a delete or edit keeps loads from writing the code to Redis: a load that read
+    /// the store before it cannot put the old link back. Loads slower than this (less one
+    /// Redis timeout) do not write to Redis at all.
+    #[serde(rename = "tombstone_ttl_ms", deserialize_with = "millis")]
+    pub tombstone_ttl: Duration,
+    /// Invalidations that could not reach Redis, kept and sent again until they land; beyond
+    /// this many, Redis is cleared of every cached link (and every L1 with it) once it answers.
+    pub max_pending_invalidations: usize,
 }
 
 impl Default for RedisSettings {
@@ -327,6 +335,8 @@ impl Default for RedisSettings {
             negative_ttl: Duration::from_secs(5),
             breaker_threshold: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             breaker_cool_off: Duration::from_secs(1),
+            tombstone_ttl: Duration::from_secs(10),
+            max_pending_invalidations: 100_000,
         }
     }
 }
@@ -383,6 +393,9 @@ pub struct ClickSettings {
     /// Most distinct codes whose unflushed clicks are kept while the store fails; beyond that
     /// clicks are dropped and counted in `kurz_clicks_dropped_total`.
     pub max_pending_codes: usize,
+    /// Most clicks held in memory, recorded and not yet written (what a kill -9 can lose):
+    /// beyond it, clicks are dropped and counted in `kurz_clicks_dropped_total`.
+    pub max_pending_clicks: u64,
     /// Longest wait between flushes while they fail: the wait doubles (with jitter) from
     /// `flush_interval_ms` after each failed flush, up to this (never below the interval).
     #[serde(rename = "max_backoff_ms", deserialize_with = "millis")]
@@ -394,6 +407,7 @@ impl Default for ClickSettings {
         Self {
             flush_interval: Duration::from_secs(1),
             max_pending_codes: 1_000_000,
+            max_pending_clicks: 1_000_000,
             max_backoff: Duration::from_secs(30),
         }
     }
@@ -690,6 +704,9 @@ impl Settings {
         if self.clicks.flush_interval.is_zero() {
             return invalid("clicks.flush_interval_ms", "must be at least 1");
         }
+        if self.clicks.max_pending_clicks == 0 {
+            return invalid("clicks.max_pending_clicks", "must be at least 1");
+        }
         if self.store.timeout.is_zero() {
             return invalid("store.timeout_ms", "must be at least 1");
         }
@@ -762,6 +779,12 @@ impl Settings {
         }
         if redis.timeout.is_zero() {
             return invalid("cache.redis.timeout_ms", "must be at least 1");
+        }
+        if redis.tombstone_ttl <= redis.timeout {
+            return invalid(
+                "cache.redis.tombstone_ttl_ms",
+                "must be above cache.redis.timeout_ms (loads write to Redis only within it)",
+            );
         }
         if let Some(token) = &self.auth.admin_token
             && token.expose().len() < 16

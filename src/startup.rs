@@ -128,7 +128,10 @@ impl Application {
             );
         }
 
-        let clicks = Arc::new(ClickRecorder::new(Arc::clone(&metrics)));
+        let clicks = Arc::new(
+            ClickRecorder::new(Arc::clone(&metrics))
+                .with_max_pending_clicks(settings.clicks.max_pending_clicks),
+        );
         let local = Arc::new(LocalCache::new(&settings.cache.local, clock.now_ms()));
         let redis: Option<RedisCache> = match &settings.cache.redis.url {
             None => None,
@@ -221,7 +224,7 @@ impl Application {
                 Arc::clone(&state.metrics),
             ),
         ];
-        background.extend(invalidations);
+        background.extend(invalidations.into_iter().flatten());
         background.push(keys.start_refreshing());
 
         let admin = match settings.server.admin_bind {

@@ -12,10 +12,20 @@
 //!   `GET` in one pipeline ([`RedisCache::gcra`] with a code to fetch);
 //! - writes to Redis after a store read happen in the background, off the request;
 //! - deletes publish the code on a channel; every instance evicts it from its L1. The listener
-//!   reconnects by itself, and clears L1 after reconnecting (it may have missed messages).
+//!   reconnects by itself, and clears L1 after reconnecting (it may have missed messages);
+//! - takedowns cannot silently fail: a delete (or edit) leaves a tombstone in Redis for
+//!   `cache.redis.tombstone_ttl_ms`, and a load writes what it read from the store only where
+//!   there is none (one script), and only if it started within that window, so a load that
+//!   read the store before the delete cannot put the link back. An invalidation that does not
+//!   reach Redis is kept (at most `cache.redis.max_pending_invalidations`) and sent again until
+//!   it lands; meanwhile this instance does not read those codes from Redis. Once it lands, its
+//!   message evicts the code from every instance's L1, so a link removed while Redis was away
+//!   stops redirecting everywhere within one retry of Redis answering again (and, while Redis
+//!   stays away, within the L1 TTL, as other instances then reload from the store).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use deadpool::Runtime;
@@ -24,6 +34,7 @@ use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncCommands, ErrorKind, RedisError, ServerErrorKind};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::{Cached, LocalCache};
 use crate::clock;
@@ -51,6 +62,21 @@ end
 return {1, math.floor((now - allow_at) / interval), new_tat - now}
 "#;
 
+/// A load's write: the entry (KEYS[1]) is set only while the code has no tombstone (KEYS[2]),
+/// so a delete that overtook the load wins. 1 if written.
+const PUT_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
+/// The invalidation message that means "forget every code" (no code looks like it).
+const FORGET_ALL: &str = "*";
+/// How often invalidations that did not reach Redis are sent again.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+/// Pending invalidations sent in one pipeline.
+const RETRY_BATCH: usize = 512;
+
 /// The L2 cache. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct RedisCache {
@@ -65,8 +91,28 @@ struct Inner {
     timeout: Duration,
     ttl: Duration,
     negative_ttl: Duration,
+    tombstone_ttl: Duration,
     breaker: Breaker,
     metrics: Arc<Metrics>,
+    pending: Pending,
+}
+
+/// Invalidations that did not reach Redis, kept until they do. Bounded: past `max` codes the
+/// list is given up for one "forget everything" (every key of ours deleted from Redis, every
+/// instance's L1 cleared) once Redis answers.
+struct Pending {
+    codes: Mutex<PendingCodes>,
+    /// Codes kept, plus one while everything is to be forgotten: read without the lock by every
+    /// Redis read, which skips Redis for a pending code.
+    count: AtomicUsize,
+    max: usize,
+}
+
+#[derive(Default)]
+struct PendingCodes {
+    codes: HashSet<String>,
+    /// More than `max` piled up: every code is suspect until Redis is cleared.
+    everything: bool,
 }
 
 /// A link's Redis entry, fetched in the round trip of a rate-limit decision, for
@@ -109,8 +155,14 @@ impl RedisCache {
                 timeout,
                 ttl: settings.ttl,
                 negative_ttl: settings.negative_ttl,
+                tombstone_ttl: settings.tombstone_ttl,
                 breaker: Breaker::new(settings.breaker_threshold.get(), settings.breaker_cool_off),
                 metrics,
+                pending: Pending {
+                    codes: Mutex::default(),
+                    count: AtomicUsize::new(0),
+                    max: settings.max_pending_invalidations,
+                },
             }),
         })
     }
@@ -164,6 +216,11 @@ impl RedisCache {
 
     fn key(&self, code: &str) -> String {
         format!("{}l:{code}", self.inner.prefix)
+    }
+
+    /// The key that marks `code` as just deleted or edited.
+    fn tombstone(&self, code: &str) -> String {
+        format!("{}t:{code}", self.inner.prefix)
     }
 
     /// Runs one Redis call within the timeout, unless the breaker is open; `None` on any
@@ -246,7 +303,13 @@ impl RedisCache {
 
     /// The cached answer for `code`: `fetched` if its entry already came with a rate-limit
     /// decision, else Redis's; `None` on a miss, a failure or an open breaker.
+    /// A code whose invalidation has not reached Redis yet is a miss: its entry may predate
+    /// the delete.
     pub async fn get(&self, code: &str, fetched: Option<Fetched>) -> Option<Cached> {
+        if self.is_pending(code) {
+            self.inner.metrics.redis_misses.inc();
+            return None;
+        }
         let value = match fetched {
             Some(Fetched(value)) => value,
             None => {
@@ -264,9 +327,12 @@ impl RedisCache {
         cached
     }
 
-    /// Stores `value` in the background, with TTL = min(Redis TTL, time from `now_ms` to the
-    /// link's expiry).
-    pub fn put_in_background(&self, code: &str, value: Cached, now_ms: i64) {
+    /// Stores `value`, which a store read that began at `read_at` returned, in the background,
+    /// with TTL = min(Redis TTL, time from `now_ms` to the link's expiry). Not written where a
+    /// delete or edit left a tombstone, nor once the tombstone of a delete that came after the
+    /// read could have expired (`cache.redis.tombstone_ttl_ms` after `read_at`, less one Redis
+    /// timeout for the write's own trip).
+    pub fn put_in_background(&self, code: &str, value: Cached, now_ms: i64, read_at: Instant) {
         let ttl = match &value {
             Cached::Missing => self.inner.negative_ttl,
             Cached::Found(target) => match target.expires_at_ms {
@@ -278,45 +344,194 @@ impl RedisCache {
             },
         };
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        if ttl_ms == 0 {
+        if ttl_ms == 0 || self.is_pending(code) {
             return;
         }
-        let (this, key, encoded) = (self.clone(), self.key(code), value.encode());
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(PUT_SCRIPT));
+        let (this, key, tombstone, encoded) = (
+            self.clone(),
+            self.key(code),
+            self.tombstone(code),
+            value.encode(),
+        );
         tokio::spawn(async move {
-            let (key, encoded) = (&key, &encoded);
-            this.call(|mut conn| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(encoded)
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
-            .await;
+            let inner = &*this.inner;
+            if read_at.elapsed() + inner.timeout >= inner.tombstone_ttl {
+                inner.metrics.redis_writes_refused.inc();
+                return;
+            }
+            let mut invocation = SCRIPT.key(&key);
+            invocation.key(&tombstone).arg(&encoded).arg(ttl_ms);
+            let invocation = &invocation;
+            let written: Option<i64> = this
+                .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+                .await;
+            if written == Some(0) {
+                inner.metrics.redis_writes_refused.inc();
+            }
         });
     }
 
-    /// Removes `code` from Redis and tells every instance to evict it from its L1.
+    /// Removes `code` from Redis, leaves its tombstone, and tells every instance to evict it
+    /// from its L1. When Redis cannot be told, the invalidation is kept and sent again until it
+    /// lands (see [`start_invalidation_listener`]).
     pub async fn invalidate(&self, code: &str) {
-        let (key, channel) = (&self.key(code), &self.inner.channel);
+        let pipe = &self.invalidations(&[code]);
         let done = self
-            .call(|mut conn| async move {
-                redis::pipe()
-                    .del(key)
-                    .ignore()
-                    .publish(channel, code)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
+            .call(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
             .await;
         if done.is_none() {
+            self.defer(code);
             tracing::warn!(
-                "could not tell other instances about a delete through Redis; their caches \
-                 forget the link within their TTL"
+                code,
+                "could not reach Redis to invalidate a link; kept, and sent again until Redis \
+                 takes it (this instance does not read the code from Redis meanwhile)"
             );
         }
+    }
+
+    /// One pipeline that deletes each code's entry, leaves its tombstone and publishes it.
+    fn invalidations(&self, codes: &[&str]) -> redis::Pipeline {
+        let tombstone_ms = u64::try_from(self.inner.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        for code in codes {
+            pipe.cmd("SET")
+                .arg(self.tombstone(code))
+                .arg(1)
+                .arg("PX")
+                .arg(tombstone_ms)
+                .ignore()
+                .del(self.key(code))
+                .ignore()
+                .publish(&self.inner.channel, *code)
+                .ignore();
+        }
+        pipe
+    }
+
+    fn pending(&self) -> MutexGuard<'_, PendingCodes> {
+        self.inner
+            .pending
+            .codes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `code` has an invalidation that has not reached Redis.
+    fn is_pending(&self, code: &str) -> bool {
+        self.inner.pending.count.load(Ordering::Acquire) != 0 && {
+            let pending = self.pending();
+            pending.everything || pending.codes.contains(code)
+        }
+    }
+
+    /// Keeps the invalidation of `code` for [`retry_pending`](Self::retry_pending).
+    fn defer(&self, code: &str) {
+        let mut pending = self.pending();
+        if pending.everything || pending.codes.contains(code) {
+            return;
+        }
+        if pending.codes.len() >= self.inner.pending.max {
+            pending.codes = HashSet::new();
+            pending.everything = true;
+            tracing::error!(
+                max = self.inner.pending.max,
+                "too many invalidations could not reach Redis; once it answers, every cached \
+                 link is deleted from it and every instance clears its cache"
+            );
+        } else {
+            pending.codes.insert(code.to_owned());
+        }
+        self.count_pending(&pending);
+    }
+
+    fn count_pending(&self, pending: &PendingCodes) {
+        let count = pending.codes.len() + usize::from(pending.everything);
+        self.inner.pending.count.store(count, Ordering::Release);
+        self.inner
+            .metrics
+            .redis_pending_invalidations
+            .set(count as u64);
+    }
+
+    /// Sends kept invalidations again (a batch of them); the ones Redis took are done.
+    async fn retry_pending(&self) {
+        if self.inner.pending.count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let (everything, batch): (bool, Vec<String>) = {
+            let pending = self.pending();
+            let batch = pending.codes.iter().take(RETRY_BATCH).cloned().collect();
+            (pending.everything, batch)
+        };
+        if everything {
+            if self.forget_everything().await {
+                let mut pending = self.pending();
+                pending.everything = false;
+                self.count_pending(&pending);
+                tracing::info!("Redis cleared of cached links after lost invalidations");
+            }
+            return;
+        }
+        let codes: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let pipe = &self.invalidations(&codes);
+        let done = self
+            .call(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await;
+        if done.is_some() {
+            let mut pending = self.pending();
+            for code in &batch {
+                pending.codes.remove(code);
+            }
+            self.count_pending(&pending);
+            tracing::info!(codes = batch.len(), "kept invalidations reached Redis");
+        }
+    }
+
+    /// Deletes every cached link of ours from Redis and tells every instance to clear its L1;
+    /// `true` once done.
+    async fn forget_everything(&self) -> bool {
+        let (pattern, channel) = (&format!("{}l:*", self.inner.prefix), &self.inner.channel);
+        let mut cursor: u64 = 0;
+        loop {
+            let step: Option<(u64, Vec<String>)> = self
+                .call(|mut conn| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await;
+            let Some((next, keys)) = step else {
+                return false;
+            };
+            if !keys.is_empty() {
+                let keys = &keys;
+                let deleted = self
+                    .call(|mut conn| async move {
+                        redis::cmd("UNLINK")
+                            .arg(keys)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    })
+                    .await;
+                if deleted.is_none() {
+                    return false;
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        self.call(|mut conn| async move { conn.publish::<_, _, ()>(channel, FORGET_ALL).await })
+            .await
+            .is_some()
     }
 
     /// Warns unless Redis evicts by LRU or LFU, which the cache sizing depends on.
@@ -395,8 +610,25 @@ impl managed::Manager for Manager {
 }
 
 /// Listens for invalidations from every instance and evicts those codes from `local`,
-/// reconnecting after Redis restarts. Ends when the returned task is aborted.
-pub fn start_invalidation_listener(redis: RedisCache, local: Arc<LocalCache>) -> JoinHandle<()> {
+/// reconnecting after Redis restarts; and sends this instance's kept invalidations again until
+/// Redis takes them. Both end when the returned tasks are aborted.
+pub fn start_invalidation_listener(
+    redis: RedisCache,
+    local: Arc<LocalCache>,
+) -> [JoinHandle<()>; 2] {
+    let retrier = redis.clone();
+    let retry = tokio::spawn(async move {
+        let mut every = tokio::time::interval(RETRY_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            retrier.retry_pending().await;
+        }
+    });
+    [listen(redis, local), retry]
+}
+
+fn listen(redis: RedisCache, local: Arc<LocalCache>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let inner = &redis.inner;
         let mut backoff = Duration::from_millis(100);
@@ -421,7 +653,11 @@ pub fn start_invalidation_listener(redis: RedisCache, local: Arc<LocalCache>) ->
                     while let Some(message) = messages.next().await {
                         if let Ok(code) = message.get_payload::<String>() {
                             inner.metrics.redis_invalidations.inc();
-                            local.invalidate(&code);
+                            if code == FORGET_ALL {
+                                local.invalidate_all();
+                            } else {
+                                local.invalidate(&code);
+                            }
                         }
                     }
                     tracing::warn!("invalidation listener lost Redis; reconnecting");
@@ -534,6 +770,31 @@ mod tests {
         assert!(!breaker.on_failure(), "already open");
         assert!(breaker.on_success(), "a success closes it");
         assert!(breaker.allow());
+    }
+
+    #[tokio::test]
+    async fn kept_invalidations_are_bounded_and_past_the_bound_every_code_is_suspect() {
+        let settings = RedisSettings {
+            max_pending_invalidations: 2,
+            ..RedisSettings::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        // Nothing listens there; no call is made here anyway.
+        let redis = RedisCache::new(&settings, "redis://127.0.0.1:1", Arc::clone(&metrics))
+            .expect("a pool");
+        assert!(!redis.is_pending("a"));
+        redis.defer("a");
+        redis.defer("b");
+        redis.defer("a");
+        assert!(redis.is_pending("a") && redis.is_pending("b") && !redis.is_pending("c"));
+        assert_eq!(metrics.redis_pending_invalidations.get(), 2);
+        // Past the bound: the list goes, and no code is read from (or written to) Redis until
+        // Redis has been cleared.
+        redis.defer("c");
+        assert!(redis.is_pending("c") && redis.is_pending("never-deleted"));
+        assert!(redis.pending().codes.is_empty());
+        assert_eq!(metrics.redis_pending_invalidations.get(), 1);
+        assert_eq!(redis.get("never-deleted", None).await, None);
     }
 
     #[test]

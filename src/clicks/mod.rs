@@ -12,8 +12,12 @@
 //! `clicks.max_backoff_ms`, and each flush sends fewer deltas (half as many after each failure,
 //! down to one), so a struggling store is not handed the same work at the same rate; once it takes
 //! a flush, the next one sends everything again. Kept deltas are bounded; beyond the bound the
-//! oldest are dropped and counted. Shutdown flushes what is left. Worst case on a crash: what was
-//! pending (one interval of clicks while the store answers).
+//! oldest are dropped and counted. So are clicks: at most `clicks.max_pending_clicks` are held
+//! in memory (recorded, not yet written); a click beyond that is dropped and counted. Shards take
+//! their share of that budget in chunks from one pool, so a redirect touches the shared pool
+//! once per chunk, not per click. Shutdown flushes what is left. Worst case on a crash (kill -9):
+//! what was pending, one interval of clicks while the store answers, and during a store outage
+//! the whole backlog, never more than `clicks.max_pending_clicks`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -87,19 +91,33 @@ type FxBuild = BuildHasherDefault<FxHasher>;
 /// lock besides the thread itself.
 #[derive(Default)]
 #[repr(align(128))]
-struct Shard(Mutex<HashMap<Box<str>, Pending, FxBuild>>);
+struct Shard(Mutex<ShardState>);
+
+#[derive(Default)]
+struct ShardState {
+    codes: HashMap<Box<str>, Pending, FxBuild>,
+    /// Clicks this shard may still take, out of the recorder's budget.
+    allowance: u64,
+}
 
 impl Shard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Pending, FxBuild>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ShardState> {
         // A poisoned shard only means another thread panicked mid-update of plain counters.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
+/// Clicks a shard takes from the budget at once (fewer when the budget is small).
+const ALLOWANCE_CHUNK: u64 = 1_024;
+
 /// Counts clicks in memory; cheap to call from every redirect.
 pub struct ClickRecorder {
     shards: Box<[Shard]>,
     metrics: Arc<Metrics>,
+    /// The budget of clicks held in memory not yet handed to a shard: clicks pending, plus
+    /// shards' allowances, plus this, never exceed `clicks.max_pending_clicks`.
+    budget: AtomicU64,
+    chunk: u64,
     /// Delta tokens: a random per-process prefix and a counter.
     token_prefix: u64,
     next_token: AtomicU64,
@@ -113,7 +131,37 @@ impl ClickRecorder {
             token_prefix: getrandom::u64()
                 .unwrap_or_else(|_| clock::system_now_ms().unsigned_abs()),
             next_token: AtomicU64::new(0),
+            budget: AtomicU64::new(u64::MAX),
+            chunk: ALLOWANCE_CHUNK,
         }
+    }
+
+    /// Holds at most `max` clicks in memory (`clicks.max_pending_clicks`); without this, no
+    /// bound.
+    pub fn with_max_pending_clicks(mut self, max: u64) -> Self {
+        self.budget = AtomicU64::new(max);
+        // Small budgets in small chunks, so the shards' unused allowances stay a small part.
+        self.chunk = (max / (4 * telemetry::STRIPES as u64)).clamp(1, ALLOWANCE_CHUNK);
+        self
+    }
+
+    /// Takes up to one chunk from the budget; 0 when it is spent.
+    fn take_allowance(&self) -> u64 {
+        let chunk = self.chunk;
+        self.budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                (left > 0).then(|| left - left.min(chunk))
+            })
+            .map_or(0, |left| left.min(chunk))
+    }
+
+    /// Gives back the budget of `clicks` that left memory (written or dropped).
+    fn release(&self, clicks: u64) {
+        let _ = self
+            .budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                Some(left.saturating_add(clicks))
+            });
     }
 
     fn new_token(&self) -> String {
@@ -123,7 +171,18 @@ impl ClickRecorder {
 
     pub fn record(&self, code: &str, now_ms: i64) {
         let day = clock::day_of(now_ms);
-        let mut map = self.shards[telemetry::stripe()].lock();
+        let mut shard = self.shards[telemetry::stripe()].lock();
+        if shard.allowance == 0 {
+            shard.allowance = self.take_allowance();
+            if shard.allowance == 0 {
+                drop(shard);
+                self.metrics.clicks_recorded.inc();
+                self.metrics.clicks_dropped.inc();
+                return;
+            }
+        }
+        shard.allowance -= 1;
+        let map = &mut shard.codes;
         match map.get_mut(code) {
             Some(pending) => pending.add(1, now_ms, day),
             None => {
@@ -132,7 +191,7 @@ impl ClickRecorder {
                 map.insert(code.into(), pending);
             }
         }
-        drop(map);
+        drop(shard);
         self.metrics.clicks_recorded.inc();
         self.metrics.clicks_pending.inc();
     }
@@ -142,8 +201,8 @@ impl ClickRecorder {
     /// not are freed.
     fn drain_into<S: BuildHasher>(&self, into: &mut HashMap<Box<str>, Pending, S>) {
         for shard in self.shards.iter() {
-            let mut map = shard.lock();
-            map.retain(|code, pending| {
+            let mut shard = shard.lock();
+            shard.codes.retain(|code, pending| {
                 if pending.count == 0 {
                     return false;
                 }
@@ -155,7 +214,7 @@ impl ClickRecorder {
 
     #[cfg(test)]
     fn slots(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.lock().codes.len()).sum()
     }
 }
 
@@ -311,6 +370,7 @@ impl Flusher {
         let metrics = &self.recorder.metrics;
         metrics.clicks_flushed.add(sent - failed);
         metrics.clicks_pending.sub(sent - failed);
+        self.recorder.release(sent - failed);
         // Kept: what was sent and not written, then what was not sent; oldest first.
         let mut unapplied = unapplied.into_iter().peekable();
         self.retry = batch
@@ -344,6 +404,7 @@ impl Flusher {
         let metrics = &self.recorder.metrics;
         metrics.clicks_dropped.add(dropped);
         metrics.clicks_pending.sub(dropped);
+        self.recorder.release(dropped);
         tracing::error!(
             clicks = dropped,
             "dropped unflushed clicks: the store has failed for too long"
@@ -426,6 +487,64 @@ mod tests {
             let stats = store.stats(code).await.expect("stats").expect("link");
             assert_eq!(stats.total_clicks, 2, "{code}");
         }
+    }
+
+    #[tokio::test]
+    async fn while_the_store_fails_clicks_held_in_memory_never_pass_the_bound() {
+        let (_dir, store) = FaultyStore::temporary();
+        store.insert(&link("hot"), None).await.expect("insert");
+        store.fail_clicks.store(true, Ordering::SeqCst);
+        let metrics = Arc::new(Metrics::default());
+        let recorder =
+            Arc::new(ClickRecorder::new(Arc::clone(&metrics)).with_max_pending_clicks(1_000));
+        let flusher = ClickFlusher::start(
+            Arc::clone(&recorder),
+            Arc::clone(&store) as Arc<dyn LinkStore>,
+            pacing(),
+        );
+        // One code (one delta per flush, far below max_pending_codes), many clicks, from
+        // several threads, across several failed flushes.
+        for round in 0..5 {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let recorder = Arc::clone(&recorder);
+                    std::thread::spawn(move || {
+                        for i in 0..1_000 {
+                            recorder.record("hot", round * 10_000 + i);
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().expect("thread");
+            }
+            let failed = store.click_writes.lock().expect("lock").len();
+            while store.click_writes.lock().expect("lock").len() == failed {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // What a kill -9 would lose right now.
+            assert!(
+                metrics.clicks_pending.get() <= 1_000,
+                "{}",
+                metrics.clicks_pending.get()
+            );
+        }
+        assert_eq!(metrics.clicks_recorded.get(), 20_000);
+        assert_eq!(
+            metrics.clicks_pending.get() + metrics.clicks_dropped.get(),
+            20_000
+        );
+        // Once the store answers, the backlog lands and there is room again.
+        store.fail_clicks.store(false, Ordering::SeqCst);
+        let pending = metrics.clicks_pending.get();
+        while metrics.clicks_flushed.get() < pending {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        recorder.record("hot", 99_000);
+        assert_eq!(metrics.clicks_pending.get(), 1);
+        flusher.shutdown().await;
+        let stats = store.stats("hot").await.expect("stats").expect("link");
+        assert_eq!(stats.total_clicks, pending + 1);
     }
 
     #[test]

@@ -1,15 +1,18 @@
-//! Hash codes: base62 of SHA-256(url ‖ nonce), used when the counter cannot be leased.
-//! A collision is resolved by the caller with the next nonce; after a few, with 8 characters.
+//! Hash codes: base62 of SHA-256(url ‖ salt), used when the counter cannot be leased (with a
+//! fresh random salt for every try, so nobody can compute a link's code ahead of it and take
+//! it) and by `kurz import` for CSV rows without a code (salt 0: the same URL gets the same
+//! code when imported again). A collision is resolved by the caller with another salt; after a
+//! few, with 8 characters.
 
 use sha2::{Digest, Sha256};
 
 use super::base62::{encode_padded, space};
 
-/// The code for `url` at `nonce`, `len` (7 or 8) characters long.
-pub fn hash_code(url: &str, nonce: u32, len: u32) -> String {
+/// The code for `url` with `salt`, `len` (7 or 8) characters long.
+pub fn hash_code(url: &str, salt: &[u8], len: u32) -> String {
     let mut hasher = Sha256::new();
     hasher.update(url.as_bytes());
-    hasher.update(nonce.to_be_bytes());
+    hasher.update(salt);
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
@@ -23,12 +26,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deterministic_and_nonce_changes_code() {
-        let a = hash_code("https://example.com/", 0, 7);
-        assert_eq!(a, hash_code("https://example.com/", 0, 7));
+    fn deterministic_and_the_salt_changes_the_code() {
+        let a = hash_code("https://example.com/", &[0; 4], 7);
+        assert_eq!(a, hash_code("https://example.com/", &[0; 4], 7));
         assert_eq!(a.len(), 7);
-        assert_ne!(a, hash_code("https://example.com/", 1, 7));
-        assert_eq!(hash_code("https://example.com/", 0, 8).len(), 8);
+        assert_ne!(a, hash_code("https://example.com/", &1u32.to_be_bytes(), 7));
+        assert_eq!(hash_code("https://example.com/", &[0; 4], 8).len(), 8);
         assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
     }
 }

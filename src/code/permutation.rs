@@ -1,4 +1,4 @@
-//! A keyed bijection over [0, N): a balanced Feistel network on the smallest even number of bits
+//! Keyed bijections over [0, N): a balanced Feistel network on the smallest even number of bits
 //! that covers N, with cycle-walking to stay inside the domain.
 //!
 //! Why: consecutive counter ids must not give consecutive codes (that would let anyone enumerate
@@ -6,17 +6,61 @@
 //! permutation whatever its round function, and cycle-walking keeps it one on [0, N): from an
 //! x < N, re-encrypting until the value is < N ends on the cycle through x. With N = 62^7 and
 //! 42 bits, the walk takes 1.25 steps on average.
+//!
+//! Two round functions. [`Permutation::keyed`] (what codes are made with) runs 10 rounds of
+//! HMAC-SHA-256 under the permutation key: a pseudo-random function, so without the key the
+//! codes of consecutive ids cannot be told from random ones, nor the key learnt from codes.
+//! [`Permutation::new`] is the first one (6 rounds of splitmix64's finaliser over SHA-256-derived
+//! round keys): fast, but not a PRF, so someone who sees enough codes may work back to ids.
+//! It is kept because codes were made with it: new codes are its images of ids it was never
+//! given (see `CodeGenerator`), which keeps them apart from every code it made.
 
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-const ROUNDS: usize = 6;
+/// Rounds of the first permutation.
+const V1_ROUNDS: usize = 6;
+/// Rounds of the keyed one: as NIST's FF1 uses on small domains.
+const PRF_ROUNDS: u8 = 10;
 
 #[derive(Clone)]
 pub struct Permutation {
     domain: u64,
     half_bits: u32,
     mask: u64,
-    keys: [u64; ROUNDS],
+    rounds: Rounds,
+}
+
+#[derive(Clone)]
+enum Rounds {
+    /// The first permutation's round keys.
+    V1([u64; V1_ROUNDS]),
+    /// HMAC-SHA-256 keyed by the permutation key (and the domain), cloned for each round.
+    Prf(Hmac<Sha256>),
+}
+
+impl Rounds {
+    fn count(&self) -> usize {
+        match self {
+            Rounds::V1(keys) => keys.len(),
+            Rounds::Prf(_) => usize::from(PRF_ROUNDS),
+        }
+    }
+
+    fn apply(&self, round: usize, half: u64) -> u64 {
+        match self {
+            Rounds::V1(keys) => splitmix(half, keys[round]),
+            Rounds::Prf(mac) => {
+                let mut mac = mac.clone();
+                mac.update(&[round as u8]);
+                mac.update(&half.to_be_bytes());
+                let out = mac.finalize().into_bytes();
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&out[..8]);
+                u64::from_be_bytes(first)
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Permutation {
@@ -28,16 +72,13 @@ impl std::fmt::Debug for Permutation {
 }
 
 impl Permutation {
-    /// A permutation of [0, domain) keyed by `key`. `domain` must be at least 2.
+    /// The first permutation of [0, domain), keyed by `key`. `domain` must be at least 2.
     pub fn new(key: &[u8], domain: u64) -> Self {
-        let domain = domain.max(2);
-        let bits = 64 - (domain - 1).leading_zeros();
-        let half_bits = bits.div_ceil(2);
-        let mut keys = [0u64; ROUNDS];
+        let mut keys = [0u64; V1_ROUNDS];
         for (round, k) in keys.iter_mut().enumerate() {
             let mut h = Sha256::new();
             h.update(b"kurz-permutation-v1");
-            h.update(domain.to_be_bytes());
+            h.update(domain.max(2).to_be_bytes());
             h.update([round as u8]);
             h.update(key);
             let digest = h.finalize();
@@ -45,11 +86,28 @@ impl Permutation {
             first.copy_from_slice(&digest[..8]);
             *k = u64::from_be_bytes(first);
         }
+        Self::with_rounds(domain, Rounds::V1(keys))
+    }
+
+    /// A permutation of [0, domain) whose rounds are a PRF keyed by `key` (HMAC-SHA-256).
+    /// `domain` must be at least 2.
+    pub fn keyed(key: &[u8], domain: u64) -> Self {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(b"kurz-permutation-v2");
+        mac.update(&domain.max(2).to_be_bytes());
+        Self::with_rounds(domain, Rounds::Prf(mac))
+    }
+
+    fn with_rounds(domain: u64, rounds: Rounds) -> Self {
+        let domain = domain.max(2);
+        let bits = 64 - (domain - 1).leading_zeros();
+        let half_bits = bits.div_ceil(2);
         Self {
             domain,
             half_bits,
             mask: (1u64 << half_bits) - 1,
-            keys,
+            rounds,
         }
     }
 
@@ -79,8 +137,8 @@ impl Permutation {
 
     fn encrypt(&self, x: u64) -> u64 {
         let (mut left, mut right) = (x >> self.half_bits, x & self.mask);
-        for &k in &self.keys {
-            let next = left ^ (round(right, k) & self.mask);
+        for round in 0..self.rounds.count() {
+            let next = left ^ (self.rounds.apply(round, right) & self.mask);
             left = right;
             right = next;
         }
@@ -89,8 +147,8 @@ impl Permutation {
 
     fn decrypt(&self, y: u64) -> u64 {
         let (mut left, mut right) = (y >> self.half_bits, y & self.mask);
-        for &k in self.keys.iter().rev() {
-            let prev = right ^ (round(left, k) & self.mask);
+        for round in (0..self.rounds.count()).rev() {
+            let prev = right ^ (self.rounds.apply(round, left) & self.mask);
             right = left;
             left = prev;
         }
@@ -98,8 +156,9 @@ impl Permutation {
     }
 }
 
-/// The round function: splitmix64's finaliser over the half-block mixed with the round key.
-fn round(x: u64, key: u64) -> u64 {
+/// The first permutation's round function: splitmix64's finaliser over the half-block mixed
+/// with the round key.
+fn splitmix(x: u64, key: u64) -> u64 {
     let mut z = x ^ key;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -115,11 +174,15 @@ mod tests {
     #[test]
     fn bijection_on_a_whole_reduced_domain() {
         // 62^3 = 238,328: small enough to check every element, odd-sized so cycle-walking runs.
-        let p = Permutation::new(b"test-key", space(3));
-        let mut seen = vec![false; space(3) as usize];
-        for x in 0..space(3) {
+        assert_bijection(&Permutation::new(b"test-key", space(3)));
+    }
+
+    /// Every element of `p`'s domain maps inside it, to an image no other has, and back.
+    fn assert_bijection(p: &Permutation) {
+        let mut seen = vec![false; p.domain() as usize];
+        for x in 0..p.domain() {
             let y = p.forward(x);
-            assert!(y < space(3));
+            assert!(y < p.domain());
             assert!(!seen[y as usize], "{y} hit twice");
             seen[y as usize] = true;
             assert_eq!(p.inverse(y), x);
@@ -150,6 +213,41 @@ mod tests {
             assert!(codes.insert(code));
         }
         assert_eq!(codes.len(), 1_000_000);
+    }
+
+    #[test]
+    fn the_keyed_permutation_is_a_bijection_on_a_whole_small_domain() {
+        // Odd-sized and far from a power of two, so cycle-walking runs often (HMAC is slow
+        // in a debug build: a few thousand ids).
+        assert_bijection(&Permutation::keyed(b"test-key", 2_503));
+    }
+
+    #[test]
+    fn the_keyed_permutation_is_deterministic_per_key_and_differs_between_keys() {
+        let p = Permutation::keyed(b"test-key", space(7));
+        let again = Permutation::keyed(b"test-key", space(7));
+        let other = Permutation::keyed(b"test-kez", space(7));
+        let v1 = Permutation::new(b"test-key", space(7));
+        let ids = 1_000..1_200;
+        let images: Vec<u64> = ids.clone().map(|x| p.forward(x)).collect();
+        assert_eq!(
+            images,
+            ids.clone().map(|x| again.forward(x)).collect::<Vec<_>>()
+        );
+        // Another key (one bit apart) or the first round function: next to no image in common.
+        for q in [&other, &v1] {
+            let same = ids
+                .clone()
+                .zip(&images)
+                .filter(|(x, y)| q.forward(*x) == **y)
+                .count();
+            assert!(same <= 1, "{same} of 200 images shared");
+        }
+        // And no neighbours for neighbours.
+        assert!(
+            images.windows(2).all(|w| w[0].abs_diff(w[1]) > 1_000),
+            "{images:?}"
+        );
     }
 
     #[test]

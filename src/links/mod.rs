@@ -30,13 +30,13 @@ use crate::telemetry::Metrics;
 
 /// Generated-code attempts before a create gives up (each one a taken code).
 const MAX_ATTEMPTS: u32 = 32;
-/// Hash-code nonces tried at 7 characters before growing to 8.
+/// Hash-code tries at 7 characters before growing to 8.
 const HASH_NONCES_AT_7: u32 = 4;
 /// Counter codes found taken in a row before a create switches to hash codes.
 const COUNTER_COLLISIONS_IN_A_ROW: u32 = 8;
 
-/// Length of the hash code at `nonce`: 7 characters for the first few nonces, then one more
-/// every 4 nonces (8, 9, …), so a run of taken codes cannot outlast the code space.
+/// Length of the hash code at try `nonce`: 7 characters for the first few tries, then one more
+/// every 4 tries (8, 9, …), so a run of taken codes cannot outlast the code space.
 fn hash_len(nonce: u32) -> u32 {
     if nonce < HASH_NONCES_AT_7 {
         7
@@ -45,14 +45,18 @@ fn hash_len(nonce: u32) -> u32 {
     }
 }
 
-/// The nonce hashed with the URL: the nonce itself for the first few (so "same URL, same
-/// code" dedupe works), then random, so nobody can squat the codes a create will try next.
-fn hash_salt(nonce: u32) -> u32 {
-    if nonce < HASH_NONCES_AT_7 {
-        nonce
-    } else {
-        getrandom::u32().unwrap_or(nonce)
+/// A fresh random salt for a hash code, from the first try: nobody can compute the code a
+/// create will get (and take it first), and two creates of one URL do not meet.
+fn hash_salt() -> [u8; 16] {
+    let mut salt = [0u8; 16];
+    if getrandom::fill(&mut salt).is_err() {
+        // No system randomness (never seen on Linux): the time still varies per try.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        salt = nanos.to_be_bytes();
     }
+    salt
 }
 
 /// A validated create request.
@@ -291,10 +295,10 @@ impl LinkService {
                         tracing::warn!(error = %e, "cannot lease ids; using hash codes for this link");
                         self.metrics.hash_fallbacks.inc();
                         hash_nonce = Some(0);
-                        hash_code(&link.url, 0, 7)
+                        hash_code(&link.url, &hash_salt(), 7)
                     }
                 },
-                Some(nonce) => hash_code(&link.url, hash_salt(nonce), hash_len(nonce)),
+                Some(nonce) => hash_code(&link.url, &hash_salt(), hash_len(nonce)),
             };
             match self.try_insert(&link, idempotency.as_mut()).await? {
                 InsertOutcome::Inserted => return Ok(self.created(link)),
@@ -447,6 +451,7 @@ impl LinkService {
         {
             return Ok(hit);
         }
+        let read_at = tokio::time::Instant::now();
         let cached = match self.store.get(code).await {
             Ok(Some(link)) => match Target::of(&link) {
                 Some(target) => Cached::Found(target),
@@ -464,7 +469,7 @@ impl LinkService {
             }
         };
         if let Some(redis) = &self.redis {
-            redis.put_in_background(code, cached.clone(), self.clock.now_ms());
+            redis.put_in_background(code, cached.clone(), self.clock.now_ms(), read_at);
         }
         Ok(cached)
     }

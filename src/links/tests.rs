@@ -87,44 +87,21 @@ async fn a_taken_counter_code_takes_the_next_id() {
 }
 
 #[tokio::test]
-async fn without_a_counter_hash_codes_are_used_and_collisions_take_the_next_nonce() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn LinkStore> = no_counter(&dir);
-    let url = "https://example.com/hashed";
-    store
-        .insert(&squatter(hash_code(url, 0, 7)), None)
-        .await
-        .expect("insert");
-    let (service, metrics) = service(Arc::clone(&store));
-
-    let created = service.create(new_link(url)).await.expect("create");
-    assert_eq!(created.link.code, hash_code(url, 1, 7));
-    assert_eq!(metrics.hash_fallbacks.get(), 1);
-    assert_eq!(metrics.code_collisions.get(), 1);
-
-    // The same URL again: nonces 0 and 1 are taken now, so it gets nonce 2.
-    let again = service.create(new_link(url)).await.expect("create");
-    assert_eq!(again.link.code, hash_code(url, 2, 7));
-}
-
-#[tokio::test]
 async fn hash_codes_grow_to_eight_characters_after_repeated_collisions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn LinkStore> = no_counter(&dir);
-    let url = "https://example.com/crowded";
-    for nonce in 0..HASH_NONCES_AT_7 {
-        store
-            .insert(&squatter(hash_code(url, nonce, 7)), None)
-            .await
-            .expect("insert");
-    }
-    let (service, _) = service(store);
-    let created = service.create(new_link(url)).await.expect("create");
-    // Past the dedupe nonces the salt is random: unpredictable, so it cannot be squatted.
+    let store = no_counter(&dir);
+    // The first tries all find their code taken.
+    store
+        .taken_inserts
+        .store(HASH_NONCES_AT_7, std::sync::atomic::Ordering::SeqCst);
+    let (service, metrics) = service(Arc::clone(&store) as Arc<dyn LinkStore>);
+    let created = service
+        .create(new_link("https://example.com/crowded"))
+        .await
+        .expect("create");
     assert_eq!(created.link.code.len(), 8);
-    for nonce in 0..HASH_NONCES_AT_7 {
-        assert_ne!(created.link.code, hash_code(url, nonce, 7));
-    }
+    assert_eq!(metrics.code_collisions.get(), u64::from(HASH_NONCES_AT_7));
+    assert!(store.get(&created.link.code).await.expect("get").is_some());
 }
 
 #[tokio::test]
@@ -175,7 +152,29 @@ fn hash_codes_grow_so_they_cannot_run_out() {
     assert_eq!(hash_len(HASH_NONCES_AT_7), 8);
     assert_eq!(hash_len(HASH_NONCES_AT_7 + 4), 9);
     assert!(hash_len(MAX_ATTEMPTS) <= crate::code::MAX_CODE_LEN as u32);
-    assert_eq!(hash_salt(1), 1, "the first nonces are the dedupe ones");
+}
+
+#[tokio::test]
+async fn hash_codes_are_salted_from_the_first_try() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (service, metrics) = service(no_counter(&dir));
+    let url = "https://example.com/unpredictable";
+    let first = service.create(new_link(url)).await.expect("create");
+    let second = service.create(new_link(url)).await.expect("create");
+    assert_eq!(metrics.hash_fallbacks.get(), 2);
+    assert_eq!(
+        metrics.code_collisions.get(),
+        0,
+        "no predictable code to collide with"
+    );
+    assert_ne!(first.link.code, second.link.code);
+    for code in [&first.link.code, &second.link.code] {
+        assert_eq!(code.len(), 7);
+        for nonce in 0..HASH_NONCES_AT_7 {
+            let unsalted = hash_code(url, &nonce.to_be_bytes(), 7);
+            assert_ne!(*code, unsalted, "a code anyone could compute");
+        }
+    }
 }
 
 #[tokio::test]

@@ -564,7 +564,7 @@ impl<W: Write> Importer<'_, W> {
                 Some(code) => self.csv_link(line, Link { code, ..link }).await?,
                 // The hash code: the same URL gets the same code when imported again.
                 None => {
-                    let code = hash_code(&link.url, 0, 7);
+                    let code = hash_code(&link.url, &0u32.to_be_bytes(), 7);
                     self.csv_link(line, Link { code, ..link }).await?;
                 }
             }

@@ -2,7 +2,7 @@
 //! store.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ pub struct FaultyStore {
     pub fail_leases: AtomicBool,
     /// Id leases asked for, failed or not.
     pub leases: AtomicU64,
+    /// This many inserts answer "code taken" without looking (as squatted codes would).
+    pub taken_inserts: AtomicU32,
     /// Click writes fail, none applied (as a stalled store would).
     pub fail_clicks: AtomicBool,
     /// The number of deltas of every click write, in order.
@@ -51,6 +53,7 @@ impl FaultyStore {
             inner,
             fail_leases: AtomicBool::new(false),
             leases: AtomicU64::new(0),
+            taken_inserts: AtomicU32::new(0),
             fail_clicks: AtomicBool::new(false),
             click_writes: Mutex::new(Vec::new()),
             fail_keys: AtomicBool::new(false),
@@ -74,6 +77,12 @@ impl LinkStore for FaultyStore {
         link: &Link,
         idem: Option<&IdempotencyRecord>,
     ) -> Result<InsertOutcome, StoreError> {
+        let taken = self
+            .taken_inserts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if taken.is_ok() {
+            return Ok(InsertOutcome::CodeTaken);
+        }
         self.inner.insert(link, idem).await
     }
     async fn delete(&self, code: &str) -> Result<bool, StoreError> {

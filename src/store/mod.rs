@@ -255,7 +255,8 @@ pub struct Purged {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClickDelta {
     /// Unique per delta and kept when the delta is retried, so that a write which timed out
-    /// but did land is not applied twice (DynamoDB's `ClientRequestToken`, valid 10 minutes).
+    /// but did land is not applied twice (DynamoDB's `ClientRequestToken` for 10 minutes, then
+    /// the token item the delta's transaction wrote, for 7 days).
     pub token: String,
     pub code: String,
     pub count: u64,

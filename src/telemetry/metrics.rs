@@ -142,6 +142,11 @@ metrics! {
     gauge redis_breaker_open: Gauge = "kurz_redis_breaker_open";
     /// Invalidations received from other instances.
     counter redis_invalidations: Counter = "kurz_redis_invalidations_total";
+    /// Invalidations (deletes, edits) that have not reached Redis yet and are being sent again
+    /// (one more while Redis is to be cleared of every link after too many of them).
+    gauge redis_pending_invalidations: Gauge = "kurz_redis_pending_invalidations";
+    /// Store reads not written to Redis because a delete or edit overtook them.
+    counter redis_writes_refused: Counter = "kurz_redis_writes_refused_total";
     /// Links created.
     counter links_created: Counter = "kurz_links_created_total";
     /// Generated codes that were taken and retried.
@@ -158,7 +163,8 @@ metrics! {
     gauge clicks_pending: Counter = "kurz_clicks_pending";
     /// Clicks written to the store.
     counter clicks_flushed: Counter = "kurz_clicks_flushed_total";
-    /// Clicks dropped because the store failed for too long.
+    /// Clicks dropped because the store failed for too long (past `clicks.max_pending_codes`
+    /// deltas or `clicks.max_pending_clicks` clicks held in memory).
     counter clicks_dropped: Counter = "kurz_clicks_dropped_total";
     /// Click flushes the store refused (kept for the next flush).
     counter click_flush_failures: Counter = "kurz_click_flush_failures_total";

@@ -142,10 +142,14 @@ async fn hash_codes_take_over_when_the_counter_cannot_be_leased() {
     let app = spawn_app_on(&store, |_| {}).await;
     let url = "https://example.com/no-counter";
     let first = code_of(app.create(json!({ "url": url })).await).await;
-    assert_eq!(first, kurz::code::hash_code(url, 0, 7));
-    // The same URL again collides with the first hash code and takes the next nonce.
+    // Salted with fresh randomness from the first try: the same URL gets another code, and
+    // neither is one anyone could compute from the URL.
     let second = code_of(app.create(json!({ "url": url })).await).await;
-    assert_eq!(second, kurz::code::hash_code(url, 1, 7));
+    assert_ne!(first, second);
+    for code in [&first, &second] {
+        assert_eq!(code.len(), 7);
+        assert_ne!(*code, kurz::code::hash_code(url, &0u32.to_be_bytes(), 7));
+    }
     for (code, expected) in [(&first, url), (&second, url)] {
         assert_eq!(
             app.get(&format!("/{code}")).await.headers()["location"],
@@ -479,4 +483,52 @@ async fn kurz_init_adds_the_list_indexes_to_a_table_made_before_them() {
         (Some("https://example.com/old"), Some(4))
     );
     assert_eq!(line["forward_query"], false, "it never forwarded");
+}
+
+/// A click delta sent again after DynamoDB has forgotten its request token (it keeps them 10
+/// minutes) is refused by the table itself, and counted once. The chaos proxy stands in for
+/// the passing of those minutes: it changes the token of the resend, so DynamoDB meets a
+/// token it never saw, as it would after the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_delta_sent_again_after_its_request_token_expired_counts_once() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let proxy = crate::harness::ChaosProxy::start(&store.endpoint).await;
+    let mut settings = store.settings();
+    settings.store.dynamodb.endpoint_url = Some(proxy.url());
+    let links = kurz::store::open(&settings.store, Default::default())
+        .await
+        .expect("store opens");
+    let link = kurz::store::Link {
+        code: "counted1".into(),
+        url: "https://example.com/counted".into(),
+        created_at_ms: 1,
+        ..Default::default()
+    };
+    links.insert(&link, None).await.expect("insert");
+    let flush = |token: &'static str, count: u64| {
+        let delta = ClickDelta {
+            token: token.into(),
+            code: "counted1".into(),
+            count,
+            last_click_ms: 5,
+            days: vec![(20_000, count)],
+        };
+        let links = Arc::clone(&links);
+        async move { links.add_clicks(&[delta]).await.expect("a flush") }
+    };
+    flush("flush-a", 3).await;
+    // Within the token's window DynamoDB itself recognises the resend of a write whose answer
+    // was lost.
+    flush("flush-a", 3).await;
+    // Past it: the same delta, same token, to a DynamoDB that no longer knows the token.
+    proxy.rewrite_requests(
+        r#""ClientRequestToken":"flush-a""#,
+        r#""ClientRequestToken":"flush-A""#,
+    );
+    flush("flush-a", 3).await;
+    // Another delta is counted as usual.
+    flush("flush-b", 2).await;
+    let stats = links.stats("counted1").await.expect("stats").expect("link");
+    assert_eq!(stats.total_clicks, 5, "{stats:?}");
+    assert_eq!(stats.daily, vec![(20_000, 5)]);
 }

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Backend, ChaosProxy, Fault, RedisServer, TestApp, TestStore, free_port, metric, spawn_app_on,
-    spawn_app_with, unique_name,
+    Backend, ChaosProxy, Fault, RedisServer, TestApp, TestStore, eventually, free_port, metric,
+    spawn_app_on, spawn_app_with, unique_name,
 };
 use deadpool_redis::redis::{self, AsyncCommands};
 use kurz::config::{Secret, Settings};
@@ -644,4 +644,151 @@ async fn connections_redis_dropped_are_all_replaced_without_a_failed_call() {
         .map(TestApp::stop)
         .expect("sole owner")
         .await;
+}
+
+/// Polls every instance of `fleet` until `code` answers 404 or 410 on all of them; fails after
+/// `within`.
+async fn assert_gone_everywhere_within(fleet: &[&TestApp], code: &str, within: Duration) {
+    eventually(
+        &format!("{code} answers 404/410 on every instance"),
+        within,
+        || async {
+            for app in fleet {
+                let status = app.get(&format!("/{code}")).await.status();
+                if status != 404 && status != 410 {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_while_redis_is_down_holds_on_every_instance_once_it_is_back() {
+    // Redis keeps an append-only file: restarted, it holds the link's entry again.
+    let (dir, port) = (tempfile::tempdir().expect("tempdir"), free_port());
+    let redis_server = RedisServer::start_persistent_on(port, dir.path());
+    let prefix = format!("{}:", unique_name("t"));
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let one = spawn_app_on(&store, with_redis(&redis_server.url, &prefix)).await;
+    let two = spawn_app_on(&store, with_redis(&redis_server.url, &prefix)).await;
+    let code = one.create_code("https://example.com/taken-down").await;
+    let key = format!("{prefix}l:{code}");
+    // In Redis, and in both instances' L1 (for 60 s by default).
+    assert_eq!(one.get(&format!("/{code}")).await.status(), 302);
+    wait_for_key(
+        &mut redis_conn(&redis_server.url).await,
+        &key,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(two.get(&format!("/{code}")).await.status(), 302);
+
+    redis_server.kill();
+    assert_eq!(one.admin_delete(&code).await.status(), 204);
+    let redis_server = RedisServer::start_persistent_on(port, dir.path());
+
+    // The bound, from the time Redis is back: the deleting instance's breaker lets a call
+    // through within its cool-off and the kept invalidation goes with the next retry (every
+    // 250 ms); its message, or the listeners' own resubscription (which clears L1, after at
+    // most 2 s of backoff), evicts the link from every L1. Slack for a busy test machine;
+    // far below the L1 TTL and the Redis TTL, which would otherwise end the stale entries.
+    let redis = Settings::default().cache.redis;
+    let bound = redis.breaker_cool_off
+        + Duration::from_millis(250)
+        + 2 * redis.timeout
+        + Duration::from_secs(2)
+        + Duration::from_secs(2);
+    assert!(bound * 5 < Settings::default().cache.local.ttl);
+    assert_gone_everywhere_within(&[&one, &two], &code, bound).await;
+    let mut conn = redis_conn(&redis_server.url).await;
+    let value: Option<String> = conn.get(&key).await.expect("GET");
+    assert_ne!(
+        value.as_deref().map(|v| v.starts_with('2')),
+        Some(true),
+        "stale entry in Redis"
+    );
+    assert_eq!(
+        metric(&one.metrics().await, "kurz_redis_pending_invalidations"),
+        0.0
+    );
+    one.stop().await;
+    two.stop().await;
+}
+
+/// A metric's value, 0 when the metric is not there at all.
+fn metric_or_zero(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_read_the_store_before_a_delete_does_not_put_the_link_back_in_redis() {
+    let redis_server = RedisServer::shared();
+    let prefix = format!("{}:", unique_name("t"));
+    let store = TestStore::new(Backend::Dynamodb).await;
+    // `slow` reads the store through a proxy that holds the answer to the read of the link;
+    // `other` has no L1, so every redirect there shows what Redis holds.
+    let proxy = ChaosProxy::start(&store.endpoint).await;
+    let slow = spawn_app_on(&store, |s| {
+        with_redis(&redis_server.url, &prefix)(s);
+        s.store.dynamodb.endpoint_url = Some(proxy.url());
+    })
+    .await;
+    let other = spawn_app_on(&store, |s| {
+        with_redis(&redis_server.url, &prefix)(s);
+        s.cache.local.max_bytes = 0;
+    })
+    .await;
+    let code = other.create_code("https://example.com/resurrected").await;
+
+    // `slow` reads the link from the store; the answer is held until after the delete.
+    proxy.hold_answers_to(&code);
+    let redirect = {
+        let (client, url) = (slow.client.clone(), slow.url(&format!("/{code}")));
+        tokio::spawn(async move { client.get(url).send().await.expect("redirect").status() })
+    };
+    eventually(
+        "the slow instance read the link",
+        Duration::from_secs(10),
+        || async { proxy.held() >= 1 },
+    )
+    .await;
+    assert_eq!(other.admin_delete(&code).await.status(), 204);
+    proxy.set(Fault::None);
+    assert_eq!(
+        redirect.await.expect("join"),
+        302,
+        "it read before the delete"
+    );
+
+    // What the load does with Redis: writes the link back (it must not) or is refused.
+    let mut conn = redis_conn(&redis_server.url).await;
+    let key = format!("{prefix}l:{code}");
+    eventually(
+        "the load's write to Redis settled",
+        Duration::from_secs(10),
+        || async {
+            let value: Option<String> = redis_conn(&redis_server.url)
+                .await
+                .get(&key)
+                .await
+                .expect("GET");
+            value.is_some()
+                || metric_or_zero(&slow.metrics().await, "kurz_redis_writes_refused_total") >= 1.0
+        },
+    )
+    .await;
+    let value: Option<String> = conn.get(&key).await.expect("GET");
+    assert_eq!(
+        value, None,
+        "a load from before the delete put the link back in Redis"
+    );
+    assert_eq!(other.get(&format!("/{code}")).await.status(), 404);
+    assert_eq!(slow.get(&format!("/{code}")).await.status(), 404);
+    slow.stop().await;
+    other.stop().await;
 }

@@ -11,6 +11,8 @@
 //! - secret:      pk = "#secret#" + name, sk = "secret"  value (bytes): generated keys
 //! - API key:     pk = "#apikeys",      sk = key id   one attribute per field of `StoredKey`
 //!   (all in one partition, so one `Query` reads every key)
+//! - click token: pk = "#clicks#" + token, sk = "applied"  expires_at (TTL): a click delta that
+//!   was applied, so a resend after DynamoDB's own request tokens expired is refused
 //!
 //! `#` is never part of a code, so system items cannot collide with links.
 
@@ -38,6 +40,13 @@ pub(super) const COUNTER_SK: &str = "link_ids";
 const IDEM_PREFIX: &str = "#idem#";
 const IDEM_SK: &str = "idem";
 const SECRET_PREFIX: &str = "#secret#";
+const CLICK_TOKEN_PREFIX: &str = "#clicks#";
+const CLICK_TOKEN_SK: &str = "applied";
+/// How long a click delta's token is remembered, from the delta's last click: a delta sent
+/// again within this counts nothing. DynamoDB's own `ClientRequestToken` lasts 10 minutes; a
+/// flusher keeps a delta and sends it again every `clicks.max_backoff_ms` (30 s) at most, for
+/// as long as the store fails, so this covers outages of up to a week.
+pub(super) const CLICK_TOKEN_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 const SECRET_SK: &str = "secret";
 /// The attribute holding a secret's bytes.
 pub(super) const SECRET_VALUE: &str = "value";
@@ -55,6 +64,19 @@ pub(super) fn key(pk: impl Into<String>, sk: &str) -> Item {
 
 pub(super) fn day_key(code: &str, day: u32) -> Item {
     key(code, &format!("{DAY_PREFIX}{}", clock::format_day(day)))
+}
+
+/// The item that says the click delta `token` was applied, until [`CLICK_TOKEN_WINDOW_MS`]
+/// after `last_click_ms` (then DynamoDB's TTL deletes it). Made of the delta alone, so every
+/// resend is the same request: DynamoDB refuses a reused `ClientRequestToken` whose request
+/// differs.
+pub(super) fn click_token_item(token: &str, last_click_ms: i64) -> Item {
+    let mut item = key(format!("{CLICK_TOKEN_PREFIX}{token}"), CLICK_TOKEN_SK);
+    item.insert(
+        TTL_ATTRIBUTE.into(),
+        n((last_click_ms + CLICK_TOKEN_WINDOW_MS) / 1000),
+    );
+    item
 }
 
 pub(super) fn secret_key(name: &str) -> Item {

@@ -49,8 +49,8 @@ use self::error::{
 use self::item::{
     ALL_INDEX, ALL_INDEX_PK, ALL_SHARDS, COUNTER_PK, COUNTER_SK, DAY_PREFIX, INDEX_SK, Item,
     KEYS_PK, LINK_SK, OWNER_INDEX, OWNER_INDEX_PK, OWNER_SHARDS, PARTITION_KEY, SECRET_VALUE,
-    SORT_KEY, day_key, idempotency_item, idempotency_key, index_sort_key, key, key_item,
-    link_attributes, link_item, n, number, owner_partition, parse_idempotency, parse_key,
+    SORT_KEY, click_token_item, day_key, idempotency_item, idempotency_key, index_sort_key, key,
+    key_item, link_attributes, link_item, n, number, owner_partition, parse_idempotency, parse_key,
     parse_link, secret_item, secret_key, string,
 };
 use self::retry::{RetryBudget, backoff};
@@ -309,10 +309,24 @@ impl DynamoStore {
         }
     }
 
-    /// One delta in one transaction: the link's total and its day counts move together, and
-    /// only while the link exists.
+    /// One delta in one transaction: the link's total and its day counts move together, only
+    /// while the link exists, and only once per delta token: the transaction also writes the
+    /// token's item, on the condition that it is not there. Within 10 minutes DynamoDB's own
+    /// request token recognises a resend; after that, the token's item refuses it (for
+    /// [`CLICK_TOKEN_WINDOW_MS`](item::CLICK_TOKEN_WINDOW_MS)).
     async fn add_one(&self, delta: &ClickDelta) -> Result<(), StoreError> {
+        let once = TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(click_token_item(&delta.token, delta.last_click_ms)))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map_err(build_error)?,
+            )
+            .build();
         let mut items = vec![
+            once,
             TransactWriteItem::builder()
                 .update(
                     Update::builder()
@@ -356,9 +370,11 @@ impl DynamoStore {
         match result {
             Ok(_) => Ok(()),
             Err(e) => match e.service_error() {
-                // The link was deleted since the click: its statistics went with it.
+                // Applied before (the token's item is there), or the link was deleted since
+                // the click (its statistics went with it): nothing to add either way.
                 Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
-                    if condition_failed(cancelled.cancellation_reasons(), 0) =>
+                    if condition_failed(cancelled.cancellation_reasons(), 0)
+                        || condition_failed(cancelled.cancellation_reasons(), 1) =>
                 {
                     Ok(())
                 }

@@ -33,6 +33,10 @@ pub enum Fault {
     /// client never hears so (the "committed, then timed out" failure of a remote store).
     /// When the fault ends, the connections it held are closed.
     DropAnswers,
+    /// Passes every request on at once and holds the answer to each request that contains the
+    /// bytes given to [`ChaosProxy::hold_answers_to`] until the fault ends: the server has
+    /// done the work (a read has read), the client hears of it only later.
+    HoldAnswers,
 }
 
 struct Shared {
@@ -46,6 +50,12 @@ struct Shared {
     /// DynamoDB `TransactWriteItems` calls still to answer with a conflict (see
     /// [`ChaosProxy::conflict_transactions`]).
     conflicts: AtomicU64,
+    /// What a request must contain for `HoldAnswers` to hold its answer.
+    hold_needle: Mutex<Vec<u8>>,
+    /// Answers `HoldAnswers` has held so far.
+    held: AtomicU64,
+    /// Bytes replaced in every request, whatever the fault (same length, so framing holds).
+    rewrite: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
 }
 
 pub struct ChaosProxy {
@@ -75,6 +85,9 @@ impl ChaosProxy {
             forwarded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
+            hold_needle: Mutex::new(Vec::new()),
+            held: AtomicU64::new(0),
+            rewrite: Mutex::new(None),
         });
         let accepting = Arc::clone(&shared);
         let task = tokio::spawn(async move {
@@ -121,6 +134,24 @@ impl ChaosProxy {
     pub fn conflicts_left(&self) -> u64 {
         self.shared.conflicts.load(Ordering::SeqCst)
     }
+
+    /// [`Fault::HoldAnswers`] for requests that contain `needle` (e.g. a code the request names).
+    pub fn hold_answers_to(&self, needle: &str) {
+        *self.shared.hold_needle.lock().expect("lock") = needle.as_bytes().to_vec();
+        self.set(Fault::HoldAnswers);
+    }
+
+    /// Replaces `from` with `to` (of the same length) in every request from now on; e.g. a
+    /// request token, so that the server meets it as one it never saw.
+    pub fn rewrite_requests(&self, from: &str, to: &str) {
+        assert_eq!(from.len(), to.len(), "a rewrite keeps the length");
+        *self.shared.rewrite.lock().expect("lock") = Some((from.into(), to.into()));
+    }
+
+    /// Answers `HoldAnswers` has held so far (each is passed on when the fault ends).
+    pub fn held(&self) -> u64 {
+        self.shared.held.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for ChaosProxy {
@@ -147,6 +178,8 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
     // connection, so the two never interleave).
     let to_client = tokio::sync::Mutex::new(to_client);
     let (mut from_server, mut to_server) = server.into_split();
+    // A request on this connection asked for what `HoldAnswers` holds: its answer is next.
+    let hold_next = std::sync::atomic::AtomicBool::new(false);
     let requests = async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -154,6 +187,13 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if let Some((from, to)) = &*shared.rewrite.lock().expect("lock") {
+                let mut at = 0;
+                while let Some(found) = buf[at..n].windows(from.len()).position(|w| w == from) {
+                    buf[at + found..at + found + to.len()].copy_from_slice(to);
+                    at += found + to.len();
+                }
+            }
             if is_transaction(&buf[..n]) && take_one(&shared.conflicts) {
                 let Ok(request) = whole_request(&mut from_client, &buf[..n]).await else {
                     return;
@@ -167,6 +207,12 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
             let fault = *faults.borrow_and_update();
             match fault {
                 Fault::None | Fault::DropAnswers => {}
+                Fault::HoldAnswers => {
+                    let needle = shared.hold_needle.lock().expect("lock").clone();
+                    if buf[..n].windows(needle.len().max(1)).any(|w| w == needle) {
+                        hold_next.store(true, Ordering::SeqCst);
+                    }
+                }
                 Fault::Delay(by) => tokio::time::sleep(by).await,
                 Fault::Cap(interval) => {
                     let slot = {
@@ -193,9 +239,14 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if *dropping.borrow_and_update() == Fault::DropAnswers {
+            let fault = *dropping.borrow_and_update();
+            if fault == Fault::DropAnswers {
                 shared.dropped.fetch_add(1, Ordering::SeqCst);
                 continue;
+            }
+            if fault == Fault::HoldAnswers && hold_next.swap(false, Ordering::SeqCst) {
+                shared.held.fetch_add(1, Ordering::SeqCst);
+                let _ = dropping.wait_for(|f| *f != Fault::HoldAnswers).await;
             }
             if to_client.lock().await.write_all(&buf[..n]).await.is_err() {
                 return;

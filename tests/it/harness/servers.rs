@@ -169,12 +169,27 @@ impl RedisServer {
 
     /// A server of the caller's own on `port` (again on the same port after a kill).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, "--save '' --appendonly no")
+    }
+
+    /// A server of the caller's own on `port` that writes every command to an append-only file
+    /// in `dir` before answering, so a server started again on `dir` after a kill holds what
+    /// the killed one held.
+    pub fn start_persistent_on(port: u16, dir: &std::path::Path) -> Self {
+        let persistence = format!(
+            "--save '' --appendonly yes --appendfsync always --dir '{}'",
+            dir.display()
+        );
+        Self::start_with(port, &persistence)
+    }
+
+    fn start_with(port: u16, persistence: &str) -> Self {
         assert!(
             runs("redis-server", "--version"),
             "redis-server is missing: scripts/test.sh installs it (apt-get install redis-server)"
         );
         let command = format!(
-            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
+            "redis-server --port {port} --bind 127.0.0.1 {persistence} \
              --maxmemory 256mb --maxmemory-policy allkeys-lru"
         );
         Self {
