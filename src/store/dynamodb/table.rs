@@ -34,8 +34,11 @@ pub const INIT_OPERATIONS: &[&str] = &[
     "UpdateTimeToLive",
 ];
 
-/// Longest `kurz init` waits for a new table to become ACTIVE.
+/// Longest `kurz init` waits for a new table to become ACTIVE. An index added to a table
+/// that holds items is waited for as long as DynamoDB takes to build it (hours, on a large
+/// table), with a line in the log every [`PROGRESS_EVERY`].
 const ACTIVE_WITHIN: Duration = Duration::from_secs(120);
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 impl DynamoStore {
     /// Fails unless the table exists and is usable: `kurz serve` checks this at start-up.
@@ -277,21 +280,47 @@ impl DynamoStore {
         Ok(done)
     }
 
+    /// Waits until the table and its indexes are ACTIVE: the table itself for at most
+    /// [`ACTIVE_WITHIN`]; an index being built for as long as it takes (stopping `kurz init`
+    /// then is safe: run again, it waits for the same index and goes on).
     async fn wait_until_active(&self) -> Result<(), StoreError> {
-        let deadline = tokio::time::Instant::now() + ACTIVE_WITHIN;
+        let started = tokio::time::Instant::now();
+        let mut next_progress = started + PROGRESS_EVERY;
         loop {
-            if let Some((TableStatus::Active, indexes)) = self.describe().await?
-                && indexes
-                    .iter()
-                    .all(|(_, status)| *status == IndexStatus::Active)
-            {
+            let building: Vec<String> = match self.describe().await? {
+                // UPDATING: an index is being added (no deadline either).
+                Some((status @ (TableStatus::Active | TableStatus::Updating), indexes)) => {
+                    let table =
+                        (status != TableStatus::Active).then(|| format!("the table ({status})"));
+                    table
+                        .into_iter()
+                        .chain(
+                            indexes
+                                .into_iter()
+                                .filter(|(_, status)| *status != IndexStatus::Active)
+                                .map(|(name, status)| format!("index '{name}' ({status})")),
+                        )
+                        .collect()
+                }
+                _ if started.elapsed() > ACTIVE_WITHIN => {
+                    return Err(StoreError::unavailable(format!(
+                        "DynamoDB table '{}' did not become ACTIVE within {ACTIVE_WITHIN:?}",
+                        self.table
+                    )));
+                }
+                _ => vec!["the table".to_owned()],
+            };
+            if building.is_empty() {
                 return Ok(());
             }
-            if tokio::time::Instant::now() > deadline {
-                return Err(StoreError::unavailable(format!(
-                    "DynamoDB table '{}' did not become ACTIVE within {ACTIVE_WITHIN:?}",
-                    self.table
-                )));
+            if tokio::time::Instant::now() >= next_progress {
+                tracing::info!(
+                    table = %self.table,
+                    waiting_for = %building.join(", "),
+                    waited_s = started.elapsed().as_secs(),
+                    "DynamoDB is still building; stopping now is safe, `kurz init` again waits on"
+                );
+                next_progress += PROGRESS_EVERY;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
