@@ -213,11 +213,10 @@ impl KeyRing {
         })
     }
 
-    /// Whether any key is in force (creation is open only when none is).
-    pub fn any_active(&self) -> bool {
-        self.snapshot()
-            .iter()
-            .any(|e| e.key.revoked_at_ms.is_none())
+    /// Whether any key was ever made, revoked ones included: creation without a key is open
+    /// only while none was (revoking every key closes creation, it never opens it).
+    pub fn any_issued(&self) -> bool {
+        !self.snapshot().is_empty()
     }
 
     /// The key `presented` is the secret of (or the rotated-out secret, within its grace),
@@ -555,6 +554,6 @@ mod tests {
             .store(false, std::sync::atomic::Ordering::SeqCst);
         ring.refresh().await.expect("refreshed");
         assert!(ring.find(&digest(&secret)).is_none());
-        assert!(ring.any_active());
+        assert!(ring.any_issued(), "a revoked key still closes creation");
     }
 }

@@ -121,7 +121,7 @@ impl Application {
             .await
             .map_err(store_error)?,
         );
-        if !keys.any_active() {
+        if !keys.any_issued() {
             tracing::warn!(
                 "no API keys (auth.api_keys, or made with POST /api/v1/keys): anyone who can \
                  reach kurz can create links"

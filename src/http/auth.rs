@@ -203,10 +203,11 @@ async fn presented(state: &AppState, req: &HttpRequest) -> Result<Option<Present
     Ok(Some(presented))
 }
 
-/// Creating and reading links: an API key or the admin token; anyone while no key is in force.
+/// Creating and reading links: an API key or the admin token; anyone on an instance that has
+/// never had a key (revoking them all does not reopen creation).
 pub async fn creator(state: &AppState, req: &HttpRequest) -> Result<Caller, ApiError> {
     match presented(state, req).await? {
-        None if state.auth.keys.any_active() => Err(ApiError::Unauthorized(
+        None if state.auth.keys.any_issued() => Err(ApiError::Unauthorized(
             "an API key is required: send 'Authorization: Bearer <key>'".into(),
         )),
         None => Ok(Caller::Anonymous),

@@ -426,8 +426,32 @@ async fn failed_authentication_is_throttled_per_client(backend: Backend) {
     app.stop().await;
 }
 
+/// Creation without a key is open only on an instance that has never had a key: once one is
+/// made, revoking every key closes creation rather than opening it to anyone.
+async fn revoking_every_key_does_not_open_creation(backend: Backend) {
+    let app = spawn_app_on_backend(backend, |_| {}).await;
+    let anonymous = || {
+        app.client
+            .post(app.url("/api/v1/links"))
+            .json(&json!({ "url": "https://example.com/anonymous" }))
+            .send()
+    };
+    assert_eq!(
+        anonymous().await.expect("request").status(),
+        201,
+        "no key yet, on loopback: creation is open"
+    );
+    let key = new_key(&app, json!({ "name": "the only key" })).await;
+    let id = key["id"].as_str().expect("id");
+    assert_problem(anonymous().await.expect("request"), 401).await;
+    let revoke = admin(&app, Method::DELETE, format!("/api/v1/keys/{id}"));
+    assert_eq!(revoke.await.status(), 204);
+    assert_problem(anonymous().await.expect("request"), 401).await;
+}
+
 on_every_backend!(
     keys_are_created_listed_revoked_and_rotated,
+    revoking_every_key_does_not_open_creation,
     the_key_routes_are_the_admins_and_check_their_input,
     a_missing_scope_is_a_403_naming_it,
     a_settings_key_is_migrated_and_keeps_its_links,
