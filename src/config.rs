@@ -650,6 +650,29 @@ pub enum SettingsError {
 
 impl Settings {
     /// Defaults, then the TOML file if given, then `KURZ__*` environment variables; checked.
+    /// Refuses a listener on a public address where anyone could create links: one with no
+    /// API key, neither in the settings nor in the store (`keys_issued`; known only once the
+    /// store is open), unless `auth.open_creation` says that is wanted.
+    pub fn check_open_creation(&self, keys_issued: bool) -> Result<(), SettingsError> {
+        if keys_issued
+            || !self.auth.api_keys.is_empty()
+            || self.auth.open_creation
+            || self.server.bind.ip().is_loopback()
+        {
+            return Ok(());
+        }
+        Err(SettingsError::Invalid {
+            key: "auth.open_creation",
+            reason: format!(
+                "kurz would listen on {} with no API keys, so anyone who can reach it could \
+                 create links: set auth.api_keys (KURZ__AUTH__API_KEYS) or make a key with \
+                 POST /api/v1/keys, or set auth.open_creation = true \
+                 (KURZ__AUTH__OPEN_CREATION=true) to allow it",
+                self.server.bind
+            ),
+        })
+    }
+
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
         Self::load_from(file, None)
     }
@@ -810,20 +833,6 @@ impl Settings {
                 "every API key must be at least 32 characters long (e.g. `openssl rand -hex 24`)",
             );
         }
-        if self.auth.api_keys.is_empty()
-            && !self.auth.open_creation
-            && !self.server.bind.ip().is_loopback()
-        {
-            return Err(SettingsError::Invalid {
-                key: "auth.open_creation",
-                reason: format!(
-                    "kurz would listen on {} with no API keys, so anyone who can reach it could \
-                     create links: set auth.api_keys (KURZ__AUTH__API_KEYS), or set \
-                     auth.open_creation = true (KURZ__AUTH__OPEN_CREATION=true) to allow it",
-                    self.server.bind
-                ),
-            });
-        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }
@@ -956,7 +965,6 @@ mod tests {
             ("KURZ__AUTH__API_KEYS", "short-key", "auth.api_keys"),
             ("KURZ__AUTH__KEYS_REFRESH_S", "0", "auth.keys_refresh_s"),
             ("KURZ__AUTH__KEYS_REFRESH_S", "86400", "auth.keys_refresh_s"),
-            ("KURZ__SERVER__BIND", "0.0.0.0:8080", "auth.open_creation"),
             (
                 "KURZ__LIMITS__RATE__IPV6_PREFIX_LEN",
                 "16",
@@ -1020,5 +1028,27 @@ mod tests {
         std::fs::write(&path, "[server]\nbnid = \"127.0.0.1:9999\"\n").expect("write");
         let err = Settings::load_from(Some(&path), env(&[])).expect_err("typo rejected");
         assert!(err.to_string().contains("bnid"), "{err}");
+    }
+
+    #[test]
+    fn a_public_listener_needs_a_key_in_the_settings_or_the_store_or_open_creation() {
+        let mut s = Settings::default();
+        s.server.bind = "0.0.0.0:8080".parse().expect("addr");
+        let Err(SettingsError::Invalid { key, .. }) = s.check_open_creation(false) else {
+            panic!("no key anywhere on a public address is refused");
+        };
+        assert_eq!(key, "auth.open_creation");
+        assert!(
+            s.check_open_creation(true).is_ok(),
+            "a key made with the API"
+        );
+        s.auth.api_keys = vec![Secret::new("k0123456789abcdef0123456789abcdef")];
+        assert!(s.check_open_creation(false).is_ok(), "a settings key");
+        s.auth.api_keys.clear();
+        s.auth.open_creation = true;
+        assert!(s.check_open_creation(false).is_ok(), "asked for");
+        s.auth.open_creation = false;
+        s.server.bind = "127.0.0.1:8080".parse().expect("addr");
+        assert!(s.check_open_creation(false).is_ok(), "loopback");
     }
 }

@@ -121,6 +121,7 @@ impl Application {
             .await
             .map_err(store_error)?,
         );
+        settings.check_open_creation(keys.any_issued())?;
         if !keys.any_issued() {
             tracing::warn!(
                 "no API keys (auth.api_keys, or made with POST /api/v1/keys): anyone who can \

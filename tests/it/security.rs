@@ -600,34 +600,67 @@ async fn every_create_writes_one_audit_line() {
     assert!(!text.contains(KEY_A), "the key itself is never logged");
 }
 
+/// Keys made with the API count as keys: a fleet with none in its settings starts `kurz
+/// serve` on a public address without `auth.open_creation`, and one with no key anywhere does
+/// not.
+#[tokio::test]
+async fn a_key_made_with_the_api_lets_a_public_listener_start() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let (listening, stderr) = serve_publicly(store.env(), false);
+    assert!(!listening, "no key in the settings or the store");
+    assert!(stderr.contains("auth.open_creation"), "{stderr}");
+
+    let app = spawn_app_on(&store, |_| {}).await;
+    let made = app
+        .client
+        .post(app.url("/api/v1/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "name": "made with the API" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(made.status(), 201);
+    let (listening, stderr) = serve_publicly(store.env(), false);
+    assert!(listening, "a key in the store: {stderr}");
+}
+
+/// Runs `kurz serve` on every address with `env` (no keys in its settings) and
+/// `auth.open_creation` = `open`: whether it came to listen, and its stderr.
+fn serve_publicly(env: Vec<(&'static str, String)>, open: bool) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kurz"))
+        .envs(env)
+        .env("KURZ__SERVER__BIND", "0.0.0.0:0")
+        .env("KURZ__AUTH__OPEN_CREATION", open.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kurz runs");
+    // Refused: exits at once. Allowed: prints where it listens (then is killed).
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 18];
+    let listening = stdout.read_exact(&mut first).is_ok() && &first == b"kurz listening on ";
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("exits");
+    (
+        listening,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn open_creation_on_a_public_address_must_be_asked_for() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = |open: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kurz"))
-            .env("KURZ__STORE__PATH", data_file(&dir))
-            .env("KURZ__SERVER__BIND", "0.0.0.0:0")
-            .env("KURZ__AUTH__OPEN_CREATION", open)
-            .env("KURZ__AUTH__ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kurz runs");
-        // Refused: exits at once. Allowed: prints where it listens (then is killed).
-        let mut stdout = child.stdout.take().expect("stdout");
-        let mut first = [0u8; 18];
-        let listening = stdout.read_exact(&mut first).is_ok() && &first == b"kurz listening on ";
-        let _ = child.kill();
-        let output = child.wait_with_output().expect("exits");
-        (
-            listening,
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+    let run = |open| {
+        let env = vec![
+            ("KURZ__STORE__PATH", data_file(&dir).display().to_string()),
+            ("KURZ__AUTH__ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ];
+        serve_publicly(env, open)
     };
-    let (listening, stderr) = run("false");
+    let (listening, stderr) = run(false);
     assert!(!listening);
     assert!(stderr.contains("auth.open_creation"), "{stderr}");
     assert!(stderr.contains("api_keys"), "{stderr}");
-    let (listening, stderr) = run("true");
+    let (listening, stderr) = run(true);
     assert!(listening, "{stderr}");
 }
