@@ -664,3 +664,80 @@ fn open_creation_on_a_public_address_must_be_asked_for() {
     let (listening, stderr) = run(true);
     assert!(listening, "{stderr}");
 }
+
+/// The limits as the README states them, with the defaults rather than values set for a test:
+/// 30 anonymous creates a client, 6,000 creates a key, and 600 lookups of unknown codes a
+/// client; the next one answers 429 naming its policy.
+#[tokio::test]
+async fn the_default_limits_are_the_documented_ones() {
+    let app = spawn_app_with(|s| s.limits.rate = RateSettings::default()).await;
+    // The whole policy, its quota included; then all a 429 must carry.
+    async fn refused(response: reqwest::Response, name: &str, quota: u32) {
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            format!("\"{name}\";q={quota};w=60").as_str()
+        );
+        assert_limited(response, name).await;
+    }
+
+    for i in 0..30 {
+        let made = create_as(&app, None, &format!("https://example.com/a{i}")).await;
+        assert_eq!(made.status(), 201, "anonymous create {i}");
+    }
+    refused(
+        create_as(&app, None, "https://example.com/a30").await,
+        "creates-per-ip",
+        30,
+    )
+    .await;
+
+    let key: Value = app
+        .client
+        .post(app.url("/api/v1/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "name": "bulk" }))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let key = key["secret"].as_str().expect("secret");
+    for chunk in 0..6 {
+        let links: Vec<Value> = (0..1000)
+            .map(|i| json!({ "url": format!("https://example.com/k{chunk}-{i}") }))
+            .collect();
+        let made = app
+            .client
+            .post(app.url("/api/v1/links/bulk"))
+            .bearer_auth(key)
+            .json(&json!({ "links": links }))
+            .send()
+            .await
+            .expect("bulk");
+        assert_eq!(made.status(), 200, "bulk {chunk}");
+        let made: Value = made.json().await.expect("json");
+        let created = made["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .filter(|r| r["status"] == 201)
+            .count();
+        assert_eq!(
+            created, 1000,
+            "bulk {chunk}: every link within the key's 6,000"
+        );
+    }
+    refused(
+        create_as(&app, Some(key), "https://example.com/k6000").await,
+        "creates-per-key",
+        6000,
+    )
+    .await;
+
+    for i in 0..600 {
+        let missing = app.get(&format!("/unknown{i}")).await;
+        assert_eq!(missing.status(), 404, "unknown code {i}");
+    }
+    refused(app.get("/unknown600").await, "misses-per-ip", 600).await;
+}
