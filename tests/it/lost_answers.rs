@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN_TOKEN, Backend, ChaosProxy, DynamoLocal, Fault, TestApp, TestStore, spawn_app_on,
+    ADMIN_TOKEN, Backend, ChaosProxy, DynamoLocal, Fault, TestApp, TestStore, admin_stats,
+    spawn_app_on,
 };
 
 /// An app on a table reached through a proxy of its own, with short attempt timeouts so a lost
@@ -113,12 +114,7 @@ async fn clicks_whose_flush_answers_were_lost_are_counted_exactly_once() {
     assert_eq!(stats["total_clicks"], 50, "{stats}");
     // And stays there: the retried flushes added nothing twice.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let stats: Value = app
-        .admin_get(&format!("/api/v1/links/{code}/stats"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let stats = admin_stats(&app.client, &app.base, &code).await;
     assert_eq!(stats["total_clicks"], 50, "{stats}");
     app.stop().await;
 }
