@@ -176,7 +176,7 @@ async fn presented(state: &AppState, req: &HttpRequest) -> Result<Option<Present
     let Some(token) = bearer(req)? else {
         return Ok(None);
     };
-    let client = state.proxies.client_label(req);
+    let client = state.proxies.rate_key(req);
     if let Some(left) = state.auth.throttled_for(&client) {
         state.metrics.rate_limited_auth_failures.inc();
         let quota = state.limits.rate.auth_failures_per_minute_per_ip;

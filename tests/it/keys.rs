@@ -415,6 +415,24 @@ async fn failed_authentication_is_throttled_per_client(backend: Backend) {
     // Another client is not: the limit is per client.
     let other = from("198.51.100.7", Method::POST, "/api/v1/links", SETTINGS_KEY);
     assert_eq!(other.await.expect("send").status(), 201);
+    // An IPv6 client is one per /64, as for every limit: another address in its prefix gets
+    // no fresh budget.
+    for _ in 0..3 {
+        let wrong = from(
+            "2001:db8:1:2::1",
+            Method::GET,
+            "/api/v1/keys",
+            "not-the-admin-token",
+        );
+        assert_problem(wrong.await.expect("send"), 403).await;
+    }
+    let rotated = from(
+        "2001:db8:1:2::99",
+        Method::GET,
+        "/api/v1/keys",
+        "not-the-admin-token",
+    );
+    assert_problem(rotated.await.expect("send"), 429).await;
     // Requests without a token are no authentication failures, nor refused for them.
     let health = app
         .client
