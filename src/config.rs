@@ -352,6 +352,10 @@ pub struct LocalCacheSettings {
     /// How long "no such code" stays cached, so scanners cannot hammer the store.
     #[serde(rename = "negative_ttl_ms", deserialize_with = "millis")]
     pub negative_ttl: Duration,
+    /// How long past its TTL a found link may still answer a redirect, while neither Redis
+    /// nor the store can be read (0: never; such a redirect answers 503).
+    #[serde(rename = "stale_if_error_ms", deserialize_with = "millis")]
+    pub stale_if_error: Duration,
 }
 
 impl Default for LocalCacheSettings {
@@ -360,6 +364,7 @@ impl Default for LocalCacheSettings {
             max_bytes: 256 * 1024 * 1024,
             ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(3600),
         }
     }
 }

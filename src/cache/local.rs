@@ -49,6 +49,9 @@ pub struct LocalCache {
     /// `cache.local.negative_ttl_ms`, in a smaller budget.
     missing: Option<Table<u32>>,
     ttl_ticks: u32,
+    /// `ttl_ticks` and `cache.local.stale_if_error_ms`: the oldest a found link may be and
+    /// still answer while the tiers below fail.
+    stale_ticks: u32,
     negative_ttl_ticks: u32,
     /// Wall-clock time (ms) of tick 0.
     epoch_ms: i64,
@@ -65,6 +68,7 @@ impl LocalCache {
             found: enabled.then(|| table(settings.max_bytes)),
             missing: enabled.then(|| table(settings.max_bytes / MISSING_SHARE)),
             ttl_ticks: ticks(settings.ttl),
+            stale_ticks: ticks(settings.ttl).saturating_add(stale_ticks(settings.stale_if_error)),
             negative_ttl_ticks: ticks(settings.negative_ttl),
             epoch_ms: now_ms,
             inflight: Mutex::new(HashMap::new()),
@@ -85,6 +89,17 @@ impl LocalCache {
         }
         let at = self.missing.as_ref()?.get(code.as_bytes())?;
         (now.saturating_sub(at) < self.negative_ttl_ticks).then_some(Cached::Missing)
+    }
+
+    /// A found link past its TTL but within `cache.local.stale_if_error_ms` of it: the answer
+    /// for a redirect that Redis and the store both failed to give. Entries past their TTL
+    /// stay in the table until evicted or replaced; an invalidation removes them.
+    pub fn get_stale(&self, code: &str, now_ms: i64) -> Option<Target> {
+        let now = self.tick(now_ms);
+        self.found
+            .as_ref()?
+            .get(code.as_bytes())
+            .filter(|target| now.saturating_sub(target.cached_at.0) < self.stale_ticks)
     }
 
     fn insert(&self, code: &str, value: &Cached, now_ms: i64) {
@@ -193,6 +208,15 @@ fn ticks(ttl: Duration) -> u32 {
     u32::try_from((ms + TICK_MS - 1) / TICK_MS)
         .unwrap_or(u32::MAX)
         .max(1)
+}
+
+/// A stale-if-error allowance in ticks, rounded up (0 stays 0: no stale answers).
+fn stale_ticks(allowance: Duration) -> u32 {
+    if allowance.is_zero() {
+        0
+    } else {
+        ticks(allowance)
+    }
 }
 
 /// A code as the tables' key: inline when short, so most entries own no heap node for it.
@@ -312,6 +336,7 @@ mod tests {
             max_bytes: 1 << 20,
             ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(600),
         }
     }
 
@@ -447,6 +472,36 @@ mod tests {
             cache.get("found", NOW - 1_000_000),
             Some(found("https://e.com/b"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_found_link_answers_stale_within_its_allowance_until_invalidated() {
+        let cache = LocalCache::new(&settings(), NOW);
+        put(&cache, "found", NOW, found("https://e.com/a")).await;
+        put(&cache, "gone", NOW, Cached::Missing).await;
+        // Past the 60 s TTL a lookup misses, but the stale answer is there for 600 s more.
+        assert_eq!(cache.get("found", NOW + 61_000), None);
+        assert_eq!(
+            cache.get_stale("found", NOW + 659_900).map(Cached::Found),
+            Some(found("https://e.com/a"))
+        );
+        assert_eq!(cache.get_stale("found", NOW + 660_000), None);
+        // "No such code" is never answered stale.
+        assert_eq!(cache.get_stale("gone", NOW + 61_000), None);
+        // An invalidation (a delete or an edit anywhere) removes the stale answer too.
+        cache.invalidate("found");
+        assert_eq!(cache.get_stale("found", NOW + 61_000), None);
+
+        let never = LocalCache::new(
+            &LocalCacheSettings {
+                stale_if_error: Duration::ZERO,
+                ..settings()
+            },
+            NOW,
+        );
+        put(&never, "found", NOW, found("https://e.com/a")).await;
+        assert!(never.get_stale("found", NOW + 59_900).is_some());
+        assert_eq!(never.get_stale("found", NOW + 60_000), None);
     }
 
     #[tokio::test]

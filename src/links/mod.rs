@@ -407,12 +407,24 @@ impl LinkService {
     ) -> Result<Resolved, StoreError> {
         // Boxed: the miss path's state (Redis, store, coalescing) is large, and a redirect
         // answered from L1 should not carry it around.
-        let cached = Box::pin(
+        let loaded = Box::pin(
             self.cache
                 .get_or_load(code, now_ms, self.load(code, fetched)),
         )
-        .await
-        .map_err(|e| (*e).clone())?;
+        .await;
+        let cached = match loaded {
+            Ok(cached) => cached,
+            // Neither Redis nor the store answered: a link this instance knew (and was told of
+            // no change to) still redirects, for `cache.local.stale_if_error_ms` past its TTL.
+            Err(e) if e.is_transient() => match self.cache.get_stale(code, now_ms) {
+                Some(target) => {
+                    self.metrics.cache_stale_answers.inc();
+                    Cached::Found(target)
+                }
+                None => return Err((*e).clone()),
+            },
+            Err(e) => return Err((*e).clone()),
+        };
         Ok(Resolved::of(cached, now_ms))
     }
 

@@ -132,6 +132,9 @@ metrics! {
     counter cache_hits: Counter = "kurz_cache_hits_total";
     /// Redirect lookups the in-process cache could not answer.
     counter cache_misses: Counter = "kurz_cache_misses_total";
+    /// Redirects answered from an in-process entry past its TTL because neither Redis nor
+    /// the store could be read (`cache.local.stale_if_error_ms`).
+    counter cache_stale_answers: Counter = "kurz_cache_stale_answers_total";
     /// Lookups answered by Redis.
     counter redis_hits: Counter = "kurz_redis_hits_total";
     /// Lookups Redis could not answer (miss, failure or open breaker).

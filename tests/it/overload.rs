@@ -218,3 +218,43 @@ async fn a_lost_table_gets_fewer_retries_and_click_flushes_and_nothing_is_lost_w
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_link_redirects_past_its_ttl_while_no_tier_below_can_be_read() {
+    let (proxy, store) = proxied_store().await;
+    // The defaults: a 60 s TTL, and an hour's allowance past it.
+    let stale = spawn_app_on(&store, |_| {}).await;
+    // The same instance without the allowance: what a redirect would answer without it.
+    let strict = spawn_app_on(&store, |s| s.cache.local.stale_if_error = Duration::ZERO).await;
+    let url = "https://example.com/stale-if-error";
+    let code = stale.create_code(url).await;
+    let never_cached = stale.create_code("https://example.com/never-cached").await;
+    for app in [&stale, &strict] {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+
+    // The table refuses every connection, and both L1 entries are past their TTL.
+    proxy.set(Fault::Reset);
+    for app in [&stale, &strict] {
+        app.clock.advance(Duration::from_secs(61));
+    }
+    let response = stale.get(&format!("/{code}")).await;
+    assert_eq!(response.status(), 302);
+    assert_eq!(response.headers()["location"], url);
+    assert_eq!(value(&stale, "kurz_cache_stale_answers_total").await, 1.0);
+    assert_eq!(strict.get(&format!("/{code}")).await.status(), 503);
+    // Only what the instance knew: a link it never cached still answers 503.
+    assert_eq!(stale.get(&format!("/{never_cached}")).await.status(), 503);
+    // And for an hour past the TTL only.
+    stale.clock.advance(Duration::from_secs(3600));
+    assert_eq!(stale.get(&format!("/{code}")).await.status(), 503);
+
+    // The table answers again: the next lookup reads it, and the entry is fresh again.
+    proxy.set(Fault::None);
+    for app in [&stale, &strict] {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+    assert_eq!(value(&stale, "kurz_cache_stale_answers_total").await, 1.0);
+    stale.stop().await;
+    strict.stop().await;
+}
