@@ -13,9 +13,9 @@ use kurz::config::{RateSettings, Secret, Settings};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN_TOKEN, Backend, KurzProcess, RedisServer, TestApp, TestStore, assert_problem, client,
-    code_of, data_file, free_port, metric, sdk_client, spawn_app_on, spawn_app_on_backend,
-    spawn_app_with, unique_name,
+    ADMIN_TOKEN, Backend, KurzProcess, REDIS_TIMEOUT_FOR_COUNTS, RedisServer, TestApp, TestStore,
+    assert_problem, client, code_of, data_file, free_port, metric, sdk_client, spawn_app_on,
+    spawn_app_on_backend, spawn_app_with, unique_name,
 };
 
 const KEY_A: &str = "key-alpha-0123456789abcdef01234567";
@@ -231,6 +231,9 @@ async fn limits_hold_across_a_fleet_sharing_redis_and_fall_back_when_it_dies() {
         s.limits.rate = rate(4, 0, 0);
         s.cache.redis.url = Some(Secret::new(redis.url.clone()));
         s.cache.redis.key_prefix.clone_from(&prefix);
+        // The shared bucket is counted exactly: a late Redis call must not fall back to the
+        // instance's own before Redis is killed.
+        s.cache.redis.timeout = REDIS_TIMEOUT_FOR_COUNTS;
     };
     let a = spawn_app_with(settings).await;
     let b = spawn_app_with(settings).await;
