@@ -9,6 +9,7 @@
 pub mod app;
 pub mod process;
 pub mod proxy;
+pub mod qr;
 pub mod servers;
 
 pub use app::*;
