@@ -118,11 +118,25 @@ pub fn png(text: &str, size: u32) -> Result<Vec<u8>, QrError> {
     Ok(out)
 }
 
+/// The scanner the tests read codes back with, shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/it/harness/qr.rs"]
+mod reader;
+
 #[cfg(test)]
 mod tests {
+    use super::reader::{read_png, read_svg};
     use super::*;
 
     const URL: &str = "http://127.0.0.1:8080/aZ3kP9q";
+
+    #[test]
+    fn both_images_scan_as_the_text() {
+        assert_eq!(read_svg(&svg(URL, 256).expect("svg")), URL);
+        for size in [*SIZES.start(), 100, 333, *SIZES.end()] {
+            assert_eq!(read_png(&png(URL, size).expect("png")), URL, "{size} px");
+        }
+    }
 
     #[test]
     fn svg_is_the_asked_size_with_a_quiet_zone() {
@@ -149,7 +163,7 @@ mod tests {
     #[test]
     fn a_long_url_still_encodes() {
         let long = format!("https://kurz.example/{}", "a".repeat(64));
-        assert!(svg(&long, 64).is_ok());
-        assert!(png(&long, 64).is_ok());
+        assert_eq!(read_svg(&svg(&long, 64).expect("svg")), long);
+        assert_eq!(read_png(&png(&long, 64).expect("png")), long);
     }
 }

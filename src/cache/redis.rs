@@ -156,7 +156,11 @@ impl RedisCache {
                 ttl: settings.ttl,
                 negative_ttl: settings.negative_ttl,
                 tombstone_ttl: settings.tombstone_ttl,
-                breaker: Breaker::new(settings.breaker_threshold.get(), settings.breaker_cool_off),
+                breaker: Breaker::new(
+                    settings.breaker_threshold.get(),
+                    settings.breaker_cool_off,
+                    clock::Clock::system(),
+                ),
                 metrics,
                 pending: Pending {
                     codes: Mutex::default(),
@@ -678,6 +682,8 @@ fn listen(redis: RedisCache, local: Arc<LocalCache>) -> JoinHandle<()> {
 struct Breaker {
     threshold: u32,
     cool_off_ms: i64,
+    /// The system clock; one the test moves in the breaker's own tests.
+    clock: clock::Clock,
     failures: AtomicU32,
     /// 0 when closed; else when the next probe may go.
     open_until_ms: AtomicI64,
@@ -685,10 +691,11 @@ struct Breaker {
 }
 
 impl Breaker {
-    fn new(threshold: u32, cool_off: Duration) -> Self {
+    fn new(threshold: u32, cool_off: Duration, clock: clock::Clock) -> Self {
         Self {
             threshold,
             cool_off_ms: i64::try_from(cool_off.as_millis()).unwrap_or(i64::MAX),
+            clock,
             failures: AtomicU32::new(0),
             open_until_ms: AtomicI64::new(0),
             last_log_ms: AtomicI64::new(0),
@@ -704,7 +711,7 @@ impl Breaker {
         if until == 0 {
             return true;
         }
-        let now = clock::system_now_ms();
+        let now = self.clock.now_ms();
         // Past the cool-off: the caller that moves the deadline gets to probe; others skip.
         now >= until
             && self
@@ -732,7 +739,7 @@ impl Breaker {
         }
         let was = self
             .open_until_ms
-            .swap(clock::system_now_ms() + self.cool_off_ms, Ordering::AcqRel);
+            .swap(self.clock.now_ms() + self.cool_off_ms, Ordering::AcqRel);
         if was == 0 {
             tracing::warn!(
                 failures,
@@ -744,7 +751,7 @@ impl Breaker {
 
     /// At most one log line every 10 s about Redis failures.
     fn should_log(&self) -> bool {
-        let now = clock::system_now_ms();
+        let now = self.clock.now_ms();
         let last = self.last_log_ms.load(Ordering::Relaxed);
         now - last >= 10_000
             && self
@@ -760,16 +767,39 @@ mod tests {
 
     #[test]
     fn breaker_opens_after_threshold_and_lets_one_probe_through() {
-        let breaker = Breaker::new(3, Duration::from_millis(0));
+        let clock = clock::Clock::manual(1_000_000);
+        let breaker = Breaker::new(3, Duration::from_secs(1), clock.clone());
         assert!(breaker.allow());
         assert!(!breaker.on_failure());
         assert!(!breaker.on_failure());
+        assert!(breaker.allow(), "closed below the threshold");
         assert!(breaker.on_failure(), "third failure opens it");
-        // With no cool-off, the next caller probes at once.
-        assert!(breaker.allow());
+        assert!(breaker.is_open());
+        // Open: every call skips Redis for the cool-off.
+        clock.advance(Duration::from_millis(999));
+        assert!(!breaker.allow());
+        // Past it: one caller probes, the others still skip.
+        clock.advance(Duration::from_millis(1));
+        assert!(breaker.allow(), "the probe");
+        assert!(!breaker.allow(), "only one probe");
+        assert!(!breaker.allow(), "only one probe");
+        // The probe failed: still open (not opened anew), the next probe a cool-off later.
         assert!(!breaker.on_failure(), "already open");
+        clock.advance(Duration::from_millis(999));
+        assert!(!breaker.allow());
+        clock.advance(Duration::from_millis(1));
+        assert!(breaker.allow(), "the next probe");
+        assert!(!breaker.allow());
+        // The probe succeeded: closed, every caller goes to Redis again.
         assert!(breaker.on_success(), "a success closes it");
-        assert!(breaker.allow());
+        assert!(!breaker.is_open());
+        for _ in 0..3 {
+            assert!(breaker.allow());
+        }
+        // And it counts failures from nothing again.
+        assert!(!breaker.on_failure());
+        assert!(!breaker.on_failure());
+        assert!(breaker.on_failure());
     }
 
     #[tokio::test]
@@ -799,7 +829,7 @@ mod tests {
 
     #[test]
     fn an_open_breaker_skips_calls_during_the_cool_off() {
-        let breaker = Breaker::new(1, Duration::from_secs(60));
+        let breaker = Breaker::new(1, Duration::from_secs(60), clock::Clock::system());
         assert!(breaker.on_failure());
         assert!(!breaker.allow());
         assert!(!breaker.allow());

@@ -419,6 +419,20 @@ mod tests {
     use super::*;
     use crate::store::faulty::{FaultyStore, link};
 
+    /// Polls `done` every 5 ms until it holds; fails naming `what` (and what `seen` reports)
+    /// after 30 s, far past what the flusher's 10-80 ms pacing needs.
+    async fn until(what: &str, mut done: impl FnMut() -> bool, seen: impl Fn() -> String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within 30 s ({})",
+                seen()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn pacing() -> FlushPacing {
         FlushPacing {
             interval: Duration::from_millis(10),
@@ -466,16 +480,29 @@ mod tests {
             pacing(),
         );
         // Wait for six failed flushes: the first sends all 40 deltas, then 8, 4, 2, 1, 1.
-        while store.click_writes.lock().expect("lock").len() < 6 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let writes = || store.click_writes.lock().expect("lock").clone();
+        until(
+            "six failed flushes",
+            || writes().len() >= 6,
+            || format!("writes {:?}", writes()),
+        )
+        .await;
         assert!(metrics.click_flush_failing.get() >= 5);
         assert!(metrics.click_flush_backoff_ms.get() > 0);
         store.fail_clicks.store(false, Ordering::SeqCst);
-        while metrics.clicks_flushed.get() < 80 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let writes = store.click_writes.lock().expect("lock").clone();
+        until(
+            "all 80 clicks flushed once the store answers",
+            || metrics.clicks_flushed.get() >= 80,
+            || {
+                format!(
+                    "{} flushed, writes {:?}",
+                    metrics.clicks_flushed.get(),
+                    writes()
+                )
+            },
+        )
+        .await;
+        let writes = writes();
         assert_eq!(writes[..6], [40, 8, 4, 2, 1, 1], "{writes:?}");
         // The store answered a probe: the next flush sends everything left.
         assert_eq!(*writes.last().expect("writes"), 39, "{writes:?}");
@@ -518,10 +545,14 @@ mod tests {
             for thread in threads {
                 thread.join().expect("thread");
             }
-            let failed = store.click_writes.lock().expect("lock").len();
-            while store.click_writes.lock().expect("lock").len() == failed {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let writes = || store.click_writes.lock().expect("lock").len();
+            let failed = writes();
+            until(
+                "another failed flush",
+                || writes() > failed,
+                || format!("round {round}: {failed} writes"),
+            )
+            .await;
             // What a kill -9 would lose right now.
             assert!(
                 metrics.clicks_pending.get() <= 1_000,
@@ -537,9 +568,12 @@ mod tests {
         // Once the store answers, the backlog lands and there is room again.
         store.fail_clicks.store(false, Ordering::SeqCst);
         let pending = metrics.clicks_pending.get();
-        while metrics.clicks_flushed.get() < pending {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until(
+            "the backlog flushed once the store answers",
+            || metrics.clicks_flushed.get() >= pending,
+            || format!("{} of {pending} flushed", metrics.clicks_flushed.get()),
+        )
+        .await;
         recorder.record("hot", 99_000);
         assert_eq!(metrics.clicks_pending.get(), 1);
         flusher.shutdown().await;

@@ -1394,9 +1394,51 @@ mod tests {
                 .insert(&link("xyz"), Some(&retry))
                 .await
                 .expect("insert"),
-            InsertOutcome::Replay(record)
+            InsertOutcome::Replay(record.clone())
         );
         assert_eq!(store.get("xyz").await.expect("get"), None);
+
+        // The last millisecond of the window still replays; from the window's end on, the key
+        // makes a link again, and that link is what the key replays from then on.
+        let last = IdempotencyRecord {
+            created_at_ms: record.created_at_ms + IDEMPOTENCY_WINDOW_MS - 1,
+            ..retry.clone()
+        };
+        assert_eq!(
+            store
+                .insert(&link("xyz"), Some(&last))
+                .await
+                .expect("insert"),
+            InsertOutcome::Replay(record.clone())
+        );
+        assert_eq!(store.get("xyz").await.expect("get"), None);
+        let past = IdempotencyRecord {
+            created_at_ms: record.created_at_ms + IDEMPOTENCY_WINDOW_MS,
+            ..retry
+        };
+        assert_eq!(
+            store
+                .insert(&link("xyz"), Some(&past))
+                .await
+                .expect("insert"),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(
+            store.get("xyz").await.expect("get").map(|l| l.code),
+            Some("xyz".into())
+        );
+        let again = IdempotencyRecord {
+            code: "new".into(),
+            created_at_ms: past.created_at_ms + 1,
+            ..record
+        };
+        assert_eq!(
+            store
+                .insert(&link("new"), Some(&again))
+                .await
+                .expect("insert"),
+            InsertOutcome::Replay(past)
+        );
     }
 
     #[tokio::test]

@@ -192,6 +192,9 @@ function decodeQr(pngBytes) {
   return code && code.data;
 }
 
+/** The UTC day (YYYY-MM-DD) of a time in milliseconds. */
+const utcDay = (ms) => new Date(ms).toISOString().slice(0, 10);
+
 /** Polls `check` (async, truthy when done) every 250 ms for at most `ms`. */
 async function eventually(check, ms, what) {
   const deadline = Date.now() + ms;
@@ -281,7 +284,10 @@ test('the short link redirects to its destination', async () => {
   assert.equal(head.headers.get('location'), target);
 
   const page = await newPage();
-  await page.goto(shortUrl); // the one click the statistics should show
+  // The one click the statistics should show, counted on the UTC day it was made.
+  const clickedFrom = Date.now();
+  await page.goto(shortUrl);
+  journey.clickDays = [utcDay(clickedFrom), utcDay(Date.now())];
   assert.equal(page.url(), target);
   assert.equal(await page.locator('h1').textContent(), 'You arrived');
   assertNoProblems(page);
@@ -323,14 +329,22 @@ test('the statistics page asks for the admin token once and charts the click', a
     await page.getByRole('button', { name: 'Refresh' }).click();
     return false;
   }, 15_000, 'the click in the statistics');
-  const today = new Date().toISOString().slice(0, 10);
-  const bar = page.locator(`#chart rect.bar-day[data-date="${today}"]`);
+  // The day the server counted the click under: the UTC day of the click (or the next one,
+  // had the click crossed midnight), however late the statistics page is read.
+  const stats = await fetch(`${kurz.base}/api/v1/links/${code}/stats`, {
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+  }).then((r) => r.json());
+  assert.equal(stats.daily.length, 1, JSON.stringify(stats));
+  const [{ date: day, clicks }] = stats.daily;
+  assert.equal(clicks, 1);
+  assert.ok(journey.clickDays.includes(day), `${day} is not a day of the click (${journey.clickDays})`);
+  const bar = page.locator(`#chart rect.bar-day[data-date="${day}"]`);
   assert.equal(await bar.getAttribute('data-clicks'), '1');
   assert.ok(Number(await bar.getAttribute('height')) > 0);
   assert.match(await page.locator('#chart-summary').textContent(), /^1 click from /);
   assert.deepEqual(
     await page.locator('#daily tbody tr').first().locator('td').allTextContents(),
-    [today, '1'],
+    [day, '1'],
     'the table, the chart\'s text alternative',
   );
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

@@ -515,11 +515,34 @@ async fn idempotency_key_returns_the_original_link(backend: Backend) {
         .await
         .expect("send");
     assert_problem(misuse, 422).await;
+    // Another key is another request: the same URL gets a link of its own, made now.
     let other_key = send("https://example.com/once", "order-18")
         .await
         .expect("send");
+    assert_eq!(other_key.status(), 201);
+    assert!(
+        other_key.headers().get("idempotent-replayed").is_none(),
+        "a new key is not a replay"
+    );
     let other: Value = other_key.json().await.expect("json");
     assert_ne!(other["code"], first["code"]);
+    assert_eq!(other["url"], "https://example.com/once");
+    // Each key replays its own link, not the other's.
+    let other_retry = send("https://example.com/once", "order-18")
+        .await
+        .expect("send");
+    assert_eq!(other_retry.status(), 201);
+    assert_eq!(other_retry.headers()["idempotent-replayed"], "true");
+    let other_retry: Value = other_retry.json().await.expect("json");
+    assert_eq!(other_retry["code"], other["code"]);
+    assert_eq!(other_retry["created_at"], other["created_at"]);
+    // Both links are real: each redirects to the URL.
+    for link in [&first, &other] {
+        let code = link["code"].as_str().expect("code");
+        let redirect = app.get(&format!("/{code}")).await;
+        assert_eq!(redirect.status(), 302, "{code}");
+        assert_eq!(redirect.headers()["location"], "https://example.com/once");
+    }
     app.stop().await;
 }
 

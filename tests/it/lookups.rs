@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN_TOKEN, Backend, RedisServer, TestApp, TestStore, assert_problem, free_port, spawn_app_on,
-    spawn_app_on_backend, spawn_app_with, unique_name,
+    ADMIN_TOKEN, Backend, REDIS_TIMEOUT_FOR_COUNTS, RedisServer, TestApp, TestStore,
+    assert_problem, free_port, spawn_app_on, spawn_app_on_backend, spawn_app_with, unique_name,
 };
 use crate::on_every_backend;
 
@@ -134,6 +134,9 @@ async fn a_fleet_sharing_redis_counts_only_unknown_codes_and_never_refuses_a_lin
         s.cache.local.max_bytes = 0;
         s.cache.redis.url = Some(kurz::config::Secret::new(redis.url.clone()));
         s.cache.redis.key_prefix.clone_from(&prefix);
+        // The shared bucket is counted exactly: a late Redis call must not fall back to the
+        // instance's own.
+        s.cache.redis.timeout = REDIS_TIMEOUT_FOR_COUNTS;
     };
     let a = spawn_app_on(&store, settings).await;
     let b = spawn_app_on(&store, settings).await;

@@ -13,11 +13,36 @@ use crate::harness::{
     spawn_app_on,
 };
 
-/// A table on the shared DynamoDB Local, reached through a proxy of its own.
+/// A table on the shared DynamoDB Local, reached through a proxy of its own, warmed up.
 async fn proxied_store() -> (ChaosProxy, TestStore) {
     let proxy = ChaosProxy::start(&DynamoLocal::shared().endpoint).await;
     let store = TestStore::with_endpoint(Backend::Dynamodb, proxy.url()).await;
+    warm_up(&store).await;
     (proxy, store)
+}
+
+/// Makes every kind of call the tests make on `store` once through the proxy, with the
+/// harness's lenient timeouts, before an instance with production's timeouts meets the
+/// emulator: a JVM that has not run a call yet (and a table just made) answers its first calls
+/// in seconds, past production's 1 s attempt timeout, which would fail the test before any
+/// fault is injected. Creates (an id lease and conditional writes), redirects (reads), clicks
+/// (the flush on stop) and stats; the warm-up's links are its own, no test reads them.
+async fn warm_up(store: &TestStore) {
+    let warm = async {
+        let app = spawn_app_on(store, |_| {}).await;
+        for i in 0..10 {
+            let url = format!("https://example.com/warm-up/{i}");
+            let code = app.create_code(&url).await;
+            let redirect = app.get(&format!("/{code}")).await;
+            assert_eq!(redirect.headers()["location"], url.as_str());
+            let stats = app.admin_get(&format!("/api/v1/links/{code}/stats")).await;
+            assert_eq!(stats.status(), 200);
+        }
+        app.stop().await;
+    };
+    tokio::time::timeout(Duration::from_secs(120), warm)
+        .await
+        .expect("DynamoDB Local answered the warm-up within 120 s");
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<&str> {
@@ -46,7 +71,7 @@ async fn a_capped_table_sheds_excess_creates_at_once_and_keeps_every_acknowledge
                 let status = response.status().as_u16();
                 let retry_after = retry_after(&response).map(str::to_owned);
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
-                answers.push((status, retry_after, body));
+                answers.push((status, retry_after, body, url));
             }
             answers
         }
@@ -54,16 +79,21 @@ async fn a_capped_table_sheds_excess_creates_at_once_and_keeps_every_acknowledge
     let answers: Vec<_> = join_all(clients).await.into_iter().flatten().collect();
     proxy.set(Fault::None);
 
-    let created: Vec<&str> = answers
+    let created: Vec<(&str, &str)> = answers
         .iter()
         .filter(|(status, ..)| *status == 201)
-        .filter_map(|(_, _, body)| body["code"].as_str())
+        .map(|(_, _, body, url)| {
+            (
+                body["code"].as_str().expect("a 201 names its code"),
+                url.as_str(),
+            )
+        })
         .collect();
     let refused: Vec<_> = answers
         .iter()
         .filter(|(status, ..)| *status != 201)
         .collect();
-    for (status, retry_after, body) in &refused {
+    for (status, retry_after, body, _) in &refused {
         assert_eq!(*status, 503, "every refusal is a 503: {body}");
         assert!(retry_after.is_some(), "503 without Retry-After: {body}");
         assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
@@ -83,14 +113,13 @@ async fn a_capped_table_sheds_excess_creates_at_once_and_keeps_every_acknowledge
         metric(&text, "kurz_store_concurrency_limit")
     );
 
-    // Every acknowledged link is there, read from the table (a fresh instance has no cache).
+    // Every acknowledged link is there, read from the table (a fresh instance has no cache),
+    // and goes where its create asked.
     let reader = spawn_app_on(&store, |_| {}).await;
-    for code in &created {
-        assert_eq!(
-            reader.get(&format!("/{code}")).await.status(),
-            302,
-            "{code}"
-        );
+    for (code, url) in &created {
+        let redirect = reader.get(&format!("/{code}")).await;
+        assert_eq!(redirect.status(), 302, "{code}");
+        assert_eq!(redirect.headers()["location"], *url, "{code}");
     }
     reader.stop().await;
     Arc::into_inner(app).expect("one owner").stop().await;
@@ -106,7 +135,9 @@ async fn a_slow_table_slows_creates_but_never_cached_redirects() {
     proxy.set(Fault::Delay(Duration::from_millis(200)));
     let misses = value(&app, "kurz_cache_misses_total").await;
     for _ in 0..50 {
-        assert_eq!(app.get(&format!("/{hot}")).await.status(), 302);
+        let redirect = app.get(&format!("/{hot}")).await;
+        assert_eq!(redirect.status(), 302);
+        assert_eq!(redirect.headers()["location"], "https://example.com/hot");
     }
     assert_eq!(
         value(&app, "kurz_cache_misses_total").await,

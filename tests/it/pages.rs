@@ -7,7 +7,9 @@ use std::time::Duration;
 use kurz::config::Secret;
 use serde_json::json;
 
-use crate::harness::{ADMIN_TOKEN, TestApp, assert_problem, code_of, spawn_app, spawn_app_with};
+use crate::harness::{
+    ADMIN_TOKEN, TestApp, assert_problem, code_of, qr, spawn_app, spawn_app_with,
+};
 
 /// What a browser sends when it opens a page.
 const BROWSER_ACCEPT: &str =
@@ -202,9 +204,9 @@ async fn qr_codes_of_the_short_url_for_anyone() {
     let svg = svg.text().await.expect("svg");
     assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"256\""));
     assert_eq!(
-        svg,
-        kurz::qr::svg(&short_url, 256).expect("svg"),
-        "encodes the short URL"
+        qr::read_svg(&svg),
+        short_url,
+        "the SVG scans as the short URL"
     );
 
     let png = app
@@ -214,7 +216,11 @@ async fn qr_codes_of_the_short_url_for_anyone() {
     assert_eq!(header(&png, "content-type"), "image/png");
     let png = png.bytes().await.expect("png");
     assert_eq!(png_size(&png), (300, 300));
-    assert_eq!(png, kurz::qr::png(&short_url, 300).expect("png"));
+    assert_eq!(
+        qr::read_png(&png),
+        short_url,
+        "the PNG scans as the short URL"
+    );
 
     for (size, ok) in [("64", true), ("1024", true), ("63", false), ("1025", false)] {
         let response = app
@@ -223,10 +229,9 @@ async fn qr_codes_of_the_short_url_for_anyone() {
         if ok {
             assert_eq!(response.status(), 200, "size {size}");
             let side: u32 = size.parse().expect("number");
-            assert_eq!(
-                png_size(&response.bytes().await.expect("png")),
-                (side, side)
-            );
+            let png = response.bytes().await.expect("png");
+            assert_eq!(png_size(&png), (side, side));
+            assert_eq!(qr::read_png(&png), short_url, "size {size}");
         } else {
             let problem = assert_problem(response, 400).await;
             assert!(

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Backend, ChaosProxy, Fault, RedisServer, TestApp, TestStore, eventually, free_port, metric,
-    spawn_app_on, spawn_app_with, unique_name,
+    Backend, ChaosProxy, Fault, REDIS_TIMEOUT_FOR_COUNTS, RedisServer, TestApp, TestStore,
+    eventually, free_port, metric, spawn_app_on, spawn_app_with, unique_name,
 };
 use deadpool_redis::redis::{self, AsyncCommands};
 use kurz::config::{Secret, Settings};
@@ -73,10 +73,11 @@ async fn misses_fill_redis_with_bounded_ttls(backend: Backend) {
     let redis_server = RedisServer::shared();
     let prefix = format!("{}:", unique_name("t"));
     let store = TestStore::new(backend).await;
-    // L1 off, so every redirect shows what Redis does.
+    // L1 off, so every redirect shows what Redis does; Redis hits are counted exactly.
     let app = spawn_app_on(&store, |s| {
         with_redis(&redis_server.url, &prefix)(s);
         s.cache.local.max_bytes = 0;
+        s.cache.redis.timeout = REDIS_TIMEOUT_FOR_COUNTS;
     })
     .await;
     let mut conn = redis_conn(&redis_server.url).await;
@@ -447,8 +448,8 @@ fn sent(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeM
 
 /// An app on a Redis of the test's own (its command counts are this test's alone) behind a
 /// proxy that counts the requests kurz writes to it; L1 off, so every redirect asks Redis. The
-/// Redis timeout is generous: a call that a busy test machine makes late must not count as a
-/// failure and send the redirect to the store.
+/// Redis timeout is [`REDIS_TIMEOUT_FOR_COUNTS`]: a call that a busy test machine makes late
+/// must not count as a failure and send the redirect to the store.
 async fn app_counting_redis_requests(
     adjust: impl FnOnce(&mut Settings),
 ) -> (TestApp, RedisServer, ChaosProxy, String) {
@@ -458,7 +459,7 @@ async fn app_counting_redis_requests(
     let app = spawn_app_with(|s| {
         with_redis(&proxy.url_with_scheme("redis"), &prefix)(s);
         s.cache.local.max_bytes = 0;
-        s.cache.redis.timeout = Duration::from_secs(5);
+        s.cache.redis.timeout = REDIS_TIMEOUT_FOR_COUNTS;
         adjust(s);
     })
     .await;

@@ -13,9 +13,9 @@ use kurz::config::{RateSettings, Secret, Settings};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN_TOKEN, Backend, KurzProcess, RedisServer, TestApp, TestStore, assert_problem, client,
-    code_of, data_file, free_port, metric, sdk_client, spawn_app_on, spawn_app_on_backend,
-    spawn_app_with, unique_name,
+    ADMIN_TOKEN, Backend, KurzProcess, REDIS_TIMEOUT_FOR_COUNTS, RedisServer, TestApp, TestStore,
+    assert_problem, client, code_of, data_file, free_port, metric, sdk_client, spawn_app_on,
+    spawn_app_on_backend, spawn_app_with, unique_name,
 };
 
 const KEY_A: &str = "key-alpha-0123456789abcdef01234567";
@@ -231,6 +231,9 @@ async fn limits_hold_across_a_fleet_sharing_redis_and_fall_back_when_it_dies() {
         s.limits.rate = rate(4, 0, 0);
         s.cache.redis.url = Some(Secret::new(redis.url.clone()));
         s.cache.redis.key_prefix.clone_from(&prefix);
+        // The shared bucket is counted exactly: a late Redis call must not fall back to the
+        // instance's own before Redis is killed.
+        s.cache.redis.timeout = REDIS_TIMEOUT_FOR_COUNTS;
     };
     let a = spawn_app_with(settings).await;
     let b = spawn_app_with(settings).await;
@@ -561,43 +564,127 @@ async fn every_create_writes_one_audit_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log_path = dir.path().join("kurz.log");
     let log = std::fs::File::create(&log_path).expect("log file");
+    let keys = format!("{KEY_A},{KEY_B}");
     let kurz = KurzProcess::start_with_logs(
         &data_file(&dir),
         &[
             ("KURZ__LOG__FORMAT", "json"),
             ("KURZ__LOG__LEVEL", "warn,kurz::audit=info"),
-            ("KURZ__AUTH__API_KEYS", KEY_A),
+            ("KURZ__AUTH__API_KEYS", &keys),
         ],
         Stdio::from(log),
     );
-    let response = client()
-        .post(format!("{}/api/v1/links", kurz.base))
-        .bearer_auth(KEY_A)
-        .json(&json!({ "url": "https://Audited.example/page" }))
-        .send()
-        .await
-        .expect("send");
-    let code = code_of(response).await;
+    let client = client();
+    let post = |path: &str, token: &str, body: Value| {
+        client
+            .post(format!("{}{path}", kurz.base))
+            .bearer_auth(token)
+            .json(&body)
+    };
+    // Each way a link is made, by each kind of caller: (code, host, who made it).
+    let mut created: Vec<(String, &str, &str)> = Vec::new();
+    let once = post(
+        "/api/v1/links",
+        KEY_A,
+        json!({ "url": "https://Audited.example/page" }),
+    )
+    .header("idempotency-key", "audit-1");
+    let code = code_of(once.send().await.expect("send")).await;
+    created.push((code, "audited.example", KEY_A));
+    let aliased = post(
+        "/api/v1/links",
+        KEY_B,
+        json!({ "url": "https://b.example/", "alias": "audited-alias" }),
+    );
+    let code = code_of(aliased.send().await.expect("send")).await;
+    created.push((code, "b.example", KEY_B));
+    let by_admin = post(
+        "/api/v1/links",
+        ADMIN_TOKEN,
+        json!({ "url": "https://admin.example/" }),
+    );
+    let code = code_of(by_admin.send().await.expect("send")).await;
+    created.push((code, "admin.example", ADMIN_TOKEN));
+    let bulk = post(
+        "/api/v1/links/bulk",
+        KEY_A,
+        json!({ "links": [
+            { "url": "https://bulk.example/1" },
+            { "url": "not a url" },
+            { "url": "https://bulk.example/2" },
+        ] }),
+    );
+    let bulk: Value = bulk.send().await.expect("send").json().await.expect("json");
+    assert_eq!(
+        (bulk["created"].clone(), bulk["failed"].clone()),
+        (json!(2), json!(1)),
+        "{bulk}"
+    );
+    for i in [0, 2] {
+        let code = bulk["results"][i]["link"]["code"].as_str().expect("code");
+        created.push((code.to_owned(), "bulk.example", KEY_A));
+    }
+
+    // What makes no link writes no line: a replay, a refusal, a taken alias.
+    let replay = post(
+        "/api/v1/links",
+        KEY_A,
+        json!({ "url": "https://Audited.example/page" }),
+    )
+    .header("idempotency-key", "audit-1");
+    let replay = replay.send().await.expect("send");
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(code_of(replay).await, created[0].0);
+    let invalid = post("/api/v1/links", KEY_A, json!({ "url": "ftp://x.example/" }));
+    assert_problem(invalid.send().await.expect("send"), 400).await;
+    let taken = post(
+        "/api/v1/links",
+        KEY_A,
+        json!({ "url": "https://c.example/", "alias": "audited-alias" }),
+    );
+    assert_problem(taken.send().await.expect("send"), 409).await;
     assert!(kurz.stop());
+
     let text = std::fs::read_to_string(&log_path).expect("log");
     let audits: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["target"] == "kurz::audit")
         .collect();
-    assert_eq!(audits.len(), 1, "{text}");
-    let line = &audits[0];
-    assert_eq!(line["event"], "link_created");
-    assert_eq!(line["code"], code);
-    assert_eq!(line["host"], "audited.example");
-    assert_eq!(line["client_ip"], "127.0.0.1");
-    let owner = line["owner"].as_str().expect("owner");
     assert_eq!(
-        owner.len(),
-        32,
-        "a keyed fingerprint, never the key: {owner}"
+        audits.len(),
+        created.len(),
+        "one line per link made: {text}"
     );
-    assert!(!text.contains(KEY_A), "the key itself is never logged");
+    let mut owners = std::collections::HashMap::new();
+    for (code, host, by) in &created {
+        let lines: Vec<&Value> = audits.iter().filter(|l| l["code"] == *code).collect();
+        assert_eq!(lines.len(), 1, "one line for {code}: {text}");
+        let line = lines[0];
+        assert_eq!(line["event"], "link_created");
+        assert_eq!(line["host"], *host);
+        assert_eq!(line["client_ip"], "127.0.0.1");
+        let owner = line["owner"].as_str().expect("owner").to_owned();
+        // One owner per caller, whatever the route.
+        assert_eq!(
+            owners.entry(*by).or_insert_with(|| owner.clone()),
+            &owner,
+            "{code}"
+        );
+    }
+    assert_eq!(owners[ADMIN_TOKEN], "admin");
+    for key in [KEY_A, KEY_B] {
+        assert_eq!(
+            owners[key].len(),
+            32,
+            "a keyed fingerprint, never the key: {}",
+            owners[key]
+        );
+    }
+    assert_ne!(owners[KEY_A], owners[KEY_B]);
+    for secret in [KEY_A, KEY_B, ADMIN_TOKEN] {
+        assert!(!text.contains(secret), "a secret is never logged");
+    }
 }
 
 /// Keys made with the API count as keys: a fleet with none in its settings starts `kurz

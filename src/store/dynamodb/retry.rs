@@ -53,8 +53,17 @@ impl RetryBudget {
 /// The wait before retry number `retry` (1 for the first): full jitter over an exponential
 /// bound, 25 ms doubling up to 1 s, so that callers that failed together do not retry together.
 pub fn backoff(retry: u32) -> Duration {
-    let bound_ms = 25u64.saturating_mul(1 << retry.min(6)).min(1_000);
-    let random = getrandom::u64().unwrap_or(bound_ms / 2);
+    let bound_ms = backoff_bound_ms(retry);
+    jitter(bound_ms, getrandom::u64().unwrap_or(bound_ms / 2))
+}
+
+/// The most [`backoff`] waits before retry number `retry`, in milliseconds.
+fn backoff_bound_ms(retry: u32) -> u64 {
+    25u64.saturating_mul(1 << retry.min(6)).min(1_000)
+}
+
+/// A wait from 0 to `bound_ms` inclusive, picked by `random`.
+fn jitter(bound_ms: u64, random: u64) -> Duration {
     Duration::from_millis(random % (bound_ms + 1))
 }
 
@@ -92,9 +101,20 @@ mod tests {
 
     #[test]
     fn backoff_is_bounded_and_grows() {
+        // The bound doubles with each retry, then stays at 1 s.
+        let bounds: Vec<u64> = (1..10).map(backoff_bound_ms).collect();
+        assert_eq!(bounds, [50, 100, 200, 400, 800, 1_000, 1_000, 1_000, 1_000]);
+        // Full jitter: any wait from nothing to the bound, and never past it.
+        for bound in [50, 1_000] {
+            assert_eq!(jitter(bound, 0), Duration::ZERO);
+            assert_eq!(jitter(bound, bound), Duration::from_millis(bound));
+            assert_eq!(jitter(bound, bound + 1), Duration::ZERO);
+            assert!(jitter(bound, u64::MAX) <= Duration::from_millis(bound));
+        }
         for retry in 1..10 {
-            let bound = 25u64 << retry.min(6);
-            assert!(backoff(retry) <= Duration::from_millis(bound.min(1_000)));
+            for _ in 0..100 {
+                assert!(backoff(retry) <= Duration::from_millis(backoff_bound_ms(retry)));
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod app;
 pub mod powercut;
 pub mod process;
 pub mod proxy;
+pub mod qr;
 pub mod servers;
 
 pub use app::*;
