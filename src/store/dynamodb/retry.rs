@@ -51,7 +51,8 @@ impl RetryBudget {
 }
 
 /// The wait before retry number `retry` (1 for the first): full jitter over an exponential
-/// bound, 25 ms doubling up to 1 s, so that callers that failed together do not retry together.
+/// bound (50 ms for the first retry, doubling up to 1 s), so that callers that failed together
+/// do not retry together.
 pub fn backoff(retry: u32) -> Duration {
     let bound_ms = backoff_bound_ms(retry);
     jitter(bound_ms, getrandom::u64().unwrap_or(bound_ms / 2))
