@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     ADMIN_TOKEN, Backend, KurzProcess, RedisServer, TestApp, TestStore, assert_problem, client,
-    code_of, data_file, free_port, metric, sdk_client, spawn_app_on, spawn_app_on_backend,
-    spawn_app_with, unique_name,
+    code_of, data_file, free_port, metric, sdk_client, spawn_app, spawn_app_on,
+    spawn_app_on_backend, spawn_app_with, unique_name,
 };
 
 const KEY_A: &str = "key-alpha-0123456789abcdef01234567";
@@ -740,4 +740,96 @@ async fn the_default_limits_are_the_documented_ones() {
         assert_eq!(missing.status(), 404, "unknown code {i}");
     }
     refused(app.get("/unknown600").await, "misses-per-ip", 600).await;
+}
+
+/// Reads from `stream` into `answer` until the peer closes the connection (or resets it).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, answer: &mut Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    while let Ok(n) = stream.read_buf(answer).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// README, "Slow clients": request headers must arrive within 5 s. With the server's default
+/// settings, a connection that sends part of its headers and stalls is answered 408 and closed
+/// within that bound, and not before 4 s (the timer starts no earlier than the test's connect,
+/// read from a clock actix-web updates every 500 ms), while a client that takes 3 s over its
+/// headers is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_headers_must_arrive_within_five_seconds() {
+    use tokio::io::AsyncWriteExt;
+    const BOUND: Duration = Duration::from_secs(5);
+    // The test's own time between its connect and kurz's, and between kurz's write and its
+    // read: loopback on a busy machine.
+    const MARGIN: Duration = Duration::from_secs(3);
+    let app = spawn_app().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+
+    let stalled = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            let start = Instant::now();
+            let mut stream = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: kurz\r\nUser-Ag")
+                .await
+                .expect("write");
+            let mut answer = Vec::new();
+            let early = tokio::time::timeout_at(
+                (start + BOUND - Duration::from_secs(1)).into(),
+                read_until_closed(&mut stream, &mut answer),
+            )
+            .await;
+            assert!(
+                early.is_err(),
+                "closed after {:?}, before the bound: {:?}",
+                start.elapsed(),
+                String::from_utf8_lossy(&answer)
+            );
+            let closed = tokio::time::timeout_at(
+                (start + BOUND + MARGIN).into(),
+                read_until_closed(&mut stream, &mut answer),
+            )
+            .await;
+            assert!(
+                closed.is_ok(),
+                "a stalled request is still open {:?} after it began",
+                start.elapsed()
+            );
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    });
+    let slow_but_in_time = tokio::spawn(async move {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        // A piece a second: the headers are complete 3 s in.
+        let pieces = ["Host: kurz\r\n", "Connection: close\r\n", "\r\n"];
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        for piece in pieces {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stream.write_all(piece.as_bytes()).await.expect("write");
+        }
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            read_until_closed(&mut stream, &mut answer),
+        )
+        .await
+        .expect("an answer");
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+
+    let served = slow_but_in_time.await.expect("join");
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    let refused = stalled.await.expect("join");
+    assert!(refused.starts_with("HTTP/1.1 408"), "{refused:?}");
+    app.stop().await;
 }
