@@ -833,3 +833,95 @@ async fn request_headers_must_arrive_within_five_seconds() {
     assert!(refused.starts_with("HTTP/1.1 408"), "{refused:?}");
     app.stop().await;
 }
+
+/// README, "Abuse": a delete and a disable each write one line on `kurz::audit`, naming the
+/// code, who did it (the key's id, or `admin`) and what a create's line names: the link's
+/// owner, the client IP and the URL's host. On both stores: a delete's line names the link the
+/// store deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delete_and_disable_writes_one_audit_line() {
+    for backend in [Backend::Embedded, Backend::Dynamodb] {
+        deletes_and_disables_write_one_audit_line(backend).await;
+    }
+}
+
+async fn deletes_and_disables_write_one_audit_line(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("kurz.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut env = store.env();
+    env.extend([
+        ("KURZ__LOG__FORMAT", "json".to_owned()),
+        ("KURZ__LOG__LEVEL", "warn,kurz::audit=info".to_owned()),
+        ("KURZ__AUTH__API_KEYS", KEY_A.to_owned()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let kurz = KurzProcess::start_with_logs(&data_file(&dir), &env, Stdio::from(log));
+    let client = client();
+    let link = |path: &str| format!("{}/api/v1/links{path}", kurz.base);
+    let create = |url: &'static str| {
+        client
+            .post(link(""))
+            .bearer_auth(KEY_A)
+            .json(&json!({ "url": url }))
+            .send()
+    };
+    let deleted = code_of(create("https://Deleted.example/a").await.expect("send")).await;
+    let disabled = code_of(create("https://disabled.example/b").await.expect("send")).await;
+    let by_key = client
+        .delete(link(&format!("/{deleted}")))
+        .bearer_auth(KEY_A)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(by_key.status(), 204);
+    let by_admin = client
+        .patch(link(&format!("/{disabled}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "disabled": true, "reason": "phishing report 18" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(by_admin.status(), 200);
+    assert!(kurz.stop());
+
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    let audits: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "kurz::audit")
+        .collect();
+    let only = |event: &str, code: &str| {
+        let lines: Vec<&Value> = audits
+            .iter()
+            .filter(|l| l["event"] == event && l["code"] == code)
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{backend:?}: one {event} line for {code}: {text}"
+        );
+        lines[0].clone()
+    };
+    let key_id = only("link_created", &deleted)["owner"]
+        .as_str()
+        .expect("owner")
+        .to_owned();
+    assert_eq!(key_id.len(), 32, "a key id: {key_id}");
+
+    let delete = only("link_deleted", &deleted);
+    assert_eq!(delete["by"], key_id.as_str());
+    assert_eq!(delete["owner"], key_id.as_str());
+    assert_eq!(delete["client_ip"], "127.0.0.1");
+    assert_eq!(delete["host"], "deleted.example");
+
+    let disable = only("link_disabled", &disabled);
+    assert_eq!(disable["by"], "admin");
+    assert_eq!(disable["owner"], key_id.as_str());
+    assert_eq!(disable["client_ip"], "127.0.0.1");
+    assert_eq!(disable["host"], "disabled.example");
+    // Two creates, a delete and a disable: nothing else, and never the key itself.
+    assert_eq!(audits.len(), 4, "{backend:?}: {text}");
+    assert!(!text.contains(KEY_A), "the key itself is never logged");
+}
