@@ -612,3 +612,65 @@ async fn clicks_past_max_pending_codes_are_dropped_counted_and_never_written() {
     );
     app.stop().await;
 }
+
+/// A delete on DynamoDB removes every item under the link's code: the link and its per-day
+/// click items, written by flushes before the delete (docs/data-model.md, "delete"). The
+/// token items of applied deltas are keyed by token, not by code, and end by TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_removes_the_day_items_its_clicks_wrote() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let app = spawn_app_on(&store, |s| {
+        s.clicks.flush_interval = Duration::from_millis(200)
+    })
+    .await;
+    let code = app
+        .create_code("https://example.com/counted-then-gone")
+        .await;
+    for _ in 0..3 {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+    let sdk = crate::harness::sdk_client(&store.endpoint);
+    let items_of = |code: String| {
+        let (sdk, table) = (sdk.clone(), store.table.clone());
+        async move {
+            sdk.query()
+                .table_name(table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", attr(&code))
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("query")
+                .items()
+                .to_vec()
+        }
+    };
+    let sort_key = |item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+        item.get("sk")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually(
+        "the clicks' day item is written",
+        Duration::from_secs(20),
+        || async {
+            items_of(code.clone()).await.iter().any(|item| {
+                sort_key(item).starts_with("day#")
+                    && item
+                        .get("clicks")
+                        .and_then(|v| v.as_n().ok())
+                        .map(String::as_str)
+                        == Some("3")
+            })
+        },
+    )
+    .await;
+    let before: Vec<String> = items_of(code.clone()).await.iter().map(sort_key).collect();
+    assert!(before.contains(&"link".to_owned()), "{before:?}");
+
+    assert_eq!(app.admin_delete(&code).await.status(), 204);
+    let after: Vec<String> = items_of(code.clone()).await.iter().map(sort_key).collect();
+    assert!(after.is_empty(), "left behind by the delete: {after:?}");
+    app.stop().await;
+}
