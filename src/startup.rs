@@ -43,6 +43,11 @@ pub enum StartupError {
     },
 }
 
+/// How long a new connection may take to send its first request's line and headers; then it
+/// is answered 408 and closed (README, "Slow clients"). Bodies have `server.body_timeout_ms`.
+/// Set here rather than left to actix-web's default, so an upgrade cannot move it.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Application {
     server: Server,
     local_addr: SocketAddr,
@@ -256,6 +261,7 @@ impl Application {
         .shutdown_timeout(server_settings.shutdown_timeout.as_secs())
         .max_connections(server_settings.max_connections.get())
         .max_connection_rate(server_settings.max_connection_rate.get())
+        .client_request_timeout(HEADER_TIMEOUT)
         // Signals are kurz's own (see `run_until_stopped`): SIGTERM drains first.
         .disable_signals();
         if let Some(workers) = server_settings.workers {

@@ -2,8 +2,9 @@
 //! (`/api/v1/links/{code}`).
 //!
 //! Links are scoped to the API key that made them: another key sees a 404, the owner may
-//! delete its own, the admin sees and manages all. Every create is logged on the `kurz::audit`
-//! target with who made it (owner fingerprint, client IP), the code and the URL's host.
+//! delete its own, the admin sees and manages all. Every create, edit (disable, enable) and
+//! delete is logged on the `kurz::audit` target with the code, the link's owner, the client IP
+//! and the URL's host, and, for edits and deletes, who did it (`by`: a key id or `admin`).
 
 use actix_web::http::header::{CONTENT_LENGTH, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
@@ -385,12 +386,15 @@ pub async fn delete(
             .filter(|link| caller.may_delete(link))
             .ok_or_else(|| no_such_link(code))?;
     }
-    if state.links.delete(code).await? {
+    if let Some(link) = state.links.delete(code).await? {
         tracing::info!(
             target: "kurz::audit",
             event = "link_deleted",
             code,
             by = caller.owner().as_deref().unwrap_or("anonymous"),
+            owner = link.owner.as_deref().unwrap_or("anonymous"),
+            client_ip = %state.proxies.client_label(&req),
+            host = %url_host(&link.url),
             "link deleted"
         );
         Ok(HttpResponse::NoContent().finish())
@@ -455,6 +459,9 @@ pub async fn update(
         },
         code,
         by = caller.owner().as_deref().unwrap_or("anonymous"),
+        owner = link.owner.as_deref().unwrap_or("anonymous"),
+        client_ip = %state.proxies.client_label(&req),
+        host = %url_host(&link.url),
         revision = link.revision,
         url_changed = edit.url.is_some(),
         "link updated"
@@ -462,6 +469,14 @@ pub async fn update(
     Ok(HttpResponse::Ok()
         .insert_header((ETAG, etag(&link)))
         .json(LinkView::new(&link, &state.base_url)))
+}
+
+/// The host of a stored (normalised) URL, for audit lines.
+fn url_host(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// An edit request checked exactly as a create's fields are.

@@ -498,13 +498,14 @@ impl LinkService {
 
     /// Deletes a link and its statistics, evicts it from this instance's cache at once, and
     /// (with Redis) from Redis and every other instance's cache.
-    pub async fn delete(&self, code: &str) -> Result<bool, StoreError> {
-        let existed = self.store.delete(code).await?;
+    /// The link deleted, `None` when there was none.
+    pub async fn delete(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        let deleted = self.store.delete(code).await?;
         self.invalidate(code).await;
-        if existed {
+        if deleted.is_some() {
             tracing::info!(code, "link deleted");
         }
-        Ok(existed)
+        Ok(deleted)
     }
 
     /// Applies `edit` to the link `code` if `may_edit` allows the caller to (else it is

@@ -78,7 +78,7 @@ enum WriteOp {
     },
     Delete {
         code: String,
-        reply: Reply<bool>,
+        reply: Reply<Option<Link>>,
     },
     Replace {
         link: Link,
@@ -591,7 +591,7 @@ fn release(mut db: Arc<Database>, limit: Duration) {
 /// A computed result, sent only once the batch has committed.
 enum Answer {
     Insert(Reply<InsertOutcome>, InsertOutcome),
-    Delete(Reply<bool>, bool),
+    Delete(Reply<Option<Link>>, Option<Link>),
     Replace(Reply<ReplaceOutcome>, ReplaceOutcome),
     Import(Reply<ImportOutcome>, ImportOutcome),
     Bytes(Reply<Vec<u8>>, Vec<u8>),
@@ -739,21 +739,29 @@ fn insert(
     Ok(InsertOutcome::Inserted)
 }
 
-fn delete(txn: &WriteTransaction, code: &str) -> Result<bool, redb::Error> {
+fn delete(txn: &WriteTransaction, code: &str) -> Result<Option<Link>, redb::Error> {
     let removed = txn
         .open_table(LINKS)?
         .remove(code)?
         .map(|bytes| serde_json::from_slice::<Link>(bytes.value()));
-    let existed = removed.is_some();
-    if let Some(Ok(link)) = removed {
-        txn.open_table(BY_CREATED)?
-            .remove((link.created_at_ms, code))?;
-        txn.open_table(BY_OWNER)?
-            .remove((owner_key(&link), link.created_at_ms, code))?;
-        if let Some(at) = link.expires_at_ms {
-            txn.open_table(BY_EXPIRY)?.remove((at, code))?;
+    let deleted = match removed {
+        None => None,
+        Some(Ok(link)) => {
+            txn.open_table(BY_CREATED)?
+                .remove((link.created_at_ms, code))?;
+            txn.open_table(BY_OWNER)?
+                .remove((owner_key(&link), link.created_at_ms, code))?;
+            if let Some(at) = link.expires_at_ms {
+                txn.open_table(BY_EXPIRY)?.remove((at, code))?;
+            }
+            Some(link)
         }
-    }
+        // A link that no longer decodes did exist; only its fields are unknown.
+        Some(Err(_)) => Some(Link {
+            code: code.to_owned(),
+            ..Link::default()
+        }),
+    };
     txn.open_table(CLICK_TOTALS)?.remove(code)?;
     let mut daily = txn.open_table(CLICK_DAILY)?;
     let days: Vec<u32> = daily
@@ -763,7 +771,7 @@ fn delete(txn: &WriteTransaction, code: &str) -> Result<bool, redb::Error> {
     for day in days {
         daily.remove((code, day))?;
     }
-    Ok(existed)
+    Ok(deleted)
 }
 
 fn replace(txn: &WriteTransaction, link: &Link) -> Result<ReplaceOutcome, redb::Error> {
@@ -1026,7 +1034,7 @@ impl LinkStore for EmbeddedStore {
         .await
     }
 
-    async fn delete(&self, code: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, code: &str) -> Result<Option<Link>, StoreError> {
         self.write(|reply| WriteOp::Delete {
             code: code.to_owned(),
             reply,
@@ -1319,7 +1327,7 @@ mod tests {
         assert_eq!(stats.daily, vec![(10, 2), (11, 4)]);
         assert_eq!(stats.last_click_ms, Some(11 * 86_400_000));
 
-        assert!(store.delete("abc").await.expect("delete"));
+        assert!(store.delete("abc").await.expect("delete").is_some());
         assert_eq!(store.stats("abc").await.expect("stats"), None);
         store.add_clicks(&[delta(1, 12)]).await.expect("clicks");
         store.insert(&link("abc"), None).await.expect("insert");
@@ -1481,7 +1489,7 @@ mod tests {
             .expect("list");
         assert_eq!(codes(nobody), ["old2"]);
         // Deleting takes a link out of the indexes too.
-        assert!(store.delete("old3").await.expect("delete"));
+        assert!(store.delete("old3").await.expect("delete").is_some());
         let all = store.list(&ListScope::All, None, 10).await.expect("list");
         assert_eq!(codes(all), ["old2", "old1"]);
     }

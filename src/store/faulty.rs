@@ -85,7 +85,7 @@ impl LinkStore for FaultyStore {
         }
         self.inner.insert(link, idem).await
     }
-    async fn delete(&self, code: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, code: &str) -> Result<Option<Link>, StoreError> {
         self.inner.delete(code).await
     }
     async fn replace(&self, link: &Link) -> Result<ReplaceOutcome, StoreError> {

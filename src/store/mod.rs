@@ -371,8 +371,8 @@ pub trait LinkStore: Send + Sync + 'static {
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<InsertOutcome, StoreError>;
 
-    /// Deletes a link and its statistics; `false` when there was none.
-    async fn delete(&self, code: &str) -> Result<bool, StoreError>;
+    /// Deletes a link and its statistics; the link deleted, `None` when there was none.
+    async fn delete(&self, code: &str) -> Result<Option<Link>, StoreError>;
 
     /// Replaces the stored link `link.code` with `link` (whose revision is the stored one's plus
     /// one), only if the stored one is still `revision - 1` of the link created at

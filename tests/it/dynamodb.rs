@@ -532,3 +532,145 @@ async fn a_click_delta_sent_again_after_its_request_token_expired_counts_once() 
     assert_eq!(stats.total_clicks, 5, "{stats:?}");
     assert_eq!(stats.daily, vec![(20_000, 5)]);
 }
+
+/// `clicks.max_pending_codes` bounds what waits in memory while the store fails: with a bound
+/// of 4 and 10 codes clicked once each during an outage, 6 clicks are dropped (the oldest
+/// deltas) and counted, 4 stay pending however many flushes fail, and once the table answers
+/// again the statistics hold exactly the 4 that were kept, never a dropped one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_past_max_pending_codes_are_dropped_counted_and_never_written() {
+    use crate::harness::{ChaosProxy, Fault, admin_stats};
+    const BOUND: usize = 4;
+    const CODES: usize = 10;
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let proxy = ChaosProxy::start(&store.endpoint).await;
+    let app = spawn_app_on(&store, |s| {
+        s.store.dynamodb.endpoint_url = Some(proxy.url());
+        s.clicks.max_pending_codes = BOUND;
+        // Failing flushes keep coming, at most this far apart.
+        s.clicks.max_backoff = Duration::from_millis(400);
+    })
+    .await;
+    let mut codes = Vec::new();
+    for i in 0..CODES {
+        let code = app
+            .create_code(&format!("https://example.com/dropped/{i}"))
+            .await;
+        // Cached, so that it redirects while the table is away; HEAD counts no click.
+        let head = app
+            .client
+            .head(app.url(&format!("/{code}")))
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(head.status(), 302);
+        codes.push(code);
+    }
+
+    proxy.set(Fault::Reset);
+    for code in &codes {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+    let dropped = (CODES - BOUND) as f64;
+    let within = Duration::from_secs(20);
+    eventually("the clicks past the bound are dropped", within, || async {
+        metric(&app.metrics().await, "kurz_clicks_dropped_total") >= dropped
+    })
+    .await;
+    let text = app.metrics().await;
+    assert_eq!(metric(&text, "kurz_clicks_dropped_total"), dropped);
+    assert_eq!(metric(&text, "kurz_clicks_pending"), BOUND as f64);
+    // Two more failed flushes: still bounded, nothing more dropped.
+    let failures = metric(&text, "kurz_click_flush_failures_total");
+    eventually("two more flushes fail", within, || async {
+        metric(&app.metrics().await, "kurz_click_flush_failures_total") >= failures + 2.0
+    })
+    .await;
+    let text = app.metrics().await;
+    assert_eq!(metric(&text, "kurz_clicks_dropped_total"), dropped);
+    assert_eq!(metric(&text, "kurz_clicks_pending"), BOUND as f64);
+
+    proxy.set(Fault::None);
+    eventually("the kept clicks are written", within, || async {
+        metric(&app.metrics().await, "kurz_clicks_pending") == 0.0
+    })
+    .await;
+    let text = app.metrics().await;
+    assert_eq!(metric(&text, "kurz_clicks_flushed_total"), BOUND as f64);
+    let mut counted = 0;
+    for code in &codes {
+        let stats = admin_stats(&app.client, &app.base, code).await;
+        let clicks = stats["total_clicks"].as_u64().expect("total_clicks");
+        assert!(clicks <= 1, "{code}: {stats}");
+        counted += clicks;
+    }
+    let sent = CODES as u64;
+    assert_eq!(
+        counted,
+        sent - dropped as u64,
+        "the stats hold sent - dropped"
+    );
+    app.stop().await;
+}
+
+/// A delete on DynamoDB removes every item under the link's code: the link and its per-day
+/// click items, written by flushes before the delete (docs/data-model.md, "delete"). The
+/// token items of applied deltas are keyed by token, not by code, and end by TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_removes_the_day_items_its_clicks_wrote() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let app = spawn_app_on(&store, |s| {
+        s.clicks.flush_interval = Duration::from_millis(200)
+    })
+    .await;
+    let code = app
+        .create_code("https://example.com/counted-then-gone")
+        .await;
+    for _ in 0..3 {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+    let sdk = crate::harness::sdk_client(&store.endpoint);
+    let items_of = |code: String| {
+        let (sdk, table) = (sdk.clone(), store.table.clone());
+        async move {
+            sdk.query()
+                .table_name(table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", attr(&code))
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("query")
+                .items()
+                .to_vec()
+        }
+    };
+    let sort_key = |item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+        item.get("sk")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually(
+        "the clicks' day item is written",
+        Duration::from_secs(20),
+        || async {
+            items_of(code.clone()).await.iter().any(|item| {
+                sort_key(item).starts_with("day#")
+                    && item
+                        .get("clicks")
+                        .and_then(|v| v.as_n().ok())
+                        .map(String::as_str)
+                        == Some("3")
+            })
+        },
+    )
+    .await;
+    let before: Vec<String> = items_of(code.clone()).await.iter().map(sort_key).collect();
+    assert!(before.contains(&"link".to_owned()), "{before:?}");
+
+    assert_eq!(app.admin_delete(&code).await.status(), 204);
+    let after: Vec<String> = items_of(code.clone()).await.iter().map(sort_key).collect();
+    assert!(after.is_empty(), "left behind by the delete: {after:?}");
+    app.stop().await;
+}

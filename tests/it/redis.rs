@@ -793,3 +793,69 @@ async fn a_load_that_read_the_store_before_a_delete_does_not_put_the_link_back_i
     slow.stop().await;
     other.stop().await;
 }
+
+/// README, "Takedowns": a disable answers 410 at once on the instance that made it and, through
+/// Redis, on every other within the 2 s an edit takes to reach them, though each had the link
+/// in its own cache; Redis itself no longer holds the enabled link, so an instance without a
+/// cache of its own (which reads Redis on every redirect) answers 410 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disable_on_one_of_three_instances_holds_on_every_instance_within_two_seconds() {
+    let redis_server = RedisServer::shared();
+    let prefix = format!("{}:", unique_name("t"));
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        fleet.push(spawn_app_on(&store, with_redis(&redis_server.url, &prefix)).await);
+    }
+    let reader = spawn_app_on(&store, |s| {
+        with_redis(&redis_server.url, &prefix)(s);
+        s.cache.local.max_bytes = 0;
+    })
+    .await;
+    let code = fleet[0].create_code("https://example.com/to-disable").await;
+    for app in &fleet {
+        assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+    }
+    // In Redis too (written in the background), as the reader sees it.
+    let mut conn = redis_conn(&redis_server.url).await;
+    let key = format!("{prefix}l:{code}");
+    wait_for_key(&mut conn, &key, Duration::from_secs(5)).await;
+    assert_eq!(reader.get(&format!("/{code}")).await.status(), 302);
+
+    let disabled = fleet[0]
+        .client
+        .patch(fleet[0].url(&format!("/api/v1/links/{code}")))
+        .bearer_auth(crate::harness::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "disabled": true, "reason": "takedown 12" }))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(disabled.status(), 200);
+    assert_eq!(
+        fleet[0].get(&format!("/{code}")).await.status(),
+        410,
+        "at once on the instance that disabled it"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for app in fleet.iter().chain([&reader]) {
+        loop {
+            let status = app.get(&format!("/{code}")).await.status();
+            if status == 410 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still answers {status} 2 s after the disable",
+                app.base
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let cached: Option<String> = conn.get(&key).await.expect("GET");
+    let fresh = reader.get(&format!("/{code}")).await.status();
+    assert_eq!(fresh, 410, "Redis holds {cached:?}");
+    for app in fleet {
+        app.stop().await;
+    }
+    reader.stop().await;
+}

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     ADMIN_TOKEN, Backend, KurzProcess, REDIS_TIMEOUT_FOR_COUNTS, RedisServer, TestApp, TestStore,
-    assert_problem, client, code_of, data_file, free_port, metric, sdk_client, spawn_app_on,
-    spawn_app_on_backend, spawn_app_with, unique_name,
+    assert_problem, client, code_of, data_file, free_port, metric, sdk_client, spawn_app,
+    spawn_app_on, spawn_app_on_backend, spawn_app_with, unique_name,
 };
 
 const KEY_A: &str = "key-alpha-0123456789abcdef01234567";
@@ -827,4 +827,188 @@ async fn the_default_limits_are_the_documented_ones() {
         assert_eq!(missing.status(), 404, "unknown code {i}");
     }
     refused(app.get("/unknown600").await, "misses-per-ip", 600).await;
+}
+
+/// Reads from `stream` into `answer` until the peer closes the connection (or resets it).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, answer: &mut Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    while let Ok(n) = stream.read_buf(answer).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// README, "Slow clients": request headers must arrive within 5 s. With the server's default
+/// settings, a connection that sends part of its headers and stalls is answered 408 and closed
+/// within that bound, and not before 4 s (the timer starts no earlier than the test's connect,
+/// read from a clock actix-web updates every 500 ms), while a client that takes 3 s over its
+/// headers is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_headers_must_arrive_within_five_seconds() {
+    use tokio::io::AsyncWriteExt;
+    const BOUND: Duration = Duration::from_secs(5);
+    // The test's own time between its connect and kurz's, and between kurz's write and its
+    // read: loopback on a busy machine.
+    const MARGIN: Duration = Duration::from_secs(3);
+    let app = spawn_app().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+
+    let stalled = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            let start = Instant::now();
+            let mut stream = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: kurz\r\nUser-Ag")
+                .await
+                .expect("write");
+            let mut answer = Vec::new();
+            let early = tokio::time::timeout_at(
+                (start + BOUND - Duration::from_secs(1)).into(),
+                read_until_closed(&mut stream, &mut answer),
+            )
+            .await;
+            assert!(
+                early.is_err(),
+                "closed after {:?}, before the bound: {:?}",
+                start.elapsed(),
+                String::from_utf8_lossy(&answer)
+            );
+            let closed = tokio::time::timeout_at(
+                (start + BOUND + MARGIN).into(),
+                read_until_closed(&mut stream, &mut answer),
+            )
+            .await;
+            assert!(
+                closed.is_ok(),
+                "a stalled request is still open {:?} after it began",
+                start.elapsed()
+            );
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    });
+    let slow_but_in_time = tokio::spawn(async move {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        // A piece a second: the headers are complete 3 s in.
+        let pieces = ["Host: kurz\r\n", "Connection: close\r\n", "\r\n"];
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        for piece in pieces {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stream.write_all(piece.as_bytes()).await.expect("write");
+        }
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            read_until_closed(&mut stream, &mut answer),
+        )
+        .await
+        .expect("an answer");
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+
+    let served = slow_but_in_time.await.expect("join");
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    let refused = stalled.await.expect("join");
+    assert!(refused.starts_with("HTTP/1.1 408"), "{refused:?}");
+    app.stop().await;
+}
+
+/// README, "Abuse": a delete and a disable each write one line on `kurz::audit`, naming the
+/// code, who did it (the key's id, or `admin`) and what a create's line names: the link's
+/// owner, the client IP and the URL's host. On both stores: a delete's line names the link the
+/// store deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delete_and_disable_writes_one_audit_line() {
+    for backend in [Backend::Embedded, Backend::Dynamodb] {
+        deletes_and_disables_write_one_audit_line(backend).await;
+    }
+}
+
+async fn deletes_and_disables_write_one_audit_line(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("kurz.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut env = store.env();
+    env.extend([
+        ("KURZ__LOG__FORMAT", "json".to_owned()),
+        ("KURZ__LOG__LEVEL", "warn,kurz::audit=info".to_owned()),
+        ("KURZ__AUTH__API_KEYS", KEY_A.to_owned()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let kurz = KurzProcess::start_with_logs(&data_file(&dir), &env, Stdio::from(log));
+    let client = client();
+    let link = |path: &str| format!("{}/api/v1/links{path}", kurz.base);
+    let create = |url: &'static str| {
+        client
+            .post(link(""))
+            .bearer_auth(KEY_A)
+            .json(&json!({ "url": url }))
+            .send()
+    };
+    let deleted = code_of(create("https://Deleted.example/a").await.expect("send")).await;
+    let disabled = code_of(create("https://disabled.example/b").await.expect("send")).await;
+    let by_key = client
+        .delete(link(&format!("/{deleted}")))
+        .bearer_auth(KEY_A)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(by_key.status(), 204);
+    let by_admin = client
+        .patch(link(&format!("/{disabled}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "disabled": true, "reason": "phishing report 18" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(by_admin.status(), 200);
+    assert!(kurz.stop());
+
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    let audits: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "kurz::audit")
+        .collect();
+    let only = |event: &str, code: &str| {
+        let lines: Vec<&Value> = audits
+            .iter()
+            .filter(|l| l["event"] == event && l["code"] == code)
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{backend:?}: one {event} line for {code}: {text}"
+        );
+        lines[0].clone()
+    };
+    let key_id = only("link_created", &deleted)["owner"]
+        .as_str()
+        .expect("owner")
+        .to_owned();
+    assert_eq!(key_id.len(), 32, "a key id: {key_id}");
+
+    let delete = only("link_deleted", &deleted);
+    assert_eq!(delete["by"], key_id.as_str());
+    assert_eq!(delete["owner"], key_id.as_str());
+    assert_eq!(delete["client_ip"], "127.0.0.1");
+    assert_eq!(delete["host"], "deleted.example");
+
+    let disable = only("link_disabled", &disabled);
+    assert_eq!(disable["by"], "admin");
+    assert_eq!(disable["owner"], key_id.as_str());
+    assert_eq!(disable["client_ip"], "127.0.0.1");
+    assert_eq!(disable["host"], "disabled.example");
+    // Two creates, a delete and a disable: nothing else, and never the key itself.
+    assert_eq!(audits.len(), 4, "{backend:?}: {text}");
+    assert!(!text.contains(KEY_A), "the key itself is never logged");
 }

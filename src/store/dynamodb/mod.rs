@@ -625,7 +625,7 @@ impl LinkStore for DynamoStore {
         }
     }
 
-    async fn delete(&self, code: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, code: &str) -> Result<Option<Link>, StoreError> {
         let out = self
             .call(Class::Write, || {
                 self.client
@@ -637,10 +637,16 @@ impl LinkStore for DynamoStore {
             })
             .await
             .map_err(|e| self.classify(e))?;
-        let existed = out.attributes().is_some_and(|a| !a.is_empty());
+        let deleted = out.attributes().filter(|a| !a.is_empty()).map(|item| {
+            // A link item that no longer parses did exist; only its fields are unknown.
+            parse_link(code, item).unwrap_or_else(|_| Link {
+                code: code.to_owned(),
+                ..Link::default()
+            })
+        });
         // Then its daily counts (clicks arriving later are discarded: the link is gone).
         self.delete_days(code, None).await?;
-        Ok(existed)
+        Ok(deleted)
     }
 
     /// Day counts of a link made earlier under this code: a link DynamoDB's TTL removed leaves
