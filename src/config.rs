@@ -395,8 +395,8 @@ pub struct ClickSettings {
     /// How often click deltas are written to the store.
     #[serde(rename = "flush_interval_ms", deserialize_with = "millis")]
     pub flush_interval: Duration,
-    /// Most distinct codes whose unflushed clicks are kept while the store fails; beyond that
-    /// clicks are dropped and counted in `kurz_clicks_dropped_total`.
+    /// Most click deltas (one per code per flush interval) kept while the store fails; beyond
+    /// that the oldest are dropped and counted in `kurz_clicks_dropped_total`.
     pub max_pending_codes: usize,
     /// Most clicks held in memory, recorded and not yet written (what a kill -9 can lose):
     /// beyond it, clicks are dropped and counted in `kurz_clicks_dropped_total`.
