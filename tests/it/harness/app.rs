@@ -189,9 +189,19 @@ pub async fn spawn_app_on_backend(backend: Backend, adjust: impl FnOnce(&mut Set
 
 /// An app on an existing test store (several can share a DynamoDB table).
 pub async fn spawn_app_on(store: &TestStore, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_at(store, adjust, kurz::clock::system_now_ms()).await
+}
+
+/// As [`spawn_app_on`], with the app's clock standing at `now_ms` (one that is off the
+/// machine's, as a host with a wrong clock).
+pub async fn spawn_app_at(
+    store: &TestStore,
+    adjust: impl FnOnce(&mut Settings),
+    now_ms: i64,
+) -> TestApp {
     let mut settings = store.settings();
     adjust(&mut settings);
-    let clock = Clock::manual(kurz::clock::system_now_ms());
+    let clock = Clock::manual(now_ms);
     let app = Application::build_with_clock(settings, clock.clone())
         .await
         .expect("app builds");
