@@ -9,11 +9,12 @@
 //! `/readyz` never costs a store call.
 //!
 //! The one exception to "shared dependencies do not fail readiness" is the reverse case: this
-//! instance's own clock being off the fleet's reference (Redis's), see [`skew`].
+//! instance's own clock being off the fleet's reference (Redis's, or DynamoDB's), see [`skew`].
 
 mod skew;
 
-pub use skew::{CHECK_INTERVAL as CLOCK_CHECK_INTERVAL, ClockSkew, ClockState, TimeReference};
+pub use crate::clock::TimeReference;
+pub use skew::{CHECK_INTERVAL as CLOCK_CHECK_INTERVAL, ClockSkew, ClockState};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};

@@ -151,9 +151,11 @@ impl Application {
             .clone()
             .map(|redis| start_invalidation_listener(redis, Arc::clone(&local)));
         let redis_for_limits = redis.clone();
-        let clock_reference = redis
-            .clone()
-            .map(|redis| Arc::new(redis) as Arc<dyn crate::health::TimeReference>);
+        // The clock to compare this instance's with: Redis's, else the store's (DynamoDB's).
+        let clock_reference = match &redis {
+            Some(redis) => Some(Arc::new(redis.clone()) as Arc<dyn crate::clock::TimeReference>),
+            None => store.time_reference(),
+        };
         let links = LinkService::new(
             Arc::clone(&store),
             local,

@@ -572,7 +572,7 @@ impl RedisCache {
 }
 
 #[async_trait::async_trait]
-impl crate::health::TimeReference for RedisCache {
+impl crate::clock::TimeReference for RedisCache {
     fn name(&self) -> &'static str {
         "redis"
     }

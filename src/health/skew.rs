@@ -4,32 +4,24 @@
 //! That is this instance's own fault, like draining: past `server.max_clock_skew_ms` it logs a
 //! warning and `/readyz` answers 503 naming the skew, so the load balancer sends elsewhere.
 //!
-//! The reference is Redis's `TIME`, asked every [`CHECK_INTERVAL`] off the request path and
-//! compared with this clock at the middle of the round trip: the measurement is off by at most
-//! half the round trip (Redis calls are bounded by `cache.redis.timeout_ms`, 50 ms). Without
-//! Redis there is no reference: nothing is measured and readiness ignores the clock.
+//! The reference is Redis's `TIME` or, without Redis, the `Date` of a DynamoDB answer (to the
+//! second, so taken as its middle: off by up to half a second more), asked every
+//! [`CHECK_INTERVAL`] off the request path and compared with this clock at the middle of the
+//! round trip: the measurement is off by at most half the round trip, and one whose round trip
+//! took longer than [`MAX_ROUND_TRIP`] is dropped. On the embedded store alone there is no
+//! reference: nothing is measured and readiness ignores the clock.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-
-use crate::clock::Clock;
+use crate::clock::{Clock, TimeReference};
 use crate::telemetry::Metrics;
 
 /// How often the clock is compared with the reference.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(10);
-
-/// A wall clock to compare this instance's with.
-#[async_trait]
-pub trait TimeReference: Send + Sync + 'static {
-    /// Its name, for logs and `/readyz` (`redis`).
-    fn name(&self) -> &'static str;
-
-    /// Its time now, in Unix milliseconds; `None` when it does not answer.
-    async fn now_ms(&self) -> Option<i64>;
-}
+/// A comparison whose round trip took longer says too little (its error is half of it).
+pub const MAX_ROUND_TRIP: Duration = Duration::from_secs(1);
 
 /// What the last comparison found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +95,9 @@ impl ClockSkew {
         let before = clock.now_ms();
         let theirs = reference.now_ms().await?;
         let after = clock.now_ms();
+        if after - before > MAX_ROUND_TRIP.as_millis() as i64 {
+            return None;
+        }
         // A clock stepped back meanwhile: the later reading is the one that holds.
         let ours = if after >= before {
             before + (after - before) / 2
@@ -175,7 +170,7 @@ mod tests {
         clock: Clock,
     }
 
-    #[async_trait]
+    #[async_trait::async_trait]
     impl TimeReference for Fake {
         fn name(&self) -> &'static str {
             "fake"
@@ -281,6 +276,15 @@ mod tests {
             .describe()
             .starts_with("60.0 s behind redis's clock")
         );
+
+        // One that answers too slowly says too little: dropped, the last one stands.
+        let slow = Fake {
+            now_ms: Mutex::new(Some(T)),
+            trip: MAX_ROUND_TRIP + Duration::from_millis(2),
+            clock: clock.clone(),
+        };
+        assert_eq!(skew.measure(&clock, &slow, &metrics).await, None);
+        assert!((metrics.clock_skew.get() - 60.0).abs() < 1e-9);
     }
 
     #[tokio::test]

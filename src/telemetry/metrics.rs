@@ -215,8 +215,9 @@ metrics! {
     gauge store_up: Gauge = "kurz_store_up";
     /// 1 once this instance is draining (after SIGTERM): /readyz answers 503.
     gauge draining: Gauge = "kurz_draining";
-    /// This instance's wall clock minus the reference's (Redis's TIME), in seconds, corrected
-    /// by half the round trip; measured every 10 s. 0 until measured, and without Redis.
+    /// This instance's wall clock minus the reference's (Redis's TIME, else DynamoDB's Date), in
+    /// seconds, at the middle of the round trip; measured every 10 s. 0 until measured, and
+    /// without a reference.
     gauge clock_skew: FloatGauge = "kurz_clock_skew_seconds";
     /// 1 while the clock skew is past server.max_clock_skew_ms: /readyz answers 503.
     gauge clock_skewed: Gauge = "kurz_clock_skewed";

@@ -818,8 +818,10 @@ async fn an_instance_whose_clock_is_off_redis_is_not_ready_and_says_by_how_much(
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["checks"]["clock"], "ok", "{body}");
     let text = on_time.metrics().await;
+    // Within the bound: the harness's clock stands still from spawn on, so by the comparison
+    // at start-up it is behind by the time the start took.
     assert!(
-        metric(&text, "kurz_clock_skew_seconds").abs() < 1.0,
+        metric(&text, "kurz_clock_skew_seconds").abs() < 5.0,
         "{text}"
     );
     assert_eq!(metric(&text, "kurz_clock_skewed"), 0.0);
@@ -839,15 +841,13 @@ async fn an_instance_whose_clock_is_off_redis_is_not_ready_and_says_by_how_much(
         .and_then(|s| s.parse().ok())
         .expect("the skew in seconds");
     assert!(
-        (seconds - 300.0).abs() < 1.0 && clock.contains("ahead of redis's clock"),
+        seconds > 290.0 && seconds < 301.0 && clock.contains("ahead of redis's clock"),
         "{problem}"
     );
     assert_eq!(problem["checks"]["redis"], "ok", "{problem}");
     let text = ahead.metrics().await;
-    assert!(
-        (metric(&text, "kurz_clock_skew_seconds") - 300.0).abs() < 1.0,
-        "{text}"
-    );
+    let skew = metric(&text, "kurz_clock_skew_seconds");
+    assert!(skew > 290.0 && skew < 301.0, "{text}");
     assert_eq!(metric(&text, "kurz_clock_skewed"), 1.0);
     // Only readiness: requests sent to it directly are still served.
     assert_eq!(ahead.get("/healthz").await.status(), 200);

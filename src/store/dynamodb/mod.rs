@@ -10,6 +10,7 @@
 //! client and the [`LinkStore`] impl.
 
 mod admission;
+mod clock;
 mod error;
 pub mod item;
 mod retry;
@@ -990,6 +991,13 @@ impl LinkStore for DynamoStore {
     }
 
     async fn close(&self) {}
+
+    fn time_reference(&self) -> Option<Arc<dyn crate::clock::TimeReference>> {
+        Some(Arc::new(clock::DynamoClock {
+            client: self.client.clone(),
+            table: self.table.clone(),
+        }))
+    }
 }
 
 #[cfg(test)]
