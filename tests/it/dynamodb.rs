@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     ADMIN_TOKEN, Backend, DynamoLocal, TestApp, TestStore, assert_problem, code_of, eventually,
-    metric, spawn_app_at, spawn_app_on,
+    metric, spawn_app_at, spawn_app_on, with_clock_skew_bound,
 };
 use kurz::store::{ClickDelta, StoreError};
 use serde_json::{Value, json};
@@ -541,8 +541,13 @@ async fn a_click_delta_sent_again_after_its_request_token_expired_counts_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_an_instance_whose_clock_is_off_dynamodb_is_not_ready() {
     let store = TestStore::new(Backend::Dynamodb).await;
-    let on_time = spawn_app_on(&store, |_| {}).await;
-    let ahead = spawn_app_at(&store, |_| {}, kurz::clock::system_now_ms() + 300_000).await;
+    let on_time = spawn_app_on(&store, with_clock_skew_bound).await;
+    let ahead = spawn_app_at(
+        &store,
+        with_clock_skew_bound,
+        kurz::clock::system_now_ms() + 300_000,
+    )
+    .await;
 
     let ready = on_time.get("/readyz").await;
     assert_eq!(ready.status(), 200);

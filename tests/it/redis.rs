@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     Backend, ChaosProxy, Fault, RedisServer, TestApp, TestStore, eventually, free_port, metric,
-    spawn_app_at, spawn_app_on, spawn_app_with, unique_name,
+    spawn_app_at, spawn_app_on, spawn_app_with, unique_name, with_clock_skew_bound,
 };
 use deadpool_redis::redis::{self, AsyncCommands};
 use kurz::config::{Secret, Settings};
@@ -805,13 +805,12 @@ async fn an_instance_whose_clock_is_off_redis_is_not_ready_and_says_by_how_much(
         TestStore::new(Backend::Embedded).await,
         TestStore::new(Backend::Embedded).await,
     );
-    let on_time = spawn_app_on(&store_one, with_redis(&redis_server.url, &prefix)).await;
-    let ahead = spawn_app_at(
-        &store_two,
-        with_redis(&redis_server.url, &prefix),
-        kurz::clock::system_now_ms() + 300_000,
-    )
-    .await;
+    let bounded = |s: &mut Settings| {
+        with_redis(&redis_server.url, &prefix)(s);
+        with_clock_skew_bound(s);
+    };
+    let on_time = spawn_app_on(&store_one, bounded).await;
+    let ahead = spawn_app_at(&store_two, bounded, kurz::clock::system_now_ms() + 300_000).await;
 
     let ready = on_time.get("/readyz").await;
     assert_eq!(ready.status(), 200);
