@@ -3,6 +3,7 @@
 //!
 //! Whatever decides by the wall clock (expiry, creation times, the day a click counts for)
 //! reads a [`Clock`] handed down from start-up, so tests can set the time instead of sleeping.
+//! A [`TimeReference`] is a clock elsewhere (Redis's, the store's) to compare it with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -49,6 +50,44 @@ impl Clock {
             );
         }
     }
+}
+
+/// A wall clock kurz can compare its own with (Redis's, the store's), for
+/// [`crate::health::ClockSkew`].
+#[async_trait::async_trait]
+pub trait TimeReference: Send + Sync + 'static {
+    /// Its name, for logs and `/readyz` (`redis`).
+    fn name(&self) -> &'static str;
+
+    /// Its time now, in Unix milliseconds; `None` when it does not answer.
+    async fn now_ms(&self) -> Option<i64>;
+}
+
+/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's IMF-fixdate) into Unix
+/// milliseconds.
+pub fn parse_http_date(text: &str) -> Option<i64> {
+    let mut parts = text.split_ascii_whitespace();
+    let (_weekday, day, month, year, hms, zone) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if zone != "GMT" || parts.next().is_some() {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)?;
+    let month = time::Month::try_from(u8::try_from(month + 1).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(year.parse().ok()?, month, day.parse().ok()?).ok()?;
+    let mut hms = hms.splitn(3, ':').map(|p| p.parse::<u8>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    let at = date.with_hms(h, m, s).ok()?.assume_utc();
+    at.unix_timestamp().checked_mul(1000)
 }
 
 /// Milliseconds since the Unix epoch, by the system clock.
@@ -130,6 +169,28 @@ mod tests {
         let later = parse_rfc3339("2026-11-24T01:00:00+02:00").expect("valid");
         assert_eq!(format_day(day_of(later)), "2026-11-23");
         assert_eq!(parse_rfc3339("tomorrow"), None);
+    }
+
+    #[test]
+    fn http_dates_parse_to_the_second() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            parse_rfc3339("1994-11-06T08:49:37Z")
+        );
+        assert_eq!(
+            parse_http_date("Wed, 02 Dec 2026 05:19:00 GMT"),
+            Some(1_796_188_740_000)
+        );
+        for bad in [
+            "",
+            "Sun, 06 Nov 1994 08:49:37",
+            "Sun, 06 Nov 1994 08:49:37 PST",
+            "Sun, 31 Feb 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 25:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -7,6 +7,14 @@
 //! cached links would stop redirecting. So dependency health is reported in the body and in
 //! `/metrics` (`kurz_store_up`), probed in the background once a second: a request to
 //! `/readyz` never costs a store call.
+//!
+//! The one exception to "shared dependencies do not fail readiness" is the reverse case: this
+//! instance's own clock being off the fleet's reference (Redis's, or DynamoDB's), see [`skew`].
+
+mod skew;
+
+pub use crate::clock::TimeReference;
+pub use skew::{CHECK_INTERVAL as CLOCK_CHECK_INTERVAL, ClockSkew, ClockState};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -14,6 +22,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
 use crate::store::LinkStore;
 use crate::telemetry::Metrics;
 
@@ -50,6 +59,7 @@ pub struct Health {
     free_space_warning: u64,
     /// Whether the last probe found free space below `free_space_warning`.
     low_on_space: AtomicBool,
+    clock: ClockSkew,
 }
 
 impl Health {
@@ -60,7 +70,43 @@ impl Health {
             metrics,
             free_space_warning: 0,
             low_on_space: AtomicBool::new(false),
+            clock: ClockSkew::new(Duration::ZERO),
         }
+    }
+
+    /// Past this skew from the reference clock, `/readyz` answers 503 (0: never).
+    pub fn with_max_clock_skew(mut self, max: Duration) -> Self {
+        self.clock = ClockSkew::new(max);
+        self
+    }
+
+    /// What the last comparison of this instance's clock with the reference found.
+    pub fn clock(&self) -> ClockState {
+        self.clock.state()
+    }
+
+    /// Compares `clock` with `reference` once (see [`ClockSkew::measure`]).
+    pub async fn measure_clock(&self, clock: &Clock, reference: &dyn TimeReference) -> Option<i64> {
+        self.clock.measure(clock, reference, &self.metrics).await
+    }
+
+    /// Compares `clock` with `reference` every [`CLOCK_CHECK_INTERVAL`] until the handle is
+    /// aborted (the first comparison after one interval: start-up makes one before serving).
+    pub fn start_clock_checks(
+        self: &Arc<Self>,
+        clock: Clock,
+        reference: Arc<dyn TimeReference>,
+    ) -> JoinHandle<()> {
+        let health = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(CLOCK_CHECK_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                health.measure_clock(&clock, &*reference).await;
+            }
+        })
     }
 
     /// Warns (once, and once when it is over) while the store's disk has fewer free bytes.

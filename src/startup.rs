@@ -54,8 +54,8 @@ pub struct Application {
     base_url: BaseUrl,
     generated_admin_token: Option<Secret>,
     flusher: ClickFlusher,
-    /// Tasks that run as long as the server: the readiness probe, the invalidation listener,
-    /// rate-limit pruning, denylist reloads.
+    /// Tasks that run as long as the server: the readiness probe, the clock checks, the
+    /// invalidation listener, rate-limit pruning, denylist reloads.
     background: Vec<JoinHandle<()>>,
     /// The admin listener (`/metrics`), when `server.admin_bind` is set.
     admin: Option<Server>,
@@ -156,6 +156,11 @@ impl Application {
             .clone()
             .map(|redis| start_invalidation_listener(redis, Arc::clone(&local)));
         let redis_for_limits = redis.clone();
+        // The clock to compare this instance's with: Redis's, else the store's (DynamoDB's).
+        let clock_reference = match &redis {
+            Some(redis) => Some(Arc::new(redis.clone()) as Arc<dyn crate::clock::TimeReference>),
+            None => store.time_reference(),
+        };
         let links = LinkService::new(
             Arc::clone(&store),
             local,
@@ -173,11 +178,20 @@ impl Application {
         );
         let health = Arc::new(
             Health::new(Arc::clone(&metrics))
-                .with_free_space_warning(settings.store.free_space_warning_bytes),
+                .with_free_space_warning(settings.store.free_space_warning_bytes)
+                .with_max_clock_skew(settings.server.max_clock_skew),
         );
         // One probe before serving, so the first /readyz already knows; then once a second.
         health.probe(&*store).await;
         let probe = health.start_probing(Arc::clone(&store));
+        // Likewise the clock: an instance started with its clock off never enters rotation.
+        let clock_checks = match clock_reference {
+            Some(reference) => {
+                health.measure_clock(links.clock(), &*reference).await;
+                Some(health.start_clock_checks(links.clock().clone(), reference))
+            }
+            None => None,
+        };
         let rate = RateLimits::new(
             &settings.limits.rate,
             redis_for_limits,
@@ -231,6 +245,7 @@ impl Application {
             ),
         ];
         background.extend(invalidations.into_iter().flatten());
+        background.extend(clock_checks);
         background.push(keys.start_refreshing());
 
         let admin = match settings.server.admin_bind {

@@ -14,7 +14,8 @@
 #   fleet.sh start N [OFFSET]        start instance N again; OFFSET (e.g. +300) runs its clock
 #                                    that many seconds off, through libfaketime
 #   fleet.sh wait-up N | wait-down N wait until HAProxy routes to instance N / has taken it out
-#   fleet.sh fault dynamodb|redis delay MS | loss PCT | partition | clear
+#   fleet.sh fault dynamodb|redis delay MS | loss PCT | partition | clear | check
+#                                    (check: fails if the fault's NFQUEUE helper has died)
 #
 # Settings (environment): KURZ_BIN (the kurz binary; default: `cargo build` and the debug
 # binary of this checkout), KURZ_FLEET_DIR (state: logs, pids; default /tmp/kurz-fleet),
@@ -304,11 +305,18 @@ wait_lb() {
 # Faults on a dependency's host, on the veth of its namespace (eth0). Delay and loss are tc
 # netem on it; kernels built without netem (CONFIG_NET_SCH_NETEM) get the same effect from
 # netfilter: packets leaving the host go through NFQUEUE to netdelay.py, which holds each one
-# for the delay or drops a share of them. A partition drops everything in and out (iptables).
+# for the delay or drops a share of them. That path fails closed: with no --queue-bypass (and
+# no fail-open in netdelay.py), packets the helper cannot take are dropped, never let through
+# untouched, and `fault HOST check` (and the next `fault`) fails if the helper has died.
+# A partition drops everything in and out (iptables).
 
 fault() {
     local host="$1" kind="${2:-}" value="${3:-}"
     [[ "$host" == dynamodb || "$host" == redis ]] || die "faults apply to dynamodb or redis"
+    if [[ "$kind" == check ]]; then
+        fault_check "$host"
+        return
+    fi
     fault_clear "$host"
     local netem
     case "$kind" in
@@ -321,7 +329,7 @@ fault() {
             return
             ;;
         clear) return 0 ;;
-        *) die "fault: delay MS | loss PCT | partition | clear" ;;
+        *) die "fault: delay MS | loss PCT | partition | clear | check" ;;
     esac
     if in_ns "$host" tc qdisc replace dev eth0 root netem "${netem[@]}" 2>/dev/null; then
         say "$host: tc netem ${netem[*]} on eth0"
@@ -334,12 +342,25 @@ fault() {
     spawn "netdelay-$host" "$host" python3 "$here/netdelay.py" 0 "$delay" "$loss"
     wait_for 10 grep -q '^netdelay:' "$state/logs/netdelay-$host.log" ||
         die "netdelay.py did not start: $(tail -n 5 "$state/logs/netdelay-$host.log")"
-    in_ns "$host" iptables -A OUTPUT -o eth0 -j NFQUEUE --queue-num 0 --queue-bypass
+    in_ns "$host" iptables -A OUTPUT -o eth0 -j NFQUEUE --queue-num 0
     say "$host: no netem in this kernel; NFQUEUE on eth0 egress to netdelay.py, $kind $value"
 }
 
-fault_clear() {
+# Fails when the fault on $1 goes through a netdelay.py helper that is no longer running
+# (its packets are being dropped, not delayed: the fault is not the one asked for).
+fault_check() {
     local host="$1" pid
+    [[ -f "$state/pids/netdelay-$host" ]] || return 0
+    pid="$(pid_of "netdelay-$host")"
+    alive "$pid" && return 0
+    say "$host: the NFQUEUE helper (netdelay.py, pid $pid) has died: $(tail -n 3 "$state/logs/netdelay-$host.log" 2>/dev/null | tr '\n' ' ')" >&2
+    return 1
+}
+
+# Removes every fault on $1; fails (after removing them) if its NFQUEUE helper had died.
+fault_clear() {
+    local host="$1" pid died=0
+    fault_check "$host" || died=1
     in_ns "$host" tc qdisc del dev eth0 root 2>/dev/null || true
     in_ns "$host" iptables -F 2>/dev/null || true
     pid="$(pid_of "netdelay-$host")"
@@ -348,6 +369,7 @@ fault_clear() {
         wait_for 5 not_alive "$pid" || kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$state/pids/netdelay-$host"
+    return "$died"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -387,6 +409,9 @@ KURZ_FLEET_STATS=http://$(addr lb):8404/stats
 KURZ_FLEET_K1=http://$(addr k1):8080
 KURZ_FLEET_K2=http://$(addr k2):8080
 KURZ_FLEET_K3=http://$(addr k3):8080
+KURZ_FLEET_DYNAMODB=$(addr dynamodb):8000
+KURZ_FLEET_REDIS=$(addr redis):6379
+KURZ_FLEET_LOGS=$state/logs
 KURZ_FLEET_ADMIN_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KURZ_FLEET_PERMUTATION_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KURZ_FLEET_DRAIN_DELAY_MS=$drain_delay_ms

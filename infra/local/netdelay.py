@@ -3,10 +3,14 @@
 without tc's netem qdisc.
 
 `fleet.sh fault` runs it inside one namespace with an iptables rule such as
-`iptables -A OUTPUT -o eth0 -j NFQUEUE --queue-num 0 --queue-bypass`: every packet leaving that
+`iptables -A OUTPUT -o eth0 -j NFQUEUE --queue-num 0`: every packet leaving that
 host waits here for DELAY_MS, in order, and LOSS_PCT percent of them are dropped, which is what
 `tc qdisc add dev eth0 root netem delay 100ms loss 10%` does on the same interface. Only packet
 metadata is copied to user space (a verdict needs the id, not the payload).
+
+It fails closed: the rule has no --queue-bypass and the queue no fail-open flag, so when this
+helper dies or falls behind the kernel drops the packets instead of letting them through
+untouched (a fault that silently is not there would make the chaos checks pass for nothing).
 
 Usage: netdelay.py QUEUE_NUM DELAY_MS [LOSS_PCT]
 
@@ -33,9 +37,6 @@ NFQA_VERDICT_HDR = 2
 NFQA_CFG_CMD = 1
 NFQA_CFG_PARAMS = 2
 NFQA_CFG_QUEUE_MAXLEN = 3
-NFQA_CFG_MASK = 4
-NFQA_CFG_FLAGS = 5
-NFQA_CFG_F_FAIL_OPEN = 1
 NFQNL_CFG_CMD_BIND = 1
 NFQNL_COPY_META = 1
 NLMSG_ERROR = 2
@@ -57,13 +58,11 @@ def message(kind, flags, seq, family, queue, attrs):
 
 
 def configure(sock, queue):
-    """Binds the queue, asks for metadata only, and lets packets through if it overflows."""
+    """Binds the queue and asks for metadata only. No fail-open: a full queue drops packets."""
     requests = [
         attr(NFQA_CFG_CMD, struct.pack(">BBH", NFQNL_CFG_CMD_BIND, 0, socket.AF_INET)),
         attr(NFQA_CFG_PARAMS, struct.pack(">IB", 0, NFQNL_COPY_META))
-        + attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", 8192))
-        + attr(NFQA_CFG_MASK, struct.pack(">I", NFQA_CFG_F_FAIL_OPEN))
-        + attr(NFQA_CFG_FLAGS, struct.pack(">I", NFQA_CFG_F_FAIL_OPEN)),
+        + attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", 8192)),
     ]
     for seq, attrs in enumerate(requests, start=1):
         sock.send(message(NFQNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, socket.AF_UNSPEC, queue, attrs))

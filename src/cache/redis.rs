@@ -213,6 +213,15 @@ impl RedisCache {
         .await
     }
 
+    /// Redis's clock (`TIME`), in Unix milliseconds; `None` when Redis cannot answer. The
+    /// fleet's reference clock (see [`crate::health::ClockSkew`]).
+    pub async fn time_ms(&self) -> Option<i64> {
+        let (seconds, micros): (i64, i64) = self
+            .call(|mut conn| async move { redis::cmd("TIME").query_async(&mut conn).await })
+            .await?;
+        Some(seconds * 1000 + micros / 1000)
+    }
+
     /// Whether the circuit breaker is open (Redis is being skipped).
     pub fn is_skipped(&self) -> bool {
         self.inner.breaker.is_open()
@@ -563,6 +572,17 @@ impl RedisCache {
                 "could not read Redis's maxmemory-policy (CONFIG GET); make sure it is allkeys-lru"
             ),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::clock::TimeReference for RedisCache {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn now_ms(&self) -> Option<i64> {
+        self.time_ms().await
     }
 }
 

@@ -79,6 +79,13 @@ pub enum ApiError {
     /// This instance is shutting down; the load balancer should send elsewhere.
     #[error("this instance is draining before it shuts down; other instances take its traffic")]
     Draining,
+    /// This instance's clock is off the reference's past `server.max_clock_skew_ms`: 503 from
+    /// `/readyz`, with the readiness checks (the clock's naming the skew) in the problem.
+    #[error("{detail}")]
+    ClockSkewed {
+        detail: String,
+        checks: serde_json::Value,
+    },
     /// A bug or an unexpected failure. The cause is logged, not sent.
     #[error("an internal error occurred; it has been logged")]
     Internal(String),
@@ -99,6 +106,9 @@ pub struct Problem {
     /// `unknown` when a write may or may not have happened (see [`ApiError::OutcomeUnknown`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<&'static str>,
+    /// `/readyz`'s checks, on its 503 for a clock off the reference's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<serde_json::Value>,
 }
 
 impl ResponseError for ApiError {
@@ -118,9 +128,10 @@ impl ResponseError for ApiError {
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } | Self::OutcomeUnknown { .. } | Self::Draining => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable { .. }
+            | Self::OutcomeUnknown { .. }
+            | Self::Draining
+            | Self::ClockSkewed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Negotiated { error, .. } => error.status_code(),
@@ -151,7 +162,10 @@ impl ResponseError for ApiError {
                     headers.insert(ALLOW, allow);
                 }
             }
-            Self::Unavailable { .. } | Self::OutcomeUnknown { .. } | Self::Draining => {
+            Self::Unavailable { .. }
+            | Self::OutcomeUnknown { .. }
+            | Self::Draining
+            | Self::ClockSkewed { .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
             }
             Self::InsufficientStorage(_) => {
@@ -192,6 +206,10 @@ impl ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             outcome: unknown.then_some("unknown"),
+            checks: match self.inner() {
+                Self::ClockSkewed { checks, .. } => Some(checks.clone()),
+                _ => None,
+            },
         }
     }
 

@@ -5,13 +5,15 @@
 //! token (`Authorization: Bearer`), and with `server.admin_bind` set it is served only on
 //! that listener.
 //!
-//! `/readyz` is 503 only while this instance drains; the shared dependencies' health is in
-//! its body (see [`crate::health`] for why), read from the background probe, not the store.
+//! `/readyz` is 503 only for what is this instance's own: draining, or its clock off the
+//! reference's; the shared dependencies' health is in its body (see [`crate::health`] for
+//! why), read from the background probe, not the store.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::health::ClockState;
 
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
@@ -26,13 +28,23 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         Some(true) => "ok",
         Some(false) => "unavailable",
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "ready",
-        "checks": {
-            "store": state.health.store().as_str(),
-            "redis": redis,
-        },
-    })))
+    let clock = state.health.clock();
+    let checks = json!({
+        "store": state.health.store().as_str(),
+        "redis": redis,
+        "clock": clock.describe(),
+    });
+    if let ClockState::Skewed { .. } = clock {
+        return Err(ApiError::ClockSkewed {
+            detail: format!(
+                "this instance's clock is {}: it would decide expiries wrongly, so it takes no \
+                 traffic until its clock is right; other instances take it",
+                clock.describe()
+            ),
+            checks,
+        });
+    }
+    Ok(HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks })))
 }
 
 /// Who the public listener serves `/metrics` to.

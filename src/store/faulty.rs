@@ -148,4 +148,8 @@ impl LinkStore for FaultyStore {
     async fn close(&self) {
         self.inner.close().await
     }
+
+    fn time_reference(&self) -> Option<Arc<dyn crate::clock::TimeReference>> {
+        self.inner.time_reference()
+    }
 }

@@ -361,6 +361,12 @@ pub trait LinkStore: Send + Sync + 'static {
         None
     }
 
+    /// The store's clock, where it tells its time, for [`crate::health::ClockSkew`] when there
+    /// is no Redis (DynamoDB: the `Date` of its answers; the embedded store is this machine's).
+    fn time_reference(&self) -> Option<std::sync::Arc<dyn crate::clock::TimeReference>> {
+        None
+    }
+
     async fn get(&self, code: &str) -> Result<Option<Link>, StoreError>;
 
     /// Stores `link` unless its code exists (and records `idempotency`, unless its key was used

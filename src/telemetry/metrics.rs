@@ -81,6 +81,20 @@ impl Gauge {
     }
 }
 
+/// A gauge holding a signed fractional value (e.g. seconds off).
+#[derive(Default)]
+pub struct FloatGauge(AtomicU64);
+
+impl FloatGauge {
+    pub fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
 /// Labels of the store's priority classes, highest first; admission counters are indexed by
 /// a class's position here.
 pub const STORE_CLASSES: [&str; 4] = ["read", "write", "stats", "clicks"];
@@ -204,6 +218,12 @@ metrics! {
     gauge store_up: Gauge = "kurz_store_up";
     /// 1 once this instance is draining (after SIGTERM): /readyz answers 503.
     gauge draining: Gauge = "kurz_draining";
+    /// This instance's wall clock minus the reference's (Redis's TIME, else DynamoDB's Date), in
+    /// seconds, at the middle of the round trip; measured every 10 s. 0 until measured, and
+    /// without a reference.
+    gauge clock_skew: FloatGauge = "kurz_clock_skew_seconds";
+    /// 1 while the clock skew is past server.max_clock_skew_ms: /readyz answers 503.
+    gauge clock_skewed: Gauge = "kurz_clock_skewed";
     /// 1 while the embedded store takes writes; 0 while its disk is full and writes are
     /// refused with 507 (reads go on).
     gauge store_writable: Gauge = "kurz_store_writable";
@@ -309,6 +329,7 @@ mod tests {
         let metrics = Metrics::with_routes(&["redirect", "unmatched"]);
         metrics.links_created.add(3);
         metrics.redis_breaker_open.set(1);
+        metrics.clock_skew.set(-300.25);
         metrics.observe(0, 302, Duration::from_micros(70));
         metrics.observe(7, 200, Duration::from_micros(70)); // no such route: ignored
         let text = metrics.render(5);
@@ -319,6 +340,11 @@ mod tests {
             "kurz_http_request_duration_seconds_bucket{route=\"redirect\",le=\"0.0001\"} 1"
         ));
         assert!(text.contains("kurz_cache_entries 5"));
+        assert!(
+            text.contains(
+                "# TYPE kurz_clock_skew_seconds gauge\nkurz_clock_skew_seconds -300.25\n"
+            )
+        );
         let mut names: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

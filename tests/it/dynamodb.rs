@@ -2,7 +2,8 @@
 //! code twice, aliases race safely, the hash fallback takes over when the counter fails,
 //! `kurz init` is idempotent, and a stalled DynamoDB gives fast 503s while cached redirects
 //! keep working, with recovery and no lost clicks once it answers again, and click flushes
-//! that give up on it after one round of timeouts.
+//! that give up on it after one round of timeouts. Without Redis, an instance compares its
+//! clock with DynamoDB's.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     ADMIN_TOKEN, Backend, DynamoLocal, TestApp, TestStore, assert_problem, code_of, eventually,
-    metric, spawn_app_on,
+    metric, spawn_app_at, spawn_app_on, with_clock_skew_bound,
 };
 use kurz::store::{ClickDelta, StoreError};
 use serde_json::{Value, json};
@@ -673,4 +674,38 @@ async fn a_delete_removes_the_day_items_its_clicks_wrote() {
     let after: Vec<String> = items_of(code.clone()).await.iter().map(sort_key).collect();
     assert!(after.is_empty(), "left behind by the delete: {after:?}");
     app.stop().await;
+}
+
+/// Without Redis the reference clock is DynamoDB's (the `Date` of an answer, to the second):
+/// an instance five minutes ahead of it is not ready and names the skew; one on the machine's
+/// clock is within the bound. (The harness's clocks stand still from spawn on, so by the
+/// comparison at start-up they are behind by the time the start took: hence the margins.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_an_instance_whose_clock_is_off_dynamodb_is_not_ready() {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let on_time = spawn_app_on(&store, with_clock_skew_bound).await;
+    let ahead = spawn_app_at(
+        &store,
+        with_clock_skew_bound,
+        kurz::clock::system_now_ms() + 300_000,
+    )
+    .await;
+
+    let ready = on_time.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.expect("json");
+    assert_eq!(body["checks"]["clock"], "ok", "{body}");
+    assert_eq!(body["checks"]["redis"], "off", "{body}");
+    let skew = metric(&on_time.metrics().await, "kurz_clock_skew_seconds");
+    assert!(skew.abs() < 5.0, "{skew}");
+
+    let refused = ahead.get("/readyz").await;
+    assert_eq!(refused.status(), 503);
+    let problem: Value = refused.json().await.expect("json");
+    let clock = problem["checks"]["clock"].as_str().expect("checks.clock");
+    assert!(clock.contains("ahead of dynamodb's clock"), "{problem}");
+    let skew = metric(&ahead.metrics().await, "kurz_clock_skew_seconds");
+    assert!(skew > 290.0 && skew < 301.0, "{skew}");
+    on_time.stop().await;
+    ahead.stop().await;
 }

@@ -3,7 +3,7 @@
 //! through pub/sub, and Redis dying mid-load (or going silent behind the chaos proxy) costs no
 //! redirect; after it comes back, kurz uses it again without a restart. A Redis hit is one
 //! command in one round trip (with the per-IP misses limit too), and connections Redis drops
-//! are replaced without failing a call.
+//! are replaced without failing a call. An instance whose clock is off Redis's leaves rotation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     Backend, ChaosProxy, Fault, REDIS_TIMEOUT_FOR_COUNTS, RedisServer, TestApp, TestStore,
-    eventually, free_port, metric, spawn_app_on, spawn_app_with, unique_name,
+    eventually, free_port, metric, spawn_app_at, spawn_app_on, spawn_app_with, unique_name,
+    with_clock_skew_bound,
 };
 use deadpool_redis::redis::{self, AsyncCommands};
 use kurz::config::{Secret, Settings};
@@ -858,4 +859,65 @@ async fn a_disable_on_one_of_three_instances_holds_on_every_instance_within_two_
         app.stop().await;
     }
     reader.stop().await;
+}
+
+/// kurz decides expiry by its own clock, and compares it with Redis's: an instance five minutes
+/// ahead says so (`kurz_clock_skew_seconds`, `kurz_clock_skewed`) and answers `/readyz` 503
+/// naming the skew from its start on; one on the machine's clock stays ready. Both measured at
+/// start-up, before serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_clock_is_off_redis_is_not_ready_and_says_by_how_much() {
+    let redis_server = RedisServer::shared();
+    let prefix = format!("{}:", unique_name("t"));
+    let (store_one, store_two) = (
+        TestStore::new(Backend::Embedded).await,
+        TestStore::new(Backend::Embedded).await,
+    );
+    let bounded = |s: &mut Settings| {
+        with_redis(&redis_server.url, &prefix)(s);
+        with_clock_skew_bound(s);
+    };
+    let on_time = spawn_app_on(&store_one, bounded).await;
+    let ahead = spawn_app_at(&store_two, bounded, kurz::clock::system_now_ms() + 300_000).await;
+
+    let ready = on_time.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["checks"]["clock"], "ok", "{body}");
+    let text = on_time.metrics().await;
+    // Within the bound: the harness's clock stands still from spawn on, so by the comparison
+    // at start-up it is behind by the time the start took.
+    assert!(
+        metric(&text, "kurz_clock_skew_seconds").abs() < 5.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "kurz_clock_skewed"), 0.0);
+
+    let refused = ahead.get("/readyz").await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = refused.json().await.expect("json");
+    let clock = problem["checks"]["clock"].as_str().expect("checks.clock");
+    let seconds: f64 = clock
+        .split(' ')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("the skew in seconds");
+    assert!(
+        seconds > 290.0 && seconds < 301.0 && clock.contains("ahead of redis's clock"),
+        "{problem}"
+    );
+    assert_eq!(problem["checks"]["redis"], "ok", "{problem}");
+    let text = ahead.metrics().await;
+    let skew = metric(&text, "kurz_clock_skew_seconds");
+    assert!(skew > 290.0 && skew < 301.0, "{text}");
+    assert_eq!(metric(&text, "kurz_clock_skewed"), 1.0);
+    // Only readiness: requests sent to it directly are still served.
+    assert_eq!(ahead.get("/healthz").await.status(), 200);
+    on_time.stop().await;
+    ahead.stop().await;
 }

@@ -187,11 +187,30 @@ pub async fn spawn_app_on_backend(backend: Backend, adjust: impl FnOnce(&mut Set
     app
 }
 
+/// Puts back the default `server.max_clock_skew_ms` (5 s), which the harness turns off.
+pub fn with_clock_skew_bound(settings: &mut Settings) {
+    settings.server.max_clock_skew = Settings::default().server.max_clock_skew;
+}
+
 /// An app on an existing test store (several can share a DynamoDB table).
 pub async fn spawn_app_on(store: &TestStore, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_at(store, adjust, kurz::clock::system_now_ms()).await
+}
+
+/// As [`spawn_app_on`], with the app's clock standing at `now_ms` (one that is off the
+/// machine's, as a host with a wrong clock).
+pub async fn spawn_app_at(
+    store: &TestStore,
+    adjust: impl FnOnce(&mut Settings),
+    now_ms: i64,
+) -> TestApp {
     let mut settings = store.settings();
+    // The app's clock stands still while Redis's and DynamoDB's go on, so it drifts a second
+    // a second from them: readiness would turn 503 once past the bound. Tests of the clock
+    // comparison set the bound back (`with_clock_skew_bound`).
+    settings.server.max_clock_skew = Duration::ZERO;
     adjust(&mut settings);
-    let clock = Clock::manual(kurz::clock::system_now_ms());
+    let clock = Clock::manual(now_ms);
     let app = Application::build_with_clock(settings, clock.clone())
         .await
         .expect("app builds");
