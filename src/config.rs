@@ -73,10 +73,10 @@ pub struct ServerSettings {
     /// Longest a client may take to send a request body; slower gets 408.
     #[serde(rename = "body_timeout_ms", deserialize_with = "millis")]
     pub body_timeout: Duration,
-    /// How far this instance's wall clock may be from the reference (Redis's `TIME`, else
-    /// DynamoDB's `Date`) before it logs a warning and `/readyz` answers 503: expiry is
-    /// decided by the wall clock. 0
-    /// never takes the instance out of rotation (the skew is still measured and exported).
+    /// How far this instance's wall clock may be from the reference (DynamoDB's `Date`, else
+    /// Redis's `TIME`) before it logs a warning and `/readyz` answers 503: expiry is decided
+    /// by the wall clock. 0 never takes the instance out of rotation (the skew is still
+    /// measured and exported).
     #[serde(rename = "max_clock_skew_ms", deserialize_with = "millis")]
     pub max_clock_skew: Duration,
 }

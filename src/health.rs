@@ -9,7 +9,7 @@
 //! `/readyz` never costs a store call.
 //!
 //! The one exception to "shared dependencies do not fail readiness" is the reverse case: this
-//! instance's own clock being off the fleet's reference (Redis's, or DynamoDB's), see [`skew`].
+//! instance's own clock being off the fleet's reference (DynamoDB's, or Redis's), see [`skew`].
 
 mod skew;
 

@@ -156,11 +156,14 @@ impl Application {
             .clone()
             .map(|redis| start_invalidation_listener(redis, Arc::clone(&local)));
         let redis_for_limits = redis.clone();
-        // The clock to compare this instance's with: Redis's, else the store's (DynamoDB's).
-        let clock_reference = match &redis {
-            Some(redis) => Some(Arc::new(redis.clone()) as Arc<dyn crate::clock::TimeReference>),
-            None => store.time_reference(),
-        };
+        // The clock to compare this instance's with: the store's (DynamoDB's is AWS's, which no
+        // host of the fleet can set wrong; one Redis host's clock off would take every instance
+        // out of rotation at once), else Redis's (the embedded store has none).
+        let clock_reference = store.time_reference().or_else(|| {
+            redis
+                .as_ref()
+                .map(|redis| Arc::new(redis.clone()) as Arc<dyn crate::clock::TimeReference>)
+        });
         let links = LinkService::new(
             Arc::clone(&store),
             local,

@@ -784,7 +784,7 @@ class Chaos:
             sc.check(skew is not None and abs(skew - offset) < 5,
                      f"k3 runs {offset} s ahead (its created_at is {skew and round(skew, 1)} s off)")
 
-            # k3 finds out by itself (against Redis's clock, at start-up): metric, log, /readyz.
+            # k3 finds out by itself (against DynamoDB's clock, at start-up): metric, log, /readyz.
             text = k[3].request("GET", "/metrics", headers=self.admin)
             gauge = metric_value(text.body.decode(errors="replace"), "kurz_clock_skew_seconds") \
                 if text.status == 200 else None
@@ -794,7 +794,7 @@ class Chaos:
             clock = None
             if ready.status == 503 and ready.headers.get("content-type") == "application/problem+json":
                 clock = ready.json().get("checks", {}).get("clock")
-            named = re.match(r"([0-9.]+) s ahead of redis's clock", clock or "")
+            named = re.match(r"([0-9.]+) s ahead of dynamodb's clock", clock or "")
             sc.check(named and abs(float(named.group(1)) - offset) < 2,
                      f"k3's /readyz answers {ready.describe()} naming the clock: {clock!r}")
             deadline = time.monotonic() + 5

@@ -4,12 +4,13 @@
 //! That is this instance's own fault, like draining: past `server.max_clock_skew_ms` it logs a
 //! warning and `/readyz` answers 503 naming the skew, so the load balancer sends elsewhere.
 //!
-//! The reference is Redis's `TIME` or, without Redis, the `Date` of a DynamoDB answer (to the
-//! second, so taken as its middle: off by up to half a second more), asked every
-//! [`CHECK_INTERVAL`] off the request path and compared with this clock at the middle of the
-//! round trip: the measurement is off by at most half the round trip, and one whose round trip
-//! took longer than [`MAX_ROUND_TRIP`] is dropped. On the embedded store alone there is no
-//! reference: nothing is measured and readiness ignores the clock.
+//! The reference is the `Date` of a DynamoDB answer (to the second, so taken as its middle: off
+//! by up to half a second more; AWS's clock, which no host of the fleet can set wrong) or, on
+//! the embedded store, Redis's `TIME`, asked every [`CHECK_INTERVAL`] off the request path and
+//! compared with this clock at the middle of the round trip: the measurement is off by at most
+//! half the round trip, and one whose round trip took longer than [`MAX_ROUND_TRIP`] is
+//! dropped. On the embedded store alone there is no reference: nothing is measured and
+//! readiness ignores the clock.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};

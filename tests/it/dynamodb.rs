@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    ADMIN_TOKEN, Backend, DynamoLocal, TestApp, TestStore, assert_problem, code_of, eventually,
-    metric, spawn_app_at, spawn_app_on, with_clock_skew_bound,
+    ADMIN_TOKEN, Backend, DynamoLocal, RedisServer, TestApp, TestStore, assert_problem, code_of,
+    eventually, metric, spawn_app_at, spawn_app_on, unique_name, with_clock_skew_bound,
 };
+use kurz::config::Secret;
 use kurz::store::{ClickDelta, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -676,17 +677,22 @@ async fn a_delete_removes_the_day_items_its_clicks_wrote() {
     app.stop().await;
 }
 
-/// Without Redis the reference clock is DynamoDB's (the `Date` of an answer, to the second):
-/// an instance five minutes ahead of it is not ready and names the skew; one on the machine's
-/// clock is within the bound. (The harness's clocks stand still from spawn on, so by the
+/// On DynamoDB the reference clock is DynamoDB's (the `Date` of an answer, to the second), with
+/// Redis or without: an instance five minutes ahead of it is not ready and names the skew; one
+/// on the machine's clock is within the bound. (The harness's clocks stand still from spawn on, so by the
 /// comparison at start-up they are behind by the time the start took: hence the margins.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_redis_an_instance_whose_clock_is_off_dynamodb_is_not_ready() {
+async fn an_instance_whose_clock_is_off_dynamodb_is_not_ready_with_redis_or_without() {
     let store = TestStore::new(Backend::Dynamodb).await;
     let on_time = spawn_app_on(&store, with_clock_skew_bound).await;
+    // With Redis too: DynamoDB's clock (AWS's) is still the one compared with.
     let ahead = spawn_app_at(
         &store,
-        with_clock_skew_bound,
+        |s| {
+            with_clock_skew_bound(s);
+            s.cache.redis.url = Some(Secret::new(RedisServer::shared().url.clone()));
+            s.cache.redis.key_prefix = format!("{}:", unique_name("t"));
+        },
         kurz::clock::system_now_ms() + 300_000,
     )
     .await;

@@ -1,4 +1,4 @@
-//! DynamoDB's clock, for an instance without Redis to compare its own with: the `Date` header
+//! DynamoDB's clock, for an instance to compare its own with (see `health::skew`): the `Date` header
 //! of the answer to one small read (the counter item), which every answer carries (an error
 //! one too). To the second, so taken as the middle of that second.
 
