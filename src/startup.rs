@@ -262,6 +262,7 @@ impl Application {
                         .configure(http::configure_admin)
                 })
                 .workers(1)
+                .client_request_timeout(HEADER_TIMEOUT)
                 .disable_signals()
                 .bind(addr)
                 .map_err(admin_error)?;

@@ -1,6 +1,6 @@
-//! DynamoDB's clock, for an instance to compare its own with (see `health::skew`): the `Date` header
-//! of the answer to one small read (the counter item), which every answer carries (an error
-//! one too). To the second, so taken as the middle of that second.
+//! DynamoDB's clock, for an instance to compare its own with (see `health::skew`): the `Date`
+//! header of the answer to one small read (the counter item), which every answer carries (an
+//! error one too). To the second, so taken as the middle of that second.
 
 use std::sync::{Arc, Mutex};
 
