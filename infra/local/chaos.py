@@ -371,35 +371,29 @@ class Chaos:
                              capture_output=True, text=True, timeout=10)
         return out.stdout.strip()
 
-    def lb_states(self):
-        """HAProxy's state of each instance: UP, DOWN, "UP 1/2" (going down)..."""
+    def lb_rows(self):
+        """The rows of HAProxy's stats CSV for the kurz backend, each a dict by column name
+        (none when the stats page does not answer)."""
         url = urllib.parse.urlsplit(self.env["KURZ_FLEET_STATS"])
         client = Http(f"http://{url.netloc}")
         result = client.request("GET", url.path + ";csv")
         client.close()
         if result.status != 200:
-            return {}
+            return []
         lines = result.body.decode().splitlines()
         header = lines[0].lstrip("# ").split(",")
         rows = (dict(zip(header, line.split(","))) for line in lines[1:])
-        return {r["svname"]: r.get("status") for r in rows
-                if r.get("pxname") == "kurz" and r.get("svname") in ("k1", "k2", "k3")}
+        return [r for r in rows if r.get("pxname") == "kurz"]
+
+    def lb_states(self):
+        """HAProxy's state of each instance: UP, DOWN, "UP 1/2" (going down)..."""
+        return {r["svname"]: r.get("status") for r in self.lb_rows()
+                if r.get("svname") in ("k1", "k2", "k3")}
 
     def lb_counters(self):
         """HAProxy's backend counters: retries, redispatches, and each instance's downs."""
-        url = urllib.parse.urlsplit(self.env["KURZ_FLEET_STATS"])
-        client = Http(f"http://{url.netloc}")
-        result = client.request("GET", url.path + ";csv")
-        client.close()
-        if result.status != 200:
-            return {}
-        lines = result.body.decode().splitlines()
-        header = lines[0].lstrip("# ").split(",")
         counters = {}
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(",")))
-            if row.get("pxname") != "kurz":
-                continue
+        for row in self.lb_rows():
             if row["svname"] == "BACKEND":
                 counters["retries"] = int(row.get("wretr") or 0)
                 counters["redispatches"] = int(row.get("wredis") or 0)

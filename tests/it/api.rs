@@ -42,12 +42,7 @@ async fn create_redirect_stats_delete_cycle(backend: Backend) {
         );
     }
     // HEAD answers the same redirect but is not a click.
-    let head = app
-        .client
-        .head(app.url(&format!("/{code}")))
-        .send()
-        .await
-        .expect("head");
+    let head = app.head(&format!("/{code}")).await;
     assert_eq!(head.status(), 302);
     assert_eq!(head.headers()["location"], "https://example.com/x?y=1#z");
 

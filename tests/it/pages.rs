@@ -132,12 +132,7 @@ async fn a_preview_shows_the_destination_and_counts_no_click() {
         );
         assert!(body.contains("Created") && body.contains("never"), "{body}");
     }
-    let head = app
-        .client
-        .head(app.url("/guide+"))
-        .send()
-        .await
-        .expect("head");
+    let head = app.head("/guide+").await;
     assert_eq!(head.status(), 200);
 
     // One real click after the previews: the stats count exactly that one.

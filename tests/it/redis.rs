@@ -55,19 +55,32 @@ async fn wait_for_key(
 /// Polls `app` until `code` answers 404; fails after 2 s (the bound a delete must meet on
 /// every instance).
 async fn assert_gone_within_two_seconds(app: &TestApp, code: &str) {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    assert_answers_by(app, code, 404, Instant::now() + Duration::from_secs(2)).await;
+}
+
+/// Polls `app` for `code` until it answers `status`, failing once `deadline` has passed.
+async fn assert_answers_by(app: &TestApp, code: &str, status: u16, deadline: Instant) {
     loop {
-        let status = app.get(&format!("/{code}")).await.status();
-        if status == 404 {
+        let answered = app.get(&format!("/{code}")).await.status();
+        if answered == status {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{} still answers {status} for {code} after 2 s",
+            "{} still answers {answered} for {code}, not {status}, by the deadline",
             app.base
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Three instances on one DynamoDB table, sharing one Redis under `prefix`.
+async fn fleet_of_three(store: &TestStore, redis_url: &str, prefix: &str) -> Vec<TestApp> {
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        fleet.push(spawn_app_on(store, with_redis(redis_url, prefix)).await);
+    }
+    fleet
 }
 
 async fn misses_fill_redis_with_bounded_ttls(backend: Backend) {
@@ -189,10 +202,7 @@ async fn an_edit_on_one_of_three_instances_redirects_everywhere_within_two_secon
     let redis_server = RedisServer::shared();
     let prefix = format!("{}:", unique_name("t"));
     let store = TestStore::new(Backend::Dynamodb).await;
-    let mut fleet = Vec::new();
-    for _ in 0..3 {
-        fleet.push(spawn_app_on(&store, with_redis(&redis_server.url, &prefix)).await);
-    }
+    let fleet = fleet_of_three(&store, &redis_server.url, &prefix).await;
     let code = fleet[0].create_code("https://example.com/before").await;
     // Every instance holds the link in its L1 (for 60 s by default), and Redis has it too.
     for app in &fleet {
@@ -205,13 +215,11 @@ async fn an_edit_on_one_of_three_instances_redirects_everywhere_within_two_secon
         }
     }
     let edited = fleet[1]
-        .client
-        .patch(fleet[1].url(&format!("/api/v1/links/{code}")))
-        .bearer_auth(crate::harness::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "url": "https://example.com/after", "forward_query": false }))
-        .send()
-        .await
-        .expect("patch");
+        .admin_patch(
+            &code,
+            &serde_json::json!({ "url": "https://example.com/after", "forward_query": false }),
+        )
+        .await;
     assert_eq!(edited.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(2);
     for app in &fleet {
@@ -804,10 +812,7 @@ async fn a_disable_on_one_of_three_instances_holds_on_every_instance_within_two_
     let redis_server = RedisServer::shared();
     let prefix = format!("{}:", unique_name("t"));
     let store = TestStore::new(Backend::Dynamodb).await;
-    let mut fleet = Vec::new();
-    for _ in 0..3 {
-        fleet.push(spawn_app_on(&store, with_redis(&redis_server.url, &prefix)).await);
-    }
+    let fleet = fleet_of_three(&store, &redis_server.url, &prefix).await;
     let reader = spawn_app_on(&store, |s| {
         with_redis(&redis_server.url, &prefix)(s);
         s.cache.local.max_bytes = 0;
@@ -824,33 +829,21 @@ async fn a_disable_on_one_of_three_instances_holds_on_every_instance_within_two_
     assert_eq!(reader.get(&format!("/{code}")).await.status(), 302);
 
     let disabled = fleet[0]
-        .client
-        .patch(fleet[0].url(&format!("/api/v1/links/{code}")))
-        .bearer_auth(crate::harness::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "disabled": true, "reason": "takedown 12" }))
-        .send()
-        .await
-        .expect("patch");
+        .admin_patch(
+            &code,
+            &serde_json::json!({ "disabled": true, "reason": "takedown 12" }),
+        )
+        .await;
     assert_eq!(disabled.status(), 200);
     assert_eq!(
         fleet[0].get(&format!("/{code}")).await.status(),
         410,
         "at once on the instance that disabled it"
     );
+    // Within 2 s of the disable on every instance: one deadline for all.
     let deadline = Instant::now() + Duration::from_secs(2);
     for app in fleet.iter().chain([&reader]) {
-        loop {
-            let status = app.get(&format!("/{code}")).await.status();
-            if status == 410 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still answers {status} 2 s after the disable",
-                app.base
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert_answers_by(app, &code, 410, deadline).await;
     }
     let cached: Option<String> = conn.get(&key).await.expect("GET");
     let fresh = reader.get(&format!("/{code}")).await.status();

@@ -411,16 +411,8 @@ async fn a_disabled_link_answers_410_keeps_its_stats_and_can_be_enabled_again() 
         let code = app.create_code("https://example.com/phish").await;
         assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
         assert_eq!(app.stats_when(&code, 1).await["total_clicks"], 1);
-        let patch = |body: Value| {
-            app.client
-                .patch(app.url(&format!("/api/v1/links/{code}")))
-                .bearer_auth(ADMIN_TOKEN)
-                .json(&body)
-                .send()
-        };
-        let disabled = patch(json!({ "disabled": true, "reason": "phishing report 17" }))
-            .await
-            .expect("send");
+        let patch = async |body: Value| app.admin_patch(&code, &body).await;
+        let disabled = patch(json!({ "disabled": true, "reason": "phishing report 17" })).await;
         assert_eq!(disabled.status(), 200);
         let view: Value = disabled.json().await.expect("json");
         assert_eq!(view["disabled"], true);
@@ -444,24 +436,15 @@ async fn a_disabled_link_answers_410_keeps_its_stats_and_can_be_enabled_again() 
             .await
             .expect("send");
         assert_problem(by_anyone, 401).await;
+        assert_problem(patch(json!({ "disabled": "yes" })).await, 400).await;
         assert_problem(
-            patch(json!({ "disabled": "yes" })).await.expect("send"),
-            400,
-        )
-        .await;
-        assert_problem(
-            app.client
-                .patch(app.url("/api/v1/links/NoSuchLink"))
-                .bearer_auth(ADMIN_TOKEN)
-                .json(&json!({ "disabled": true }))
-                .send()
-                .await
-                .expect("send"),
+            app.admin_patch("NoSuchLink", &json!({ "disabled": true }))
+                .await,
             404,
         )
         .await;
 
-        let enabled = patch(json!({ "disabled": false })).await.expect("send");
+        let enabled = patch(json!({ "disabled": false })).await;
         assert_eq!(
             enabled.json::<Value>().await.expect("json")["disabled"],
             false
@@ -559,6 +542,23 @@ async fn the_denylist_refuses_creates_and_stops_old_links_after_sighup() {
     assert!(kurz.stop());
 }
 
+/// What makes kurz write its `kurz::audit` lines (and warnings), as JSON, to its log.
+const AUDIT_LOG_ENV: [(&str, &str); 2] = [
+    ("KURZ__LOG__FORMAT", "json"),
+    ("KURZ__LOG__LEVEL", "warn,kurz::audit=info"),
+];
+
+/// The log kurz wrote to `path`, whole, and its `kurz::audit` lines.
+fn audit_lines(path: &std::path::Path) -> (String, Vec<Value>) {
+    let text = std::fs::read_to_string(path).expect("log");
+    let audits = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "kurz::audit")
+        .collect();
+    (text, audits)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_create_writes_one_audit_line() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -568,8 +568,8 @@ async fn every_create_writes_one_audit_line() {
     let kurz = KurzProcess::start_with_logs(
         &data_file(&dir),
         &[
-            ("KURZ__LOG__FORMAT", "json"),
-            ("KURZ__LOG__LEVEL", "warn,kurz::audit=info"),
+            AUDIT_LOG_ENV[0],
+            AUDIT_LOG_ENV[1],
             ("KURZ__AUTH__API_KEYS", &keys),
         ],
         Stdio::from(log),
@@ -645,12 +645,7 @@ async fn every_create_writes_one_audit_line() {
     assert_problem(taken.send().await.expect("send"), 409).await;
     assert!(kurz.stop());
 
-    let text = std::fs::read_to_string(&log_path).expect("log");
-    let audits: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["target"] == "kurz::audit")
-        .collect();
+    let (text, audits) = audit_lines(&log_path);
     assert_eq!(
         audits.len(),
         created.len(),
@@ -938,11 +933,8 @@ async fn deletes_and_disables_write_one_audit_line(backend: Backend) {
     let log_path = dir.path().join("kurz.log");
     let log = std::fs::File::create(&log_path).expect("log file");
     let mut env = store.env();
-    env.extend([
-        ("KURZ__LOG__FORMAT", "json".to_owned()),
-        ("KURZ__LOG__LEVEL", "warn,kurz::audit=info".to_owned()),
-        ("KURZ__AUTH__API_KEYS", KEY_A.to_owned()),
-    ]);
+    env.extend(AUDIT_LOG_ENV.map(|(k, v)| (k, v.to_owned())));
+    env.push(("KURZ__AUTH__API_KEYS", KEY_A.to_owned()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let kurz = KurzProcess::start_with_logs(&data_file(&dir), &env, Stdio::from(log));
     let client = client();
@@ -973,12 +965,7 @@ async fn deletes_and_disables_write_one_audit_line(backend: Backend) {
     assert_eq!(by_admin.status(), 200);
     assert!(kurz.stop());
 
-    let text = std::fs::read_to_string(&log_path).expect("log");
-    let audits: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["target"] == "kurz::audit")
-        .collect();
+    let (text, audits) = audit_lines(&log_path);
     let only = |event: &str, code: &str| {
         let lines: Vec<&Value> = audits
             .iter()

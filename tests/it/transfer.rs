@@ -326,13 +326,11 @@ async fn populated_source(count: usize) -> (TestStore, Vec<String>, (String, Str
         }
     }
     let disabled = app
-        .client
-        .patch(app.url(&format!("/api/v1/links/{}", codes[4])))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "disabled": true, "reason": "takedown" }))
-        .send()
-        .await
-        .expect("patch");
+        .admin_patch(
+            &codes[4],
+            &json!({ "disabled": true, "reason": "takedown" }),
+        )
+        .await;
     assert_eq!(disabled.status(), 200);
     app.stop().await;
 

@@ -254,6 +254,14 @@ impl TestApp {
             .expect("request")
     }
 
+    pub async fn head(&self, path: &str) -> reqwest::Response {
+        self.client
+            .head(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))
@@ -279,6 +287,17 @@ impl TestApp {
         self.client
             .delete(self.url(&format!("/api/v1/links/{code}")))
             .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `PATCH /api/v1/links/{code}` with `body`, with the admin token.
+    pub async fn admin_patch(&self, code: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .patch(self.url(&format!("/api/v1/links/{code}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
             .send()
             .await
             .expect("request")
