@@ -33,6 +33,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub ids: IdSettings,
     pub clicks: ClickSettings,
+    pub analytics: AnalyticsSettings,
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub abuse: AbuseSettings,
@@ -425,6 +426,42 @@ impl Default for ClickSettings {
     }
 }
 
+/// What a click records beyond its count (see `src/analytics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsSettings {
+    /// Off: clicks are counted (total, per hour and day) and nothing else is recorded.
+    pub enabled: bool,
+    /// A header naming the client's country (ISO 3166-1 alpha-2), set by a proxy in
+    /// `server.trusted_proxies`, e.g. `CloudFront-Viewer-Country` or `CF-IPCountry`; believed
+    /// from those proxies only.
+    pub country_header: Option<String>,
+    /// A MaxMind-format country database (GeoLite2-Country or GeoIP2-Country `.mmdb`), read at
+    /// start-up and again on SIGHUP; used when the header says nothing.
+    pub country_database: Option<PathBuf>,
+    /// Most distinct values one link keeps per dimension per hour and per day; the rest are
+    /// counted as `other`.
+    pub max_values_per_dimension: usize,
+    /// How long hourly rollups are kept; daily ones stay for the life of the link.
+    pub hourly_retention_days: u32,
+    /// Most clicks whose details (user agent, referrer, ...) wait in memory for the next
+    /// flush; beyond it a click is counted without them (`kurz_analytics_visits_dropped_total`).
+    pub max_pending_visits: usize,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            country_header: None,
+            country_database: None,
+            max_values_per_dimension: 50,
+            hourly_retention_days: 30,
+            max_pending_visits: 200_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
@@ -741,6 +778,18 @@ impl Settings {
         }
         if self.clicks.max_pending_clicks == 0 {
             return invalid("clicks.max_pending_clicks", "must be at least 1");
+        }
+        if !(1..=10_000).contains(&self.analytics.max_values_per_dimension) {
+            return invalid(
+                "analytics.max_values_per_dimension",
+                "must be between 1 and 10000",
+            );
+        }
+        if !(1..=3_660).contains(&self.analytics.hourly_retention_days) {
+            return invalid(
+                "analytics.hourly_retention_days",
+                "must be between 1 and 3660",
+            );
         }
         if self.store.timeout.is_zero() {
             return invalid("store.timeout_ms", "must be at least 1");

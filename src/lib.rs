@@ -28,6 +28,7 @@
 //! The redirect path reads top-down: `http::redirect` -> `links` -> `cache` -> `store`.
 //! Lower layers never import `http`.
 
+pub mod analytics;
 pub mod base_url;
 pub mod cache;
 pub mod clicks;

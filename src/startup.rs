@@ -7,19 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::http::header::HeaderValue;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 
+use crate::analytics::aggregate::Aggregator;
+use crate::analytics::classify::{Classifier, Countries};
 use crate::base_url::BaseUrl;
 use crate::cache::{LocalCache, RedisCache, start_invalidation_listener};
 use crate::clicks::{ClickFlusher, ClickRecorder, FlushPacing};
 use crate::clock::Clock;
 use crate::config::{Secret, Settings, SettingsError};
 use crate::health::Health;
-use crate::http::{self, AppState, Auth, Endpoint, PublicMetrics, TrustedProxies};
+use crate::http::{
+    self, AnalyticsCapture, AppState, Auth, Endpoint, PublicMetrics, TrustedProxies,
+};
 use crate::keys::KeyRing;
 use crate::limits::RateLimits;
 use crate::links::{CodeSource, Denylist, LinkService, UrlPolicy};
@@ -136,8 +140,26 @@ impl Application {
 
         let clicks = Arc::new(
             ClickRecorder::new(Arc::clone(&metrics))
-                .with_max_pending_clicks(settings.clicks.max_pending_clicks),
+                .with_max_pending_clicks(settings.clicks.max_pending_clicks)
+                .with_max_pending_visits(settings.analytics.max_pending_visits),
         );
+        let countries = Arc::new(
+            Countries::open(settings.analytics.country_database.as_deref()).map_err(|reason| {
+                SettingsError::Invalid {
+                    key: "analytics.country_database",
+                    reason,
+                }
+            })?,
+        );
+        let country_header = match settings.analytics.country_header.as_deref() {
+            None | Some("") => None,
+            Some(name) => Some(
+                HeaderName::try_from(name).map_err(|e| SettingsError::Invalid {
+                    key: "analytics.country_header",
+                    reason: format!("'{name}' is no header name: {e}"),
+                })?,
+            ),
+        };
         let local = Arc::new(LocalCache::new(&settings.cache.local, clock.now_ms()));
         let redis: Option<RedisCache> = match &settings.cache.redis.url {
             None => None,
@@ -178,6 +200,10 @@ impl Application {
             clicks,
             Arc::clone(&store),
             FlushPacing::from_settings(&settings),
+            Aggregator::new(
+                Classifier::new(Arc::clone(&countries)),
+                settings.analytics.max_values_per_dimension,
+            ),
         );
         let health = Arc::new(
             Health::new(Arc::clone(&metrics))
@@ -235,11 +261,15 @@ impl Application {
             public_metrics: PublicMetrics::for_listeners(local_addr, settings.server.admin_bind),
             request_ids: RequestIds::default(),
             health: Arc::clone(&health),
+            analytics: AnalyticsCapture {
+                enabled: settings.analytics.enabled,
+                country_header,
+            },
         });
         let mut background = vec![
             probe,
             prune_rate_limits(state.clone()),
-            reload_on_sighup(state.clone()),
+            reload_on_sighup(state.clone(), countries),
             crate::store::start_purging(
                 Arc::clone(&store),
                 state.links.clock().clone(),
@@ -382,8 +412,9 @@ fn prune_rate_limits(state: web::Data<AppState>) -> JoinHandle<()> {
     })
 }
 
-/// Reloads the domain denylist on every SIGHUP; a failed reload keeps the list in force.
-fn reload_on_sighup(state: web::Data<AppState>) -> JoinHandle<()> {
+/// Reloads the domain denylist and the country database on every SIGHUP; a failed reload
+/// keeps the one in force.
+fn reload_on_sighup(state: web::Data<AppState>, countries: Arc<Countries>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut hangups = match signal(SignalKind::hangup()) {
             Ok(stream) => stream,
@@ -397,6 +428,12 @@ fn reload_on_sighup(state: web::Data<AppState>) -> JoinHandle<()> {
                 Ok(domains) => tracing::info!(domains, "SIGHUP: denylist reloaded"),
                 Err(e) => {
                     tracing::error!(error = %e, "SIGHUP: denylist not reloaded; the previous list stays")
+                }
+            }
+            match countries.reload() {
+                Ok(()) => tracing::info!("SIGHUP: country database reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: country database not reloaded; the previous one stays")
                 }
             }
         }

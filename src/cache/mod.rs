@@ -37,6 +37,9 @@ pub struct Target {
     /// Whether the request's query string is added to the destination's.
     #[serde(rename = "q", default, skip_serializing_if = "std::ops::Not::not")]
     pub forward_query: bool,
+    /// The link's clicks are only counted, with no details (its `analytics` is off).
+    #[serde(rename = "n", default, skip_serializing_if = "std::ops::Not::not")]
+    pub counts_only: bool,
     /// The denylisted domain the URL falls under, as this instance's list says (never put in
     /// Redis: each instance decides by its own list, and reloading it clears the L1 cache).
     #[serde(skip)]
@@ -87,6 +90,7 @@ impl Target {
             expires_at_ms,
             disabled: false,
             forward_query: false,
+            counts_only: false,
             blocked_by: None,
             cached_at: CachedAt(0),
         })
@@ -152,6 +156,7 @@ impl Target {
         let mut target = Self::new(&link.url, link.redirect_status, link.expires_at_ms)?;
         target.disabled = link.disabled.is_some();
         target.forward_query = link.forward_query;
+        target.counts_only = !link.analytics;
         Some(target)
     }
 }

@@ -28,6 +28,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::analytics::aggregate::{Aggregator, rollup_for};
+use crate::analytics::uniques::{self, DayKey};
+use crate::analytics::{self, Rollup, Visit};
 use crate::clock;
 use crate::config::Backend;
 use crate::store::{ClickDelta, LinkStore};
@@ -41,27 +44,39 @@ use crate::telemetry::{self, Metrics};
 struct Pending {
     count: u64,
     last_click_ms: i64,
-    /// (UTC day, clicks); one entry except across midnight.
-    days: Vec<(u32, u64)>,
+    /// (UTC hour, clicks counted without details); one entry except across an hour's end.
+    hours: Vec<(u32, u64)>,
+    /// Clicks with details, for the flusher to classify: (time, what the redirect had).
+    visits: Vec<(i64, Visit)>,
 }
 
 impl Pending {
-    fn add(&mut self, count: u64, last_click_ms: i64, day: u32) {
-        self.count += count;
-        self.last_click_ms = self.last_click_ms.max(last_click_ms);
-        match self.days.iter_mut().find(|(d, _)| *d == day) {
-            Some((_, n)) => *n += count,
-            None => self.days.push((day, count)),
+    fn add(&mut self, now_ms: i64, visit: Option<Visit>) {
+        self.count += 1;
+        self.last_click_ms = self.last_click_ms.max(now_ms);
+        match visit {
+            Some(visit) => self.visits.push((now_ms, visit)),
+            None => add_hour(&mut self.hours, analytics::hour_of(now_ms), 1),
         }
     }
 
     /// Moves this slot's clicks into `into`, leaving the slot empty but allocated.
     fn move_into(&mut self, into: &mut Pending) {
-        for &(day, n) in &self.days {
-            into.add(n, self.last_click_ms, day);
+        into.count += self.count;
+        into.last_click_ms = into.last_click_ms.max(self.last_click_ms);
+        for &(hour, n) in &self.hours {
+            add_hour(&mut into.hours, hour, n);
         }
+        into.visits.append(&mut self.visits);
         self.count = 0;
-        self.days.clear();
+        self.hours.clear();
+    }
+}
+
+fn add_hour(hours: &mut Vec<(u32, u64)>, hour: u32, n: u64) {
+    match hours.iter_mut().find(|(h, _)| *h == hour) {
+        Some((_, count)) => *count += n,
+        None => hours.push((hour, n)),
     }
 }
 
@@ -98,6 +113,8 @@ struct ShardState {
     codes: HashMap<Box<str>, Pending, FxBuild>,
     /// Clicks this shard may still take, out of the recorder's budget.
     allowance: u64,
+    /// Visits (clicks with details) waiting in this shard.
+    visits: usize,
 }
 
 impl Shard {
@@ -121,6 +138,8 @@ pub struct ClickRecorder {
     /// Delta tokens: a random per-process prefix and a counter.
     token_prefix: u64,
     next_token: AtomicU64,
+    /// Visits one shard holds at most (`analytics.max_pending_visits` shared out).
+    max_visits_per_shard: usize,
 }
 
 impl ClickRecorder {
@@ -133,7 +152,15 @@ impl ClickRecorder {
             next_token: AtomicU64::new(0),
             budget: AtomicU64::new(u64::MAX),
             chunk: ALLOWANCE_CHUNK,
+            max_visits_per_shard: usize::MAX,
         }
+    }
+
+    /// Holds at most `max` visits (clicks with details) in memory between flushes
+    /// (`analytics.max_pending_visits`); past that, clicks are counted without details.
+    pub fn with_max_pending_visits(mut self, max: usize) -> Self {
+        self.max_visits_per_shard = max.div_ceil(telemetry::STRIPES);
+        self
     }
 
     /// Holds at most `max` clicks in memory (`clicks.max_pending_clicks`); without this, no
@@ -169,8 +196,9 @@ impl ClickRecorder {
         format!("{:016x}{n:016x}", self.token_prefix)
     }
 
-    pub fn record(&self, code: &str, now_ms: i64) {
-        let day = clock::day_of(now_ms);
+    /// Counts a click on `code` at `now_ms`, with the details of `visit` when there are any
+    /// (analytics on for the link, no `Sec-GPC: 1`).
+    pub fn record(&self, code: &str, now_ms: i64, visit: Option<Visit>) {
         let mut shard = self.shards[telemetry::stripe()].lock();
         if shard.allowance == 0 {
             shard.allowance = self.take_allowance();
@@ -182,12 +210,23 @@ impl ClickRecorder {
             }
         }
         shard.allowance -= 1;
+        let visit = match visit {
+            Some(_) if shard.visits >= self.max_visits_per_shard => {
+                self.metrics.analytics_visits_dropped.inc();
+                None
+            }
+            Some(visit) => {
+                shard.visits += 1;
+                Some(visit)
+            }
+            None => None,
+        };
         let map = &mut shard.codes;
         match map.get_mut(code) {
-            Some(pending) => pending.add(1, now_ms, day),
+            Some(pending) => pending.add(now_ms, visit),
             None => {
                 let mut pending = Pending::default();
-                pending.add(1, now_ms, day);
+                pending.add(now_ms, visit);
                 map.insert(code.into(), pending);
             }
         }
@@ -202,6 +241,7 @@ impl ClickRecorder {
     fn drain_into<S: BuildHasher>(&self, into: &mut HashMap<Box<str>, Pending, S>) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
+            shard.visits = 0;
             shard.codes.retain(|code, pending| {
                 if pending.count == 0 {
                     return false;
@@ -216,6 +256,16 @@ impl ClickRecorder {
     fn slots(&self) -> usize {
         self.shards.iter().map(|s| s.lock().codes.len()).sum()
     }
+}
+
+/// A fresh visitor key. Without the OS's randomness (never seen), the time: still a key no
+/// other instance holds, which is all the fallback needs.
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if getrandom::fill(&mut key).is_err() {
+        key[..8].copy_from_slice(&clock::system_now_ms().to_le_bytes());
+    }
+    key
 }
 
 /// How the flusher paces itself: every `interval` while flushes succeed; while they fail, a
@@ -279,6 +329,7 @@ impl ClickFlusher {
         recorder: Arc<ClickRecorder>,
         store: Arc<dyn LinkStore>,
         pacing: FlushPacing,
+        aggregator: Aggregator,
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let flusher = Flusher {
@@ -287,6 +338,9 @@ impl ClickFlusher {
             pacing,
             failures: 0,
             retry: Vec::new(),
+            fresh: HashMap::new(),
+            aggregator,
+            forgotten_before: None,
         };
         let task = tokio::spawn(flusher.run(stopped));
         Self { stop, task }
@@ -299,6 +353,14 @@ impl ClickFlusher {
     }
 }
 
+/// One code's clicks collected since its last delta was made.
+#[derive(Default)]
+struct Fresh {
+    count: u64,
+    last_click_ms: i64,
+    hours: Vec<(u32, Rollup)>,
+}
+
 struct Flusher {
     recorder: Arc<ClickRecorder>,
     store: Arc<dyn LinkStore>,
@@ -307,27 +369,40 @@ struct Flusher {
     failures: u32,
     /// Deltas not yet written, unchanged (same token), oldest first.
     retry: Vec<ClickDelta>,
+    /// Clicks collected (and their visits classified) but not yet in a delta: while flushes
+    /// back off, collection goes on every interval, so visits never pile up raw.
+    fresh: HashMap<Box<str>, Fresh>,
+    aggregator: Aggregator,
+    /// The day before which visitor keys have been deleted from the store.
+    forgotten_before: Option<u32>,
 }
 
 impl Flusher {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
-        let mut next = tokio::time::Instant::now() + self.pacing.interval;
+        let mut tick = tokio::time::Instant::now() + self.pacing.interval;
+        let mut write_at = tick;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(next) => {
-                    let answered = self.flush().await;
-                    self.failures = if answered { 0 } else { self.failures.saturating_add(1) };
-                    let wait = self.pacing.wait(self.failures);
-                    let metrics = &self.recorder.metrics;
-                    metrics.click_flush_failing.set(u64::from(self.failures));
-                    let backoff = if self.failures == 0 { Duration::ZERO } else { wait };
-                    metrics.click_flush_backoff_ms.set(backoff.as_millis() as u64);
-                    next = tokio::time::Instant::now() + wait;
+                _ = tokio::time::sleep_until(tick) => {
+                    self.collect().await;
+                    let now = tokio::time::Instant::now();
+                    if now >= write_at {
+                        let answered = self.flush().await;
+                        self.failures = if answered { 0 } else { self.failures.saturating_add(1) };
+                        let wait = self.pacing.wait(self.failures);
+                        let metrics = &self.recorder.metrics;
+                        metrics.click_flush_failing.set(u64::from(self.failures));
+                        let backoff = if self.failures == 0 { Duration::ZERO } else { wait };
+                        metrics.click_flush_backoff_ms.set(backoff.as_millis() as u64);
+                        write_at = tokio::time::Instant::now() + wait;
+                    }
+                    tick = tokio::time::Instant::now() + self.pacing.interval;
                 }
                 _ = stopped.changed() => break,
             }
         }
         // At shutdown everything goes, however the last flushes went.
+        self.collect().await;
         self.failures = 0;
         for attempt in 1..=3 {
             if self.flush().await && self.retry.is_empty() {
@@ -340,18 +415,79 @@ impl Flusher {
         tracing::error!(clicks = lost, "clicks not written at shutdown");
     }
 
+    /// Drains the recorder's shards and folds their clicks into `fresh`: counts per hour, and
+    /// each visit classified and added to its hour's rollup.
+    async fn collect(&mut self) {
+        let mut drained = HashMap::new();
+        self.recorder.drain_into(&mut drained);
+        let days: std::collections::BTreeSet<u32> = drained
+            .values()
+            .flat_map(|p| p.visits.iter().map(|(at, _)| clock::day_of(*at)))
+            .collect();
+        for day in days {
+            self.ensure_key(day).await;
+        }
+        let mut bots = 0;
+        for (code, pending) in drained {
+            let fresh = self.fresh.entry(code).or_default();
+            fresh.count += pending.count;
+            fresh.last_click_ms = fresh.last_click_ms.max(pending.last_click_ms);
+            for (hour, n) in pending.hours {
+                rollup_for(&mut fresh.hours, hour).clicks += n;
+            }
+            for (at, visit) in &pending.visits {
+                bots += u64::from(self.aggregator.add(&mut fresh.hours, *at, visit));
+            }
+        }
+        self.recorder.metrics.analytics_bot_clicks.add(bots);
+    }
+
+    /// Makes sure visits of `day` are hashed with the fleet's key for it (read from the store,
+    /// made there by whichever instance asks first); while the store cannot say, with a key
+    /// of this instance's own. Keys of days before yesterday are forgotten, here and in the
+    /// store.
+    async fn ensure_key(&mut self, day: u32) {
+        if !self.aggregator.needs_key(day) {
+            return;
+        }
+        let candidate = random_key();
+        match self.store.secret(&uniques::key_name(day), &candidate).await {
+            Ok(key) => self.aggregator.set_key(DayKey::new(day, &key), true),
+            Err(e) if !self.aggregator.has_key(day) => {
+                tracing::warn!(error = %e, day = %clock::format_day(day), "cannot read the day's visitor key; hashing visitors with this instance's own key until it can");
+                self.recorder.metrics.analytics_local_keys.inc();
+                self.aggregator.set_key(DayKey::new(day, &candidate), false);
+            }
+            Err(_) => {}
+        }
+        // Yesterday's key stays for clicks made just before midnight; older ones go.
+        let keep_from = day.saturating_sub(1);
+        self.aggregator.forget_before(keep_from);
+        if self.forgotten_before.is_none_or(|f| f < keep_from) {
+            let mut all_gone = true;
+            for old in keep_from.saturating_sub(3)..keep_from {
+                if let Err(e) = self.store.delete_secret(&uniques::key_name(old)).await {
+                    tracing::warn!(error = %e, "cannot delete an old visitor key; trying again later");
+                    all_gone = false;
+                }
+            }
+            if all_gone {
+                self.forgotten_before = Some(keep_from);
+            }
+        }
+    }
+
     /// One flush; `true` when the store took what was sent (while backing off, that may be
     /// only part of what is pending; the rest waits, unchanged, for the next flush).
     async fn flush(&mut self) -> bool {
-        let mut fresh = HashMap::new();
-        self.recorder.drain_into(&mut fresh);
         let mut batch = std::mem::take(&mut self.retry);
-        batch.extend(fresh.into_iter().map(|(code, p)| ClickDelta {
+        let fresh = std::mem::take(&mut self.fresh);
+        batch.extend(fresh.into_iter().map(|(code, f)| ClickDelta {
             token: self.recorder.new_token(),
             code: code.into(),
-            count: p.count,
-            last_click_ms: p.last_click_ms,
-            days: p.days,
+            count: f.count,
+            last_click_ms: f.last_click_ms,
+            hours: f.hours,
         }));
         if batch.is_empty() {
             return true;
@@ -433,6 +569,12 @@ mod tests {
         }
     }
 
+    fn aggregator() -> Aggregator {
+        use crate::analytics::classify::{Classifier, Countries};
+        let countries = Countries::open(None).expect("no database");
+        Aggregator::new(Classifier::new(Arc::new(countries)), 50)
+    }
+
     fn pacing() -> FlushPacing {
         FlushPacing {
             interval: Duration::from_millis(10),
@@ -470,14 +612,15 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let recorder = Arc::new(ClickRecorder::new(Arc::clone(&metrics)));
         for code in &codes {
-            recorder.record(code, 1_000);
-            recorder.record(code, 2_000);
+            recorder.record(code, 1_000, None);
+            recorder.record(code, 2_000, None);
         }
         store.fail_clicks.store(true, Ordering::SeqCst);
         let flusher = ClickFlusher::start(
             Arc::clone(&recorder),
             Arc::clone(&store) as Arc<dyn LinkStore>,
             pacing(),
+            aggregator(),
         );
         // Wait for six failed flushes: the first sends all 40 deltas, then 8, 4, 2, 1, 1.
         let writes = || store.click_writes.lock().expect("lock").clone();
@@ -528,6 +671,7 @@ mod tests {
             Arc::clone(&recorder),
             Arc::clone(&store) as Arc<dyn LinkStore>,
             pacing(),
+            aggregator(),
         );
         // One code (one delta per flush, far below max_pending_codes), many clicks, from
         // several threads, across several failed flushes.
@@ -537,7 +681,7 @@ mod tests {
                     let recorder = Arc::clone(&recorder);
                     std::thread::spawn(move || {
                         for i in 0..1_000 {
-                            recorder.record("hot", round * 10_000 + i);
+                            recorder.record("hot", round * 10_000 + i, None);
                         }
                     })
                 })
@@ -574,7 +718,7 @@ mod tests {
             || format!("{} of {pending} flushed", metrics.clicks_flushed.get()),
         )
         .await;
-        recorder.record("hot", 99_000);
+        recorder.record("hot", 99_000, None);
         assert_eq!(metrics.clicks_pending.get(), 1);
         flusher.shutdown().await;
         let stats = store.stats("hot").await.expect("stats").expect("link");
@@ -582,29 +726,29 @@ mod tests {
     }
 
     #[test]
-    fn record_aggregates_per_code_and_day() {
+    fn record_aggregates_per_code_and_hour() {
         let recorder = ClickRecorder::new(Arc::new(Metrics::default()));
         let day_ms = 86_400_000;
-        recorder.record("abc", 10 * day_ms + 5);
-        recorder.record("abc", 10 * day_ms + 9);
-        recorder.record("abc", 11 * day_ms + 1);
-        recorder.record("xyz", 10 * day_ms);
+        recorder.record("abc", 10 * day_ms + 5, None);
+        recorder.record("abc", 10 * day_ms + 9, None);
+        recorder.record("abc", 11 * day_ms + 1, None);
+        recorder.record("xyz", 10 * day_ms, None);
         let mut drained = HashMap::new();
         recorder.drain_into(&mut drained);
         let abc = &drained["abc"];
         assert_eq!(abc.count, 3);
         assert_eq!(abc.last_click_ms, 11 * day_ms + 1);
-        assert_eq!(abc.days, vec![(10, 2), (11, 1)]);
+        assert_eq!(abc.hours, vec![(240, 2), (264, 1)]);
         assert_eq!(drained["xyz"].count, 1);
         let mut again = HashMap::new();
         recorder.drain_into(&mut again);
         assert!(again.is_empty());
         // Clicked codes kept their slots for one more interval; idle ones are freed now.
         assert_eq!(recorder.slots(), 0);
-        recorder.record("abc", 12 * day_ms);
+        recorder.record("abc", 12 * day_ms, None);
         let mut third = HashMap::new();
         recorder.drain_into(&mut third);
-        assert_eq!(third["abc"].days, vec![(12, 1)]);
+        assert_eq!(third["abc"].hours, vec![(288, 1)]);
         assert_eq!(recorder.slots(), 1, "a clicked code keeps its slot");
     }
 
@@ -617,9 +761,9 @@ mod tests {
                 let recorder = Arc::clone(&recorder);
                 std::thread::spawn(move || {
                     for i in 0..10_000 {
-                        recorder.record("hot", 10 * day_ms + i);
+                        recorder.record("hot", 10 * day_ms + i, None);
                     }
-                    recorder.record(&format!("own{n}"), 10 * day_ms);
+                    recorder.record(&format!("own{n}"), 10 * day_ms, None);
                     telemetry::stripe()
                 })
             })
@@ -633,7 +777,7 @@ mod tests {
         let mut drained = HashMap::new();
         recorder.drain_into(&mut drained);
         assert_eq!(drained["hot"].count, 40_000);
-        assert_eq!(drained["hot"].days, vec![(10, 40_000)]);
+        assert_eq!(drained["hot"].hours, vec![(240, 40_000)]);
         assert_eq!(drained["hot"].last_click_ms, 10 * day_ms + 9_999);
         for n in 0..4 {
             assert_eq!(drained[format!("own{n}").as_str()].count, 1);

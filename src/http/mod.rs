@@ -55,6 +55,16 @@ pub struct AppState {
     pub public_metrics: PublicMetrics,
     pub request_ids: RequestIds,
     pub health: Arc<Health>,
+    pub analytics: AnalyticsCapture,
+}
+
+/// What a redirect hands over for a click's details (see [`crate::analytics`]).
+#[derive(Debug, Clone, Default)]
+pub struct AnalyticsCapture {
+    /// `analytics.enabled`.
+    pub enabled: bool,
+    /// `analytics.country_header`, believed from trusted proxies only.
+    pub country_header: Option<actix_web::http::header::HeaderName>,
 }
 
 /// Declares [`Endpoint`]: one line per endpoint, `Variant => "metric label", [METHODS] "path",

@@ -20,15 +20,24 @@
 //! `+` is no code character), and errors are negotiated for browsers
 //! ([`ApiError::for_client`]) only once they happen.
 
-use actix_web::http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
+use std::net::{IpAddr, Ipv4Addr};
+
+use actix_web::http::header::{
+    CACHE_CONTROL, HeaderName, HeaderValue, LOCATION, REFERER, USER_AGENT,
+};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use super::client::Client;
 use super::{
     ApiError, AppState, REDIRECT_METHODS, lookup, method_not_allowed, nothing_served, pages,
     redirect_target, valid_code,
 };
+use crate::analytics::Visit;
 use crate::cache::Target;
+
+/// Global Privacy Control: `Sec-GPC: 1` asks that the click be counted and nothing more.
+const SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
@@ -63,7 +72,9 @@ pub async fn fallback(
         .map_err(|e| e.for_client(&req))?;
     let target = redirect_target(code, resolved).map_err(|e| e.for_client(&req))?;
     if req.method() != Method::HEAD {
-        state.links.record_click(code, now);
+        state
+            .links
+            .record_click(code, now, visit(&state, &req, &target));
     }
     let query = req.query_string();
     let location = if query.is_empty() {
@@ -76,6 +87,41 @@ pub async fn fallback(
         .insert_header((LOCATION, location))
         .insert_header((CACHE_CONTROL, cache_control(&target, &state, now)))
         .finish())
+}
+
+/// What the click's details are made from, when they are recorded: analytics on (here and
+/// for the link) and no `Sec-GPC: 1`. Only header values are copied, each cut short.
+fn visit(state: &AppState, req: &HttpRequest, target: &Target) -> Option<Visit> {
+    let capture = &state.analytics;
+    if !capture.enabled || target.counts_only {
+        return None;
+    }
+    let headers = req.headers();
+    if headers
+        .get(SEC_GPC)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
+    {
+        return None;
+    }
+    let header = |name: &HeaderName| {
+        headers
+            .get(name)
+            .map_or_else(|| "".into(), |v| Visit::header(v.as_bytes()))
+    };
+    let country = match &capture.country_header {
+        Some(name) if state.proxies.is_trusted_peer(req) => header(name),
+        _ => "".into(),
+    };
+    let client_ip = match state.proxies.client(req) {
+        Client::Ip(ip) => ip,
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    Some(Visit {
+        user_agent: header(&USER_AGENT),
+        referer: header(&REFERER),
+        country,
+        client_ip,
+    })
 }
 
 /// The `Location` with the request's query added (for a link that forwards it): 414 when the

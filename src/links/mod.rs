@@ -487,8 +487,8 @@ impl LinkService {
     }
 
     /// Counts a click; the redirect path's only write, and it stays in memory.
-    pub fn record_click(&self, code: &str, now_ms: i64) {
-        self.clicks.record(code, now_ms);
+    pub fn record_click(&self, code: &str, now_ms: i64, visit: Option<crate::analytics::Visit>) {
+        self.clicks.record(code, now_ms, visit);
     }
 
     /// The stored link, read from the store (not the cache) so the API is never stale.

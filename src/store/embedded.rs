@@ -28,9 +28,9 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClickDelta, DiskState, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome,
-    InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, Purged, ReplaceOutcome,
-    StoreError, StoredKey,
+    Analytics, ClickDelta, DiskState, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord,
+    ImportOutcome, InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, Purged,
+    ReplaceOutcome, StoreError, StoredKey,
 };
 
 const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
@@ -92,6 +92,10 @@ enum WriteOp {
     PutSecret {
         name: String,
         secret: Vec<u8>,
+        reply: Reply<()>,
+    },
+    DeleteSecret {
+        name: String,
         reply: Reply<()>,
     },
     /// Inserts a key if absent (`Replaced`: inserted, `Conflict`: one with its id exists), or
@@ -665,6 +669,10 @@ fn apply(
                     .insert(name.as_str(), secret.as_slice())?;
                 Answer::Done(reply)
             }
+            WriteOp::DeleteSecret { name, reply } => {
+                txn.open_table(SECRETS)?.remove(name.as_str())?;
+                Answer::Done(reply)
+            }
             WriteOp::Import { link, stats, reply } => {
                 Answer::Import(reply, import(&txn, &link, &stats)?)
             }
@@ -987,7 +995,7 @@ fn add_clicks(txn: &WriteTransaction, deltas: &[ClickDelta]) -> Result<(), redb:
                 last.max(delta.last_click_ms),
             ),
         )?;
-        for &(day, n) in &delta.days {
+        for (day, n) in delta.days() {
             let current = daily.get((code, day))?.map(|v| v.value()).unwrap_or(0);
             daily.insert((code, day), current.saturating_add(n))?;
         }
@@ -1215,6 +1223,31 @@ impl LinkStore for EmbeddedStore {
         .await
     }
 
+    async fn analytics(
+        &self,
+        code: &str,
+        from_hour: u32,
+        to_hour: u32,
+    ) -> Result<Option<Analytics>, StoreError> {
+        let _ = (from_hour, to_hour);
+        Ok(self.stats(code).await?.map(|stats| Analytics {
+            hourly: Vec::new(),
+            daily: stats
+                .daily
+                .into_iter()
+                .map(|(day, n)| (day, crate::analytics::Rollup::count_only(n)))
+                .collect(),
+        }))
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<(), StoreError> {
+        self.write(|reply| WriteOp::DeleteSecret {
+            name: name.to_owned(),
+            reply,
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         if self.writes.is_closed() {
             return Err(StoreError::unavailable("the store is closed"));
@@ -1310,13 +1343,7 @@ mod tests {
     async fn clicks_accumulate_and_go_with_the_link() {
         let (_dir, store) = store().await;
         store.insert(&link("abc"), None).await.expect("insert");
-        let delta = |count, day| ClickDelta {
-            token: String::new(),
-            code: "abc".into(),
-            count,
-            last_click_ms: i64::from(day) * 86_400_000,
-            days: vec![(day, count)],
-        };
+        let delta = |count, day| ClickDelta::count_only("abc", count, i64::from(day) * 86_400_000);
         store
             .add_clicks(&[delta(2, 10), delta(3, 11)])
             .await
@@ -1347,10 +1374,7 @@ mod tests {
         let deltas: Vec<ClickDelta> = (0..CLICK_CHUNK * 2 + 1)
             .map(|i| ClickDelta {
                 token: format!("t{i}"),
-                code: "abc".into(),
-                count: 1,
-                last_click_ms: i as i64,
-                days: vec![(1, 1)],
+                ..ClickDelta::count_only("abc", 1, 86_400_000 + i as i64)
             })
             .collect();
         // A timeout no commit can meet: the first transaction is waited for (a write that
@@ -1583,13 +1607,7 @@ mod tests {
             store.replace(&moved).await.expect("replace"),
             ReplaceOutcome::Replaced
         );
-        let delta = ClickDelta {
-            token: String::new(),
-            code: "exp1".into(),
-            count: 3,
-            last_click_ms: 90,
-            days: vec![(0, 3)],
-        };
+        let delta = ClickDelta::count_only("exp1", 3, 90);
         store.add_clicks(&[delta]).await.expect("clicks");
 
         let first = store.purge(0, Some(1_000), 2).await.expect("purge");

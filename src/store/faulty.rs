@@ -9,8 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    ClickDelta, EmbeddedStore, FlushError, IdempotencyRecord, ImportOutcome, InsertOutcome, Link,
-    LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError, StoredKey,
+    Analytics, ClickDelta, EmbeddedStore, FlushError, IdempotencyRecord, ImportOutcome,
+    InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
+    StoredKey,
 };
 
 /// A plain 302 link to `https://example.com/{code}`.
@@ -105,6 +106,9 @@ impl LinkStore for FaultyStore {
     async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError> {
         self.inner.put_secret(name, secret).await
     }
+    async fn delete_secret(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.delete_secret(name).await
+    }
     async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         if self.fail_keys.load(Ordering::SeqCst) {
             return Err(StoreError::unavailable("store unreachable"));
@@ -141,6 +145,14 @@ impl LinkStore for FaultyStore {
     }
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
         self.inner.stats(code).await
+    }
+    async fn analytics(
+        &self,
+        code: &str,
+        from_hour: u32,
+        to_hour: u32,
+    ) -> Result<Option<Analytics>, StoreError> {
+        self.inner.analytics(code, from_hour, to_hour).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await

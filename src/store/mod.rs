@@ -23,6 +23,7 @@ pub use dynamodb::DynamoStore;
 pub use embedded::EmbeddedStore;
 pub use purge::start_purging;
 
+use crate::analytics::Rollup;
 use crate::config::{Backend, StoreSettings};
 use crate::telemetry::Metrics;
 
@@ -58,6 +59,14 @@ pub struct Link {
     /// Bumped by every edit: what an `ETag` names, and what a conditional edit compares.
     #[serde(default)]
     pub revision: u64,
+    /// Whether its clicks record referrer, country, device, browser, OS and visitors (with
+    /// `analytics.enabled`); off, they are only counted. On for links stored before it existed.
+    #[serde(default = "analytics_on")]
+    pub analytics: bool,
+}
+
+fn analytics_on() -> bool {
+    true
 }
 
 /// Most tags one link carries.
@@ -94,6 +103,7 @@ impl Default for Link {
             owner: None,
             disabled: None,
             revision: 0,
+            analytics: true,
         }
     }
 }
@@ -252,7 +262,7 @@ pub struct Purged {
 }
 
 /// Clicks on one code since the last flush.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ClickDelta {
     /// Unique per delta and kept when the delta is retried, so that a write which timed out
     /// but did land is not applied twice (DynamoDB's `ClientRequestToken` for 10 minutes, then
@@ -261,8 +271,59 @@ pub struct ClickDelta {
     pub code: String,
     pub count: u64,
     pub last_click_ms: i64,
-    /// (UTC day number, clicks) pairs.
-    pub days: Vec<(u32, u64)>,
+    /// (UTC hour number, the clicks of that hour), ascending by hour; their `clicks` add up
+    /// to `count`.
+    pub hours: Vec<(u32, Rollup)>,
+}
+
+impl ClickDelta {
+    /// A delta of `count` clicks at `at_ms`, with no details.
+    pub fn count_only(code: &str, count: u64, at_ms: i64) -> Self {
+        Self {
+            code: code.to_owned(),
+            count,
+            last_click_ms: at_ms,
+            hours: vec![(crate::analytics::hour_of(at_ms), Rollup::count_only(count))],
+            ..Self::default()
+        }
+    }
+
+    /// (UTC day number, clicks), ascending by day.
+    pub fn days(&self) -> Vec<(u32, u64)> {
+        let mut days: Vec<(u32, u64)> = Vec::new();
+        for (hour, rollup) in &self.hours {
+            let day = crate::analytics::day_of_hour(*hour);
+            match days.last_mut() {
+                Some((d, n)) if *d == day => *n += rollup.clicks,
+                _ => days.push((day, rollup.clicks)),
+            }
+        }
+        days
+    }
+
+    /// (UTC day number, the day's rollup): the hours of each day merged, at most `cap` values
+    /// per dimension.
+    pub fn day_rollups(&self, cap: usize) -> Vec<(u32, Rollup)> {
+        let mut days: Vec<(u32, Rollup)> = Vec::new();
+        for (hour, rollup) in &self.hours {
+            let day = crate::analytics::day_of_hour(*hour);
+            match days.last_mut() {
+                Some((d, r)) if *d == day => r.merge(rollup, cap),
+                _ => days.push((day, rollup.clone())),
+            }
+        }
+        days
+    }
+}
+
+/// A link's rollups over a period, as stored (see [`LinkStore::analytics`]).
+#[derive(Debug, Clone, Default)]
+pub struct Analytics {
+    /// (UTC hour number, rollup), ascending; only hours with clicks, only within the hourly
+    /// retention.
+    pub hourly: Vec<(u32, Rollup)>,
+    /// (UTC day number, rollup), ascending; only days with clicks.
+    pub daily: Vec<(u32, Rollup)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -398,6 +459,10 @@ pub trait LinkStore: Send + Sync + 'static {
     /// absent: every instance of a fleet ends up with the first one written.
     async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
 
+    /// Deletes the secret `name` (nothing when there is none): the day's visitor key, once
+    /// the day is over, is forgotten this way.
+    async fn delete_secret(&self, name: &str) -> Result<(), StoreError>;
+
     /// Stores `secret` under `name`, replacing any there (`kurz import` carrying a store's
     /// keys to a new one that has no links yet).
     async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError>;
@@ -448,6 +513,15 @@ pub trait LinkStore: Send + Sync + 'static {
 
     /// Statistics of an existing link, `None` when there is no such link.
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError>;
+
+    /// An existing link's rollups for the hours `from_hour..=to_hour` (those still kept) and
+    /// the days they fall on; `None` when there is no such link.
+    async fn analytics(
+        &self,
+        code: &str,
+        from_hour: u32,
+        to_hour: u32,
+    ) -> Result<Option<Analytics>, StoreError>;
 
     /// A cheap round trip proving the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -185,6 +185,14 @@ metrics! {
     counter clicks_dropped: Counter = "kurz_clicks_dropped_total";
     /// Click flushes the store refused (kept for the next flush).
     counter click_flush_failures: Counter = "kurz_click_flush_failures_total";
+    /// Clicks counted without their details (referrer, country, device, ...) because
+    /// `analytics.max_pending_visits` were already waiting for the next flush.
+    counter analytics_visits_dropped: Counter = "kurz_analytics_visits_dropped_total";
+    /// Clicks the flusher classified as coming from bots (crawlers, link previews, monitors).
+    counter analytics_bot_clicks: Counter = "kurz_analytics_bot_clicks_total";
+    /// Days whose visitor key could not be read from the store, so this instance hashed
+    /// visitors with a key of its own for a while (they may count twice across instances).
+    counter analytics_local_keys: Counter = "kurz_analytics_local_keys_total";
     /// Creates refused with 429 by a rate limit.
     counter rate_limited_creates: Counter = "kurz_rate_limited_creates_total";
     /// Lookups refused with 429 by the per-client misses limit.

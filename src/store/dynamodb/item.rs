@@ -368,6 +368,7 @@ mod tests {
                 by_admin: true,
             }),
             revision: 7,
+            analytics: false,
         }
     }
 

@@ -56,8 +56,9 @@ use self::item::{
 };
 use self::retry::{RetryBudget, backoff};
 use super::{
-    ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome, InsertOutcome,
-    Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError, StoredKey,
+    Analytics, ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome,
+    InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
+    StoredKey,
 };
 use crate::config::StoreSettings;
 use crate::telemetry::Metrics;
@@ -342,7 +343,7 @@ impl DynamoStore {
                 )
                 .build(),
         ];
-        for &(day, count) in &delta.days {
+        for (day, count) in delta.days() {
             items.push(
                 TransactWriteItem::builder()
                     .update(
@@ -980,6 +981,21 @@ impl LinkStore for DynamoStore {
             },
             daily,
         }))
+    }
+
+    async fn analytics(
+        &self,
+        code: &str,
+        from_hour: u32,
+        to_hour: u32,
+    ) -> Result<Option<Analytics>, StoreError> {
+        let _ = (code, from_hour, to_hour);
+        Err(StoreError::internal("analytics on DynamoDB: not yet"))
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<(), StoreError> {
+        let _ = name;
+        Err(StoreError::internal("delete_secret on DynamoDB: not yet"))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,0 +1,322 @@
+//! Click analytics: what a click records beyond its count, and how it is added up.
+//!
+//! A redirect hands over only what it already has ([`Visit`]: the raw `User-Agent`,
+//! `Referer`, country header, client address and `Sec-GPC`, each cut to a bounded length);
+//! everything else happens in the click flusher, off the redirect path: the user agent is
+//! classified ([`classify`]), the referrer reduced to its host, the country looked up, the
+//! visitor hashed with the day's key ([`uniques`]), and the click folded into its link's
+//! [`Rollup`] for its hour. A rollup holds the clicks, the human and bot clicks, a
+//! HyperLogLog of the day's visitors, and the human clicks per value of each [`Dimension`],
+//! at most `analytics.max_values_per_dimension` values each (the rest count as `other`), so
+//! no flood of random headers grows memory or storage past that cap.
+
+pub mod aggregate;
+pub mod classify;
+pub mod uniques;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+pub use uniques::Uniques;
+
+/// Milliseconds in an hour.
+pub const MS_PER_HOUR: i64 = 3_600_000;
+
+/// The UTC hour number (hours since 1970-01-01T00:00Z) a timestamp falls in.
+pub fn hour_of(ms: i64) -> u32 {
+    u32::try_from(ms.div_euclid(MS_PER_HOUR)).unwrap_or(0)
+}
+
+/// The UTC day number an hour number falls on.
+pub fn day_of_hour(hour: u32) -> u32 {
+    hour / 24
+}
+
+/// The value a dimension records when it has none (no `Referer`: `direct`; no country:
+/// `unknown`), and the one values past the cap are counted as.
+pub const OTHER: &str = "other";
+
+/// What a click is broken down by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    Referrer,
+    Country,
+    Device,
+    Browser,
+    Os,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 5] = [
+        Dimension::Referrer,
+        Dimension::Country,
+        Dimension::Device,
+        Dimension::Browser,
+        Dimension::Os,
+    ];
+
+    /// Its name in the API (`breakdown=referrer,country`) and in CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::Referrer => "referrer",
+            Dimension::Country => "country",
+            Dimension::Device => "device",
+            Dimension::Browser => "browser",
+            Dimension::Os => "os",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What the redirect hands over for one click: raw header values, each cut to
+/// [`Visit::MAX_HEADER`] bytes, and the client's address. Nothing is parsed on the redirect
+/// path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visit {
+    pub user_agent: Box<str>,
+    /// The `Referer` header as sent (cut), empty when absent.
+    pub referer: Box<str>,
+    /// The trusted proxy's country header, empty when absent or not believed.
+    pub country: Box<str>,
+    pub client_ip: IpAddr,
+}
+
+impl Visit {
+    /// Most bytes of one header a visit keeps: enough for every real user agent and for a
+    /// referrer's scheme and host, so an 8 KiB header costs no more than a short one.
+    pub const MAX_HEADER: usize = 512;
+
+    /// `value` cut to [`Visit::MAX_HEADER`] bytes at a character boundary; bytes that are not
+    /// UTF-8 are replaced.
+    pub fn header(value: &[u8]) -> Box<str> {
+        let value = &value[..value.len().min(Self::MAX_HEADER)];
+        match std::str::from_utf8(value) {
+            Ok(text) => text.into(),
+            Err(e) if e.error_len().is_none() => {
+                // Cut inside a character: keep what is whole.
+                String::from_utf8_lossy(&value[..e.valid_up_to()]).into()
+            }
+            Err(_) => String::from_utf8_lossy(value).into(),
+        }
+    }
+}
+
+/// What a click was found to be, once classified (see [`classify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    /// A crawler, link-preview fetcher or monitor.
+    pub bot: bool,
+    /// The values of each dimension, in [`Dimension::ALL`]'s order.
+    pub values: [Box<str>; 5],
+}
+
+/// Counts per value of one dimension, sorted by value, at most the cap plus `other`.
+pub type Values = Vec<(Box<str>, u64)>;
+
+/// Clicks on one link in one hour (or day): the unit kurz stores and adds up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Rollup {
+    /// Every click counted, classified or not (analytics off, `Sec-GPC: 1`, or details
+    /// dropped under load count here only).
+    pub clicks: u64,
+    pub humans: u64,
+    pub bots: u64,
+    /// The human visitors of this hour or day (one daily key: hours of one day merge).
+    pub uniques: Uniques,
+    /// Human clicks per value, one list per [`Dimension`] in [`Dimension::ALL`]'s order.
+    pub dims: [Values; 5],
+}
+
+impl Rollup {
+    /// One click counted with no details.
+    pub fn count_only(clicks: u64) -> Self {
+        Self {
+            clicks,
+            ..Self::default()
+        }
+    }
+
+    pub fn values(&self, dimension: Dimension) -> &Values {
+        &self.dims[dimension.index()]
+    }
+
+    /// Adds one classified click by `visitor` (its keyed hash), keeping at most `cap` values
+    /// per dimension.
+    pub fn add(&mut self, classified: &Classified, visitor: u64, cap: usize) {
+        self.clicks += 1;
+        if classified.bot {
+            self.bots += 1;
+            return;
+        }
+        self.humans += 1;
+        self.uniques.insert(visitor);
+        for (values, value) in self.dims.iter_mut().zip(&classified.values) {
+            add_value(values, value, 1, cap);
+        }
+    }
+
+    /// Adds `other` into this rollup, keeping at most `cap` values per dimension: values past
+    /// the cap go to `other`, the least clicked first.
+    pub fn merge(&mut self, other: &Rollup, cap: usize) {
+        self.clicks += other.clicks;
+        self.humans += other.humans;
+        self.bots += other.bots;
+        self.uniques.merge(&other.uniques);
+        for (values, more) in self.dims.iter_mut().zip(&other.dims) {
+            merge_values(values, more, cap);
+        }
+    }
+
+    /// The stored form (compact binary).
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Adds `n` clicks to `value`; a value beyond the cap counts as `other`.
+fn add_value(values: &mut Values, value: &str, n: u64, cap: usize) {
+    match values.binary_search_by(|(v, _)| (**v).cmp(value)) {
+        Ok(i) => values[i].1 += n,
+        Err(_) if distinct(values) >= cap && value != OTHER => {
+            add_value(values, OTHER, n, usize::MAX)
+        }
+        Err(i) => values.insert(i, (value.into(), n)),
+    }
+}
+
+/// Values other than `other`.
+fn distinct(values: &Values) -> usize {
+    values.len() - usize::from(values.iter().any(|(v, _)| &**v == OTHER))
+}
+
+fn merge_values(values: &mut Values, more: &Values, cap: usize) {
+    for (value, n) in more {
+        add_value(values, value, *n, usize::MAX);
+    }
+    let excess = distinct(values).saturating_sub(cap);
+    if excess == 0 {
+        return;
+    }
+    // Fold the least clicked values (ties: the last by value) into `other`.
+    let mut order: Vec<usize> = (0..values.len())
+        .filter(|&i| &*values[i].0 != OTHER)
+        .collect();
+    order.sort_by(|&a, &b| {
+        values[a]
+            .1
+            .cmp(&values[b].1)
+            .then(values[b].0.cmp(&values[a].0))
+    });
+    let folded: std::collections::HashSet<usize> = order.into_iter().take(excess).collect();
+    let mut moved = 0;
+    let mut i = 0;
+    values.retain(|(_, n)| {
+        let keep = !folded.contains(&i);
+        if !keep {
+            moved += n;
+        }
+        i += 1;
+        keep
+    });
+    add_value(values, OTHER, moved, usize::MAX);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn click(referrer: &str) -> Classified {
+        Classified {
+            bot: false,
+            values: [
+                referrer.into(),
+                "DE".into(),
+                "desktop".into(),
+                "Firefox".into(),
+                "Linux".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn values_past_the_cap_count_as_other_and_merges_keep_the_most_clicked() {
+        let mut hour = Rollup::default();
+        for (i, referrer) in [
+            "a.example",
+            "b.example",
+            "a.example",
+            "c.example",
+            "d.example",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            hour.add(&click(referrer), i as u64, 2);
+        }
+        let referrers = hour.values(Dimension::Referrer);
+        assert_eq!(
+            referrers,
+            &vec![
+                ("a.example".into(), 2),
+                ("b.example".into(), 1),
+                (OTHER.into(), 2)
+            ]
+        );
+        assert_eq!((hour.clicks, hour.humans, hour.bots), (5, 5, 0));
+        let mut later = Rollup::default();
+        for i in 0..3 {
+            later.add(&click("c.example"), 100 + i, 2);
+        }
+        hour.merge(&later, 2);
+        // c.example (3) passes b.example (1), which is folded into other.
+        assert_eq!(
+            hour.values(Dimension::Referrer),
+            &vec![
+                ("a.example".into(), 2),
+                ("c.example".into(), 3),
+                (OTHER.into(), 3)
+            ]
+        );
+        let total: u64 = hour
+            .values(Dimension::Referrer)
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(
+            total, hour.humans,
+            "every human click is in each dimension once"
+        );
+    }
+
+    #[test]
+    fn a_rollup_survives_its_stored_form() {
+        let mut hour = Rollup::count_only(3);
+        hour.add(&click("a.example"), 7, 50);
+        hour.bots += 1;
+        let mut back = Rollup::decode(&hour.encode()).expect("decode");
+        assert_eq!((back.clicks, back.humans, back.bots), (4, 1, 1));
+        assert_eq!(back.dims, hour.dims);
+        assert_eq!(back.uniques.estimate(), 1);
+        assert!(Rollup::decode(b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn headers_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(600);
+        let cut = Visit::header(long.as_bytes());
+        assert!(cut.len() <= Visit::MAX_HEADER && cut.chars().all(|c| c == 'é'));
+        assert_eq!(&*Visit::header(b"ab\xffcd"), "ab\u{fffd}cd");
+    }
+}
