@@ -50,6 +50,10 @@ fn main() {
         "wrk is missing: apt-get install wrk"
     );
     let work = tempfile::tempdir().expect("tempdir");
+    if std::env::var("LOAD_ONLY").as_deref() == Ok("analytics") {
+        println!("{}", analytics(work.path(), seconds));
+        return;
+    }
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -256,8 +260,292 @@ fn main() {
     }
     drop(ceiling);
     let _ = writeln!(report, "\n{}", click_notes.join("\n"));
+    report.push_str(&analytics(work.path(), seconds));
     println!("{report}");
 }
+
+/// Links of the analytics section (`LOAD_ANALYTICS_LINKS`, default 1,000,000).
+fn analytics_links() -> u64 {
+    env_or("LOAD_ANALYTICS_LINKS", 1_000_000)
+}
+
+/// Length of its sustained run (`LOAD_SUSTAINED_SECONDS`, default 60).
+fn sustained_seconds() -> u64 {
+    env_or("LOAD_SUSTAINED_SECONDS", 60)
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Click analytics at the ceiling over 1,000,000 hot links: cached redirects with analytics on
+/// and off against the ceiling, then a sustained run with the clicks waiting to be written
+/// sampled at its start, middle and end, every click counted in the store afterwards, what
+/// writing them cost per click, and the resident memory per hot link.
+fn analytics(dir: &Path, seconds: u64) -> String {
+    let (links, sustained) = (analytics_links(), sustained_seconds());
+    let mut report = String::new();
+    let data = dir.join("kurz-analytics.redb");
+    let codes = prefill(&data, links);
+    let random = dir.join("visits.lua");
+    write_visits_script(&random, &codes);
+    let each_once = dir.join("warm-analytics.lua");
+    write_warm_script(&each_once, &codes);
+    let env = |enabled: &'static str| {
+        [
+            ("KURZ__CACHE__LOCAL__MAX_BYTES", "1073741824"),
+            ("KURZ__CACHE__LOCAL__TTL_MS", "3600000"),
+            // wrk is the proxy here: its X-Forwarded-For and country header are believed.
+            ("KURZ__SERVER__TRUSTED_PROXIES", "127.0.0.1"),
+            ("KURZ__ANALYTICS__COUNTRY_HEADER", "CF-IPCountry"),
+            ("KURZ__ANALYTICS__ENABLED", enabled),
+        ]
+    };
+    let _ = writeln!(
+        report,
+        "\nclick analytics, {links} links all cached in L1 first, requests with real user agents, referrers, countries and client addresses (64 connections, ceiling in the same section):\n\n\
+         | server | requests/s | p50 | p99 | / ceiling requests/s | / ceiling p99 |\n|---|---|---|---|---|---|"
+    );
+    let ceiling = self::ceiling();
+    let mut ratios = Vec::new();
+    let mut on_server = None;
+    for enabled in ["false", "true"] {
+        let server = KurzProcess::start(&data, &env(enabled));
+        let before = harness::rss_kib(&server.child.id().to_string());
+        warm(&server, &each_once, links);
+        let (mut k, mut c) = (Vec::new(), Vec::new());
+        for round in 0..2 {
+            if round == 0 {
+                c.push(wrk(&ceiling.base(), &random, 64, seconds));
+                k.push(wrk(&server.base, &random, 64, seconds));
+            } else {
+                k.push(wrk(&server.base, &random, 64, seconds));
+                c.push(wrk(&ceiling.base(), &random, 64, seconds));
+            }
+        }
+        let (k, c) = (Wrk::mean(&k), Wrk::mean(&c));
+        let name = if enabled == "true" {
+            "kurz, analytics on"
+        } else {
+            "kurz, analytics off"
+        };
+        for (name, r) in [("ceiling (fixed 302)", &c), (name, &k)] {
+            let _ = writeln!(
+                report,
+                "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.2} | {:.2} |",
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.rps / c.rps,
+                r.p99_ms / c.p99_ms
+            );
+        }
+        ratios.push(k.rps / c.rps);
+        if enabled == "true" {
+            on_server = Some((server, before));
+        } else {
+            server.stop();
+        }
+    }
+    drop(ceiling);
+    let _ = writeln!(
+        report,
+        "\nanalytics on / analytics off, each against the ceiling: {:.3} (target >= 0.95)",
+        ratios[1] / ratios[0]
+    );
+
+    // The sustained run, on the analytics-on server.
+    let Some((server, rss_before)) = on_server else {
+        return report;
+    };
+    let pid = server.child.id().to_string();
+    let recorded_before = metric(&server.base, "kurz_clicks_recorded_total");
+    let cpu_before = (thread_cpu_s(&pid, "kurz-store-writ"), process_cpu_s(&pid));
+    let collect_before = metric(&server.base, "kurz_click_collect_microseconds_total");
+    let run = {
+        let (base, script) = (server.base.clone(), random.clone());
+        std::thread::spawn(move || wrk(&base, &script, 64, sustained))
+    };
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for at in [1, sustained / 2, sustained - 1] {
+        if let Some(wait) = Duration::from_secs(at).checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        pending.push((at, metric(&server.base, "kurz_clicks_pending")));
+    }
+    let sent = run.join().expect("wrk");
+    let drained_at = Instant::now();
+    while metric(&server.base, "kurz_clicks_pending") > 0.0 {
+        assert!(
+            drained_at.elapsed() < Duration::from_secs(300),
+            "clicks still pending 300 s after the run"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let drain = drained_at.elapsed();
+    let recorded_all = metric(&server.base, "kurz_clicks_recorded_total");
+    let recorded = recorded_all - recorded_before;
+    let flushed = metric(&server.base, "kurz_clicks_flushed_total");
+    let dropped = metric(&server.base, "kurz_clicks_dropped_total");
+    let visits_dropped = metric(&server.base, "kurz_analytics_visits_dropped_total");
+    let writer_cpu = thread_cpu_s(&pid, "kurz-store-writ") - cpu_before.0;
+    let process_cpu = process_cpu_s(&pid) - cpu_before.1;
+    let collect_s =
+        (metric(&server.base, "kurz_click_collect_microseconds_total") - collect_before) / 1e6;
+    let rss = harness::rss_kib(&pid);
+    server.stop();
+    let stored = stored_clicks(&data, &codes);
+    let _ = writeln!(
+        report,
+        "\nsustained run, analytics on, {sustained} s at 64 connections: {:.0} requests/s, p99 {:.2} ms, {} responses counted by wrk",
+        sent.rps, sent.p99_ms, sent.requests
+    );
+    let _ = writeln!(
+        report,
+        "clicks waiting to be written (kurz_clicks_pending): {}",
+        pending
+            .iter()
+            .map(|(t, n)| format!("{n:.0} at {t} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        report,
+        "after the run: pending reached 0 within {:.1} s; clicks recorded during the run {recorded:.0}, since start {recorded_all:.0}, written since start {flushed:.0}, dropped {dropped:.0}, counted without details {visits_dropped:.0}; the store's totals over all {links} links: {stored} (equal to every click recorded since start: {})",
+        drain.as_secs_f64(),
+        if stored as f64 == recorded_all {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+    let _ = writeln!(
+        report,
+        "cost per click: the store's writer thread (log appends and merges) {:.2} us of CPU, classifying and adding up in the flusher {:.2} us, the whole process {:.2} us (redirect included)",
+        writer_cpu * 1e6 / recorded,
+        collect_s * 1e6 / recorded,
+        process_cpu * 1e6 / recorded
+    );
+    let _ = writeln!(
+        report,
+        "resident memory with analytics on: {} MiB grown since start, {:.0} bytes per hot link",
+        (rss - rss_before) / 1024,
+        (rss - rss_before) as f64 * 1024.0 / links as f64
+    );
+    report
+}
+
+/// Asks for every link once with HEAD until L1 holds `count` of them.
+fn warm(server: &KurzProcess, each_once: &Path, count: u64) {
+    let warm_up = Instant::now();
+    let mut from = 0;
+    loop {
+        let cached = metric(&server.base, "kurz_cache_entries");
+        if cached >= count as f64 {
+            return;
+        }
+        assert!(
+            warm_up.elapsed() < Duration::from_secs(600),
+            "L1 took {cached} of {count} links"
+        );
+        let run = wrk_run(&server.base, each_once, 1, 64, 5, &[&from.to_string()]);
+        assert_eq!(run.errors, 0, "warm-up lookups answered other than 3xx");
+        from += run.requests;
+    }
+}
+
+/// The sum of every link's click total in the store at `path` (kurz stopped).
+fn stored_clicks(path: &Path, codes: &[String]) -> u64 {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let store = EmbeddedStore::open(path, Duration::from_secs(60)).expect("open");
+        let mut total = 0;
+        for code in codes {
+            total += store
+                .stats(code)
+                .await
+                .expect("stats")
+                .map_or(0, |s| s.total_clicks);
+        }
+        store.close().await;
+        total
+    })
+}
+
+/// CPU seconds (user + system) of the process's threads named `name` (as /proc shows it).
+fn thread_cpu_s(pid: &str, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter(|stat| stat.contains(&format!("({name})")))
+        .map(|stat| cpu_of_stat(&stat))
+        .sum()
+}
+
+fn process_cpu_s(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0.0, |stat| cpu_of_stat(&stat))
+}
+
+/// utime + stime of a /proc stat line, in seconds (100 ticks a second).
+fn cpu_of_stat(stat: &str) -> f64 {
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields after the name start at the state (field 3): utime is field 14, stime 15.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A wrk script asking for random codes with a browser's headers: one of real user agents
+/// (phones, desktops, a few crawlers), a referrer among many sites or none, a country, and
+/// a client address (`X-Forwarded-For`) among 100,000.
+fn write_visits_script(path: &Path, codes: &[String]) {
+    write_codes_script(
+        path,
+        codes,
+        &format!(
+            "{AGENTS}\n\
+             local countries = {{\"US\", \"DE\", \"FR\", \"GB\", \"IN\", \"BR\", \"JP\", \"NL\", \"CA\", \"ES\"}}\n\
+             function init(args) math.randomseed(os.time() + tonumber(tostring({{}}):sub(8), 16)) end\n\
+             function request()\n\
+               local headers = {{}}\n\
+               headers[\"User-Agent\"] = agents[math.random(#agents)]\n\
+               local site = math.random(60)\n\
+               if site <= 50 then headers[\"Referer\"] = \"https://site\" .. site .. \".example/page/\" .. math.random(1000) end\n\
+               headers[\"CF-IPCountry\"] = countries[math.random(#countries)]\n\
+               headers[\"X-Forwarded-For\"] = \"10.\" .. math.random(0, 15) .. \".\" .. math.random(0, 255) .. \".\" .. math.random(0, 24)\n\
+               return wrk.format(\"GET\", \"/\" .. codes[math.random(n)], headers)\n\
+             end\n"
+        ),
+    );
+}
+
+/// The user agents of the visits script, as a Lua table.
+const AGENTS: &str = r#"local agents = {
+"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+"Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+"Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+"Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+"Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
+"Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
+"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram 350.0.0.0.0",
+"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+"Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+"Mozilla/5.0 (compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+}"#;
 
 /// The practical ceiling: actix-web answering every `GET /{code}` with the same 302.
 fn ceiling_server(port: u16) {

@@ -1,6 +1,7 @@
 //! Unique visitors per link per day, without keeping who they were.
 //!
-//! A visitor is a keyed hash (HMAC-SHA-256) of the client's address and user agent, under a
+//! A visitor is a keyed hash (SipHash-2-4, a pseudorandom function of its 128-bit key) of the
+//! client's address and user agent, under a
 //! key made for each UTC day and forgotten after it (the method Plausible documents): the
 //! same person counts once a day per link, and once the day's key is gone no hash can be tied
 //! to an address again, so no address or stable visitor id is ever stored. The key lives in
@@ -16,10 +17,9 @@
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 
-use hmac::{Hmac, KeyInit, Mac};
 use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use siphasher::sip::SipHasher24;
 
 /// Registers: 2^PRECISION.
 const PRECISION: u8 = 12;
@@ -102,31 +102,35 @@ impl Uniques {
 #[derive(Clone)]
 pub struct DayKey {
     pub day: u32,
-    mac: Hmac<Sha256>,
+    key: [u64; 2],
 }
 
 impl DayKey {
-    pub fn new(day: u32, key: &[u8]) -> Self {
+    /// The day's key from the stored secret: its first 16 bytes (shorter ones padded).
+    pub fn new(day: u32, secret: &[u8]) -> Self {
+        let mut bytes = [0u8; 16];
+        let n = secret.len().min(16);
+        bytes[..n].copy_from_slice(&secret[..n]);
+        let half = |i: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(word)
+        };
         Self {
             day,
-            // HMAC takes keys of any length.
-            mac: Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!()),
+            key: [half(0), half(1)],
         }
     }
 
     /// The visitor's hash under this day's key.
     pub fn visitor(&self, ip: IpAddr, user_agent: &str) -> u64 {
-        let mut mac = self.mac.clone();
+        let mut hasher = SipHasher24::new_with_keys(self.key[0], self.key[1]);
         match ip {
-            IpAddr::V4(v4) => mac.update(&v4.octets()),
-            IpAddr::V6(v6) => mac.update(&v6.octets()),
+            IpAddr::V4(v4) => hasher.write(&v4.to_ipv6_mapped().octets()),
+            IpAddr::V6(v6) => hasher.write(&v6.octets()),
         }
-        mac.update(&[0]);
-        mac.update(user_agent.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        u64::from_le_bytes(first)
+        hasher.write(user_agent.as_bytes());
+        hasher.finish()
     }
 }
 
@@ -136,7 +140,7 @@ mod tests {
 
     #[test]
     fn the_estimate_of_100000_visitors_is_within_its_standard_error() {
-        let key = DayKey::new(20_000, b"a fixed key for the test");
+        let key = DayKey::new(20_000, b"a fixed test key");
         let mut day = Uniques::default();
         // Each visitor clicks twice (two hours): counted once.
         let mut hours = [Uniques::default(), Uniques::default()];

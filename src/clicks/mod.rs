@@ -113,8 +113,10 @@ struct ShardState {
     codes: HashMap<Box<str>, Pending, FxBuild>,
     /// Clicks this shard may still take, out of the recorder's budget.
     allowance: u64,
-    /// Visits (clicks with details) waiting in this shard.
-    visits: usize,
+    /// Visits (clicks with details) this shard may still take, out of the visits' budget.
+    visit_allowance: u64,
+    /// Visits waiting in this shard, given back to the budget when drained.
+    visits: u64,
 }
 
 impl Shard {
@@ -127,19 +129,61 @@ impl Shard {
 /// Clicks a shard takes from the budget at once (fewer when the budget is small).
 const ALLOWANCE_CHUNK: u64 = 1_024;
 
+/// A budget the shards take from in chunks, so that a redirect touches the shared counter
+/// once per chunk, not per click: what shards hold plus what is left never exceeds the bound.
+struct Budget {
+    left: AtomicU64,
+    chunk: u64,
+}
+
+impl Budget {
+    fn unbounded() -> Self {
+        Self {
+            left: AtomicU64::new(u64::MAX),
+            chunk: ALLOWANCE_CHUNK,
+        }
+    }
+
+    fn of(max: u64) -> Self {
+        Self {
+            left: AtomicU64::new(max),
+            // Small budgets in small chunks, so the shards' unused allowances stay a small part.
+            chunk: (max / (4 * telemetry::STRIPES as u64)).clamp(1, ALLOWANCE_CHUNK),
+        }
+    }
+
+    /// Takes up to one chunk; 0 when the budget is spent.
+    fn take(&self) -> u64 {
+        let chunk = self.chunk;
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                (left > 0).then(|| left - left.min(chunk))
+            })
+            .map_or(0, |left| left.min(chunk))
+    }
+
+    /// Gives back `n` that left memory.
+    fn give_back(&self, n: u64) {
+        let _ = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                Some(left.saturating_add(n))
+            });
+    }
+}
+
 /// Counts clicks in memory; cheap to call from every redirect.
 pub struct ClickRecorder {
     shards: Box<[Shard]>,
     metrics: Arc<Metrics>,
-    /// The budget of clicks held in memory not yet handed to a shard: clicks pending, plus
-    /// shards' allowances, plus this, never exceed `clicks.max_pending_clicks`.
-    budget: AtomicU64,
-    chunk: u64,
+    /// Clicks held in memory: pending, plus shards' allowances, plus what this has left,
+    /// never exceed `clicks.max_pending_clicks`.
+    budget: Budget,
+    /// Likewise for visits waiting for the flusher (`analytics.max_pending_visits`).
+    visit_budget: Budget,
     /// Delta tokens: a random per-process prefix and a counter.
     token_prefix: u64,
     next_token: AtomicU64,
-    /// Visits one shard holds at most (`analytics.max_pending_visits` shared out).
-    max_visits_per_shard: usize,
 }
 
 impl ClickRecorder {
@@ -150,45 +194,28 @@ impl ClickRecorder {
             token_prefix: getrandom::u64()
                 .unwrap_or_else(|_| clock::system_now_ms().unsigned_abs()),
             next_token: AtomicU64::new(0),
-            budget: AtomicU64::new(u64::MAX),
-            chunk: ALLOWANCE_CHUNK,
-            max_visits_per_shard: usize::MAX,
+            budget: Budget::unbounded(),
+            visit_budget: Budget::unbounded(),
         }
     }
 
     /// Holds at most `max` visits (clicks with details) in memory between flushes
     /// (`analytics.max_pending_visits`); past that, clicks are counted without details.
     pub fn with_max_pending_visits(mut self, max: usize) -> Self {
-        self.max_visits_per_shard = max.div_ceil(telemetry::STRIPES);
+        self.visit_budget = Budget::of(max as u64);
         self
     }
 
     /// Holds at most `max` clicks in memory (`clicks.max_pending_clicks`); without this, no
     /// bound.
     pub fn with_max_pending_clicks(mut self, max: u64) -> Self {
-        self.budget = AtomicU64::new(max);
-        // Small budgets in small chunks, so the shards' unused allowances stay a small part.
-        self.chunk = (max / (4 * telemetry::STRIPES as u64)).clamp(1, ALLOWANCE_CHUNK);
+        self.budget = Budget::of(max);
         self
-    }
-
-    /// Takes up to one chunk from the budget; 0 when it is spent.
-    fn take_allowance(&self) -> u64 {
-        let chunk = self.chunk;
-        self.budget
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                (left > 0).then(|| left - left.min(chunk))
-            })
-            .map_or(0, |left| left.min(chunk))
     }
 
     /// Gives back the budget of `clicks` that left memory (written or dropped).
     fn release(&self, clicks: u64) {
-        let _ = self
-            .budget
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                Some(left.saturating_add(clicks))
-            });
+        self.budget.give_back(clicks);
     }
 
     fn new_token(&self) -> String {
@@ -201,7 +228,7 @@ impl ClickRecorder {
     pub fn record(&self, code: &str, now_ms: i64, visit: Option<Visit>) {
         let mut shard = self.shards[telemetry::stripe()].lock();
         if shard.allowance == 0 {
-            shard.allowance = self.take_allowance();
+            shard.allowance = self.budget.take();
             if shard.allowance == 0 {
                 drop(shard);
                 self.metrics.clicks_recorded.inc();
@@ -210,17 +237,18 @@ impl ClickRecorder {
             }
         }
         shard.allowance -= 1;
-        let visit = match visit {
-            Some(_) if shard.visits >= self.max_visits_per_shard => {
+        let visit = visit.filter(|_| {
+            if shard.visit_allowance == 0 {
+                shard.visit_allowance = self.visit_budget.take();
+            }
+            if shard.visit_allowance == 0 {
                 self.metrics.analytics_visits_dropped.inc();
-                None
+                return false;
             }
-            Some(visit) => {
-                shard.visits += 1;
-                Some(visit)
-            }
-            None => None,
-        };
+            shard.visit_allowance -= 1;
+            shard.visits += 1;
+            true
+        });
         let map = &mut shard.codes;
         match map.get_mut(code) {
             Some(pending) => pending.add(now_ms, visit),
@@ -241,7 +269,8 @@ impl ClickRecorder {
     fn drain_into<S: BuildHasher>(&self, into: &mut HashMap<Box<str>, Pending, S>) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
-            shard.visits = 0;
+            self.visit_budget
+                .give_back(std::mem::take(&mut shard.visits));
             shard.codes.retain(|code, pending| {
                 if pending.count == 0 {
                     return false;
@@ -418,6 +447,7 @@ impl Flusher {
     /// Drains the recorder's shards and folds their clicks into `fresh`: counts per hour, and
     /// each visit classified and added to its hour's rollup.
     async fn collect(&mut self) {
+        let started = std::time::Instant::now();
         let mut drained = HashMap::new();
         self.recorder.drain_into(&mut drained);
         let days: std::collections::BTreeSet<u32> = drained
@@ -439,7 +469,11 @@ impl Flusher {
                 bots += u64::from(self.aggregator.add(&mut fresh.hours, *at, visit));
             }
         }
-        self.recorder.metrics.analytics_bot_clicks.add(bots);
+        let metrics = &self.recorder.metrics;
+        metrics.analytics_bot_clicks.add(bots);
+        metrics
+            .click_collect_us
+            .add(started.elapsed().as_micros() as u64);
     }
 
     /// Makes sure visits of `day` are hashed with the fleet's key for it (read from the store,

@@ -188,6 +188,8 @@ metrics! {
     /// Clicks counted without their details (referrer, country, device, ...) because
     /// `analytics.max_pending_visits` were already waiting for the next flush.
     counter analytics_visits_dropped: Counter = "kurz_analytics_visits_dropped_total";
+    /// Time the click flusher spent classifying visits and adding clicks up (microseconds).
+    counter click_collect_us: Counter = "kurz_click_collect_microseconds_total";
     /// Clicks the flusher classified as coming from bots (crawlers, link previews, monitors).
     counter analytics_bot_clicks: Counter = "kurz_analytics_bot_clicks_total";
     /// Days whose visitor key could not be read from the store, so this instance hashed
