@@ -303,6 +303,22 @@ fn bad_settings_stop_start_up_naming_the_setting() {
 }
 
 #[test]
+fn a_missing_or_malformed_country_database_stops_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("country.mmdb");
+    std::fs::write(&garbage, b"not a MaxMind database").expect("write");
+    let missing = dir.path().join("absent.mmdb");
+    for (path, wrong) in [(&garbage, "no MaxMind DB file"), (&missing, "cannot read")] {
+        let path = path.to_str().expect("a UTF-8 path");
+        let stderr = start_error(&[("KURZ__ANALYTICS__COUNTRY_DATABASE", path)]);
+        assert!(
+            stderr.contains("analytics.country_database") && stderr.contains(wrong),
+            "{path}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_store_file_in_use_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _running = KurzProcess::start(&data_file(&dir), &[]);
