@@ -404,7 +404,9 @@ fn a_long_referrer_cut_to_what_a_visit_keeps_still_gives_its_host() {
     // Cut inside a multi-byte character in the path: still the host.
     let long = format!("https://example.org/{}", "é".repeat(4 * 1024));
     assert_eq!(&*referrer(&long), "example.org");
-    // Cut inside the host itself: not a host that was never sent.
+    // Cut inside the host itself: not a host that was never sent (here "analytics.ex").
+    let long = format!("https://{}@analytics.example.com/", "u".repeat(490));
+    assert_eq!(&*referrer(&long), "unknown");
     let long = format!("https://{}.example.com/", "a".repeat(8 * 1024));
     assert_eq!(&*referrer(&long), "unknown");
 }
