@@ -271,10 +271,25 @@ fn start_error(env: &[(&str, &str)]) -> String {
     for (k, v) in env {
         command.env(k, v);
     }
-    // Bad settings must stop start-up, so the process exits on its own.
-    let output = command.output().expect("runs");
-    assert!(!output.status.success(), "kurz started with {env:?}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    // Bad settings must stop start-up, so the process exits on its own; one that is still
+    // running after the deadline started with them (and is stopped here, not waited on).
+    let stderr = dir.path().join("stderr");
+    command.stderr(std::fs::File::create(&stderr).expect("stderr file"));
+    let mut child = command.spawn().expect("runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+            panic!("kurz started with {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "kurz started with {env:?}");
+    String::from_utf8_lossy(&std::fs::read(&stderr).expect("stderr")).into_owned()
 }
 
 #[test]
@@ -299,6 +314,22 @@ fn bad_settings_stop_start_up_naming_the_setting() {
     for (key, value, named) in cases {
         let stderr = start_error(&[(key, value)]);
         assert!(stderr.contains(named), "{key}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_or_malformed_country_database_stops_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("country.mmdb");
+    std::fs::write(&garbage, b"not a MaxMind database").expect("write");
+    let missing = dir.path().join("absent.mmdb");
+    for (path, wrong) in [(&garbage, "no MaxMind DB file"), (&missing, "cannot read")] {
+        let path = path.to_str().expect("a UTF-8 path");
+        let stderr = start_error(&[("KURZ__ANALYTICS__COUNTRY_DATABASE", path)]);
+        assert!(
+            stderr.contains("analytics.country_database") && stderr.contains(wrong),
+            "{path}: {stderr}"
+        );
     }
 }
 
