@@ -96,7 +96,7 @@ impl Application {
             source,
         };
         let metrics = Arc::new(Metrics::with_routes(Endpoint::METRIC_LABELS));
-        let store = store::open(&settings.store, Arc::clone(&metrics))
+        let store = store::open(&settings.store, &settings.analytics, Arc::clone(&metrics))
             .await
             .map_err(store_error)?;
         tracing::info!(backend = store.backend(), path = %settings.store.path.display(), "store opened");

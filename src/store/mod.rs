@@ -24,7 +24,7 @@ pub use embedded::EmbeddedStore;
 pub use purge::start_purging;
 
 use crate::analytics::Rollup;
-use crate::config::{Backend, StoreSettings};
+use crate::config::{AnalyticsSettings, Backend, StoreSettings};
 use crate::telemetry::Metrics;
 
 /// A stored short link: the one declaration of a link's fields. Every other form of a link is
@@ -531,10 +531,11 @@ pub trait LinkStore: Send + Sync + 'static {
 }
 
 /// Opens the backend the settings name, checking that its schema exists. The store reports
-/// its calls (admission, retries) in `metrics`.
+/// its calls (admission, retries) in `metrics`; `analytics` bounds the rollups it keeps.
 #[cfg_attr(not(feature = "dynamodb"), allow(unused_variables))]
 pub async fn open(
     settings: &StoreSettings,
+    analytics: &AnalyticsSettings,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn LinkStore>, StoreError> {
     match settings.backend {
@@ -544,7 +545,7 @@ pub async fn open(
         }
         #[cfg(feature = "dynamodb")]
         Backend::Dynamodb => {
-            let store = DynamoStore::connect(settings, metrics).await?;
+            let store = DynamoStore::connect(settings, analytics, metrics).await?;
             store.verify_table().await?;
             Ok(Arc::new(store))
         }
@@ -567,7 +568,12 @@ pub async fn init(settings: &StoreSettings) -> Result<Vec<String>, StoreError> {
         }
         #[cfg(feature = "dynamodb")]
         Backend::Dynamodb => {
-            let store = DynamoStore::connect(settings, Arc::new(Metrics::default())).await?;
+            let store = DynamoStore::connect(
+                settings,
+                &AnalyticsSettings::default(),
+                Arc::new(Metrics::default()),
+            )
+            .await?;
             store.init().await
         }
         #[cfg(not(feature = "dynamodb"))]
