@@ -913,6 +913,23 @@ async fn click_details_land_per_hour_and_day_and_a_resent_delta_counts_nothing_t
         &vec![("FR".into(), 4), ("SE".into(), 1)]
     );
     assert_eq!(read.daily.len(), 1, "the day of the hours asked for");
+
+    // Hours past `analytics.hourly_retention_days` are not shown (before DynamoDB's TTL
+    // removes them); their day is.
+    let old_hour = early - 31 * 24;
+    let old = ClickDelta {
+        token: "rollups-old".into(),
+        ..ClickDelta::count_only("rolled1", 1, i64::from(old_hour) * 3_600_000)
+    };
+    links.add_clicks(&[old]).await.expect("a flush");
+    let read = links
+        .analytics("rolled1", old_hour, old_hour)
+        .await
+        .expect("analytics")
+        .expect("the link exists");
+    assert_eq!(read.hourly.len(), 0, "past the retention");
+    let days: Vec<(u32, u64)> = read.daily.iter().map(|(d, r)| (*d, r.clicks)).collect();
+    assert_eq!(days, vec![(today - 31, 1)]);
     assert!(
         links
             .analytics("no-such-link", late, early)
@@ -1047,7 +1064,9 @@ async fn a_deleted_or_expired_links_hour_items_and_sketches_go() {
         ..Default::default()
     };
     links.insert(&again, None).await.expect("insert");
-    write("expired1", "expired-b", now_hour).await;
+    // Clicks on the new link, in the hour it was made (on an hour boundary, not `now_hour`).
+    let again_hour = kurz::analytics::hour_of(again.created_at_ms);
+    write("expired1", "expired-b", again_hour).await;
     links.forget_earlier_stats(&again).await.expect("forget");
     let kept = items_under(&store, "expired1").await;
     assert_eq!(
@@ -1057,13 +1076,13 @@ async fn a_deleted_or_expired_links_hour_items_and_sketches_go() {
         kept.iter().map(|(sk, _)| sk).collect::<Vec<_>>()
     );
     let read = links
-        .analytics("expired1", now_hour - 72, now_hour)
+        .analytics("expired1", now_hour - 72, again_hour)
         .await
         .expect("analytics")
         .expect("link");
     assert_eq!(
         read.hourly.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
-        vec![now_hour]
+        vec![again_hour]
     );
 }
 
@@ -1146,4 +1165,69 @@ async fn a_day_item_too_large_for_more_values_counts_them_as_other() {
         20,
         "the hour item keeps its values"
     );
+}
+
+/// Two instances merging visitors into one sketch at once lose none: the one that read the
+/// sketch before the other wrote it finds its version changed, reads again and merges into
+/// that. (The chaos proxy holds the first instance's answers to its sketch reads until the
+/// second has written.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_merged_by_two_instances_at_once_are_all_counted() {
+    use kurz::analytics::Rollup;
+    let (store, proxy, slow) = analytics_store(50).await;
+    let mut settings = store.settings();
+    settings.store.dynamodb.endpoint_url = Some(store.endpoint.clone());
+    let fast = kurz::store::open(&settings.store, &settings.analytics, Default::default())
+        .await
+        .expect("store opens");
+    insert_link(&slow, "raced1").await;
+    let hour = kurz::analytics::hour_of(kurz::clock::system_now_ms());
+    let delta = |token: &str, visitors: std::ops::Range<u32>| {
+        let mut rollup = Rollup::default();
+        for n in visitors {
+            rollup.add(&classified(false, "direct", "DE"), visitor(n), 50);
+        }
+        ClickDelta {
+            token: token.into(),
+            code: "raced1".into(),
+            count: rollup.clicks,
+            last_click_ms: i64::from(hour) * 3_600_000,
+            hours: vec![(hour, rollup)],
+        }
+    };
+    // The sort keys of the sketch items end in `#u`; no other request names one.
+    proxy.hold_answers_to(r##"#u""##);
+    let first = tokio::spawn({
+        let (slow, delta) = (Arc::clone(&slow), delta("raced-a", 0..10));
+        async move { slow.add_clicks(&[delta]).await }
+    });
+    eventually(
+        "the hour's and the day's sketch are read",
+        Duration::from_secs(20),
+        || async { proxy.held() >= 2 },
+    )
+    .await;
+    fast.add_clicks(&[delta("raced-b", 100..105)])
+        .await
+        .expect("the second instance's flush");
+    proxy.set(crate::harness::Fault::None);
+    first
+        .await
+        .expect("task")
+        .expect("the first instance's flush");
+
+    let read = fast
+        .analytics("raced1", hour, hour)
+        .await
+        .expect("analytics")
+        .expect("link");
+    for (_, rollup) in read.hourly.iter().chain(&read.daily) {
+        assert_eq!(rollup.humans, 15);
+        assert_eq!(
+            rollup.uniques.clone().estimate(),
+            15,
+            "every visitor of both"
+        );
+    }
+    assert_eq!((read.hourly.len(), read.daily.len()), (1, 1));
 }

@@ -405,6 +405,10 @@ mod tests {
             parse_link("plain", &link_item(&plain, PURGE_AFTER)).expect("parses"),
             plain
         );
+        // An item written before `analytics` existed: its clicks record their details.
+        let mut before = link_item(&every_field_set(), PURGE_AFTER);
+        assert_eq!(before.remove("analytics"), Some(AttributeValue::Bool(false)));
+        assert!(parse_link("Ab3_x", &before).expect("parses").analytics);
     }
 
     #[test]
