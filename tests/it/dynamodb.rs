@@ -939,12 +939,14 @@ async fn click_details_land_per_hour_and_day_and_a_resent_delta_counts_nothing_t
     );
 }
 
-/// What a read keeps is capped like what the flusher keeps: past
-/// `analytics.max_values_per_dimension` values of an item, the least clicked count as `other`.
+/// An item gathers values over many flushes and keeps at most
+/// `analytics.max_values_per_dimension` of each dimension: once it has that many, a flush's
+/// new values are added to its `other`, and a read caps what it finds the same way (an item
+/// written past the cap by flushes in flight at once), the least clicked as `other`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_caps_the_values_an_item_gathered_over_many_flushes() {
+async fn an_item_keeps_at_most_the_cap_of_values_over_many_flushes_and_reads() {
     use kurz::analytics::{Dimension, OTHER, Rollup};
-    let (_store, _proxy, links) = analytics_store(2).await;
+    let (store, _proxy, links) = analytics_store(2).await;
     insert_link(&links, "capped1").await;
     let hour = kurz::analytics::hour_of(kurz::clock::system_now_ms());
     for (i, referrers) in [["a.example", "b.example"], ["c.example", "a.example"]]
@@ -976,6 +978,57 @@ async fn a_read_caps_the_values_an_item_gathered_over_many_flushes() {
     ];
     assert_eq!(read.hourly[0].1.values(Dimension::Referrer), &expected);
     assert_eq!(read.daily[0].1.values(Dimension::Referrer), &expected);
+    let items = items_under(&store, "capped1").await;
+    for (sk, item) in items
+        .iter()
+        .filter(|(sk, _)| sk != "link" && !sk.ends_with("#u"))
+    {
+        let mut referrers: Vec<&str> = item
+            .keys()
+            .filter_map(|name| name.strip_prefix("d.referrer."))
+            .collect();
+        referrers.sort_unstable();
+        assert_eq!(referrers, vec!["a.example", "b.example", "other"], "{sk}");
+    }
+
+    // Three values on an item, as two flushes at once can leave it: read as two and `other`.
+    let earlier = hour - 1;
+    let n = |v: u64| aws_sdk_dynamodb::types::AttributeValue::N(v.to_string());
+    crate::harness::sdk_client(&store.endpoint)
+        .put_item()
+        .table_name(&store.table)
+        .item("pk", attr("capped1"))
+        .item(
+            "sk",
+            attr(&format!(
+                "h#{}T{:02}",
+                kurz::clock::format_day(earlier / 24),
+                earlier % 24
+            )),
+        )
+        .item("hour", n(u64::from(earlier)))
+        .item("clicks", n(6))
+        .item("humans", n(6))
+        .item("d.referrer.x.example", n(3))
+        .item("d.referrer.y.example", n(2))
+        .item("d.referrer.z.example", n(1))
+        .send()
+        .await
+        .expect("an item past the cap");
+    let read = links
+        .analytics("capped1", earlier, earlier)
+        .await
+        .expect("analytics")
+        .expect("link");
+    assert_eq!(
+        read.hourly[0].1.values(Dimension::Referrer),
+        &vec![
+            (OTHER.into(), 1),
+            ("x.example".into(), 3),
+            ("y.example".into(), 2)
+        ],
+        "sorted by value"
+    );
 }
 
 /// A delete removes the link's hour items, day items and their visitors' sketches; and a
@@ -1091,7 +1144,8 @@ async fn a_deleted_or_expired_links_hour_items_and_sketches_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_item_too_large_for_more_values_counts_them_as_other() {
     use kurz::analytics::Rollup;
-    let (store, _proxy, links) = analytics_store(50).await;
+    // A cap the item is far from, so that only its size stops new values.
+    let (store, _proxy, links) = analytics_store(1_000).await;
     insert_link(&links, "full1").await;
     let day = 20_000;
     // 402 values of 1,000 bytes: 393 KiB of DynamoDB's 400 (409,600 bytes); the delta's 20

@@ -336,13 +336,19 @@ impl DynamoStore {
     /// delta only partly written is completed by sending it again.
     async fn add_one(&self, delta: &ClickDelta) -> Result<(), StoreError> {
         let days = delta.day_rollups(self.max_values);
-        let sketches = self.merge_sketches(delta, &days).await?;
+        let (sketches, capped) = futures_util::future::join(
+            self.merge_sketches(delta, &days),
+            self.within_cap(&delta.code, &delta.hours, &days),
+        )
+        .await;
+        let (sketches, capped) = (sketches?, capped?);
         let retention = self.hourly_retention_s;
-        let parts = rollups::plan(&delta.hours, &days, |hour| {
+        let parts = rollups::plan(&capped.hours, &capped.days, |hour| {
             rollups::hour_expiry(hour, retention)
         });
         for (part, writes) in parts.into_iter().enumerate() {
-            if self.write_part(delta, part, writes).await? == Written::LinkGone {
+            let written = self.write_part(delta, part, writes, capped.folded).await?;
+            if written == Written::LinkGone {
                 // Deleted since the click: its sketches just written go too (were the delete
                 // of these to fail, the delta is sent again and finds the link gone again).
                 return self.delete_items(sketches).await;
@@ -351,8 +357,66 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// The delta's hours and days with the values each item has no room for counted as `other`
+    /// (see [`rollups::within_cap`]): an item gathers values over many flushes, and without
+    /// this a flood of distinct referrers would grow it, and what each write of it costs (by
+    /// its size), up to DynamoDB's 400 KB. Each item the delta has values for is read first,
+    /// eventually consistent: a read a moment stale lets a few values past the cap (at most
+    /// those of the flushes in flight at once), never without bound.
+    async fn within_cap(
+        &self,
+        code: &str,
+        hours: &[(u32, Rollup)],
+        days: &[(u32, Rollup)],
+    ) -> Result<Capped, StoreError> {
+        let mut capped = Capped {
+            hours: hours.to_vec(),
+            days: days.to_vec(),
+            folded: false,
+        };
+        let mut reads = Vec::new();
+        for (i, (hour, rollup)) in hours.iter().enumerate() {
+            if rollup.dims.iter().any(|values| !values.is_empty()) {
+                reads.push((true, i, rollups::hour_sort_key(*hour)));
+            }
+        }
+        for (i, (day, rollup)) in days.iter().enumerate() {
+            if rollup.dims.iter().any(|values| !values.is_empty()) {
+                reads.push((false, i, rollups::day_sort_key(*day)));
+            }
+        }
+        let items = reads.iter().map(|(_, _, sort_key)| async move {
+            self.call(Class::Clicks, || {
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(code, sort_key)))
+                    .send()
+            })
+            .await
+            .map_err(|e| self.classify(e))
+        });
+        let items = futures_util::future::join_all(items).await;
+        for ((hourly, i, _), item) in reads.into_iter().zip(items) {
+            let Some(stored) = item?.item().map(rollups::parse_rollup) else {
+                continue;
+            };
+            let rollup = if hourly {
+                &mut capped.hours[i].1
+            } else {
+                &mut capped.days[i].1
+            };
+            if let Some(within) = rollups::within_cap(&stored, rollup, self.max_values) {
+                *rollup = within;
+                capped.folded = true;
+            }
+        }
+        Ok(capped)
+    }
+
     /// One transaction of a delta's counts: the first adds to the link's total, a later one
-    /// checks that the link exists. An update DynamoDB refuses because its item would pass
+    /// checks that the link exists. `folded`: values of the delta were counted as `other` by
+    /// [`within_cap`](Self::within_cap), so the request is not the delta's alone. An update DynamoDB refuses because its item would pass
     /// 400 KB is sent again with the delta's values for that item counted as `other`, and if
     /// that is refused too, with the item's counts only: no click goes uncounted.
     async fn write_part(
@@ -360,6 +424,7 @@ impl DynamoStore {
         delta: &ClickDelta,
         part: usize,
         mut writes: Vec<RollupWrite>,
+        folded: bool,
     ) -> Result<Written, StoreError> {
         let token = if part == 0 {
             delta.token.clone()
@@ -407,12 +472,13 @@ impl DynamoStore {
             for write in &writes {
                 items.push(self.rollup_update(&delta.code, write)?);
             }
-            // A changed request needs a token of its own: DynamoDB refuses a token reused
-            // for another request. Its token item still makes it count once.
-            let request_token = if part == 0 && shrunk == 0 {
+            // A request that is not the delta's alone needs a token of its own: DynamoDB
+            // refuses a token reused for another request. Its token item still makes it count
+            // once.
+            let request_token = if part == 0 && shrunk == 0 && !folded {
                 delta.token.clone()
             } else {
-                derived_request_token(&delta.token, part, shrunk)
+                derived_request_token(&delta.token, part, &writes)
             };
             let result = self
                 .call(Class::Clicks, || {
@@ -811,12 +877,21 @@ const SKETCH_ROUNDS: u32 = 5;
 /// because it would pass 400 KB.
 const VALIDATION_ERROR: &str = "ValidationError";
 
-/// The `ClientRequestToken` of one transaction of a delta other than its first as first sent
-/// (at most 36 characters, as DynamoDB requires): the same for every resend of it.
-fn derived_request_token(token: &str, part: usize, shrunk: usize) -> String {
+/// The `ClientRequestToken` of a transaction of a delta that is not its first as the delta
+/// alone makes it (at most 36 characters, as DynamoDB requires): the same for every resend of
+/// the same request.
+fn derived_request_token(token: &str, part: usize, writes: &[RollupWrite]) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{token}\0{part}\0{shrunk}").as_bytes());
+    let digest = sha2::Sha256::digest(format!("{token}\0{part}\0{writes:?}").as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A delta's hours and days as written (see [`DynamoStore::within_cap`]).
+struct Capped {
+    hours: Vec<(u32, Rollup)>,
+    days: Vec<(u32, Rollup)>,
+    /// Some values were counted as `other`.
+    folded: bool,
 }
 
 /// The rollups of `items` (rollup and sketch items, by sort key), by their `number`

@@ -18,7 +18,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::item::{DAY_PREFIX, Item, TTL_ATTRIBUTE, n, number};
-use crate::analytics::{Dimension, OTHER, Rollup, Uniques};
+use crate::analytics::{Dimension, OTHER, Rollup, Uniques, Values};
 use crate::clock;
 
 pub(super) const HOUR_PREFIX: &str = "h#";
@@ -251,6 +251,36 @@ pub(super) fn plan(
     parts.into_iter().map(|(part, _)| part).collect()
 }
 
+/// `delta` with the values it would add to an item that has `stored`'s past `cap` values of a
+/// dimension counted as `other` (the values the item has already are added to as they are);
+/// `None` when it adds none past the cap.
+pub(super) fn within_cap(stored: &Rollup, delta: &Rollup, cap: usize) -> Option<Rollup> {
+    let mut capped = delta.clone();
+    let mut changed = false;
+    for (values, there) in capped.dims.iter_mut().zip(&stored.dims) {
+        let mut distinct = there.iter().filter(|(v, _)| &**v != OTHER).count();
+        let (mut kept, mut other): (Values, u64) = (Vec::new(), 0);
+        for (value, count) in values.drain(..) {
+            let known = &*value == OTHER || there.binary_search_by(|(v, _)| v.cmp(&value)).is_ok();
+            if known || distinct < cap {
+                distinct += usize::from(!known);
+                kept.push((value, count));
+            } else {
+                other += count;
+                changed = true;
+            }
+        }
+        if other > 0 {
+            match kept.binary_search_by(|(v, _)| (**v).cmp(OTHER)) {
+                Ok(i) => kept[i].1 += other,
+                Err(i) => kept.insert(i, (OTHER.into(), other)),
+            }
+        }
+        *values = kept;
+    }
+    changed.then_some(capped)
+}
+
 /// A rollup item's counts and values (values sorted, uncapped), without its visitors.
 pub(super) fn parse_rollup(item: &Item) -> Rollup {
     let mut rollup = Rollup {
@@ -374,6 +404,34 @@ mod tests {
         let hours: Vec<(u32, Rollup)> = (0..150).map(|h| (h, Rollup::count_only(1))).collect();
         let parts = plan(&hours, &[], |_| 0);
         assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), vec![98, 52]);
+    }
+
+    #[test]
+    fn an_item_at_the_cap_takes_no_new_values_but_adds_to_those_it_has() {
+        let mut stored = Rollup::default();
+        for referrer in ["a.example", "b.example"] {
+            stored.dims[0].push((referrer.into(), 5));
+        }
+        let mut delta = Rollup::default();
+        for referrer in ["a.example", "c.example", "d.example", OTHER] {
+            delta.dims[0].push((referrer.into(), 1));
+        }
+        delta.dims[0].sort_unstable();
+        let capped = within_cap(&stored, &delta, 2).expect("over the cap");
+        assert_eq!(
+            capped.dims[0],
+            vec![("a.example".into(), 1), (OTHER.into(), 3)]
+        );
+        let room = within_cap(&stored, &delta, 3).expect("one more fits");
+        assert_eq!(
+            room.dims[0],
+            vec![
+                ("a.example".into(), 1),
+                ("c.example".into(), 1),
+                (OTHER.into(), 2)
+            ]
+        );
+        assert!(within_cap(&stored, &delta, 4).is_none(), "all fit");
     }
 
     #[test]
