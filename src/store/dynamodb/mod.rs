@@ -36,7 +36,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, DeleteRequest, Put, PutRequest, ReturnValue,
+    AttributeValue, DeleteRequest, Put, PutRequest, ReturnValue,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -415,7 +415,7 @@ impl DynamoStore {
     }
 
     /// One transaction of a delta's counts: the first adds to the link's total, a later one
-    /// checks that the link exists. `folded`: values of the delta were counted as `other` by
+    /// only checks that the link exists. `folded`: values of the delta were counted as `other` by
     /// [`within_cap`](Self::within_cap), so the request is not the delta's alone. An update DynamoDB refuses because its item would pass
     /// 400 KB is sent again with the delta's values for that item counted as `other`, and if
     /// that is refused too, with the item's counts only: no click goes uncounted.
@@ -456,12 +456,16 @@ impl DynamoStore {
                 )
                 .build()
         } else {
+            // Adding 0 changes nothing: a check that the link exists, with no permission
+            // beyond `UpdateItem` (a `ConditionCheck` needs `ConditionCheckItem`).
             TransactWriteItem::builder()
-                .condition_check(
-                    ConditionCheck::builder()
+                .update(
+                    Update::builder()
                         .table_name(&self.table)
                         .set_key(Some(key(delta.code.clone(), LINK_SK)))
+                        .update_expression("ADD clicks :none")
                         .condition_expression("attribute_exists(pk)")
+                        .expression_attribute_values(":none", n(0))
                         .build()
                         .map_err(build_error)?,
                 )
