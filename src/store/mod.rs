@@ -24,7 +24,7 @@ pub use embedded::EmbeddedStore;
 pub use purge::start_purging;
 
 use crate::analytics::Rollup;
-use crate::config::{AnalyticsSettings, Backend, StoreSettings};
+use crate::config::{Backend, StoreSettings};
 use crate::telemetry::Metrics;
 
 /// A stored short link: the one declaration of a link's fields. Every other form of a link is
@@ -316,6 +316,33 @@ impl ClickDelta {
     }
 }
 
+/// What the rollups are held to.
+#[derive(Debug, Clone, Copy)]
+pub struct ClickLimits {
+    /// Values kept per dimension per rollup (`analytics.max_values_per_dimension`).
+    pub max_values: usize,
+    /// Hours hourly rollups are kept (`analytics.hourly_retention_days` x 24).
+    pub retention_hours: u32,
+}
+
+impl Default for ClickLimits {
+    fn default() -> Self {
+        Self {
+            max_values: 50,
+            retention_hours: 30 * 24,
+        }
+    }
+}
+
+impl ClickLimits {
+    pub fn of(settings: &crate::config::AnalyticsSettings) -> Self {
+        Self {
+            max_values: settings.max_values_per_dimension,
+            retention_hours: settings.hourly_retention_days.saturating_mul(24),
+        }
+    }
+}
+
 /// A link's rollups over a period, as stored (see [`LinkStore::analytics`]).
 #[derive(Debug, Clone, Default)]
 pub struct Analytics {
@@ -531,21 +558,29 @@ pub trait LinkStore: Send + Sync + 'static {
 }
 
 /// Opens the backend the settings name, checking that its schema exists. The store reports
-/// its calls (admission, retries) in `metrics`; `analytics` bounds the rollups it keeps.
+/// its calls (admission, retries) in `metrics`.
 #[cfg_attr(not(feature = "dynamodb"), allow(unused_variables))]
 pub async fn open(
     settings: &StoreSettings,
-    analytics: &AnalyticsSettings,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn LinkStore>, StoreError> {
+    open_with(settings, ClickLimits::default(), metrics).await
+}
+
+/// As [`open`], holding click rollups to `clicks` (from the `analytics` settings).
+pub async fn open_with(
+    settings: &StoreSettings,
+    clicks: ClickLimits,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn LinkStore>, StoreError> {
     match settings.backend {
         Backend::Embedded => {
-            let store = EmbeddedStore::from_settings(settings)?;
+            let store = EmbeddedStore::from_settings(settings, clicks)?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "dynamodb")]
         Backend::Dynamodb => {
-            let store = DynamoStore::connect(settings, analytics, metrics).await?;
+            let store = DynamoStore::connect(settings, clicks, metrics).await?;
             store.verify_table().await?;
             Ok(Arc::new(store))
         }
@@ -559,7 +594,7 @@ pub async fn open(
 pub async fn init(settings: &StoreSettings) -> Result<Vec<String>, StoreError> {
     match settings.backend {
         Backend::Embedded => {
-            let store = EmbeddedStore::from_settings(settings)?;
+            let store = EmbeddedStore::from_settings(settings, ClickLimits::default())?;
             store.close().await;
             Ok(vec![format!(
                 "embedded store ready at {}",
@@ -570,7 +605,7 @@ pub async fn init(settings: &StoreSettings) -> Result<Vec<String>, StoreError> {
         Backend::Dynamodb => {
             let store = DynamoStore::connect(
                 settings,
-                &AnalyticsSettings::default(),
+                ClickLimits::default(),
                 Arc::new(Metrics::default()),
             )
             .await?;

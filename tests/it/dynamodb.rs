@@ -15,6 +15,7 @@ use crate::harness::{
     ADMIN_TOKEN, Backend, DynamoLocal, RedisServer, TestApp, TestStore, assert_problem, code_of,
     eventually, metric, spawn_app_at, spawn_app_on, unique_name, with_clock_skew_bound,
 };
+use kurz::analytics::Rollup;
 use kurz::config::Secret;
 use kurz::store::{ClickDelta, StoreError};
 use serde_json::{Value, json};
@@ -296,13 +297,16 @@ async fn a_click_flush_gives_up_on_a_stalled_dynamodb_after_one_round_of_timeout
     settings.store.timeout = Duration::from_secs(1);
     settings.store.dynamodb.attempt_timeout = Duration::from_millis(400);
     settings.store.dynamodb.flush_concurrency = NonZeroUsize::new(2).expect("non-zero");
-    let links = kurz::store::open(&settings.store, &settings.analytics, Default::default())
+    let links = kurz::store::open(&settings.store, Default::default())
         .await
         .expect("store opens");
     let deltas: Vec<ClickDelta> = (0..40)
         .map(|i| ClickDelta {
             token: format!("stalled-flush-{i}"),
-            ..ClickDelta::count_only(&format!("stalled{i}"), 1, 20_000 * 86_400_000)
+            code: format!("stalled{i}"),
+            count: 1,
+            last_click_ms: 0,
+            hours: vec![(20_000 * 24, Rollup::count_only(1))],
         })
         .collect();
 
@@ -494,7 +498,7 @@ async fn a_click_delta_sent_again_after_its_request_token_expired_counts_once() 
     let proxy = crate::harness::ChaosProxy::start(&store.endpoint).await;
     let mut settings = store.settings();
     settings.store.dynamodb.endpoint_url = Some(proxy.url());
-    let links = kurz::store::open(&settings.store, &settings.analytics, Default::default())
+    let links = kurz::store::open(&settings.store, Default::default())
         .await
         .expect("store opens");
     let link = kurz::store::Link {
@@ -507,7 +511,10 @@ async fn a_click_delta_sent_again_after_its_request_token_expired_counts_once() 
     let flush = |token: &'static str, count: u64| {
         let delta = ClickDelta {
             token: token.into(),
-            ..ClickDelta::count_only("counted1", count, 20_000 * 86_400_000 + 5)
+            code: "counted1".into(),
+            count,
+            last_click_ms: 5,
+            hours: vec![(20_000 * 24, Rollup::count_only(count))],
         };
         let links = Arc::clone(&links);
         async move { links.add_clicks(&[delta]).await.expect("a flush") }
@@ -738,9 +745,13 @@ async fn analytics_store(
     let mut settings = store.settings();
     settings.store.dynamodb.endpoint_url = Some(proxy.url());
     settings.analytics.max_values_per_dimension = max_values;
-    let links = kurz::store::open(&settings.store, &settings.analytics, Default::default())
-        .await
-        .expect("store opens");
+    let links = kurz::store::open_with(
+        &settings.store,
+        kurz::store::ClickLimits::of(&settings.analytics),
+        Default::default(),
+    )
+    .await
+    .expect("store opens");
     (store, proxy, links)
 }
 
@@ -1231,9 +1242,13 @@ async fn visitors_merged_by_two_instances_at_once_are_all_counted() {
     let (store, proxy, slow) = analytics_store(50).await;
     let mut settings = store.settings();
     settings.store.dynamodb.endpoint_url = Some(store.endpoint.clone());
-    let fast = kurz::store::open(&settings.store, &settings.analytics, Default::default())
-        .await
-        .expect("store opens");
+    let fast = kurz::store::open_with(
+        &settings.store,
+        kurz::store::ClickLimits::of(&settings.analytics),
+        Default::default(),
+    )
+    .await
+    .expect("store opens");
     insert_link(&slow, "raced1").await;
     let hour = kurz::analytics::hour_of(kurz::clock::system_now_ms());
     let delta = |token: &str, visitors: std::ops::Range<u32>| {

@@ -284,7 +284,7 @@ async fn a_settings_key_is_migrated_and_keeps_its_links(backend: Backend) {
     // A store as kurz left it before keys lived in it: links owned by the settings key under
     // its keyed fingerprint and, older, under its unkeyed SHA-256 prefix.
     let settings = store.settings();
-    let raw = kurz::store::open(&settings.store, &settings.analytics, Default::default())
+    let raw = kurz::store::open(&settings.store, Default::default())
         .await
         .expect("store");
     let owner_key = kurz::secrets::ensure(&*raw, None)

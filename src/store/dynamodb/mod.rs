@@ -58,12 +58,12 @@ use self::item::{
 use self::retry::{RetryBudget, backoff};
 use self::rollups::{RollupWrite, SKETCH, SKETCH_VERSION};
 use super::{
-    Analytics, ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome,
-    InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
-    StoredKey,
+    Analytics, ClickDelta, ClickLimits, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord,
+    ImportOutcome, InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope,
+    ReplaceOutcome, StoreError, StoredKey,
 };
 use crate::analytics::{Rollup, Uniques};
-use crate::config::{AnalyticsSettings, StoreSettings};
+use crate::config::StoreSettings;
 use crate::telemetry::Metrics;
 
 /// The DynamoDB operations `kurz serve` makes: what its IAM role must allow, and no more.
@@ -101,7 +101,7 @@ impl DynamoStore {
     /// Builds the client (no network call yet).
     pub async fn connect(
         settings: &StoreSettings,
-        analytics: &AnalyticsSettings,
+        clicks: ClickLimits,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let dynamo = &settings.dynamodb;
@@ -154,8 +154,8 @@ impl DynamoStore {
             purge_after_ms: Some(settings.purge_expired_after)
                 .filter(|after| !after.is_zero())
                 .map(|after| i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
-            max_values: analytics.max_values_per_dimension,
-            hourly_retention_s: i64::from(analytics.hourly_retention_days) * 86_400,
+            max_values: clicks.max_values,
+            hourly_retention_s: i64::from(clicks.retention_hours) * 3_600,
         })
     }
 
