@@ -471,7 +471,10 @@ impl DynamoStore {
                 )
                 .build()
         };
-        for shrunk in 0..=2 {
+        // 0: as the delta has it; 1: its values of an item too large counted as `other`; 2:
+        // that item's counts only.
+        let mut shrunk = 0;
+        loop {
             let mut items = vec![once.clone(), link.clone()];
             for write in &writes {
                 items.push(self.rollup_update(&delta.code, write)?);
@@ -538,8 +541,8 @@ impl DynamoStore {
                 "a click rollup item is too large for more values: this delta's values {}",
                 if shrunk == 0 { "count as `other`" } else { "are dropped, its clicks counted" }
             );
+            shrunk += 1;
         }
-        unreachable!("the loop returns by its third round")
     }
 
     fn rollup_update(
@@ -887,7 +890,7 @@ const VALIDATION_ERROR: &str = "ValidationError";
 fn derived_request_token(token: &str, part: usize, writes: &[RollupWrite]) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(format!("{token}\0{part}\0{writes:?}").as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..16])
 }
 
 /// A delta's hours and days as written (see [`DynamoStore::within_cap`]).
