@@ -1300,3 +1300,28 @@ async fn visitors_merged_by_two_instances_at_once_are_all_counted() {
     }
     assert_eq!((read.hourly.len(), read.daily.len()), (1, 1));
 }
+
+/// A deleted secret is gone (the day's visitor key, forgotten once its day is over): the next
+/// instance to ask stores its own candidate; deleting one that is not there is no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_secret_is_gone_and_the_next_candidate_is_stored() {
+    let (_store, _proxy, links) = analytics_store(50).await;
+    let name = "analytics-visitor-key-2026-12-01";
+    assert_eq!(
+        links.secret(name, b"first").await.expect("secret"),
+        b"first"
+    );
+    assert_eq!(
+        links.secret(name, b"other").await.expect("secret"),
+        b"first"
+    );
+    links.delete_secret(name).await.expect("delete");
+    assert_eq!(
+        links.secret(name, b"second").await.expect("secret"),
+        b"second"
+    );
+    links
+        .delete_secret("never-stored")
+        .await
+        .expect("nothing to delete");
+}
