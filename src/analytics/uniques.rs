@@ -90,6 +90,25 @@ impl Uniques {
         }
     }
 
+    /// The stored form (compact binary; empty for no visitors).
+    pub fn encode(&self) -> Vec<u8> {
+        if self.0.is_none() {
+            return Vec::new();
+        }
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.is_empty() {
+            return Ok(Self::default());
+        }
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// The estimated number of distinct visitors.
     pub fn estimate(&mut self) -> u64 {
         self.0

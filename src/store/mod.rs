@@ -586,7 +586,7 @@ pub async fn open_with(
         }
         #[cfg(feature = "dynamodb")]
         Backend::Dynamodb => {
-            let store = DynamoStore::connect(settings, metrics).await?;
+            let store = DynamoStore::connect(settings, clicks, metrics).await?;
             store.verify_table().await?;
             Ok(Arc::new(store))
         }
@@ -609,7 +609,12 @@ pub async fn init(settings: &StoreSettings) -> Result<Vec<String>, StoreError> {
         }
         #[cfg(feature = "dynamodb")]
         Backend::Dynamodb => {
-            let store = DynamoStore::connect(settings, Arc::new(Metrics::default())).await?;
+            let store = DynamoStore::connect(
+                settings,
+                ClickLimits::default(),
+                Arc::new(Metrics::default()),
+            )
+            .await?;
             store.init().await
         }
         #[cfg(not(feature = "dynamodb"))]

@@ -710,3 +710,618 @@ async fn an_instance_whose_clock_is_off_dynamodb_is_not_ready_with_redis_or_with
     on_time.stop().await;
     ahead.stop().await;
 }
+
+/// A click of `referrer` from `country`, classified: what the flusher folds into a rollup.
+fn classified(bot: bool, referrer: &str, country: &str) -> kurz::analytics::Classified {
+    kurz::analytics::Classified {
+        bot,
+        values: [
+            referrer.into(),
+            country.into(),
+            "mobile".into(),
+            "Safari".into(),
+            "iOS".into(),
+        ],
+    }
+}
+
+/// Visitor `n`'s hash, as the flusher makes it: keyed, uniform.
+fn visitor(n: u32) -> u64 {
+    kurz::analytics::uniques::DayKey::new(1, b"a test's visitor key")
+        .visitor(std::net::IpAddr::from(n.to_be_bytes()), "Mozilla/5.0")
+}
+
+/// A store on a fresh table of the shared DynamoDB Local, reached through a chaos proxy,
+/// keeping `max_values` values per dimension.
+async fn analytics_store(
+    max_values: usize,
+) -> (
+    TestStore,
+    crate::harness::ChaosProxy,
+    Arc<dyn kurz::store::LinkStore>,
+) {
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let proxy = crate::harness::ChaosProxy::start(&store.endpoint).await;
+    let mut settings = store.settings();
+    settings.store.dynamodb.endpoint_url = Some(proxy.url());
+    settings.analytics.max_values_per_dimension = max_values;
+    let links = kurz::store::open_with(
+        &settings.store,
+        kurz::store::ClickLimits::of(&settings.analytics),
+        Default::default(),
+    )
+    .await
+    .expect("store opens");
+    (store, proxy, links)
+}
+
+async fn insert_link(links: &Arc<dyn kurz::store::LinkStore>, code: &str) {
+    let link = kurz::store::Link {
+        code: code.into(),
+        url: format!("https://example.com/{code}"),
+        created_at_ms: kurz::clock::system_now_ms(),
+        ..Default::default()
+    };
+    links.insert(&link, None).await.expect("insert");
+}
+
+/// Every item under `code`, by sort key.
+async fn items_under(
+    store: &TestStore,
+    code: &str,
+) -> Vec<(
+    String,
+    HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+)> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = crate::harness::sdk_client(&store.endpoint)
+            .query()
+            .table_name(&store.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", attr(code))
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .expect("query");
+        for item in page.items() {
+            let sk = item["sk"].as_s().expect("sk").clone();
+            items.push((sk, item.clone()));
+        }
+        match page.last_evaluated_key() {
+            Some(last) if !last.is_empty() => start = Some(last.clone()),
+            _ => return items,
+        }
+    }
+}
+
+/// A delta over two hours on two days, with 250 referrers in the first (more than one update
+/// of an item takes, so it is written in three transactions), bots, and visitors: `analytics`
+/// reads back each hour and day with its counts, every value, and the visitors (each day's
+/// hours merged); `stats` still has the totals. The same delta sent again, after DynamoDB has
+/// forgotten its request token too, changes nothing: not a count, not the visitors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_details_land_per_hour_and_day_and_a_resent_delta_counts_nothing_twice() {
+    use kurz::analytics::{Dimension, Rollup};
+    let (_store, proxy, links) = analytics_store(300).await;
+    insert_link(&links, "rolled1").await;
+    // Within the hourly retention (30 days): older hours are not shown.
+    let today = kurz::clock::day_of(kurz::clock::system_now_ms());
+    let late = (today - 1) * 24 + 23; // the last hour of yesterday
+    let early = today * 24; // the first of today
+    let mut first = Rollup::default();
+    for i in 0..250 {
+        first.add(
+            &classified(false, &format!("r{i:03}.example"), "DE"),
+            visitor(i),
+            300,
+        );
+    }
+    first.add(&classified(true, "direct", "US"), visitor(999), 300);
+    let mut second = Rollup::default();
+    for (n, country) in [(1, "FR"), (2, "FR"), (1_000, "SE")] {
+        second.add(&classified(false, "direct", country), visitor(n), 300);
+    }
+    second.add(&classified(true, "direct", "US"), visitor(999), 300);
+    let delta = ClickDelta {
+        token: "rollups-a".into(),
+        code: "rolled1".into(),
+        count: 255,
+        last_click_ms: i64::from(early) * 3_600_000 + 5,
+        hours: vec![(late, first.clone()), (early, second.clone())],
+    };
+
+    let check = || async {
+        let read = links
+            .analytics("rolled1", late - 3, early + 3)
+            .await
+            .expect("analytics")
+            .expect("the link exists");
+        let hours: Vec<(u32, u64, u64, u64)> = read
+            .hourly
+            .iter()
+            .map(|(h, r)| (*h, r.clicks, r.humans, r.bots))
+            .collect();
+        assert_eq!(hours, vec![(late, 251, 250, 1), (early, 4, 3, 1)]);
+        let days: Vec<(u32, u64, u64, u64)> = read
+            .daily
+            .iter()
+            .map(|(d, r)| (*d, r.clicks, r.humans, r.bots))
+            .collect();
+        assert_eq!(days, vec![(today - 1, 251, 250, 1), (today, 4, 3, 1)]);
+        for (got, wrote) in [(&read.hourly[0].1, &first), (&read.hourly[1].1, &second)] {
+            assert_eq!(got.dims, wrote.dims, "every value, sorted");
+        }
+        assert_eq!(read.daily[1].1.values(Dimension::Country).len(), 2);
+        let mut estimates = Vec::new();
+        for (_, rollup) in read.hourly.iter().chain(&read.daily) {
+            estimates.push(rollup.uniques.clone().estimate());
+        }
+        assert_eq!(
+            estimates,
+            vec![
+                first.uniques.clone().estimate(),
+                3,
+                first.uniques.clone().estimate(),
+                3
+            ]
+        );
+        let stats = links.stats("rolled1").await.expect("stats").expect("link");
+        assert_eq!(stats.total_clicks, 255);
+        assert_eq!(stats.daily, vec![(today - 1, 251), (today, 4)]);
+        read
+    };
+    links
+        .add_clicks(std::slice::from_ref(&delta))
+        .await
+        .expect("a flush");
+    let once = check().await;
+    assert!(
+        (245..=255).contains(&once.hourly[0].1.uniques.clone().estimate()),
+        "250 visitors"
+    );
+    // Within the token's window, DynamoDB's request token; past it, the token's items.
+    links
+        .add_clicks(std::slice::from_ref(&delta))
+        .await
+        .expect("a resend");
+    check().await;
+    proxy.rewrite_requests(
+        r#""ClientRequestToken":"rollups-a""#,
+        r#""ClientRequestToken":"rollups-A""#,
+    );
+    links
+        .add_clicks(std::slice::from_ref(&delta))
+        .await
+        .expect("a late resend");
+    check().await;
+
+    // Visitors of another delta on the same day merge with those there.
+    let mut more = Rollup::default();
+    more.add(&classified(false, "direct", "FR"), visitor(1), 300);
+    more.add(&classified(false, "direct", "FR"), visitor(2_000), 300);
+    let another = ClickDelta {
+        token: "rollups-b".into(),
+        code: "rolled1".into(),
+        count: 2,
+        last_click_ms: i64::from(early) * 3_600_000 + 9,
+        hours: vec![(early, more)],
+    };
+    links.add_clicks(&[another]).await.expect("a flush");
+    let read = links
+        .analytics("rolled1", early, early)
+        .await
+        .expect("analytics")
+        .expect("the link exists");
+    assert_eq!(read.hourly.len(), 1, "only the hours asked for");
+    let (_, hour) = &read.hourly[0];
+    assert_eq!((hour.clicks, hour.humans), (6, 5));
+    assert_eq!(hour.uniques.clone().estimate(), 4, "visitor 1 counted once");
+    assert_eq!(
+        hour.values(Dimension::Country),
+        &vec![("FR".into(), 4), ("SE".into(), 1)]
+    );
+    assert_eq!(read.daily.len(), 1, "the day of the hours asked for");
+
+    // Hours past `analytics.hourly_retention_days` are not shown (before DynamoDB's TTL
+    // removes them); their day is.
+    let old_hour = early - 31 * 24;
+    let old = ClickDelta {
+        token: "rollups-old".into(),
+        ..ClickDelta::count_only("rolled1", 1, i64::from(old_hour) * 3_600_000)
+    };
+    links.add_clicks(&[old]).await.expect("a flush");
+    let read = links
+        .analytics("rolled1", old_hour, old_hour)
+        .await
+        .expect("analytics")
+        .expect("the link exists");
+    assert_eq!(read.hourly.len(), 0, "past the retention");
+    let days: Vec<(u32, u64)> = read.daily.iter().map(|(d, r)| (*d, r.clicks)).collect();
+    assert_eq!(days, vec![(today - 31, 1)]);
+    assert!(
+        links
+            .analytics("no-such-link", late, early)
+            .await
+            .expect("analytics")
+            .is_none()
+    );
+}
+
+/// An item gathers values over many flushes and keeps at most
+/// `analytics.max_values_per_dimension` of each dimension: once it has that many, a flush's
+/// new values are added to its `other`, and a read caps what it finds the same way (an item
+/// written past the cap by flushes in flight at once), the least clicked as `other`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_keeps_at_most_the_cap_of_values_over_many_flushes_and_reads() {
+    use kurz::analytics::{Dimension, OTHER, Rollup};
+    let (store, _proxy, links) = analytics_store(2).await;
+    insert_link(&links, "capped1").await;
+    let hour = kurz::analytics::hour_of(kurz::clock::system_now_ms());
+    for (i, referrers) in [["a.example", "b.example"], ["c.example", "a.example"]]
+        .iter()
+        .enumerate()
+    {
+        let mut rollup = Rollup::default();
+        for (n, referrer) in referrers.iter().enumerate() {
+            rollup.add(&classified(false, referrer, "DE"), visitor(n as u32), 2);
+        }
+        let delta = ClickDelta {
+            token: format!("capped-{i}"),
+            code: "capped1".into(),
+            count: 2,
+            last_click_ms: i64::from(hour) * 3_600_000,
+            hours: vec![(hour, rollup)],
+        };
+        links.add_clicks(&[delta]).await.expect("a flush");
+    }
+    let read = links
+        .analytics("capped1", hour, hour)
+        .await
+        .expect("analytics")
+        .expect("link");
+    let expected = vec![
+        ("a.example".into(), 2),
+        ("b.example".into(), 1),
+        (OTHER.into(), 1),
+    ];
+    assert_eq!(read.hourly[0].1.values(Dimension::Referrer), &expected);
+    assert_eq!(read.daily[0].1.values(Dimension::Referrer), &expected);
+    let items = items_under(&store, "capped1").await;
+    for (sk, item) in items
+        .iter()
+        .filter(|(sk, _)| sk != "link" && !sk.ends_with("#u"))
+    {
+        let mut referrers: Vec<&str> = item
+            .keys()
+            .filter_map(|name| name.strip_prefix("d.referrer."))
+            .collect();
+        referrers.sort_unstable();
+        assert_eq!(referrers, vec!["a.example", "b.example", "other"], "{sk}");
+    }
+
+    // Three values on an item, as two flushes at once can leave it: read as two and `other`.
+    let earlier = hour - 1;
+    let n = |v: u64| aws_sdk_dynamodb::types::AttributeValue::N(v.to_string());
+    crate::harness::sdk_client(&store.endpoint)
+        .put_item()
+        .table_name(&store.table)
+        .item("pk", attr("capped1"))
+        .item(
+            "sk",
+            attr(&format!(
+                "h#{}T{:02}",
+                kurz::clock::format_day(earlier / 24),
+                earlier % 24
+            )),
+        )
+        .item("hour", n(u64::from(earlier)))
+        .item("clicks", n(6))
+        .item("humans", n(6))
+        .item("d.referrer.x.example", n(3))
+        .item("d.referrer.y.example", n(2))
+        .item("d.referrer.z.example", n(1))
+        .send()
+        .await
+        .expect("an item past the cap");
+    let read = links
+        .analytics("capped1", earlier, earlier)
+        .await
+        .expect("analytics")
+        .expect("link");
+    assert_eq!(
+        read.hourly[0].1.values(Dimension::Referrer),
+        &vec![
+            (OTHER.into(), 1),
+            ("x.example".into(), 3),
+            ("y.example".into(), 2)
+        ],
+        "sorted by value"
+    );
+}
+
+/// A delete removes the link's hour items, day items and their visitors' sketches; and a
+/// link made under a code whose earlier link DynamoDB's TTL removed does not show the
+/// earlier one's hours or days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_or_expired_links_hour_items_and_sketches_go() {
+    use kurz::analytics::Rollup;
+    let (store, _proxy, links) = analytics_store(50).await;
+    let write = |code: &'static str, token: &'static str, hour: u32| {
+        let mut rollup = Rollup::default();
+        rollup.add(&classified(false, "direct", "DE"), visitor(7), 50);
+        let delta = ClickDelta {
+            token: token.into(),
+            code: code.into(),
+            count: 1,
+            last_click_ms: i64::from(hour) * 3_600_000,
+            hours: vec![(hour, rollup)],
+        };
+        let links = Arc::clone(&links);
+        async move { links.add_clicks(&[delta]).await.expect("a flush") }
+    };
+    let now_hour = kurz::analytics::hour_of(kurz::clock::system_now_ms());
+    let kinds = |items: &[(
+        String,
+        HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    )]| {
+        let mut kinds: Vec<String> = items
+            .iter()
+            .map(|(sk, _)| {
+                let kind = sk.split('#').next().unwrap_or_default();
+                if sk.ends_with("#u") {
+                    format!("{kind} sketch")
+                } else {
+                    kind.to_owned()
+                }
+            })
+            .collect();
+        kinds.sort();
+        kinds
+    };
+
+    insert_link(&links, "deleted1").await;
+    write("deleted1", "deleted-a", now_hour).await;
+    let items = items_under(&store, "deleted1").await;
+    assert_eq!(
+        kinds(&items),
+        vec!["day", "day sketch", "h", "h sketch", "link"]
+    );
+    // The hour item and its sketch end by TTL, `analytics.hourly_retention_days` after the hour.
+    for (sk, item) in &items {
+        if sk.starts_with("h#") {
+            let ttl: i64 = item["expires_at"].as_n().expect("ttl").parse().expect("n");
+            assert_eq!(ttl, (i64::from(now_hour) + 1) * 3_600 + 30 * 86_400, "{sk}");
+        }
+    }
+    assert_eq!(
+        links
+            .delete("deleted1")
+            .await
+            .expect("delete")
+            .map(|l| l.code)
+            .as_deref(),
+        Some("deleted1")
+    );
+    assert_eq!(
+        kinds(&items_under(&store, "deleted1").await),
+        Vec::<String>::new()
+    );
+
+    // Removed by TTL: only its link item goes.
+    insert_link(&links, "expired1").await;
+    write("expired1", "expired-a", now_hour - 48).await;
+    crate::harness::sdk_client(&store.endpoint)
+        .delete_item()
+        .table_name(&store.table)
+        .key("pk", attr("expired1"))
+        .key("sk", attr("link"))
+        .send()
+        .await
+        .expect("the TTL's delete");
+    let again = kurz::store::Link {
+        code: "expired1".into(),
+        url: "https://example.com/again".into(),
+        created_at_ms: kurz::clock::system_now_ms(),
+        ..Default::default()
+    };
+    links.insert(&again, None).await.expect("insert");
+    // Clicks on the new link, in the hour it was made (on an hour boundary, not `now_hour`).
+    let again_hour = kurz::analytics::hour_of(again.created_at_ms);
+    write("expired1", "expired-b", again_hour).await;
+    links.forget_earlier_stats(&again).await.expect("forget");
+    let kept = items_under(&store, "expired1").await;
+    assert_eq!(
+        kinds(&kept),
+        vec!["day", "day sketch", "h", "h sketch", "link"],
+        "only the new link's: {:?}",
+        kept.iter().map(|(sk, _)| sk).collect::<Vec<_>>()
+    );
+    let read = links
+        .analytics("expired1", now_hour - 72, again_hour)
+        .await
+        .expect("analytics")
+        .expect("link");
+    assert_eq!(
+        read.hourly.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
+        vec![again_hour]
+    );
+}
+
+/// An item near DynamoDB's 400 KB takes no more values: the delta's values for it count as
+/// `other` instead, and its clicks are all counted; the other items of the delta keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_item_too_large_for_more_values_counts_them_as_other() {
+    use kurz::analytics::Rollup;
+    // A cap the item is far from, so that only its size stops new values.
+    let (store, _proxy, links) = analytics_store(1_000).await;
+    insert_link(&links, "full1").await;
+    let day = 20_000;
+    // 402 values of 1,000 bytes: 393 KiB of DynamoDB's 400 (409,600 bytes); the delta's 20
+    // referrers of 500 bytes would make it 403.
+    let mut put = crate::harness::sdk_client(&store.endpoint)
+        .put_item()
+        .table_name(&store.table)
+        .item("pk", attr("full1"))
+        .item("sk", attr("day#2024-10-04"))
+        .item(
+            "day",
+            aws_sdk_dynamodb::types::AttributeValue::N(day.to_string()),
+        )
+        .item(
+            "clicks",
+            aws_sdk_dynamodb::types::AttributeValue::N("402".into()),
+        )
+        .item(
+            "humans",
+            aws_sdk_dynamodb::types::AttributeValue::N("402".into()),
+        );
+    for i in 0..402 {
+        put = put.item(
+            format!("d.referrer.{i:03}{}", "x".repeat(985)),
+            aws_sdk_dynamodb::types::AttributeValue::N("1".into()),
+        );
+    }
+    put.send().await.expect("a day item near 400 KB");
+    let mut rollup = Rollup::default();
+    for i in 0..20 {
+        let referrer = format!("{i:02}{}", "y".repeat(498));
+        rollup.add(&classified(false, &referrer, "DE"), visitor(i), 50);
+    }
+    let hour = day * 24 + 5;
+    let delta = ClickDelta {
+        token: "full-a".into(),
+        code: "full1".into(),
+        count: 20,
+        last_click_ms: i64::from(hour) * 3_600_000,
+        hours: vec![(hour, rollup)],
+    };
+    links.add_clicks(&[delta]).await.expect("a flush");
+
+    let items = items_under(&store, "full1").await;
+    let (_, day_item) = items
+        .iter()
+        .find(|(sk, _)| sk == "day#2024-10-04")
+        .expect("the day item");
+    let number = |name: &str| -> Option<u64> { day_item.get(name)?.as_n().ok()?.parse().ok() };
+    assert_eq!(number("clicks"), Some(422), "every click counted");
+    assert_eq!(number("humans"), Some(422));
+    assert_eq!(
+        number("d.referrer.other"),
+        Some(20),
+        "the new referrers as other"
+    );
+    assert_eq!(number("d.country.other"), Some(20));
+    assert!(
+        !day_item.keys().any(|name| name.contains("yyyy")),
+        "no new referrer on the full item"
+    );
+    let (_, hour_item) = items
+        .iter()
+        .find(|(sk, _)| sk == "h#2024-10-04T05")
+        .expect("the hour item");
+    assert_eq!(
+        hour_item
+            .keys()
+            .filter(|name| name.contains("yyyy"))
+            .count(),
+        20,
+        "the hour item keeps its values"
+    );
+}
+
+/// Two instances merging visitors into one sketch at once lose none: the one that read the
+/// sketch before the other wrote it finds its version changed, reads again and merges into
+/// that. (The chaos proxy holds the first instance's answers to its sketch reads until the
+/// second has written.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_merged_by_two_instances_at_once_are_all_counted() {
+    use kurz::analytics::Rollup;
+    let (store, proxy, slow) = analytics_store(50).await;
+    let mut settings = store.settings();
+    settings.store.dynamodb.endpoint_url = Some(store.endpoint.clone());
+    let fast = kurz::store::open_with(
+        &settings.store,
+        kurz::store::ClickLimits::of(&settings.analytics),
+        Default::default(),
+    )
+    .await
+    .expect("store opens");
+    insert_link(&slow, "raced1").await;
+    let hour = kurz::analytics::hour_of(kurz::clock::system_now_ms());
+    let delta = |token: &str, visitors: std::ops::Range<u32>| {
+        let mut rollup = Rollup::default();
+        for n in visitors {
+            rollup.add(&classified(false, "direct", "DE"), visitor(n), 50);
+        }
+        ClickDelta {
+            token: token.into(),
+            code: "raced1".into(),
+            count: rollup.clicks,
+            last_click_ms: i64::from(hour) * 3_600_000,
+            hours: vec![(hour, rollup)],
+        }
+    };
+    // The sort keys of the sketch items end in `#u`; no other request names one.
+    proxy.hold_answers_to(r##"#u""##);
+    let first = tokio::spawn({
+        let (slow, delta) = (Arc::clone(&slow), delta("raced-a", 0..10));
+        async move { slow.add_clicks(&[delta]).await }
+    });
+    eventually(
+        "the hour's and the day's sketch are read",
+        Duration::from_secs(20),
+        || async { proxy.held() >= 2 },
+    )
+    .await;
+    fast.add_clicks(&[delta("raced-b", 100..105)])
+        .await
+        .expect("the second instance's flush");
+    proxy.set(crate::harness::Fault::None);
+    first
+        .await
+        .expect("task")
+        .expect("the first instance's flush");
+
+    let read = fast
+        .analytics("raced1", hour, hour)
+        .await
+        .expect("analytics")
+        .expect("link");
+    for (_, rollup) in read.hourly.iter().chain(&read.daily) {
+        assert_eq!(rollup.humans, 15);
+        assert_eq!(
+            rollup.uniques.clone().estimate(),
+            15,
+            "every visitor of both"
+        );
+    }
+    assert_eq!((read.hourly.len(), read.daily.len()), (1, 1));
+}
+
+/// A deleted secret is gone (the day's visitor key, forgotten once its day is over): the next
+/// instance to ask stores its own candidate; deleting one that is not there is no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_secret_is_gone_and_the_next_candidate_is_stored() {
+    let (_store, _proxy, links) = analytics_store(50).await;
+    let name = "analytics-visitor-key-2026-12-01";
+    assert_eq!(
+        links.secret(name, b"first").await.expect("secret"),
+        b"first"
+    );
+    assert_eq!(
+        links.secret(name, b"other").await.expect("secret"),
+        b"first"
+    );
+    links.delete_secret(name).await.expect("delete");
+    assert_eq!(
+        links.secret(name, b"second").await.expect("secret"),
+        b"second"
+    );
+    links
+        .delete_secret("never-stored")
+        .await
+        .expect("nothing to delete");
+}

@@ -4,7 +4,11 @@
 //!   expires_at (epoch seconds, the TTL attribute: expiry + `store.purge_expired_after_s`,
 //!   none when that is 0), the list indexes' keys (list_owner,
 //!   list_all, list_key), clicks, last_click_ms
-//! - daily count: pk = code,            sk = "day#YYYY-MM-DD"   day (UTC day number), clicks
+//! - daily count: pk = code,            sk = "day#YYYY-MM-DD"   day (UTC day number), clicks,
+//!   humans, bots, `d.{dimension}.{value}` per value (see [`super::rollups`])
+//! - hourly count: pk = code,           sk = "h#YYYY-MM-DDTHH"  hour, expires_at (TTL), and
+//!   as a day's
+//! - visitors:    pk = code,            sk = hour's or day's sk + "#u"  u (sketch), uv (version)
 //! - counter:     pk = "#counter",      sk = "link_ids"         next_id
 //! - idempotency: pk = "#idem#" + key,  sk = "idem"   code, fingerprint, created_at_ms,
 //!   expires_at (TTL)
@@ -405,6 +409,13 @@ mod tests {
             parse_link("plain", &link_item(&plain, PURGE_AFTER)).expect("parses"),
             plain
         );
+        // An item written before `analytics` existed: its clicks record their details.
+        let mut before = link_item(&every_field_set(), PURGE_AFTER);
+        assert_eq!(
+            before.remove("analytics"),
+            Some(AttributeValue::Bool(false))
+        );
+        assert!(parse_link("Ab3_x", &before).expect("parses").analytics);
     }
 
     #[test]

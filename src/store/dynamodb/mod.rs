@@ -14,6 +14,7 @@ mod clock;
 mod error;
 pub mod item;
 mod retry;
+mod rollups;
 mod table;
 
 pub use table::{INDEXES, INIT_OPERATIONS};
@@ -50,16 +51,18 @@ use self::error::{
 use self::item::{
     ALL_INDEX, ALL_INDEX_PK, ALL_SHARDS, COUNTER_PK, COUNTER_SK, DAY_PREFIX, INDEX_SK, Item,
     KEYS_PK, LINK_SK, OWNER_INDEX, OWNER_INDEX_PK, OWNER_SHARDS, PARTITION_KEY, SECRET_VALUE,
-    SORT_KEY, click_token_item, day_key, idempotency_item, idempotency_key, index_sort_key, key,
-    key_item, link_attributes, link_item, n, number, owner_partition, parse_idempotency, parse_key,
-    parse_link, secret_item, secret_key, string,
+    SORT_KEY, TTL_ATTRIBUTE, click_token_item, day_key, idempotency_item, idempotency_key,
+    index_sort_key, key, key_item, link_attributes, link_item, n, number, owner_partition,
+    parse_idempotency, parse_key, parse_link, secret_item, secret_key, string,
 };
 use self::retry::{RetryBudget, backoff};
+use self::rollups::{RollupWrite, SKETCH, SKETCH_VERSION};
 use super::{
-    Analytics, ClickDelta, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord, ImportOutcome,
-    InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, ReplaceOutcome, StoreError,
-    StoredKey,
+    Analytics, ClickDelta, ClickLimits, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord,
+    ImportOutcome, InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope,
+    ReplaceOutcome, StoreError, StoredKey,
 };
+use crate::analytics::{Rollup, Uniques};
 use crate::config::StoreSettings;
 use crate::telemetry::Metrics;
 
@@ -87,12 +90,18 @@ pub struct DynamoStore {
     metrics: Arc<Metrics>,
     /// `store.purge_expired_after_s` in ms (`None`: never), for a link's TTL attribute.
     purge_after_ms: Option<i64>,
+    /// `analytics.max_values_per_dimension`: values a day's rollup keeps per dimension when a
+    /// delta's hours are merged into it, and what a read keeps.
+    max_values: usize,
+    /// `analytics.hourly_retention_days` in seconds: an hour item's TTL after the hour's end.
+    hourly_retention_s: i64,
 }
 
 impl DynamoStore {
     /// Builds the client (no network call yet).
     pub async fn connect(
         settings: &StoreSettings,
+        clicks: ClickLimits,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let dynamo = &settings.dynamodb;
@@ -145,6 +154,8 @@ impl DynamoStore {
             purge_after_ms: Some(settings.purge_expired_after)
                 .filter(|after| !after.is_zero())
                 .map(|after| i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
+            max_values: clicks.max_values,
+            hourly_retention_s: i64::from(clicks.retention_hours) * 3_600,
         })
     }
 
@@ -311,24 +322,126 @@ impl DynamoStore {
         }
     }
 
-    /// One delta in one transaction: the link's total and its day counts move together, only
-    /// while the link exists, and only once per delta token: the transaction also writes the
-    /// token's item, on the condition that it is not there. Within 10 minutes DynamoDB's own
-    /// request token recognises a resend; after that, the token's item refuses it (for
-    /// [`CLICK_TOKEN_WINDOW_MS`](item::CLICK_TOKEN_WINDOW_MS)).
+    /// One delta: first its visitors merged into the sketches of its hours and days (see
+    /// [`merge_sketch`](Self::merge_sketch); a delta sent again only merges them again, which
+    /// changes nothing), then its counts in one transaction: the link's total and its hour and
+    /// day items move together, only while the link exists, and only once per delta token:
+    /// the transaction also writes the token's item, on the condition that it is not there.
+    /// Within 10 minutes DynamoDB's own request token recognises a resend; after that, the
+    /// token's item refuses it (for [`CLICK_TOKEN_WINDOW_MS`](item::CLICK_TOKEN_WINDOW_MS)).
+    ///
+    /// Updates that do not fit one transaction (see [`rollups::plan`]) go in several, each with
+    /// its own token item (`{token}` for the first, which adds to the link's total, then
+    /// `{token}#{part}`): each is applied once however often the delta is sent again, and a
+    /// delta only partly written is completed by sending it again.
     async fn add_one(&self, delta: &ClickDelta) -> Result<(), StoreError> {
+        let days = delta.day_rollups(self.max_values);
+        let (sketches, capped) = futures_util::future::join(
+            self.merge_sketches(delta, &days),
+            self.within_cap(&delta.code, &delta.hours, &days),
+        )
+        .await;
+        let (sketches, capped) = (sketches?, capped?);
+        let retention = self.hourly_retention_s;
+        let parts = rollups::plan(&capped.hours, &capped.days, |hour| {
+            rollups::hour_expiry(hour, retention)
+        });
+        for (part, writes) in parts.into_iter().enumerate() {
+            let written = self.write_part(delta, part, writes, capped.folded).await?;
+            if written == Written::LinkGone {
+                // Deleted since the click: its sketches just written go too (were the delete
+                // of these to fail, the delta is sent again and finds the link gone again).
+                return self.delete_items(sketches).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The delta's hours and days with the values each item has no room for counted as `other`
+    /// (see [`rollups::within_cap`]): an item gathers values over many flushes, and without
+    /// this a flood of distinct referrers would grow it, and what each write of it costs (by
+    /// its size), up to DynamoDB's 400 KB. Each item the delta has values for is read first,
+    /// eventually consistent: a read a moment stale lets a few values past the cap (at most
+    /// those of the flushes in flight at once), never without bound.
+    async fn within_cap(
+        &self,
+        code: &str,
+        hours: &[(u32, Rollup)],
+        days: &[(u32, Rollup)],
+    ) -> Result<Capped, StoreError> {
+        let mut capped = Capped {
+            hours: hours.to_vec(),
+            days: days.to_vec(),
+            folded: false,
+        };
+        let mut reads = Vec::new();
+        for (i, (hour, rollup)) in hours.iter().enumerate() {
+            if rollup.dims.iter().any(|values| !values.is_empty()) {
+                reads.push((true, i, rollups::hour_sort_key(*hour)));
+            }
+        }
+        for (i, (day, rollup)) in days.iter().enumerate() {
+            if rollup.dims.iter().any(|values| !values.is_empty()) {
+                reads.push((false, i, rollups::day_sort_key(*day)));
+            }
+        }
+        let items = reads.iter().map(|(_, _, sort_key)| async move {
+            self.call(Class::Clicks, || {
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(code, sort_key)))
+                    .send()
+            })
+            .await
+            .map_err(|e| self.classify(e))
+        });
+        let items = futures_util::future::join_all(items).await;
+        for ((hourly, i, _), item) in reads.into_iter().zip(items) {
+            let Some(stored) = item?.item().map(rollups::parse_rollup) else {
+                continue;
+            };
+            let rollup = if hourly {
+                &mut capped.hours[i].1
+            } else {
+                &mut capped.days[i].1
+            };
+            if let Some(within) = rollups::within_cap(&stored, rollup, self.max_values) {
+                *rollup = within;
+                capped.folded = true;
+            }
+        }
+        Ok(capped)
+    }
+
+    /// One transaction of a delta's counts: the first adds to the link's total, a later one
+    /// only checks that the link exists. `folded`: values of the delta were counted as `other` by
+    /// [`within_cap`](Self::within_cap), so the request is not the delta's alone. An update DynamoDB refuses because its item would pass
+    /// 400 KB is sent again with the delta's values for that item counted as `other`, and if
+    /// that is refused too, with the item's counts only: no click goes uncounted.
+    async fn write_part(
+        &self,
+        delta: &ClickDelta,
+        part: usize,
+        mut writes: Vec<RollupWrite>,
+        folded: bool,
+    ) -> Result<Written, StoreError> {
+        let token = if part == 0 {
+            delta.token.clone()
+        } else {
+            format!("{}#{part}", delta.token)
+        };
         let once = TransactWriteItem::builder()
             .put(
                 Put::builder()
                     .table_name(&self.table)
-                    .set_item(Some(click_token_item(&delta.token, delta.last_click_ms)))
+                    .set_item(Some(click_token_item(&token, delta.last_click_ms)))
                     .condition_expression("attribute_not_exists(pk)")
                     .build()
                     .map_err(build_error)?,
             )
             .build();
-        let mut items = vec![
-            once,
+        let link = if part == 0 {
             TransactWriteItem::builder()
                 .update(
                     Update::builder()
@@ -341,48 +454,217 @@ impl DynamoStore {
                         .build()
                         .map_err(build_error)?,
                 )
-                .build(),
-        ];
-        for (day, count) in delta.days() {
-            items.push(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(day_key(&delta.code, day)))
-                            .update_expression("ADD clicks :n SET #day = :d")
-                            .expression_attribute_names("#day", "day")
-                            .expression_attribute_values(":n", n(count))
-                            .expression_attribute_values(":d", n(day))
-                            .build()
-                            .map_err(build_error)?,
-                    )
-                    .build(),
-            );
-        }
-        let result = self
-            .call(Class::Clicks, || {
-                self.client
-                    .transact_write_items()
-                    .set_transact_items(Some(items.clone()))
-                    .client_request_token(&delta.token)
-                    .send()
-            })
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => match e.service_error() {
-                // Applied before (the token's item is there), or the link was deleted since
-                // the click (its statistics went with it): nothing to add either way.
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
-                    if condition_failed(cancelled.cancellation_reasons(), 0)
-                        || condition_failed(cancelled.cancellation_reasons(), 1) =>
-                {
-                    Ok(())
+                .build()
+        } else {
+            // Adding 0 changes nothing: a check that the link exists, with no permission
+            // beyond `UpdateItem` (a `ConditionCheck` needs `ConditionCheckItem`).
+            TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(delta.code.clone(), LINK_SK)))
+                        .update_expression("ADD clicks :none")
+                        .condition_expression("attribute_exists(pk)")
+                        .expression_attribute_values(":none", n(0))
+                        .build()
+                        .map_err(build_error)?,
+                )
+                .build()
+        };
+        // 0: as the delta has it; 1: its values of an item too large counted as `other`; 2:
+        // that item's counts only.
+        let mut shrunk = 0;
+        loop {
+            let mut items = vec![once.clone(), link.clone()];
+            for write in &writes {
+                items.push(self.rollup_update(&delta.code, write)?);
+            }
+            // A request that is not the delta's alone needs a token of its own: DynamoDB
+            // refuses a token reused for another request. Its token item still makes it count
+            // once.
+            let request_token = if part == 0 && shrunk == 0 && !folded {
+                delta.token.clone()
+            } else {
+                derived_request_token(&delta.token, part, &writes)
+            };
+            let result = self
+                .call(Class::Clicks, || {
+                    self.client
+                        .transact_write_items()
+                        .set_transact_items(Some(items.clone()))
+                        .client_request_token(&request_token)
+                        .send()
+                })
+                .await;
+            let e = match result {
+                Ok(_) => return Ok(Written::Applied),
+                Err(e) => e,
+            };
+            let too_large: Vec<usize> = match e.service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    let reasons = cancelled.cancellation_reasons();
+                    // Applied before (the token's item is there).
+                    if condition_failed(reasons, 0) {
+                        return Ok(Written::Applied);
+                    }
+                    // The link was deleted since the click (its statistics went with it).
+                    if condition_failed(reasons, 1) {
+                        return Ok(Written::LinkGone);
+                    }
+                    reasons
+                        .iter()
+                        .enumerate()
+                        .skip(2)
+                        .filter(|(_, reason)| reason.code() == Some(VALIDATION_ERROR))
+                        .map(|(i, _)| i - 2)
+                        .collect()
                 }
-                _ => Err(cancellation_error(e, &self.table, self.timeout)),
-            },
+                // Refused before it was run: which item is not said.
+                _ if e.code() == Some("ValidationException") => (0..writes.len()).collect(),
+                _ => Vec::new(),
+            };
+            if too_large.is_empty() || shrunk == 2 {
+                return Err(cancellation_error(e, &self.table, self.timeout));
+            }
+            for &i in &too_large {
+                if shrunk == 0 {
+                    writes[i].fold();
+                } else {
+                    writes[i].drop_values();
+                }
+            }
+            // An update left with nothing to add (values only, all dropped) is left out.
+            writes.retain(|write| write.counts.is_some() || !write.values.is_empty());
+            tracing::warn!(
+                code = %delta.code,
+                updates = too_large.len(),
+                "a click rollup item is too large for more values: this delta's values {}",
+                if shrunk == 0 { "count as `other`" } else { "are dropped, its clicks counted" }
+            );
+            shrunk += 1;
         }
+    }
+
+    fn rollup_update(
+        &self,
+        code: &str,
+        write: &RollupWrite,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let expression = write.expression();
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(code, &write.sort_key)))
+            .update_expression(expression.text)
+            .set_expression_attribute_names(Some(expression.names.into_iter().collect()))
+            .set_expression_attribute_values(Some(expression.values.into_iter().collect()));
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(build_error)?)
+            .build())
+    }
+
+    /// Merges the delta's visitors into the sketch of each of its hours and days that had
+    /// human clicks; the keys of the sketch items written.
+    async fn merge_sketches(
+        &self,
+        delta: &ClickDelta,
+        days: &[(u32, Rollup)],
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut targets: Vec<(String, rollups::Attributes, &Uniques)> = Vec::new();
+        for (hour, rollup) in &delta.hours {
+            if !rollup.uniques.is_empty() {
+                targets.push((
+                    rollups::sketch_sort_key(&rollups::hour_sort_key(*hour)),
+                    vec![
+                        ("hour", n(hour)),
+                        (
+                            TTL_ATTRIBUTE,
+                            n(rollups::hour_expiry(*hour, self.hourly_retention_s)),
+                        ),
+                    ],
+                    &rollup.uniques,
+                ));
+            }
+        }
+        for (day, rollup) in days {
+            if !rollup.uniques.is_empty() {
+                targets.push((
+                    rollups::sketch_sort_key(&rollups::day_sort_key(*day)),
+                    vec![("day", n(day))],
+                    &rollup.uniques,
+                ));
+            }
+        }
+        let merges = targets.iter().map(|(sort_key, set, visitors)| {
+            self.merge_sketch(&delta.code, sort_key, set, visitors)
+        });
+        for result in futures_util::future::join_all(merges).await {
+            result?;
+        }
+        Ok(targets
+            .into_iter()
+            .map(|(sort_key, _, _)| key(delta.code.clone(), &sort_key))
+            .collect())
+    }
+
+    /// Read, merge, write back on the condition that nobody wrote it since (its version), and
+    /// again on a conflict, at most [`SKETCH_ROUNDS`] times. Merging the same visitors twice
+    /// changes nothing, so a delta sent again is harmless here.
+    async fn merge_sketch(
+        &self,
+        code: &str,
+        sort_key: &str,
+        set: &rollups::Attributes,
+        visitors: &Uniques,
+    ) -> Result<(), StoreError> {
+        for round in 1..=SKETCH_ROUNDS {
+            let out = self
+                .call(Class::Clicks, || self.read_item(key(code, sort_key)).send())
+                .await
+                .map_err(|e| self.classify(e))?;
+            let (stored, version) = rollups::parse_sketch(out.item());
+            let mut merged = stored.unwrap_or_else(|reason| {
+                tracing::warn!(code, sort_key, %reason, "an unreadable visitors sketch is replaced");
+                Uniques::default()
+            });
+            merged.merge(visitors);
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(code, sort_key)))
+                .expression_attribute_names("#u", SKETCH)
+                .expression_attribute_names("#uv", SKETCH_VERSION)
+                .expression_attribute_values(":u", AttributeValue::B(merged.encode().into()))
+                .expression_attribute_values(":next", n(version.unwrap_or(0) + 1));
+            let mut sets = vec!["#u = :u".to_owned(), "#uv = :next".to_owned()];
+            for (i, (name, value)) in set.iter().enumerate() {
+                sets.push(format!("#s{i} = :s{i}"));
+                update = update
+                    .expression_attribute_names(format!("#s{i}"), *name)
+                    .expression_attribute_values(format!(":s{i}"), value.clone());
+            }
+            update = update.update_expression(format!("SET {}", sets.join(", ")));
+            update = match version {
+                None => update.condition_expression("attribute_not_exists(#uv)"),
+                Some(seen) => update
+                    .condition_expression("#uv = :seen")
+                    .expression_attribute_values(":seen", n(seen)),
+            };
+            match self.call(Class::Clicks, || update.clone().send()).await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    // Another instance merged its visitors first: read again.
+                    tokio::time::sleep(backoff(round)).await;
+                }
+                Err(e) => return Err(self.classify(e)),
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "the visitors sketch {sort_key} of '{code}' changed {SKETCH_ROUNDS} times while being merged"
+        )))
     }
 
     async fn read_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -472,25 +754,33 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Every daily-count item of `code`.
-    /// Deletes `code`'s day items (of days before `before_day`, when given).
-    async fn delete_days(&self, code: &str, before_day: Option<u32>) -> Result<(), StoreError> {
-        let keys: Vec<Item> = self
-            .query_days(code)
-            .await?
-            .into_iter()
-            .filter(|item| {
-                before_day
-                    .is_none_or(|before| number::<u32>(item, "day").is_some_and(|d| d < before))
-            })
-            .filter_map(|item| {
-                let sk = item.get(SORT_KEY)?.clone();
-                Some(HashMap::from([
-                    (PARTITION_KEY.to_owned(), AttributeValue::S(code.to_owned())),
-                    (SORT_KEY.to_owned(), sk),
-                ]))
-            })
-            .collect();
+    /// Deletes `code`'s hour and day items and their sketches (those of hours and days before
+    /// `before_ms`, when given).
+    async fn delete_rollups(&self, code: &str, before_ms: Option<i64>) -> Result<(), StoreError> {
+        let before = |item: &Item, attribute: &str, limit: fn(i64) -> u32| {
+            before_ms.is_none_or(|ms| number::<u32>(item, attribute).is_some_and(|n| n < limit(ms)))
+        };
+        let mut keys: Vec<Item> = Vec::new();
+        for (prefix, attribute, limit) in [
+            (DAY_PREFIX, "day", crate::clock::day_of as fn(i64) -> u32),
+            (rollups::HOUR_PREFIX, "hour", crate::analytics::hour_of),
+        ] {
+            for item in self.query_prefix(code, prefix, true).await? {
+                if before(&item, attribute, limit)
+                    && let Some(sk) = item.get(SORT_KEY)
+                {
+                    keys.push(HashMap::from([
+                        (PARTITION_KEY.to_owned(), AttributeValue::S(code.to_owned())),
+                        (SORT_KEY.to_owned(), sk.clone()),
+                    ]));
+                }
+            }
+        }
+        self.delete_items(keys).await
+    }
+
+    /// Deletes the items `keys`, 25 a request.
+    async fn delete_items(&self, keys: Vec<Item>) -> Result<(), StoreError> {
         for chunk in keys.chunks(25) {
             let requests: Vec<WriteRequest> = chunk
                 .iter()
@@ -508,24 +798,37 @@ impl DynamoStore {
     }
 
     async fn query_days(&self, code: &str) -> Result<Vec<Item>, StoreError> {
+        self.query_prefix(code, DAY_PREFIX, false).await
+    }
+
+    /// Every item of `code` whose sort key starts with `prefix` (only their keys, `day` and
+    /// `hour` with `keys_only`).
+    async fn query_prefix(
+        &self,
+        code: &str,
+        prefix: &str,
+        keys_only: bool,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", AttributeValue::S(code.to_owned()))
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.clone());
+            if keys_only {
+                query = query
+                    .projection_expression("pk, sk, #day, #hour")
+                    .expression_attribute_names("#day", "day")
+                    .expression_attribute_names("#hour", "hour");
+            }
             let out = self
-                .call(Class::Stats, || {
-                    self.client
-                        .query()
-                        .table_name(&self.table)
-                        .key_condition_expression("pk = :pk AND begins_with(sk, :day)")
-                        .expression_attribute_values(":pk", AttributeValue::S(code.to_owned()))
-                        .expression_attribute_values(
-                            ":day",
-                            AttributeValue::S(DAY_PREFIX.to_owned()),
-                        )
-                        .consistent_read(true)
-                        .set_exclusive_start_key(start.clone())
-                        .send()
-                })
+                .call(Class::Stats, || query.clone().send())
                 .await
                 .map_err(|e| self.classify(e))?;
             items.extend(out.items().iter().cloned());
@@ -535,6 +838,111 @@ impl DynamoStore {
             }
         }
     }
+
+    /// Every item of `code` with a sort key from `from` to `to`, both included.
+    async fn query_range(&self, code: &str, from: &str, to: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", AttributeValue::S(code.to_owned()))
+                .expression_attribute_values(":from", AttributeValue::S(from.to_owned()))
+                .expression_attribute_values(":to", AttributeValue::S(to.to_owned()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.clone());
+            let out = self
+                .call(Class::Stats, || query.clone().send())
+                .await
+                .map_err(|e| self.classify(e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+}
+
+/// What writing one transaction of a delta found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Applied now or before.
+    Applied,
+    /// The link is gone: nothing was written.
+    LinkGone,
+}
+
+/// Rounds of read, merge and conditional write of one sketch before the delta fails (and is
+/// sent again by the next flush).
+const SKETCH_ROUNDS: u32 = 5;
+
+/// The cancellation code of a transaction item DynamoDB refused to write: for a rollup item,
+/// because it would pass 400 KB.
+const VALIDATION_ERROR: &str = "ValidationError";
+
+/// The `ClientRequestToken` of a transaction of a delta that is not its first as the delta
+/// alone makes it (at most 36 characters, as DynamoDB requires): the same for every resend of
+/// the same request.
+fn derived_request_token(token: &str, part: usize, writes: &[RollupWrite]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{token}\0{part}\0{writes:?}").as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// A delta's hours and days as written (see [`DynamoStore::within_cap`]).
+struct Capped {
+    hours: Vec<(u32, Rollup)>,
+    days: Vec<(u32, Rollup)>,
+    /// Some values were counted as `other`.
+    folded: bool,
+}
+
+/// The rollups of `items` (rollup and sketch items, by sort key), by their `number`
+/// attribute ascending: only those with clicks that `kept` keeps, their values capped at
+/// `max_values` per dimension (the least clicked counted as `other`).
+fn rollups_of(
+    items: Vec<Item>,
+    number_attribute: &str,
+    max_values: usize,
+    kept: impl Fn(&Item) -> bool,
+) -> Vec<(u32, Rollup)> {
+    let mut sketches: HashMap<String, Uniques> = HashMap::new();
+    let mut counted: Vec<(String, u32, Rollup)> = Vec::new();
+    for item in &items {
+        let sort_key = string(item, SORT_KEY).unwrap_or_default();
+        if rollups::is_sketch(&sort_key) {
+            if let (Ok(visitors), _) = rollups::parse_sketch(Some(item)) {
+                sketches.insert(sort_key, visitors);
+            }
+            continue;
+        }
+        let Some(at) = number::<u32>(item, number_attribute) else {
+            continue;
+        };
+        let read = rollups::parse_rollup(item);
+        if read.clicks == 0 || !kept(item) {
+            continue;
+        }
+        // Merged into an empty one: the cap applied, the values sorted.
+        let mut rollup = Rollup::default();
+        rollup.merge(&read, max_values);
+        counted.push((sort_key, at, rollup));
+    }
+    let mut rollups: Vec<(u32, Rollup)> = counted
+        .into_iter()
+        .map(|(sort_key, at, mut rollup)| {
+            if let Some(visitors) = sketches.remove(&rollups::sketch_sort_key(&sort_key)) {
+                rollup.uniques = visitors;
+            }
+            (at, rollup)
+        })
+        .collect();
+    rollups.sort_unstable_by_key(|(at, _)| *at);
+    rollups
 }
 
 /// Runs `write(0..n)`, at most `concurrency` at a time, each started only when a slot frees
@@ -646,17 +1054,17 @@ impl LinkStore for DynamoStore {
                 ..Link::default()
             })
         });
-        // Then its daily counts (clicks arriving later are discarded: the link is gone).
-        self.delete_days(code, None).await?;
+        // Then its hour and day items (clicks arriving later are discarded: the link is gone).
+        self.delete_rollups(code, None).await?;
         Ok(deleted)
     }
 
-    /// Day counts of a link made earlier under this code: a link DynamoDB's TTL removed leaves
-    /// its day items (other items) behind. Only days before `link` was made are removed, so
-    /// clicks on `link` itself are never lost.
+    /// Hour and day items of a link made earlier under this code: a link DynamoDB's TTL removed
+    /// leaves them (other items) behind. Only hours and days before `link` was made are
+    /// removed, so clicks on `link` itself are never lost.
     async fn forget_earlier_stats(&self, link: &Link) -> Result<(), StoreError> {
-        let made = crate::clock::day_of(link.created_at_ms);
-        self.delete_days(&link.code, Some(made)).await
+        self.delete_rollups(&link.code, Some(link.created_at_ms))
+            .await
     }
 
     async fn replace(&self, link: &Link) -> Result<ReplaceOutcome, StoreError> {
@@ -989,13 +1397,52 @@ impl LinkStore for DynamoStore {
         from_hour: u32,
         to_hour: u32,
     ) -> Result<Option<Analytics>, StoreError> {
-        let _ = (code, from_hour, to_hour);
-        Err(StoreError::internal("analytics on DynamoDB: not yet"))
+        let (from_hour, to_hour) = (from_hour.min(to_hour), to_hour.max(from_hour));
+        let hours_from = rollups::hour_sort_key(from_hour);
+        let hours_to = rollups::sketch_sort_key(&rollups::hour_sort_key(to_hour));
+        let days_from = rollups::day_sort_key(crate::analytics::day_of_hour(from_hour));
+        let days_to = rollups::sketch_sort_key(&rollups::day_sort_key(
+            crate::analytics::day_of_hour(to_hour),
+        ));
+        let link = async {
+            self.call(Class::Stats, || {
+                self.read_item(key(code, LINK_SK))
+                    .projection_expression("pk")
+                    .send()
+            })
+            .await
+            .map_err(|e| self.classify(e))
+        };
+        let (link, hours, days) = futures_util::future::join3(
+            link,
+            self.query_range(code, &hours_from, &hours_to),
+            self.query_range(code, &days_from, &days_to),
+        )
+        .await;
+        if link?.item().is_none() {
+            return Ok(None);
+        }
+        // Hours past their retention that DynamoDB's TTL has not removed yet are not shown.
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let kept = |item: &Item| number::<i64>(item, TTL_ATTRIBUTE).is_none_or(|at| at > now_s);
+        Ok(Some(Analytics {
+            hourly: rollups_of(hours?, "hour", self.max_values, kept),
+            daily: rollups_of(days?, "day", self.max_values, |_| true),
+        }))
     }
 
     async fn delete_secret(&self, name: &str) -> Result<(), StoreError> {
-        let _ = name;
-        Err(StoreError::internal("delete_secret on DynamoDB: not yet"))
+        let delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(secret_key(name)));
+        self.call(Class::Write, || delete.clone().send())
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
