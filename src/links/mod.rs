@@ -90,6 +90,8 @@ pub struct LinkEdit {
     pub title: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
     pub forward_query: Option<bool>,
+    /// Whether its clicks record their details (see [`Link::analytics`]).
+    pub analytics: Option<bool>,
     /// `Some(Some(reason))` disables, `Some(None)` enables.
     pub disabled: Option<Option<String>>,
 }
@@ -573,6 +575,9 @@ impl LinkService {
         }
         if let Some(forward) = edit.forward_query {
             link.forward_query = forward;
+        }
+        if let Some(analytics) = edit.analytics {
+            link.analytics = analytics;
         }
         if let Some(disabled) = &edit.disabled {
             if link.disabled.as_ref().is_some_and(|d| d.by_admin) && !by_admin {
