@@ -39,7 +39,7 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("record_click", |b| {
         b.iter(|| {
             i = (i + 7919) % codes.len();
-            recorder.record(black_box(&codes[i]), now)
+            recorder.record(black_box(&codes[i]), now, None)
         })
     });
 }

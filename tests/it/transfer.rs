@@ -347,7 +347,13 @@ async fn populated_source(count: usize) -> (TestStore, Vec<String>, (String, Str
             code: code.clone(),
             count: (i % 7 + 1) as u64,
             last_click_ms: 1_800_000_000_000 + i as i64,
-            days: vec![(day - 1, 1), (day, (i % 7) as u64)],
+            hours: vec![
+                ((day - 1) * 24, kurz::analytics::Rollup::count_only(1)),
+                (
+                    day * 24,
+                    kurz::analytics::Rollup::count_only((i % 7) as u64),
+                ),
+            ],
         })
         .collect();
     store.add_clicks(&deltas).await.expect("clicks");
