@@ -605,6 +605,17 @@ impl LinkService {
     pub async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
         self.store.stats(code).await
     }
+
+    /// A link's rollups for the hours `from_hour..=to_hour` and the days they fall on; `None`
+    /// when there is no such link.
+    pub async fn analytics(
+        &self,
+        code: &str,
+        from_hour: u32,
+        to_hour: u32,
+    ) -> Result<Option<crate::store::Analytics>, StoreError> {
+        self.store.analytics(code, from_hour, to_hour).await
+    }
 }
 
 /// Whether `tag` (an `If-Match` value: `*`, or a list of entity tags) names `link`'s version.
