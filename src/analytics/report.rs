@@ -275,10 +275,11 @@ mod tests {
 
     #[test]
     fn the_top_values_are_the_most_clicked_then_by_value_other_among_them() {
+        // Out of order, so that the tie rule, not the input's order, puts a before c.
         let values: Vec<(Box<str>, u64)> = vec![
-            ("a".into(), 2),
-            ("b".into(), 5),
             ("c".into(), 2),
+            ("b".into(), 5),
+            ("a".into(), 2),
             (OTHER.into(), 7),
             ("z".into(), 0),
         ];
