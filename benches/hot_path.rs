@@ -5,6 +5,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use kurz::analytics::Visit;
 use kurz::cache::{Cached, LocalCache, Target};
 use kurz::clicks::ClickRecorder;
 use kurz::config::LocalCacheSettings;
@@ -40,6 +41,20 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7919) % codes.len();
             recorder.record(black_box(&codes[i]), now, None)
+        })
+    });
+
+    // What a redirect adds with analytics on: copying the headers a click's details are made
+    // from (the parsing happens in the flusher).
+    let agent = b"Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 \
+                  (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1";
+    let referer = b"https://news.example.com/2026/12/01/a-story-about-links?utm_source=x";
+    c.bench_function("capture_visit", |b| {
+        b.iter(|| Visit {
+            user_agent: Visit::header(black_box(agent)),
+            referer: Visit::header(black_box(referer)),
+            country: Visit::header(black_box(b"DE")),
+            client_ip: std::net::IpAddr::from([192, 0, 2, 1]),
         })
     });
 }

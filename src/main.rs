@@ -69,7 +69,12 @@ async fn init(settings: Settings) -> ExitCode {
         let mut done = kurz::store::init(&settings.store).await?;
         // The keys the fleet shares, made now rather than by the first instance.
         let metrics = std::sync::Arc::new(kurz::telemetry::Metrics::default());
-        let store = kurz::store::open(&settings.store, metrics).await?;
+        let store = kurz::store::open_with(
+            &settings.store,
+            kurz::store::ClickLimits::of(&settings.analytics),
+            metrics,
+        )
+        .await?;
         kurz::secrets::ensure(&*store, settings.ids.permutation_key.as_ref()).await?;
         store.close().await;
         done.push("keys kurz makes for itself are in the store".to_owned());
@@ -94,7 +99,12 @@ async fn open_store(
     settings: &Settings,
 ) -> Result<std::sync::Arc<dyn kurz::store::LinkStore>, kurz::store::StoreError> {
     let metrics = std::sync::Arc::new(kurz::telemetry::Metrics::default());
-    kurz::store::open(&settings.store, metrics).await
+    kurz::store::open_with(
+        &settings.store,
+        kurz::store::ClickLimits::of(&settings.analytics),
+        metrics,
+    )
+    .await
 }
 
 async fn export(settings: Settings) -> ExitCode {

@@ -96,9 +96,13 @@ impl Application {
             source,
         };
         let metrics = Arc::new(Metrics::with_routes(Endpoint::METRIC_LABELS));
-        let store = store::open(&settings.store, Arc::clone(&metrics))
-            .await
-            .map_err(store_error)?;
+        let store = store::open_with(
+            &settings.store,
+            store::ClickLimits::of(&settings.analytics),
+            Arc::clone(&metrics),
+        )
+        .await
+        .map_err(store_error)?;
         tracing::info!(backend = store.backend(), path = %settings.store.path.display(), "store opened");
         let secrets = secrets::ensure(&*store, settings.ids.permutation_key.as_ref())
             .await

@@ -316,6 +316,33 @@ impl ClickDelta {
     }
 }
 
+/// What the rollups are held to.
+#[derive(Debug, Clone, Copy)]
+pub struct ClickLimits {
+    /// Values kept per dimension per rollup (`analytics.max_values_per_dimension`).
+    pub max_values: usize,
+    /// Hours hourly rollups are kept (`analytics.hourly_retention_days` x 24).
+    pub retention_hours: u32,
+}
+
+impl Default for ClickLimits {
+    fn default() -> Self {
+        Self {
+            max_values: 50,
+            retention_hours: 30 * 24,
+        }
+    }
+}
+
+impl ClickLimits {
+    pub fn of(settings: &crate::config::AnalyticsSettings) -> Self {
+        Self {
+            max_values: settings.max_values_per_dimension,
+            retention_hours: settings.hourly_retention_days.saturating_mul(24),
+        }
+    }
+}
+
 /// A link's rollups over a period, as stored (see [`LinkStore::analytics`]).
 #[derive(Debug, Clone, Default)]
 pub struct Analytics {
@@ -537,9 +564,18 @@ pub async fn open(
     settings: &StoreSettings,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn LinkStore>, StoreError> {
+    open_with(settings, ClickLimits::default(), metrics).await
+}
+
+/// As [`open`], holding click rollups to `clicks` (from the `analytics` settings).
+pub async fn open_with(
+    settings: &StoreSettings,
+    clicks: ClickLimits,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn LinkStore>, StoreError> {
     match settings.backend {
         Backend::Embedded => {
-            let store = EmbeddedStore::from_settings(settings)?;
+            let store = EmbeddedStore::from_settings(settings, clicks)?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "dynamodb")]
@@ -558,7 +594,7 @@ pub async fn open(
 pub async fn init(settings: &StoreSettings) -> Result<Vec<String>, StoreError> {
     match settings.backend {
         Backend::Embedded => {
-            let store = EmbeddedStore::from_settings(settings)?;
+            let store = EmbeddedStore::from_settings(settings, ClickLimits::default())?;
             store.close().await;
             Ok(vec![format!(
                 "embedded store ready at {}",

@@ -15,6 +15,7 @@ use crate::harness::{
     ADMIN_TOKEN, Backend, DynamoLocal, RedisServer, TestApp, TestStore, assert_problem, code_of,
     eventually, metric, spawn_app_at, spawn_app_on, unique_name, with_clock_skew_bound,
 };
+use kurz::analytics::Rollup;
 use kurz::config::Secret;
 use kurz::store::{ClickDelta, StoreError};
 use serde_json::{Value, json};
@@ -305,7 +306,7 @@ async fn a_click_flush_gives_up_on_a_stalled_dynamodb_after_one_round_of_timeout
             code: format!("stalled{i}"),
             count: 1,
             last_click_ms: 0,
-            hours: vec![(20_000 * 24, kurz::analytics::Rollup::count_only(1))],
+            hours: vec![(20_000 * 24, Rollup::count_only(1))],
         })
         .collect();
 
@@ -513,7 +514,7 @@ async fn a_click_delta_sent_again_after_its_request_token_expired_counts_once() 
             code: "counted1".into(),
             count,
             last_click_ms: 5,
-            hours: vec![(20_000 * 24, kurz::analytics::Rollup::count_only(count))],
+            hours: vec![(20_000 * 24, Rollup::count_only(count))],
         };
         let links = Arc::clone(&links);
         async move { links.add_clicks(&[delta]).await.expect("a flush") }

@@ -12,6 +12,7 @@ use crate::harness::{
     ADMIN_TOKEN, Backend, TestApp, TestStore, assert_problem, spawn_app_on, spawn_app_on_backend,
 };
 use crate::on_every_backend;
+use kurz::analytics::Rollup;
 use kurz::config::Secret;
 use kurz::store::{ClickDelta, LinkStore};
 use serde_json::{Value, json};
@@ -338,7 +339,9 @@ async fn populated_source(count: usize) -> (TestStore, Vec<String>, (String, Str
     let store =
         kurz::store::EmbeddedStore::open(&source.settings().store.path, Duration::from_secs(30))
             .expect("open the source");
-    let day = kurz::clock::day_of(kurz::clock::system_now_ms());
+    // Two days' clicks, both after the links were made (clicks dated before their link are
+    // not its).
+    let hour = kurz::analytics::hour_of(kurz::clock::system_now_ms()) + 1;
     let deltas: Vec<ClickDelta> = codes
         .iter()
         .enumerate()
@@ -348,11 +351,8 @@ async fn populated_source(count: usize) -> (TestStore, Vec<String>, (String, Str
             count: (i % 7 + 1) as u64,
             last_click_ms: 1_800_000_000_000 + i as i64,
             hours: vec![
-                ((day - 1) * 24, kurz::analytics::Rollup::count_only(1)),
-                (
-                    day * 24,
-                    kurz::analytics::Rollup::count_only((i % 7) as u64),
-                ),
+                (hour, Rollup::count_only(1)),
+                (hour + 24, Rollup::count_only((i % 7) as u64)),
             ],
         })
         .collect();

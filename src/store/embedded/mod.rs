@@ -14,7 +14,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -28,17 +28,17 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Analytics, ClickDelta, DiskState, FlushError, IDEMPOTENCY_WINDOW_MS, IdempotencyRecord,
-    ImportOutcome, InsertOutcome, Link, LinkStats, LinkStore, ListPosition, ListScope, Purged,
-    ReplaceOutcome, StoreError, StoredKey,
+    Analytics, ClickDelta, ClickLimits, DiskState, FlushError, IDEMPOTENCY_WINDOW_MS,
+    IdempotencyRecord, ImportOutcome, InsertOutcome, Link, LinkStats, LinkStore, ListPosition,
+    ListScope, Purged, ReplaceOutcome, StoreError, StoredKey,
 };
+
+mod clicks;
+
+use clicks::{CLICK_DAYS, CLICK_HOURS, CLICK_LOG, CLICK_TOTALS, Merge};
 
 const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
-/// code -> (total clicks, last click ms)
-const CLICK_TOTALS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("click_totals");
-/// (code, UTC day) -> clicks
-const CLICK_DAILY: TableDefinition<(&str, u32), u64> = TableDefinition::new("click_daily");
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// name -> secret bytes (generated keys the settings do not set)
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
@@ -64,8 +64,8 @@ const FIRST_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// Most operations applied in one transaction; bounds commit latency under a flood.
 const MAX_BATCH: usize = 1024;
-/// Click deltas written in one transaction.
-const CLICK_CHUNK: usize = 2048;
+/// Click deltas appended to the click log in one transaction.
+const CLICK_CHUNK: usize = 16_384;
 const QUEUE_DEPTH: usize = 8192;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -114,7 +114,9 @@ enum WriteOp {
         count: u64,
         reply: Reply<Range<u64>>,
     },
+    /// Appends to the click log under `seq`, deltas in ascending code order.
     Clicks {
+        seq: u64,
         deltas: Vec<ClickDelta>,
         reply: Reply<()>,
     },
@@ -154,6 +156,9 @@ struct Shared {
     /// True while the writer reopens the file: a read then waits for the new handle.
     reopening: AtomicBool,
     timeout: Duration,
+    /// The next click-log sequence number (one per flush).
+    next_seq: AtomicU64,
+    clicks: ClickLimits,
 }
 
 impl Shared {
@@ -250,12 +255,25 @@ impl EmbeddedStore {
     /// Opens (or creates) the database file, creating its directory if needed, with the
     /// default page cache.
     pub fn open(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
-        Self::open_with_cache(path, timeout, crate::config::DEFAULT_STORE_CACHE_BYTES)
+        Self::open_with_cache(
+            path,
+            timeout,
+            crate::config::DEFAULT_STORE_CACHE_BYTES,
+            ClickLimits::default(),
+        )
     }
 
     /// The store `settings` describe: their file, timeout and page cache.
-    pub fn from_settings(settings: &crate::config::StoreSettings) -> Result<Self, StoreError> {
-        Self::open_with_cache(&settings.path, settings.timeout, settings.cache_bytes)
+    pub fn from_settings(
+        settings: &crate::config::StoreSettings,
+        clicks: ClickLimits,
+    ) -> Result<Self, StoreError> {
+        Self::open_with_cache(
+            &settings.path,
+            settings.timeout,
+            settings.cache_bytes,
+            clicks,
+        )
     }
 
     /// As [`open`](Self::open), with at most `cache_bytes` of pages cached in memory (reads
@@ -264,6 +282,7 @@ impl EmbeddedStore {
         path: &Path,
         timeout: Duration,
         cache_bytes: usize,
+        clicks: ClickLimits,
     ) -> Result<Self, StoreError> {
         let unavailable =
             |e: &dyn std::fmt::Display| StoreError::unavailable(format!("{}: {e}", path.display()));
@@ -274,13 +293,19 @@ impl EmbeddedStore {
             e if is_out_of_space(&e) => disk_full(),
             e => unavailable(&e),
         })?;
+        let next_seq = |db: &Database| -> Result<u64, redb::Error> {
+            let txn = db.begin_read()?;
+            clicks::next_seq(&txn.open_table(CLICK_LOG)?)
+        };
         let shared = Arc::new(Shared {
+            next_seq: AtomicU64::new(next_seq(&db).map_err(|e| unavailable(&e))?),
             db: RwLock::new(Some(Arc::new(db))),
             path: path.to_owned(),
             cache_bytes,
             writable: AtomicBool::new(true),
             reopening: AtomicBool::new(false),
             timeout,
+            clicks,
         });
         let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
         let writer_shared = Arc::clone(&shared);
@@ -364,7 +389,10 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(LINKS)?;
     txn.open_table(COUNTERS)?;
     txn.open_table(CLICK_TOTALS)?;
-    txn.open_table(CLICK_DAILY)?;
+    txn.open_table(CLICK_LOG)?;
+    txn.open_table(CLICK_DAYS)?;
+    txn.open_table(CLICK_HOURS)?;
+    clicks::migrate_daily_counts(&txn)?;
     txn.open_table(IDEMPOTENCY)?;
     txn.open_table(SECRETS)?;
     txn.open_table(API_KEYS)?;
@@ -445,6 +473,16 @@ fn decode_link(code: &str, bytes: &[u8]) -> Result<Link, StoreError> {
     })
 }
 
+/// The link stored under `code`, read in `txn`.
+fn read_link(txn: &redb::ReadTransaction, code: &str) -> Result<Option<Link>, StoreError> {
+    txn.open_table(LINKS)
+        .map_err(internal)?
+        .get(code)
+        .map_err(internal)?
+        .map(|bytes| decode_link(code, bytes.value()))
+        .transpose()
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Serialising these plain structs to JSON cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
@@ -453,6 +491,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// The writer thread: batch, apply, commit once, then answer everyone in the batch. While the
 /// disk is full it applies nothing and probes instead (see the module's doc).
 fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
+    let mut merging = Merging::new(shared);
     let mut closing = None;
     let mut probing: Option<(std::time::Instant, Duration)> = None;
     loop {
@@ -479,8 +518,22 @@ fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
             }
             continue;
         }
-        let Some(first) = queue.blocking_recv() else {
-            break;
+        // A merge that is due goes one chunk at a time between batches, so writes queued
+        // meanwhile wait for one chunk at most.
+        if merging.due() {
+            merging.step(shared);
+        }
+        let first = if merging.due() {
+            match queue.try_recv() {
+                Ok(op) => op,
+                Err(TryRecvError::Empty) => continue,
+                Err(TryRecvError::Disconnected) => break,
+            }
+        } else {
+            let Some(op) = queue.blocking_recv() else {
+                break;
+            };
+            op
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -498,7 +551,12 @@ fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
             match shared.current() {
                 None => drop(ops),
                 Some(db) => match apply_batch(&db, ops, shared) {
-                    Ok(answers) => answers.into_iter().for_each(Answer::send),
+                    Ok((answers, appended)) => {
+                        answers.into_iter().for_each(Answer::send);
+                        if appended {
+                            merging.appended();
+                        }
+                    }
                     Err(e) if is_out_of_space(&e) => {
                         tracing::error!(
                             error = %e,
@@ -527,6 +585,73 @@ fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     while queue.try_recv().is_ok() {}
     if let Some(reply) = closing {
         let _ = reply.send(());
+    }
+}
+
+/// When the writer merges the click log (see [`clicks`]).
+struct Merging {
+    /// When the oldest flush not yet being merged was appended.
+    waiting_since: Option<std::time::Instant>,
+    /// Flushes appended since the last merge started.
+    waiting: u64,
+    current: Option<Merge>,
+}
+
+impl Merging {
+    /// A log left by the last run is merged at once.
+    fn new(shared: &Shared) -> Self {
+        let left = shared.next_seq.load(Ordering::Relaxed) > 0;
+        Self {
+            waiting_since: left.then(|| std::time::Instant::now() - clicks::MERGE_AFTER),
+            waiting: 0,
+            current: None,
+        }
+    }
+
+    fn appended(&mut self) {
+        self.waiting_since
+            .get_or_insert_with(std::time::Instant::now);
+        self.waiting += 1;
+    }
+
+    fn due(&self) -> bool {
+        self.current.is_some()
+            || self.waiting >= clicks::MERGE_AFTER_SEQS
+            || self
+                .waiting_since
+                .is_some_and(|at| at.elapsed() >= clicks::MERGE_AFTER)
+    }
+
+    /// Merges one chunk, starting a merge of everything appended so far when none is going.
+    fn step(&mut self, shared: &Shared) {
+        let merge = self.current.get_or_insert_with(|| {
+            self.waiting_since = None;
+            self.waiting = 0;
+            Merge::below(shared.next_seq.load(Ordering::Acquire))
+        });
+        let Some(db) = shared.current() else {
+            return;
+        };
+        let merged = (|| -> Result<bool, redb::Error> {
+            let txn = db.begin_write()?;
+            let done =
+                clicks::merge_chunk(&txn, merge, shared.clicks, crate::clock::system_now_ms())?;
+            txn.commit()?;
+            Ok(done)
+        })();
+        match merged {
+            Ok(false) => {}
+            Ok(true) => self.current = None,
+            Err(e) => {
+                // Nothing of the failed chunk was committed; the merge starts over later.
+                tracing::warn!(error = %e, "merging the click log failed; trying again later");
+                self.current = None;
+                self.waiting_since = Some(std::time::Instant::now());
+                if is_out_of_space(&e) {
+                    shared.writable.store(false, Ordering::Release);
+                }
+            }
+        }
     }
 }
 
@@ -623,28 +748,31 @@ impl Answer {
 
 /// Applies `ops` in one transaction. A failure for want of space marks the store unwritable
 /// before the replies are dropped, so that their callers hear why.
+/// The answers, and whether the batch appended to the click log.
 fn apply_batch(
     db: &Database,
     ops: Vec<WriteOp>,
     shared: &Shared,
-) -> Result<Vec<Answer>, redb::Error> {
+) -> Result<(Vec<Answer>, bool), redb::Error> {
     let mut ops = ops.into_iter();
     let mut answers = Vec::with_capacity(ops.len());
-    let applied = apply(db, &mut ops, &mut answers);
+    let applied = apply(db, &mut ops, &mut answers, shared.clicks);
     if let Err(e) = &applied
         && is_out_of_space(e)
     {
         shared.writable.store(false, Ordering::Release);
     }
-    applied.map(|()| answers)
+    applied.map(|appended| (answers, appended))
 }
 
 fn apply(
     db: &Database,
     ops: &mut std::vec::IntoIter<WriteOp>,
     answers: &mut Vec<Answer>,
-) -> Result<(), redb::Error> {
+    limits: ClickLimits,
+) -> Result<bool, redb::Error> {
     let txn = db.begin_write()?;
+    let mut appended = false;
     for op in ops {
         answers.push(match op {
             WriteOp::Insert {
@@ -679,8 +807,10 @@ fn apply(
             WriteOp::Key { key, insert, reply } => {
                 Answer::Replace(reply, put_key(&txn, &key, insert)?)
             }
-            WriteOp::Clicks { deltas, reply } => {
-                add_clicks(&txn, &deltas)?;
+            WriteOp::Clicks { seq, deltas, reply } => {
+                let deltas: Vec<&ClickDelta> = deltas.iter().collect();
+                clicks::append(&txn, seq, &deltas, limits.max_values)?;
+                appended = true;
                 Answer::Done(reply)
             }
             WriteOp::Purge {
@@ -701,7 +831,7 @@ fn apply(
         });
     }
     txn.commit()?;
-    Ok(())
+    Ok(appended)
 }
 
 fn insert(
@@ -770,14 +900,8 @@ fn delete(txn: &WriteTransaction, code: &str) -> Result<Option<Link>, redb::Erro
             ..Link::default()
         }),
     };
-    txn.open_table(CLICK_TOTALS)?.remove(code)?;
-    let mut daily = txn.open_table(CLICK_DAILY)?;
-    let days: Vec<u32> = daily
-        .range((code, 0u32)..=(code, u32::MAX))?
-        .map(|entry| entry.map(|(key, _)| key.value().1))
-        .collect::<Result<_, _>>()?;
-    for day in days {
-        daily.remove((code, day))?;
+    if let Some(link) = &deleted {
+        clicks::remove(txn, code, link.created_at_ms, crate::clock::system_now_ms())?;
     }
     Ok(deleted)
 }
@@ -879,12 +1003,7 @@ fn import(
         }
         Some(_) => return Ok(ImportOutcome::CodeTaken),
     };
-    txn.open_table(CLICK_TOTALS)?
-        .insert(code, (stats.total_clicks, stats.last_click_ms.unwrap_or(0)))?;
-    let mut daily = txn.open_table(CLICK_DAILY)?;
-    for &(day, clicks) in &stats.daily {
-        daily.insert((code, day), clicks)?;
-    }
+    clicks::import(txn, code, stats)?;
     Ok(outcome)
 }
 
@@ -976,31 +1095,6 @@ fn lease(txn: &WriteTransaction, count: u64) -> Result<Range<u64>, redb::Error> 
     let end = start.saturating_add(count);
     counters.insert(LINK_ID_COUNTER, end)?;
     Ok(start..end)
-}
-
-fn add_clicks(txn: &WriteTransaction, deltas: &[ClickDelta]) -> Result<(), redb::Error> {
-    let links = txn.open_table(LINKS)?;
-    let mut totals = txn.open_table(CLICK_TOTALS)?;
-    let mut daily = txn.open_table(CLICK_DAILY)?;
-    for delta in deltas {
-        let code = delta.code.as_str();
-        if links.get(code)?.is_none() {
-            continue; // deleted since the click: its statistics went with it
-        }
-        let (total, last) = totals.get(code)?.map(|v| v.value()).unwrap_or((0, 0));
-        totals.insert(
-            code,
-            (
-                total.saturating_add(delta.count),
-                last.max(delta.last_click_ms),
-            ),
-        )?;
-        for (day, n) in delta.days() {
-            let current = daily.get((code, day))?.map(|v| v.value()).unwrap_or(0);
-            daily.insert((code, day), current.saturating_add(n))?;
-        }
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -1147,23 +1241,34 @@ impl LinkStore for EmbeddedStore {
     /// backs off), as is everything from a chunk that fails.
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        for (n, chunk) in deltas.chunks(CLICK_CHUNK).enumerate() {
+        // In ascending code order, under one sequence number: every key appended is greater
+        // than every key before it (see `clicks`).
+        let mut order: Vec<usize> = (0..deltas.len()).collect();
+        order.sort_by(|&a, &b| deltas[a].code.cmp(&deltas[b].code));
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::AcqRel);
+        let unapplied = |from: usize| {
+            let mut rest = order[from..].to_vec();
+            rest.sort_unstable();
+            rest
+        };
+        for (n, chunk) in order.chunks(CLICK_CHUNK).enumerate() {
             if n > 0 && tokio::time::Instant::now() >= deadline {
                 return Err(FlushError {
                     error: StoreError::Timeout(self.timeout),
-                    unapplied: (n * CLICK_CHUNK..deltas.len()).collect(),
+                    unapplied: unapplied(n * CLICK_CHUNK),
                 });
             }
             let written = self
                 .write_and_wait(|reply| WriteOp::Clicks {
-                    deltas: chunk.to_vec(),
+                    seq,
+                    deltas: chunk.iter().map(|&i| deltas[i].clone()).collect(),
                     reply,
                 })
                 .await;
             if let Err(error) = written {
                 return Err(FlushError {
                     error,
-                    unapplied: (n * CLICK_CHUNK..deltas.len()).collect(),
+                    unapplied: unapplied(n * CLICK_CHUNK),
                 });
             }
         }
@@ -1187,38 +1292,15 @@ impl LinkStore for EmbeddedStore {
 
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
         let code = code.to_owned();
+        let cap = self.shared.clicks.max_values;
         self.read(move |db| {
             let txn = db.begin_read().map_err(internal)?;
-            let code = code.as_str();
-            if txn
-                .open_table(LINKS)
-                .map_err(internal)?
-                .get(code)
-                .map_err(internal)?
-                .is_none()
-            {
+            let Some(link) = read_link(&txn, &code)? else {
                 return Ok(None);
-            }
-            let (total_clicks, last) = txn
-                .open_table(CLICK_TOTALS)
-                .map_err(internal)?
-                .get(code)
-                .map_err(internal)?
-                .map(|v| v.value())
-                .unwrap_or((0, 0));
-            let daily = txn
-                .open_table(CLICK_DAILY)
-                .map_err(internal)?
-                .range((code, 0u32)..=(code, u32::MAX))
-                .map_err(internal)?
-                .map(|entry| entry.map(|(k, v)| (k.value().1, v.value())))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(internal)?;
-            Ok(Some(LinkStats {
-                total_clicks,
-                last_click_ms: (total_clicks > 0).then_some(last),
-                daily,
-            }))
+            };
+            clicks::stats(&txn, &code, link.created_at_ms, cap)
+                .map(Some)
+                .map_err(internal)
         })
         .await
     }
@@ -1229,15 +1311,18 @@ impl LinkStore for EmbeddedStore {
         from_hour: u32,
         to_hour: u32,
     ) -> Result<Option<Analytics>, StoreError> {
-        let _ = (from_hour, to_hour);
-        Ok(self.stats(code).await?.map(|stats| Analytics {
-            hourly: Vec::new(),
-            daily: stats
-                .daily
-                .into_iter()
-                .map(|(day, n)| (day, crate::analytics::Rollup::count_only(n)))
-                .collect(),
-        }))
+        let code = code.to_owned();
+        let cap = self.shared.clicks.max_values;
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let Some(link) = read_link(&txn, &code)? else {
+                return Ok(None);
+            };
+            clicks::read(&txn, &code, link.created_at_ms, from_hour, to_hour, cap)
+                .map(Some)
+                .map_err(internal)
+        })
+        .await
     }
 
     async fn delete_secret(&self, name: &str) -> Result<(), StoreError> {
@@ -1278,7 +1363,7 @@ impl LinkStore for EmbeddedStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     use crate::store::faulty::link;
@@ -1570,7 +1655,7 @@ mod tests {
         }
     }
 
-    fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(
+    pub(super) fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(
         store: &EmbeddedStore,
         table: TableDefinition<K, V>,
     ) -> u64 {
@@ -1641,7 +1726,7 @@ mod tests {
         assert_eq!(mine, ["later", "moved"]);
         assert_eq!(store.stats("exp1").await.expect("stats"), None);
         assert_eq!(rows(&store, CLICK_TOTALS), 0);
-        assert_eq!(rows(&store, CLICK_DAILY), 0);
+        assert_eq!(rows(&store, CLICK_DAYS), 0);
         assert_eq!(rows(&store, BY_EXPIRY), 2, "later and moved");
         // Purged, the code is free again.
         assert_eq!(
