@@ -269,6 +269,10 @@ impl Application {
                 enabled: settings.analytics.enabled,
                 country_header,
             },
+            reports: http::Reports {
+                max_values_per_dimension: settings.analytics.max_values_per_dimension,
+                hourly_retention_days: settings.analytics.hourly_retention_days,
+            },
         });
         let mut background = vec![
             probe,

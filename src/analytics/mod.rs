@@ -12,6 +12,7 @@
 
 pub mod aggregate;
 pub mod classify;
+pub mod report;
 pub mod uniques;
 
 use std::net::IpAddr;

@@ -11,6 +11,13 @@ pub fn prefers_html(accept: &str) -> bool {
     html > json
 }
 
+/// Whether `accept` ranks `text/csv` strictly above JSON: a tie (`*/*`, nothing) keeps JSON.
+pub fn prefers_csv(accept: &str) -> bool {
+    let csv = quality(accept, "text", "csv");
+    let json = quality(accept, "application", "json");
+    csv > json
+}
+
 /// The weight `accept` gives `kind/subtype`, in thousandths (RFC 9110, section 12.5.1): the
 /// most specific matching range decides (`text/html` over `text/*` over `*/*`); 0 when none
 /// matches. Ranges that do not parse are ignored.
@@ -102,6 +109,21 @@ mod tests {
             "garbage",
         ] {
             assert!(!prefers_html(accept), "{accept}");
+        }
+    }
+
+    #[test]
+    fn csv_only_when_asked_above_json() {
+        for accept in ["text/csv", "text/csv, application/json;q=0.5", "text/*"] {
+            assert!(prefers_csv(accept), "{accept}");
+        }
+        for accept in [
+            "",
+            "*/*",
+            "application/json",
+            "text/csv;q=0.5, application/json",
+        ] {
+            assert!(!prefers_csv(accept), "{accept}");
         }
     }
 

@@ -34,6 +34,7 @@ struct CreateLinkRequest {
     title: Option<String>,
     tags: Option<Vec<String>>,
     forward_query: Option<bool>,
+    analytics: Option<bool>,
 }
 
 /// A link as the API shows it: every field of [`Link`] under its own name (times as RFC 3339,
@@ -49,6 +50,7 @@ struct LinkView<'a> {
     title: Option<&'a str>,
     tags: &'a [String],
     forward_query: bool,
+    analytics: bool,
     disabled: bool,
     disabled_reason: Option<&'a str>,
 }
@@ -72,6 +74,7 @@ impl<'a> LinkView<'a> {
             title: link.title.as_deref(),
             tags: &link.tags,
             forward_query: link.forward_query,
+            analytics: link.analytics,
             disabled: link.disabled.is_some(),
             disabled_reason: link.disabled.as_ref().map(|d| d.reason.as_str()),
         }
@@ -91,6 +94,7 @@ struct UpdateLinkRequest {
     title: Option<Option<String>>,
     tags: Option<Vec<String>>,
     forward_query: Option<bool>,
+    analytics: Option<bool>,
     disabled: Option<bool>,
     reason: Option<String>,
 }
@@ -202,6 +206,7 @@ async fn create_item(
                 title,
                 tags: tags.unwrap_or_default(),
                 forward_query: input.forward_query.unwrap_or(true),
+                analytics: input.analytics.unwrap_or(true),
                 owner: caller.owner(),
                 ..Link::default()
             },
@@ -404,7 +409,7 @@ pub async fn delete(
 }
 
 /// Edits a link (its owner, or the admin): destination, expiry, redirect status, title,
-/// tags, query forwarding, disabled. With `If-Match`, only while the link is that version
+/// tags, query forwarding, analytics, disabled. With `If-Match`, only while the link is that version
 /// (412 otherwise). A link the admin disabled stays disabled until the admin enables it.
 pub async fn update(
     state: web::Data<AppState>,
@@ -423,7 +428,7 @@ pub async fn update(
     let input: UpdateLinkRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "request body must be an object of the fields to change (url, expires_at, \
-             redirect_status, title, tags, forward_query, disabled, reason): {e}"
+             redirect_status, title, tags, forward_query, analytics, disabled, reason): {e}"
         ))
     })?;
     let if_match = match req.headers().get(IF_MATCH) {
@@ -525,6 +530,7 @@ fn parse_edit(
             .transpose()?,
         tags: input.tags.as_deref().map(tags_field).transpose()?,
         forward_query: input.forward_query,
+        analytics: input.analytics,
         disabled: input
             .disabled
             .map(|disabled| disabled.then(|| input.reason.unwrap_or_default())),
@@ -535,6 +541,7 @@ fn parse_edit(
         && edit.title.is_none()
         && edit.tags.is_none()
         && edit.forward_query.is_none()
+        && edit.analytics.is_none()
         && edit.disabled.is_none();
     if nothing {
         return Err(ApiError::BadRequest(

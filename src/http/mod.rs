@@ -56,6 +56,16 @@ pub struct AppState {
     pub request_ids: RequestIds,
     pub health: Arc<Health>,
     pub analytics: AnalyticsCapture,
+    pub reports: Reports,
+}
+
+/// What the stats API reads rollups with (see [`crate::analytics::report`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Reports {
+    /// `analytics.max_values_per_dimension`: values kept when rollups are merged.
+    pub max_values_per_dimension: usize,
+    /// `analytics.hourly_retention_days`: how far back an hourly report may start.
+    pub hourly_retention_days: u32,
 }
 
 /// What a redirect hands over for a click's details (see [`crate::analytics`]).
@@ -122,6 +132,7 @@ endpoints! {
     DeleteLink => "delete_link", [DELETE] "/api/v1/links/{code}", links::delete;
     UpdateLink => "update_link", [PATCH] "/api/v1/links/{code}", links::update;
     LinkStats => "link_stats", [GET] "/api/v1/links/{code}/stats", stats::stats;
+    TopLinks => "top_links", [GET] "/api/v1/stats", stats::top_links;
     LinkQr => "link_qr", [GET] "/api/v1/links/{code}/qr", qr::qr;
     Home => "home", [GET] "/", pages::home;
     ManagePage => "manage_page", [GET] "/admin/links", pages::manage;

@@ -106,19 +106,40 @@ const MANAGE: &str = r#"<h1>Manage links</h1>
 </section>
 <noscript><p class="card">This page needs JavaScript. Programs can use the API: <code>GET /api/v1/links</code>.</p></noscript>"#;
 
-/// `GET /admin/links/{code}`: click statistics. The admin token is asked for on the page and
-/// sent by its script to the stats API; this page itself is no secret.
+/// `GET /admin/links/{code}`: click statistics, for the admin or the key that owns the link.
+/// The token is asked for on the page and sent by its script to the stats API; this page
+/// itself is no secret. Every value from a click's headers reaches it through that script as
+/// text (`textContent`), never as markup.
 pub async fn stats(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let raw_code = code_param(&req).map_err(|e| e.for_client(&req))?;
     let code = escape(raw_code);
+    let breakdowns: String = [
+        ("country", "Country"),
+        ("referrer", "Referrer"),
+        ("device", "Device"),
+        ("browser", "Browser"),
+        ("os", "Operating system"),
+    ]
+    .iter()
+    .map(|(id, name)| {
+        format!(
+            r#"
+    <table id="by-{id}" class="breakdown">
+      <caption>{name}</caption>
+      <thead><tr><th scope="col">{name}</th><th scope="col">Clicks</th></tr></thead>
+      <tbody></tbody>
+    </table>"#
+        )
+    })
+    .collect();
     let main = format!(
         r#"<h1>Clicks for <code>{code}</code></h1>
 <div id="stats-page" data-code="{code}"></div>
 <form id="token-form" class="card" hidden>
   <div class="field">
-    <label for="admin-token">Admin token</label>
+    <label for="admin-token">Admin token or API key</label>
     <input id="admin-token" name="admin-token" type="password" required autocomplete="current-password" aria-describedby="token-hint">
-    <p id="token-hint" class="hint">Asked once, kept in this browser tab only.</p>
+    <p id="token-hint" class="hint">The admin token, or the API key that made this link (with the <code>stats</code> scope). Asked once, kept in this browser tab only.</p>
   </div>
   <button type="submit">Show clicks</button>
 </form>
@@ -129,6 +150,12 @@ pub async fn stats(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     <div><dt>Last click</dt><dd id="last">never</dd></div>
   </dl>
   <h2 id="chart-title">Clicks per day, last 30 days (UTC)</h2>
+  <dl class="totals">
+    <div><dt>Clicks</dt><dd id="period-clicks">0</dd></div>
+    <div><dt>People</dt><dd id="period-humans">0</dd></div>
+    <div><dt>Bots</dt><dd id="period-bots">0</dd></div>
+    <div><dt>Unique visitors</dt><dd id="period-uniques">0</dd></div>
+  </dl>
   <figure class="chart">
     <svg id="chart" role="img" aria-labelledby="chart-title" aria-describedby="chart-summary" viewBox="0 0 600 200" preserveAspectRatio="none"></svg>
     <div class="axis" aria-hidden="true"><span id="axis-first"></span><span id="axis-last"></span></div>
@@ -139,6 +166,10 @@ pub async fn stats(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     <thead><tr><th scope="col">Day</th><th scope="col">Clicks</th></tr></thead>
     <tbody></tbody>
   </table>
+  <h2 id="breakdown-title">Where people came from and what they used, last 30 days</h2>
+  <p id="breakdown-hint" class="hint">Clicks by people (bots left out), the ten most frequent values of each.</p>
+  <div id="breakdowns" class="breakdowns" aria-describedby="breakdown-hint">{breakdowns}
+  </div>
   <p class="actions"><button type="button" id="refresh">Refresh</button> <button type="button" id="forget" class="secondary">Forget the token</button></p>
 </section>
 <p><a href="/{code}+">Where this link goes</a></p>"#

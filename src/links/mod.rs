@@ -90,6 +90,8 @@ pub struct LinkEdit {
     pub title: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
     pub forward_query: Option<bool>,
+    /// Whether its clicks record their details (see [`Link::analytics`]).
+    pub analytics: Option<bool>,
     /// `Some(Some(reason))` disables, `Some(None)` enables.
     pub disabled: Option<Option<String>>,
 }
@@ -574,6 +576,9 @@ impl LinkService {
         if let Some(forward) = edit.forward_query {
             link.forward_query = forward;
         }
+        if let Some(analytics) = edit.analytics {
+            link.analytics = analytics;
+        }
         if let Some(disabled) = &edit.disabled {
             if link.disabled.as_ref().is_some_and(|d| d.by_admin) && !by_admin {
                 return Err(EditError::AdminDisabled);
@@ -599,6 +604,17 @@ impl LinkService {
 
     pub async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
         self.store.stats(code).await
+    }
+
+    /// A link's rollups for the hours `from_hour..=to_hour` and the days they fall on; `None`
+    /// when there is no such link.
+    pub async fn analytics(
+        &self,
+        code: &str,
+        from_hour: u32,
+        to_hour: u32,
+    ) -> Result<Option<crate::store::Analytics>, StoreError> {
+        self.store.analytics(code, from_hour, to_hour).await
     }
 }
 

@@ -361,6 +361,69 @@ test('the statistics page asks for the admin token once and charts the click', a
   await page.context().close();
 });
 
+test('the statistics page breaks the clicks down, header values shown as text, for the link\'s key too', async () => {
+  // A key with the stats scope, and a link of its own clicked from a page on news.example.
+  const made = await fetch(`${kurz.base}/api/v1/keys`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'browser-stats', scopes: ['create', 'stats'] }),
+  }).then((r) => r.json());
+  const created = await fetch(`${kurz.base}/api/v1/links`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${made.secret}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ url: `${destination}/from-news` }),
+  }).then((r) => r.json());
+  const clicker = await newPage();
+  await clicker.goto(created.short_url, { referer: 'https://news.example/story?id=7' });
+  await clicker.context().close();
+
+  const page = await newPage({ width: 390, height: 844 });
+  // Every value the API sends from a click's headers is attacker-controlled: the page gets
+  // one that is markup among the real ones, and must show it as text.
+  const markup = '<img src=x onerror="window.__kurzInjected=1">';
+  await page.route('**/api/v1/links/*/stats', async (route) => {
+    const response = await route.fetch();
+    const stats = await response.json();
+    if (response.ok()) {
+      stats.breakdown.referrer = [...stats.breakdown.referrer, { value: markup, clicks: 1 }];
+    }
+    await route.fulfill({ response, json: stats });
+  });
+  await page.goto(`${kurz.base}/admin/links/${created.code}`);
+  await page.getByLabel('API key').fill(made.secret);
+  await page.getByRole('button', { name: 'Show clicks' }).click();
+  await page.locator('#stats').waitFor({ state: 'visible' });
+  // Refresh until the click's details are in (clicks reach the store once per flush).
+  await eventually(async () => {
+    const cells = await page.locator('#by-referrer tbody td').allTextContents();
+    if (cells.includes('news.example')) return true;
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    return false;
+  }, 15_000, 'the referrer in the statistics');
+
+  const rows = async (dimension) => page.locator(`#by-${dimension} tbody tr`).evaluateAll(
+    (trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)),
+  );
+  assert.deepEqual(await rows('referrer'), [['news.example', '1'], [markup, '1']]);
+  assert.equal(await page.locator('#breakdowns img').count(), 0, 'no element made from a value');
+  assert.equal(await page.evaluate(() => window.__kurzInjected), undefined);
+  // Each table is named by its caption, so a screen reader says which dimension it reads.
+  for (const [dimension, caption] of [['country', 'Country'], ['referrer', 'Referrer'], ['device', 'Device'],
+    ['browser', 'Browser'], ['os', 'Operating system']]) {
+    assert.equal(await page.getByRole('table', { name: caption, exact: true }).getAttribute('id'), `by-${dimension}`);
+    const [[value, clicks]] = await rows(dimension);
+    assert.ok(value.length > 0 && clicks === '1', `${dimension}: ${value} ${clicks}`);
+  }
+  assert.equal(await page.locator('#period-humans').textContent(), '1');
+  assert.equal(await page.locator('#period-uniques').textContent(), '1');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than a phone`);
+  await assertContrast(page, 'h2, dt, dd, td, th, caption, .hint');
+  await screenshot(page, 'stats-breakdown');
+  assertNoProblems(page);
+  await page.context().close();
+});
+
 test('an unknown link shows a page to a browser', async () => {
   const page = await newPage();
   const response = await page.goto(`${kurz.base}/no-such-link`);

@@ -1,6 +1,7 @@
 //! kurz's integration tests, one binary (it links once): each module an area, all on the
 //! shared [`harness`]. Tests talk to real servers the harness starts on free ports.
 
+mod analytics;
 mod api;
 mod disk;
 mod durability;

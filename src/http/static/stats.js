@@ -1,6 +1,8 @@
-// The admin's statistics page: asks for the admin token once (kept in this tab's
+// The statistics page: asks for the admin token or the link's API key once (kept in this tab's
 // sessionStorage only), reads /api/v1/links/{code}/stats with it, and draws clicks per day for
-// the last 30 days as an SVG bar chart, with a summary and a table as its text alternative.
+// the last 30 days as an SVG bar chart, with a summary and a table as its text alternative,
+// then a table per dimension (country, referrer, device, browser, OS). Values from a click's
+// headers are whatever a client sent: they are set as textContent only, never as markup.
 'use strict';
 
 (() => {
@@ -30,6 +32,17 @@
   const utcDay = (ms) => new Date(ms).toISOString().slice(0, 10);
   const utcMinutes = (text) => `${new Date(text).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+  const DIMENSIONS = ['country', 'referrer', 'device', 'browser', 'os'];
+
+  // The period's days as the API gives them (every day, zero where nothing was clicked);
+  // from an older server without a series, the last DAYS UTC days of `daily`.
+  function periodDays(stats) {
+    if (Array.isArray(stats.series) && stats.series.length > 0) {
+      return stats.series.map((p) => ({ date: p.at, clicks: p.clicks }));
+    }
+    return lastDays(stats.daily);
+  }
 
   // The last DAYS UTC days, ending today (or at the last day with clicks, if the server's
   // clock is ahead of this one), zero where the API lists no clicks.
@@ -111,11 +124,39 @@
     $('daily').tBodies[0].replaceChildren(...rows);
   }
 
+  // One dimension's table: a row per value (as text), or a row saying there is none.
+  function fillBreakdown(dimension, values) {
+    const rows = (values || []).map((v) => {
+      const row = document.createElement('tr');
+      const value = document.createElement('td');
+      const clicks = document.createElement('td');
+      value.textContent = String(v.value);
+      clicks.textContent = String(v.clicks);
+      row.append(value, clicks);
+      return row;
+    });
+    if (rows.length === 0) {
+      const row = document.createElement('tr');
+      const cell = document.createElement('td');
+      cell.colSpan = 2;
+      cell.textContent = 'No clicks by people with details yet.';
+      row.append(cell);
+      rows.push(row);
+    }
+    $(`by-${dimension}`).tBodies[0].replaceChildren(...rows);
+  }
+
   function render(stats) {
     $('total').textContent = String(stats.total_clicks);
     $('last').textContent = stats.last_click_at ? utcMinutes(stats.last_click_at) : 'never';
-    drawChart(lastDays(stats.daily));
+    const days = periodDays(stats);
+    $('period-clicks').textContent = String(stats.clicks ?? days.reduce((sum, d) => sum + d.clicks, 0));
+    $('period-humans').textContent = String(stats.humans ?? 0);
+    $('period-bots').textContent = String(stats.bots ?? 0);
+    $('period-uniques').textContent = String(stats.uniques ?? 0);
+    drawChart(days);
     fillTable(stats.daily);
+    for (const dimension of DIMENSIONS) fillBreakdown(dimension, (stats.breakdown || {})[dimension]);
   }
 
   async function load() {
@@ -139,7 +180,13 @@
     }
     if (response.status === 401 || response.status === 403) {
       sessionStorage.removeItem(TOKEN_STORAGE);
-      askForToken('That is not the admin token. Try again.');
+      askForToken(response.status === 403
+        ? ((answer && answer.detail) || 'This token may not read statistics.')
+        : 'That is neither the admin token nor an API key. Try again.');
+      return;
+    }
+    if (response.status === 404) {
+      say('No such link for this token: a key sees the statistics of its own links only.', true);
       return;
     }
     if (!response.ok || !answer) {
