@@ -50,11 +50,13 @@ fn hot_path(c: &mut Criterion) {
                   (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1";
     let referer = b"https://news.example.com/2026/12/01/a-story-about-links?utm_source=x";
     c.bench_function("capture_visit", |b| {
-        b.iter(|| Visit {
-            user_agent: Visit::header(black_box(agent)),
-            referer: Visit::header(black_box(referer)),
-            country: Visit::header(black_box(b"DE")),
-            client_ip: std::net::IpAddr::from([192, 0, 2, 1]),
+        b.iter(|| {
+            Visit::new(
+                black_box(agent),
+                black_box(referer),
+                black_box(b"DE"),
+                std::net::IpAddr::from([192, 0, 2, 1]),
+            )
         })
     });
 }

@@ -59,7 +59,7 @@ impl Aggregator {
             .keys
             .get(&crate::clock::day_of(at_ms))
             .map_or(0, |(key, _)| {
-                key.visitor(visit.client_ip, &visit.user_agent)
+                key.visitor(visit.client_ip, visit.user_agent())
             });
         rollup_for(hours, hour).add(&classified, visitor, self.cap);
         classified.bot

@@ -44,11 +44,18 @@ use super::{Classified, Visit};
 
 /// Most User-Agents whose answers are kept.
 const CACHED_AGENTS: usize = 10_000;
+/// Most referrer origins (`scheme://host`) whose host is kept.
+const CACHED_ORIGINS: usize = 10_000;
 
 /// Classifies visits; owned by the click flusher (one thread), so its caches take no lock.
+/// Answers are shared text ([`Arc<str>`]): a click adds references to rollups, not copies.
 pub struct Classifier {
     countries: Arc<Countries>,
     agents: Cache<Box<str>, Agent>,
+    /// A referrer's origin (what comes before its path) -> its host.
+    origins: Cache<Box<str>, Arc<str>>,
+    /// Countries and device classes: a few hundred values at most.
+    words: std::collections::HashMap<Box<str>, Arc<str>>,
 }
 
 impl Classifier {
@@ -56,27 +63,55 @@ impl Classifier {
         Self {
             countries,
             agents: Cache::new(CACHED_AGENTS),
+            origins: Cache::new(CACHED_ORIGINS),
+            words: std::collections::HashMap::new(),
         }
     }
 
+    /// `word` as shared text, made once.
+    fn word(&mut self, word: &str) -> Arc<str> {
+        if let Some(shared) = self.words.get(word) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = word.into();
+        self.words.insert(word.into(), Arc::clone(&shared));
+        shared
+    }
+
+    /// The referrer's host, looked up by its origin: the pages of one site share one answer.
+    fn referrer(&mut self, referer: &str) -> Arc<str> {
+        let origin = referrer::origin(referer);
+        // Only URLs with a host; and a header cut at the limit may end inside its host, which
+        // the whole text decides.
+        let cacheable = origin.contains("//") && origin.len() + 3 < Visit::MAX_HEADER;
+        if cacheable && let Some(host) = self.origins.get(origin) {
+            return Arc::clone(host);
+        }
+        let host: Arc<str> = referrer::host(referer).into();
+        if cacheable {
+            self.origins.insert(origin.into(), Arc::clone(&host));
+        }
+        host
+    }
+
     pub fn classify(&mut self, visit: &Visit) -> Classified {
-        let agent = match self.agents.get(&*visit.user_agent) {
+        let agent = match self.agents.get(visit.user_agent()) {
             Some(agent) => agent.clone(),
             None => {
-                let agent = agent::parse(&visit.user_agent);
-                self.agents.insert(visit.user_agent.clone(), agent.clone());
+                let agent = agent::parse(visit.user_agent());
+                self.agents.insert(visit.user_agent().into(), agent.clone());
                 agent
             }
         };
-        let country = country::from_header(&visit.country)
+        let country = country::from_header(visit.country())
             .or_else(|| self.countries.lookup(visit.client_ip))
             .unwrap_or_else(|| "unknown".into());
         Classified {
             bot: agent.bot,
             values: [
-                referrer::host(&visit.referer),
-                country,
-                agent.device.into(),
+                self.referrer(visit.referer()),
+                self.word(&country),
+                self.word(agent.device),
                 agent.browser,
                 agent.os,
             ],

@@ -16,6 +16,7 @@ pub mod report;
 pub mod uniques;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -80,13 +81,16 @@ impl Dimension {
 /// What the redirect hands over for one click: raw header values, each cut to
 /// [`Visit::MAX_HEADER`] bytes, and the client's address. Nothing is parsed on the redirect
 /// path.
+///
+/// One allocation a click: the `User-Agent` and the `Referer` share one buffer, and the
+/// country (two letters when there is one) is kept inline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Visit {
-    pub user_agent: Box<str>,
-    /// The `Referer` header as sent (cut), empty when absent.
-    pub referer: Box<str>,
-    /// The trusted proxy's country header, empty when absent or not believed.
-    pub country: Box<str>,
+    /// The `User-Agent`, then the `Referer`.
+    text: Box<str>,
+    agent_len: usize,
+    /// The trusted proxy's country header when it is two bytes long; zeros otherwise.
+    country: [u8; 2],
     pub client_ip: IpAddr,
 }
 
@@ -95,17 +99,53 @@ impl Visit {
     /// referrer's scheme and host, so an 8 KiB header costs no more than a short one.
     pub const MAX_HEADER: usize = 512;
 
+    /// A visit from the raw header values (empty when absent), each cut to
+    /// [`Visit::MAX_HEADER`] bytes at a character boundary, bytes that are not UTF-8 replaced.
+    pub fn new(user_agent: &[u8], referer: &[u8], country: &[u8], client_ip: IpAddr) -> Self {
+        let (agent, referer) = (Self::header(user_agent), Self::header(referer));
+        let mut text = String::with_capacity(agent.len() + referer.len());
+        text.push_str(&agent);
+        text.push_str(&referer);
+        let country = match country.trim_ascii() {
+            &[a, b] => [a, b],
+            _ => [0, 0],
+        };
+        Self {
+            text: text.into(),
+            agent_len: agent.len(),
+            country,
+            client_ip,
+        }
+    }
+
+    pub fn user_agent(&self) -> &str {
+        &self.text[..self.agent_len]
+    }
+
+    /// The `Referer` as sent (cut), empty when absent.
+    pub fn referer(&self) -> &str {
+        &self.text[self.agent_len..]
+    }
+
+    /// The trusted proxy's country header, empty when absent, not believed or not two bytes.
+    pub fn country(&self) -> &str {
+        std::str::from_utf8(&self.country)
+            .ok()
+            .filter(|c| self.country != [0, 0] && c.is_ascii())
+            .unwrap_or("")
+    }
+
     /// `value` cut to [`Visit::MAX_HEADER`] bytes at a character boundary; bytes that are not
     /// UTF-8 are replaced.
-    pub fn header(value: &[u8]) -> Box<str> {
+    pub fn header(value: &[u8]) -> std::borrow::Cow<'_, str> {
         let value = &value[..value.len().min(Self::MAX_HEADER)];
         match std::str::from_utf8(value) {
             Ok(text) => text.into(),
             Err(e) if e.error_len().is_none() => {
                 // Cut inside a character: keep what is whole.
-                String::from_utf8_lossy(&value[..e.valid_up_to()]).into()
+                String::from_utf8_lossy(&value[..e.valid_up_to()])
             }
-            Err(_) => String::from_utf8_lossy(value).into(),
+            Err(_) => String::from_utf8_lossy(value),
         }
     }
 }
@@ -115,12 +155,13 @@ impl Visit {
 pub struct Classified {
     /// A crawler, link-preview fetcher or monitor.
     pub bot: bool,
-    /// The values of each dimension, in [`Dimension::ALL`]'s order.
-    pub values: [Box<str>; 5],
+    /// The values of each dimension, in [`Dimension::ALL`]'s order (shared with the
+    /// classifier's caches: adding a click to a rollup copies no text).
+    pub values: [Arc<str>; 5],
 }
 
 /// Counts per value of one dimension, sorted by value, at most the cap plus `other`.
-pub type Values = Vec<(Box<str>, u64)>;
+pub type Values = Vec<(Arc<str>, u64)>;
 
 /// Clicks on one link in one hour (or day): the unit kurz stores and adds up.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -187,13 +228,18 @@ impl Rollup {
 }
 
 /// Adds `n` clicks to `value`; a value beyond the cap counts as `other`.
-fn add_value(values: &mut Values, value: &str, n: u64, cap: usize) {
+fn add_value(values: &mut Values, value: &Arc<str>, n: u64, cap: usize) {
     match values.binary_search_by(|(v, _)| (**v).cmp(value)) {
         Ok(i) => values[i].1 += n,
-        Err(_) if distinct(values) >= cap && value != OTHER => {
-            add_value(values, OTHER, n, usize::MAX)
-        }
-        Err(i) => values.insert(i, (value.into(), n)),
+        Err(_) if distinct(values) >= cap && &**value != OTHER => add_other(values, n),
+        Err(i) => values.insert(i, (Arc::clone(value), n)),
+    }
+}
+
+fn add_other(values: &mut Values, n: u64) {
+    match values.binary_search_by(|(v, _)| (**v).cmp(OTHER)) {
+        Ok(i) => values[i].1 += n,
+        Err(i) => values.insert(i, (OTHER.into(), n)),
     }
 }
 
@@ -231,7 +277,7 @@ fn merge_values(values: &mut Values, more: &Values, cap: usize) {
         i += 1;
         keep
     });
-    add_value(values, OTHER, moved, usize::MAX);
+    add_other(values, moved);
 }
 
 #[cfg(test)]
@@ -319,5 +365,18 @@ mod tests {
         let cut = Visit::header(long.as_bytes());
         assert!(cut.len() <= Visit::MAX_HEADER && cut.chars().all(|c| c == 'é'));
         assert_eq!(&*Visit::header(b"ab\xffcd"), "ab\u{fffd}cd");
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let visit = Visit::new(long.as_bytes(), b"https://a.example/", b" DE ", ip);
+        assert_eq!(visit.user_agent(), cut);
+        assert_eq!(visit.referer(), "https://a.example/");
+        assert_eq!(visit.country(), "DE");
+        for country in [&b""[..], b"DEU", b"\xff\xfe"] {
+            assert_eq!(
+                Visit::new(b"", b"", country, ip).country(),
+                "",
+                "{country:?}"
+            );
+        }
+        assert_eq!(Visit::new(b"", b"", b"", ip).referer(), "");
     }
 }

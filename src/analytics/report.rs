@@ -132,7 +132,7 @@ pub fn report(request: &Request, hourly: &[(u32, Rollup)], daily: &[(u32, Rollup
 }
 
 /// The `n` most clicked values (`other` among them, as any value), most first, ties by value.
-pub fn top(values: &[(Box<str>, u64)], n: usize) -> Values {
+pub fn top(values: &[(std::sync::Arc<str>, u64)], n: usize) -> Values {
     let mut sorted: Values = values.iter().filter(|(_, c)| *c > 0).cloned().collect();
     sorted.sort_by(|(va, ca), (vb, cb)| cb.cmp(ca).then_with(|| va.cmp(vb)));
     sorted.truncate(n);
@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn the_top_values_are_the_most_clicked_then_by_value_other_among_them() {
         // Out of order, so that the tie rule, not the input's order, puts a before c.
-        let values: Vec<(Box<str>, u64)> = vec![
+        let values: Vec<(std::sync::Arc<str>, u64)> = vec![
             ("c".into(), 2),
             ("b".into(), 5),
             ("a".into(), 2),

@@ -103,25 +103,21 @@ fn visit(state: &AppState, req: &HttpRequest, target: &Target) -> Option<Visit> 
     {
         return None;
     }
-    let header = |name: &HeaderName| {
-        headers
-            .get(name)
-            .map_or_else(|| "".into(), |v| Visit::header(v.as_bytes()))
-    };
+    let header = |name: &HeaderName| headers.get(name).map_or(&b""[..], |v| v.as_bytes());
     let country = match &capture.country_header {
         Some(name) if state.proxies.is_trusted_peer(req) => header(name),
-        _ => "".into(),
+        _ => b"",
     };
     let client_ip = match state.proxies.client(req) {
         Client::Ip(ip) => ip,
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
-    Some(Visit {
-        user_agent: header(&USER_AGENT),
-        referer: header(&REFERER),
+    Some(Visit::new(
+        header(&USER_AGENT),
+        header(&REFERER),
         country,
         client_ip,
-    })
+    ))
 }
 
 /// The `Location` with the request's query added (for a link that forwards it): 414 when the

@@ -250,7 +250,7 @@ pub async fn stats(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
                 let values = values
                     .into_iter()
                     .map(|(value, clicks)| ValueView {
-                        value: value.into(),
+                        value: value.to_string(),
                         clicks,
                     })
                     .collect();

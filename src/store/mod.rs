@@ -61,18 +61,12 @@ pub struct Link {
     pub revision: u64,
     /// Whether its clicks record referrer, country, device, browser, OS and visitors (with
     /// `analytics.enabled`); off, they are only counted. On for links stored before it existed.
-    /// Left out of the stored form while on, so a link's form (and an idempotency
-    /// fingerprint made from it) is what it was before the switch existed.
-    #[serde(default = "analytics_on", skip_serializing_if = "is_on")]
+    #[serde(default = "analytics_on")]
     pub analytics: bool,
 }
 
 fn analytics_on() -> bool {
     true
-}
-
-fn is_on(on: &bool) -> bool {
-    *on
 }
 
 /// Most tags one link carries.

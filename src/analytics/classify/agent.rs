@@ -22,8 +22,8 @@ const MAX_FAMILY: usize = 32;
 pub struct Agent {
     pub bot: bool,
     pub device: &'static str,
-    pub browser: Box<str>,
-    pub os: Box<str>,
+    pub browser: std::sync::Arc<str>,
+    pub os: std::sync::Arc<str>,
 }
 
 struct Rules {
@@ -87,8 +87,8 @@ pub fn parse(ua: &str) -> Agent {
     Agent {
         bot: false,
         device: device(ua, &os),
-        browser,
-        os,
+        browser: browser.into(),
+        os: os.into(),
     }
 }
 

@@ -43,6 +43,19 @@ pub fn host(referer: &str) -> Box<str> {
     host.into()
 }
 
+/// What comes before the referrer's path, query or fragment: the part its host is read from
+/// (the whole text when it has no `//`). Referrers with one origin have one host.
+pub fn origin(referer: &str) -> &str {
+    let referer = referer.trim();
+    let Some(start) = referer.find("//").map(|i| i + 2) else {
+        return referer;
+    };
+    let end = referer[start..]
+        .find(['/', '?', '#'])
+        .map_or(referer.len(), |i| start + i);
+    &referer[..end]
+}
+
 /// Whether the header was cut inside its host: it is (nearly) as long as a visit keeps and
 /// nothing follows the host.
 fn host_may_be_cut(referer: &str) -> bool {

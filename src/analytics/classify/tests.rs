@@ -249,12 +249,12 @@ const BOTS: &[&str] = &[
 ];
 
 fn visit(user_agent: &str, referer: &str, country: &str, ip: &str) -> Visit {
-    Visit {
-        user_agent: Visit::header(user_agent.as_bytes()),
-        referer: Visit::header(referer.as_bytes()),
-        country: Visit::header(country.as_bytes()),
-        client_ip: ip.parse().expect("an address"),
-    }
+    Visit::new(
+        user_agent.as_bytes(),
+        referer.as_bytes(),
+        country.as_bytes(),
+        ip.parse().expect("an address"),
+    )
 }
 
 fn classifier() -> Classifier {
@@ -327,7 +327,7 @@ fn answers_are_cached_in_bounded_memory() {
     );
 }
 
-fn referrer(referer: &str) -> Box<str> {
+fn referrer(referer: &str) -> Arc<str> {
     classifier()
         .classify(&visit(CHROME, referer, "", "192.0.2.1"))
         .values[0]
@@ -385,12 +385,12 @@ fn no_referrer_is_direct_and_garbage_is_unknown() {
         assert_eq!(&*host, "unknown", "{garbage}");
     }
     // Binary: bytes that are not UTF-8 arrive replaced, NULs and controls as sent.
-    let c = classifier().classify(&Visit {
-        user_agent: CHROME.into(),
-        referer: Visit::header(b"\xff\xfe\x00\x01http://\x80\x81/\x00"),
-        country: "".into(),
-        client_ip: "192.0.2.1".parse().expect("an address"),
-    });
+    let c = classifier().classify(&Visit::new(
+        CHROME.as_bytes(),
+        b"\xff\xfe\x00\x01http://\x80\x81/\x00",
+        b"",
+        "192.0.2.1".parse().expect("an address"),
+    ));
     assert_eq!(&*c.values[0], "unknown");
     assert_ne!(&*c.values[0], crate::analytics::OTHER);
 }
@@ -411,7 +411,7 @@ fn a_long_referrer_cut_to_what_a_visit_keeps_still_gives_its_host() {
     assert_eq!(&*referrer(&long), "unknown");
 }
 
-fn country(header: &str, ip: &str, countries: &Arc<Countries>) -> Box<str> {
+fn country(header: &str, ip: &str, countries: &Arc<Countries>) -> Arc<str> {
     Classifier::new(Arc::clone(countries))
         .classify(&visit(CHROME, "", header, ip))
         .values[1]

@@ -523,6 +523,7 @@ impl DynamoStore {
                 _ if e.code() == Some("ValidationException") => (0..writes.len()).collect(),
                 _ => Vec::new(),
             };
+
             if too_large.is_empty() || shrunk == 2 {
                 return Err(cancellation_error(e, &self.table, self.timeout));
             }

@@ -177,7 +177,7 @@ fn item_writes(sort_key: String, rollup: &Rollup, set: Attributes) -> Vec<Rollup
             rollup
                 .values(dimension)
                 .iter()
-                .map(move |(value, count)| (dimension, value.clone(), *count))
+                .map(move |(value, count)| (dimension, Box::from(&**value), *count))
         })
         .collect();
     let mut writes = vec![RollupWrite {

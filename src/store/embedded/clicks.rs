@@ -88,32 +88,52 @@ fn merge_hours(into: &mut Vec<(u32, Rollup)>, more: Vec<(u32, Rollup)>, cap: usi
     }
 }
 
-/// Appends one flush's deltas (given in ascending code order) under `seq`.
+/// A delta as the log stores it: made by the caller, so the writer thread only inserts.
+pub(super) fn log_row(delta: &ClickDelta) -> (String, Vec<u8>) {
+    let entry = EntryRef {
+        count: delta.count,
+        last_click_ms: delta.last_click_ms,
+        hours: &delta.hours,
+    };
+    let bytes = postcard::to_allocvec(&entry).unwrap_or_default();
+    (delta.code.clone(), bytes)
+}
+
+/// [`Entry`]'s stored form, borrowed.
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    count: u64,
+    last_click_ms: i64,
+    hours: &'a [(u32, Rollup)],
+}
+
+/// Appends one flush's rows (from [`log_row`], in ascending code order) under `seq`.
 pub(super) fn append(
     txn: &WriteTransaction,
     seq: u64,
-    deltas: &[&ClickDelta],
+    rows: &[(String, Vec<u8>)],
     cap: usize,
 ) -> Result<(), redb::Error> {
     let mut log = txn.open_table(CLICK_LOG)?;
     let links = txn.open_table(super::LINKS)?;
-    for delta in deltas {
+    for (code, bytes) in rows {
         // In code order, so these reads walk the table's pages in order.
-        if links.get(delta.code.as_str())?.is_none() {
+        if links.get(code.as_str())?.is_none() {
             continue; // deleted since the click: its statistics went with it
         }
-        let mut entry = Entry {
-            count: delta.count,
-            last_click_ms: delta.last_click_ms,
-            hours: delta.hours.clone(),
-        };
-        let key = (seq, delta.code.as_str());
+        let key = (seq, code.as_str());
         // One code twice in one flush (never from the flusher; possible from a caller):
         // added up.
-        if let Some(there) = log.get(key)?.and_then(|v| Entry::decode(v.value())) {
-            entry.merge(there, cap);
+        let there = log.get(key)?.and_then(|v| Entry::decode(v.value()));
+        match (there, Entry::decode(bytes)) {
+            (Some(mut there), Some(entry)) => {
+                there.merge(entry, cap);
+                log.insert(key, there.encode().as_slice())?;
+            }
+            _ => {
+                log.insert(key, bytes.as_slice())?;
+            }
         }
-        log.insert(key, entry.encode().as_slice())?;
     }
     Ok(())
 }

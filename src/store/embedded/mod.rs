@@ -117,7 +117,7 @@ enum WriteOp {
     /// Appends to the click log under `seq`, deltas in ascending code order.
     Clicks {
         seq: u64,
-        deltas: Vec<ClickDelta>,
+        rows: Vec<(String, Vec<u8>)>,
         reply: Reply<()>,
     },
     Purge {
@@ -807,9 +807,8 @@ fn apply(
             WriteOp::Key { key, insert, reply } => {
                 Answer::Replace(reply, put_key(&txn, &key, insert)?)
             }
-            WriteOp::Clicks { seq, deltas, reply } => {
-                let deltas: Vec<&ClickDelta> = deltas.iter().collect();
-                clicks::append(&txn, seq, &deltas, limits.max_values)?;
+            WriteOp::Clicks { seq, rows, reply } => {
+                clicks::append(&txn, seq, &rows, limits.max_values)?;
                 appended = true;
                 Answer::Done(reply)
             }
@@ -1261,7 +1260,7 @@ impl LinkStore for EmbeddedStore {
             let written = self
                 .write_and_wait(|reply| WriteOp::Clicks {
                     seq,
-                    deltas: chunk.iter().map(|&i| deltas[i].clone()).collect(),
+                    rows: chunk.iter().map(|&i| clicks::log_row(&deltas[i])).collect(),
                     reply,
                 })
                 .await;
