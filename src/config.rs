@@ -457,7 +457,7 @@ impl Default for AnalyticsSettings {
             country_database: None,
             max_values_per_dimension: 50,
             hourly_retention_days: 30,
-            max_pending_visits: 200_000,
+            max_pending_visits: 500_000,
         }
     }
 }

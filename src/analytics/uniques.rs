@@ -1,16 +1,17 @@
 //! Unique visitors per link per day, without keeping who they were.
 //!
 //! A visitor is a keyed hash (SipHash-2-4, a pseudorandom function of its 128-bit key) of the
-//! client's address and user agent, under a
-//! key made for each UTC day and forgotten after it (the method Plausible documents): the
-//! same person counts once a day per link, and once the day's key is gone no hash can be tied
-//! to an address again, so no address or stable visitor id is ever stored. The key lives in
-//! the store (`analytics-visitor-key-YYYY-MM-DD`, made by whichever instance asks first), so
-//! every instance of a fleet hashes a visitor alike, and is deleted two days later.
+//! client's address and user agent, under a key made for each UTC day and forgotten after it
+//! (the method Plausible documents): the same person counts once a day per link, and once the
+//! day's key is gone no hash can be tied to an address again, so no address or stable visitor
+//! id is ever stored. The key lives in the store (`analytics-visitor-key-YYYY-MM-DD`, made by
+//! whichever instance asks first), so every instance of a fleet hashes a visitor alike, and
+//! is deleted two days later.
 //!
-//! The hashes go into a HyperLogLog++ (the `hyperloglogplus` crate) with 2^12 registers:
-//! exact while small (its sparse form), and past that a standard error of
-//! 1.04 / sqrt(4096) = 1.6 % ([`STANDARD_ERROR`]) in at most 3.3 KB, however many visitors.
+//! Up to 16 visitors an hour or day are kept as their hashes and counted exactly; past that
+//! they go into a HyperLogLog++ (the `hyperloglogplus` crate) with 2^12 registers: near exact
+//! while small (its sparse form), and past that a standard error of 1.04 / sqrt(4096) = 1.6 %
+//! ([`STANDARD_ERROR`]) in at most 3.3 KB, however many visitors.
 //! Hours of one day merge into the day (one key); days do not (a visitor on two days is two
 //! daily visitors, as in every analytics tool that forgets its keys).
 
@@ -64,29 +65,56 @@ impl Hasher for AsIsHasher {
 
 type Sketch = HyperLogLogPlus<u64, AsIs>;
 
-/// The visitors of one hour or day; empty costs one pointer.
+/// Visitors kept as their hashes, exactly, up to this many; past it, a sketch.
+const FEW: usize = 16;
+
+/// The visitors of one hour or day; empty costs one word. Most links see a few visitors an
+/// hour: those are kept as their (keyed) hashes, sorted, and counted exactly, which costs
+/// less to build, store and merge than a sketch; the 17th makes it a HyperLogLog.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Uniques(Option<Box<Sketch>>);
+pub struct Uniques(Option<Form>);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Form {
+    Few(Vec<u64>),
+    Sketch(Box<Sketch>),
+}
 
 impl Uniques {
     pub fn insert(&mut self, visitor: u64) {
-        if self.0.is_none() {
-            // Only an out-of-range precision fails, and PRECISION is in range.
-            self.0 = Sketch::new(PRECISION, AsIs).ok().map(Box::new);
-        }
-        if let Some(sketch) = &mut self.0 {
-            sketch.insert(&visitor);
+        match &mut self.0 {
+            None => self.0 = Some(Form::Few(vec![visitor])),
+            Some(Form::Few(few)) => {
+                if let Err(at) = few.binary_search(&visitor) {
+                    few.insert(at, visitor);
+                }
+                if few.len() > FEW
+                    && let Some(sketch) = sketch_of(few)
+                {
+                    self.0 = Some(Form::Sketch(sketch));
+                }
+            }
+            Some(Form::Sketch(sketch)) => sketch.insert(&visitor),
         }
     }
 
     pub fn merge(&mut self, other: &Uniques) {
-        let Some(theirs) = &other.0 else {
-            return;
-        };
-        match &mut self.0 {
-            None => self.0 = Some(theirs.clone()),
-            // Sketches of one precision always merge.
-            Some(ours) => drop(ours.merge(theirs)),
+        match &other.0 {
+            None => {}
+            Some(Form::Few(theirs)) => theirs.iter().for_each(|&v| self.insert(v)),
+            Some(Form::Sketch(theirs)) => match &mut self.0 {
+                Some(Form::Sketch(ours)) => {
+                    // Sketches of one precision always merge.
+                    let _ = ours.merge(theirs);
+                }
+                mine => {
+                    let mut merged = theirs.clone();
+                    if let Some(Form::Few(few)) = mine {
+                        few.iter().for_each(|v| merged.insert(v));
+                    }
+                    *mine = Some(Form::Sketch(merged));
+                }
+            },
         }
     }
 
@@ -109,12 +137,21 @@ impl Uniques {
         self.0.is_none()
     }
 
-    /// The estimated number of distinct visitors.
+    /// The estimated number of distinct visitors (exact while few).
     pub fn estimate(&mut self) -> u64 {
-        self.0
-            .as_mut()
-            .map_or(0, |sketch| sketch.count().round() as u64)
+        match &mut self.0 {
+            None => 0,
+            Some(Form::Few(few)) => few.len() as u64,
+            Some(Form::Sketch(sketch)) => sketch.count().round() as u64,
+        }
     }
+}
+
+/// A sketch of `visitors`; `None` only for a precision out of range, which PRECISION is not.
+fn sketch_of(visitors: &[u64]) -> Option<Box<Sketch>> {
+    let mut sketch = Box::new(Sketch::new(PRECISION, AsIs).ok()?);
+    visitors.iter().for_each(|v| sketch.insert(v));
+    Some(sketch)
 }
 
 /// The key of one UTC day, held in memory while it is in use.
@@ -197,6 +234,19 @@ mod tests {
             few.insert(key.visitor(ip, agent));
         }
         assert_eq!(few.estimate(), 3);
+        // Past the few kept exactly, a sketch: still counts them (HLL++ is exact while small),
+        // and merging one into the other in either order counts each visitor once.
+        let mut many = Uniques::default();
+        for n in 0..40u32 {
+            many.insert(key.visitor(IpAddr::from(n.to_be_bytes()), "a"));
+        }
+        assert_eq!(many.estimate(), 40);
+        let mut both = few.clone();
+        both.merge(&many);
+        many.merge(&few);
+        assert_eq!((both.estimate(), many.estimate()), (43, 43));
+        let back = Uniques::decode(&both.encode()).expect("decode");
+        assert_eq!(back.clone().estimate(), 43);
         let other_day = DayKey::new(2, b"k2");
         assert_ne!(key.visitor(ip, "a"), other_day.visitor(ip, "a"));
         let other_ip: IpAddr = "192.0.2.8".parse().expect("ip");

@@ -425,7 +425,8 @@ impl Flusher {
                         metrics.click_flush_backoff_ms.set(backoff.as_millis() as u64);
                         write_at = tokio::time::Instant::now() + wait;
                     }
-                    tick = tokio::time::Instant::now() + self.pacing.interval;
+                    // At a steady rate: a slow round is followed by the next at once.
+                    tick = (tick + self.pacing.interval).max(tokio::time::Instant::now());
                 }
                 _ = stopped.changed() => break,
             }
