@@ -208,22 +208,7 @@ fn main() {
         );
         let pid = server.child.id().to_string();
         let before = harness::rss_kib(&pid);
-        let warm_up = Instant::now();
-        let mut from = 0;
-        loop {
-            let cached = metric(&server.base, "kurz_cache_entries");
-            if cached >= count as f64 {
-                break;
-            }
-            assert!(
-                warm_up.elapsed() < Duration::from_secs(600),
-                "L1 took {cached} of {count} links"
-            );
-            // Each run goes on from where the last one stopped.
-            let run = wrk_run(&server.base, &each_once, 1, 64, 5, &[&from.to_string()]);
-            assert_eq!(run.errors, 0, "warm-up lookups answered other than 3xx");
-            from += run.requests;
-        }
+        warm(&server, &each_once, count);
         let grown = harness::rss_kib(&pid) - before;
         let misses_before = metric(&server.base, "kurz_cache_misses_total");
         let (mut k, mut c) = (Vec::new(), Vec::new());
@@ -463,6 +448,7 @@ fn warm(server: &KurzProcess, each_once: &Path, count: u64) {
             warm_up.elapsed() < Duration::from_secs(600),
             "L1 took {cached} of {count} links"
         );
+        // Each run goes on from where the last one stopped.
         let run = wrk_run(&server.base, each_once, 1, 64, 5, &[&from.to_string()]);
         assert_eq!(run.errors, 0, "warm-up lookups answered other than 3xx");
         from += run.requests;

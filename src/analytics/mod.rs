@@ -35,6 +35,20 @@ pub fn day_of_hour(hour: u32) -> u32 {
     hour / 24
 }
 
+/// (UTC day number, the day's rollup) of rollups per hour (ascending): the hours of each day
+/// merged, at most `cap` values per dimension.
+pub fn day_rollups(hours: &[(u32, Rollup)], cap: usize) -> Vec<(u32, Rollup)> {
+    let mut days: Vec<(u32, Rollup)> = Vec::new();
+    for (hour, rollup) in hours {
+        let day = day_of_hour(*hour);
+        match days.last_mut() {
+            Some((d, r)) if *d == day => r.merge(rollup, cap),
+            _ => days.push((day, rollup.clone())),
+        }
+    }
+    days
+}
+
 /// The value a dimension records when it has none (no `Referer`: `direct`; no country:
 /// `unknown`), and the one values past the cap are counted as.
 pub const OTHER: &str = "other";
@@ -280,22 +294,24 @@ fn merge_values(values: &mut Values, more: &Values, cap: usize) {
     add_other(values, moved);
 }
 
+/// A human click from `referrer`, the other dimensions fixed (Germany, desktop Firefox on Linux).
+#[cfg(test)]
+pub(crate) fn human_click(referrer: &str) -> Classified {
+    Classified {
+        bot: false,
+        values: [
+            referrer.into(),
+            "DE".into(),
+            "desktop".into(),
+            "Firefox".into(),
+            "Linux".into(),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn click(referrer: &str) -> Classified {
-        Classified {
-            bot: false,
-            values: [
-                referrer.into(),
-                "DE".into(),
-                "desktop".into(),
-                "Firefox".into(),
-                "Linux".into(),
-            ],
-        }
-    }
 
     #[test]
     fn values_past_the_cap_count_as_other_and_merges_keep_the_most_clicked() {
@@ -310,7 +326,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            hour.add(&click(referrer), i as u64, 2);
+            hour.add(&human_click(referrer), i as u64, 2);
         }
         let referrers = hour.values(Dimension::Referrer);
         assert_eq!(
@@ -324,7 +340,7 @@ mod tests {
         assert_eq!((hour.clicks, hour.humans, hour.bots), (5, 5, 0));
         let mut later = Rollup::default();
         for i in 0..3 {
-            later.add(&click("c.example"), 100 + i, 2);
+            later.add(&human_click("c.example"), 100 + i, 2);
         }
         hour.merge(&later, 2);
         // c.example (3) passes b.example (1), which is folded into other.
@@ -350,7 +366,7 @@ mod tests {
     #[test]
     fn a_rollup_survives_its_stored_form() {
         let mut hour = Rollup::count_only(3);
-        hour.add(&click("a.example"), 7, 50);
+        hour.add(&human_click("a.example"), 7, 50);
         hour.bots += 1;
         let mut back = Rollup::decode(&hour.encode()).expect("decode");
         assert_eq!((back.clicks, back.humans, back.bots), (4, 1, 1));

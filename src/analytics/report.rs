@@ -153,20 +153,7 @@ pub fn csv_safe(value: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analytics::{Classified, OTHER};
-
-    fn human(referrer: &str) -> Classified {
-        Classified {
-            bot: false,
-            values: [
-                referrer.into(),
-                "DE".into(),
-                "desktop".into(),
-                "Firefox".into(),
-                "Linux".into(),
-            ],
-        }
-    }
+    use crate::analytics::{Classified, OTHER, human_click};
 
     fn bot() -> Classified {
         Classified {
@@ -181,7 +168,7 @@ mod tests {
         for (referrer, visitor) in referrers.iter().cycle().zip(visitors) {
             // Visitors are keyed hashes, uniform over u64: spread the small numbers likewise.
             r.add(
-                &human(referrer),
+                &human_click(referrer),
                 visitor.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 50,
             );

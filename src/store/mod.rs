@@ -288,31 +288,10 @@ impl ClickDelta {
         }
     }
 
-    /// (UTC day number, clicks), ascending by day.
-    pub fn days(&self) -> Vec<(u32, u64)> {
-        let mut days: Vec<(u32, u64)> = Vec::new();
-        for (hour, rollup) in &self.hours {
-            let day = crate::analytics::day_of_hour(*hour);
-            match days.last_mut() {
-                Some((d, n)) if *d == day => *n += rollup.clicks,
-                _ => days.push((day, rollup.clicks)),
-            }
-        }
-        days
-    }
-
     /// (UTC day number, the day's rollup): the hours of each day merged, at most `cap` values
     /// per dimension.
     pub fn day_rollups(&self, cap: usize) -> Vec<(u32, Rollup)> {
-        let mut days: Vec<(u32, Rollup)> = Vec::new();
-        for (hour, rollup) in &self.hours {
-            let day = crate::analytics::day_of_hour(*hour);
-            match days.last_mut() {
-                Some((d, r)) if *d == day => r.merge(rollup, cap),
-                _ => days.push((day, rollup.clone())),
-            }
-        }
-        days
+        crate::analytics::day_rollups(&self.hours, cap)
     }
 }
 

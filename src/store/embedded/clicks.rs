@@ -22,7 +22,8 @@ use std::ops::Bound;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::analytics::{Rollup, day_of_hour, hour_of};
+use crate::analytics::aggregate::rollup_for;
+use crate::analytics::{Rollup, day_of_hour, day_rollups, hour_of};
 use crate::store::{Analytics, ClickDelta, ClickLimits, LinkStats};
 
 /// (flush sequence number, code) -> [`Entry`]: flushed clicks not yet merged.
@@ -79,12 +80,10 @@ impl Entry {
     }
 }
 
+/// Adds rollups keyed by hour (or day) into `into`, both ascending.
 fn merge_hours(into: &mut Vec<(u32, Rollup)>, more: Vec<(u32, Rollup)>, cap: usize) {
-    for (hour, rollup) in more {
-        match into.binary_search_by_key(&hour, |(h, _)| *h) {
-            Ok(i) => into[i].1.merge(&rollup, cap),
-            Err(i) => into.insert(i, (hour, rollup)),
-        }
+    for (at, rollup) in more {
+        rollup_for(into, at).merge(&rollup, cap);
     }
 }
 
@@ -308,18 +307,6 @@ pub(super) fn merge_chunk(
     }
 }
 
-fn day_rollups(hours: &[(u32, Rollup)], cap: usize) -> Vec<(u32, Rollup)> {
-    let mut days: Vec<(u32, Rollup)> = Vec::new();
-    for (hour, rollup) in hours {
-        let day = day_of_hour(*hour);
-        match days.last_mut() {
-            Some((d, r)) if *d == day => r.merge(rollup, cap),
-            _ => days.push((day, rollup.clone())),
-        }
-    }
-    days
-}
-
 /// What the log still holds for `code` (merged across flushes), with clicks from before
 /// `created_hour` left out.
 fn unmerged<T: ReadableTable<(u64, &'static str), &'static [u8]>>(
@@ -504,7 +491,7 @@ mod tests {
 
     use super::*;
     use crate::analytics::uniques::DayKey;
-    use crate::analytics::{Classified, Dimension, OTHER};
+    use crate::analytics::{Dimension, OTHER};
     use crate::store::LinkStore;
     use crate::store::embedded::EmbeddedStore;
     use crate::store::embedded::tests::rows;
@@ -547,26 +534,17 @@ mod tests {
         }
     }
 
-    fn visit(referrer: &str, bot: bool) -> Classified {
-        Classified {
-            bot,
-            values: [
-                referrer.into(),
-                "DE".into(),
-                "mobile".into(),
-                "Safari".into(),
-                "iOS".into(),
-            ],
-        }
-    }
-
     /// A delta of `n` human clicks from `n` visitors at `at_ms`, referred by `referrer`.
     fn delta(code: &str, at_ms: i64, n: u64, referrer: &str) -> ClickDelta {
         let key = DayKey::new(crate::clock::day_of(at_ms), b"test key");
         let mut rollup = Rollup::default();
         for i in 0..n {
             let ip = IpAddr::from((i as u32).to_be_bytes());
-            rollup.add(&visit(referrer, false), key.visitor(ip, "ua"), 50);
+            rollup.add(
+                &crate::analytics::human_click(referrer),
+                key.visitor(ip, "ua"),
+                50,
+            );
         }
         ClickDelta {
             code: code.into(),
