@@ -43,13 +43,16 @@ pub(super) const CLICK_HOURS: TableDefinition<(u32, &str), &[u8]> =
 pub(super) const CLICK_DAILY: TableDefinition<(&str, u32), u64> =
     TableDefinition::new("click_daily");
 
-/// How long flushed clicks wait in the log before a merge starts.
-pub(super) const MERGE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long flushed clicks wait in the log before a merge starts. A merge costs per code it
+/// folds, so the longer the wait, the more of a code's clicks one merge folds: over 1,000,000
+/// links clicked at the ceiling a code has about one click per 30 s and three per 120 s, and
+/// merging every 30 s took more CPU than the cores had to spare (see `benches/README.md`).
+pub(super) const MERGE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 /// Flushes waiting in the log past which a merge starts anyway (each read looks at every one).
 pub(super) const MERGE_AFTER_SEQS: u64 = 120;
 /// Most log rows one merge chunk takes (shared out among the flushes it merges, at least
 /// [`MIN_RUN`] from each).
-const MERGE_CHUNK: usize = 16_384;
+const MERGE_CHUNK: usize = 8_192;
 const MIN_RUN: usize = 64;
 /// Most expired hourly rows one merge chunk deletes.
 const PRUNE_CHUNK: usize = 16_384;
@@ -107,6 +110,10 @@ struct EntryRef<'a> {
 }
 
 /// Appends one flush's rows (from [`log_row`], in ascending code order) under `seq`.
+///
+/// Only appends: no other table is read, since a flush's codes are spread over every link
+/// and a read per code would land on a random page each. Rows of links deleted meanwhile
+/// are dropped by the merge, which looks every code up anyway.
 pub(super) fn append(
     txn: &WriteTransaction,
     seq: u64,
@@ -114,24 +121,19 @@ pub(super) fn append(
     cap: usize,
 ) -> Result<(), redb::Error> {
     let mut log = txn.open_table(CLICK_LOG)?;
-    let links = txn.open_table(super::LINKS)?;
     for (code, bytes) in rows {
-        // In code order, so these reads walk the table's pages in order.
-        if links.get(code.as_str())?.is_none() {
-            continue; // deleted since the click: its statistics went with it
-        }
         let key = (seq, code.as_str());
-        // One code twice in one flush (never from the flusher; possible from a caller):
-        // added up.
-        let there = log.get(key)?.and_then(|v| Entry::decode(v.value()));
-        match (there, Entry::decode(bytes)) {
-            (Some(mut there), Some(entry)) => {
-                there.merge(entry, cap);
-                log.insert(key, there.encode().as_slice())?;
-            }
-            _ => {
-                log.insert(key, bytes.as_slice())?;
-            }
+        // One code twice under one sequence number (never from the flusher; possible from a
+        // caller): added up.
+        let Some(there) = log
+            .insert(key, bytes.as_slice())?
+            .and_then(|old| Entry::decode(old.value()))
+        else {
+            continue;
+        };
+        if let Some(mut entry) = Entry::decode(bytes) {
+            entry.merge(there, cap);
+            log.insert(key, entry.encode().as_slice())?;
         }
     }
     Ok(())
@@ -229,19 +231,14 @@ pub(super) fn merge_chunk(
         .filter(|(_, rows, full)| *full && !rows.is_empty())
         .filter_map(|(_, rows, _)| rows.last().map(|(code, _)| code.clone()))
         .min();
-    let mut by_code: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut by_code: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for (seq, rows, _) in runs {
         for (code, entry) in rows {
             if end.as_ref().is_some_and(|end| code > *end) {
                 break;
             }
             log.remove((seq, code.as_str()))?;
-            match by_code.get_mut(&code) {
-                Some(there) => there.merge(entry, limits.max_values),
-                None => {
-                    by_code.insert(code, entry);
-                }
-            }
+            by_code.entry(code).or_default().push(entry);
         }
     }
     drop(log);
@@ -250,17 +247,18 @@ pub(super) fn merge_chunk(
     let mut days = txn.open_table(CLICK_DAYS)?;
     let mut hours = txn.open_table(CLICK_HOURS)?;
     let keep_from = hour_of(now_ms).saturating_sub(limits.retention_hours);
-    for (code, mut entry) in by_code {
+    for (code, entries) in by_code {
         let code = code.as_str();
-        let Some(created_hour) = links
+        let Some(created_at_ms) = links
             .get(code)?
-            .and_then(|v| serde_json::from_slice::<crate::store::Link>(v.value()).ok())
-            .map(|link| hour_of(link.created_at_ms))
+            .and_then(|v| serde_json::from_slice::<Created>(v.value()).ok())
+            .map(|link| link.created_at_ms)
         else {
             continue; // deleted since the click: its statistics went with it
         };
-        // Clicks from before the link was made belong to an earlier link under its code.
-        entry.hours.retain(|(hour, _)| *hour >= created_hour);
+        let Some(entry) = of_link(entries, created_at_ms, limits.max_values) else {
+            continue;
+        };
         let count: u64 = entry.hours.iter().map(|(_, r)| r.clicks).sum();
         let (total, last) = totals.get(code)?.map(|v| v.value()).unwrap_or((0, 0));
         totals.insert(
@@ -307,23 +305,52 @@ pub(super) fn merge_chunk(
     }
 }
 
-/// What the log still holds for `code` (merged across flushes), with clicks from before
-/// `created_hour` left out.
+/// The one field of a stored link that a merge needs (the rest of its record is skipped, not
+/// decoded).
+#[derive(Deserialize)]
+struct Created {
+    created_at_ms: i64,
+}
+
+/// Log entries of one code merged, leaving out the clicks of an earlier link under the code
+/// than the one made at `created_at_ms`: entries whose last click came before it, and hours
+/// before its hour. `None` when nothing is left.
+fn of_link(
+    entries: impl IntoIterator<Item = Entry>,
+    created_at_ms: i64,
+    cap: usize,
+) -> Option<Entry> {
+    let created_hour = hour_of(created_at_ms);
+    let mut total: Option<Entry> = None;
+    for mut entry in entries {
+        if entry.last_click_ms < created_at_ms {
+            continue;
+        }
+        entry.hours.retain(|(hour, _)| *hour >= created_hour);
+        match &mut total {
+            Some(total) => total.merge(entry, cap),
+            None => total = Some(entry),
+        }
+    }
+    let mut total = total?;
+    total.count = total.hours.iter().map(|(_, r)| r.clicks).sum();
+    Some(total)
+}
+
+/// What the log still holds for `code`, a link made at `created_at_ms` (see [`of_link`]).
 fn unmerged<T: ReadableTable<(u64, &'static str), &'static [u8]>>(
     log: &T,
     code: &str,
-    created_hour: u32,
+    created_at_ms: i64,
     cap: usize,
 ) -> Result<Entry, redb::Error> {
-    let mut total = Entry::default();
+    let mut entries = Vec::new();
     for seq in seqs(log, u64::MAX)? {
         if let Some(entry) = log.get((seq, code))?.and_then(|v| Entry::decode(v.value())) {
-            total.merge(entry, cap);
+            entries.push(entry);
         }
     }
-    total.hours.retain(|(hour, _)| *hour >= created_hour);
-    total.count = total.hours.iter().map(|(_, r)| r.clicks).sum();
-    Ok(total)
+    Ok(of_link(entries, created_at_ms, cap).unwrap_or_default())
 }
 
 /// A link's rollups for `from_hour..=to_hour` and their days, merged and from the log.
@@ -356,7 +383,7 @@ pub(super) fn read(
             daily.push((key.value().1, rollup));
         }
     }
-    let pending = unmerged(&txn.open_table(CLICK_LOG)?, code, created_hour, cap)?;
+    let pending = unmerged(&txn.open_table(CLICK_LOG)?, code, created_at_ms, cap)?;
     let in_range: Vec<(u32, Rollup)> = pending
         .hours
         .into_iter()
@@ -389,12 +416,7 @@ pub(super) fn stats(
         let clicks = Rollup::decode(value.value()).map_or(0, |r| r.clicks);
         daily.push((key.value().1, clicks));
     }
-    let pending = unmerged(
-        &txn.open_table(CLICK_LOG)?,
-        code,
-        hour_of(created_at_ms),
-        cap,
-    )?;
+    let pending = unmerged(&txn.open_table(CLICK_LOG)?, code, created_at_ms, cap)?;
     for (day, rollup) in day_rollups(&pending.hours, cap) {
         match daily.binary_search_by_key(&day, |(d, _)| *d) {
             Ok(i) => daily[i].1 += rollup.clicks,

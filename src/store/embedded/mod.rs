@@ -518,15 +518,22 @@ fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
             }
             continue;
         }
-        // A merge that is due goes one chunk at a time between batches, so writes queued
-        // meanwhile wait for one chunk at most.
-        if merging.due() {
+        // A merge that is due goes one chunk at a time while nothing else waits: writes go
+        // first, and one that arrives meanwhile waits for one chunk at most. Only a log that
+        // has grown past twice its bound gets a chunk between every two batches, so that a
+        // writer never idle still merges.
+        if merging.due() && merging.behind() {
             merging.step(shared);
         }
         let first = if merging.due() {
             match queue.try_recv() {
                 Ok(op) => op,
-                Err(TryRecvError::Empty) => continue,
+                Err(TryRecvError::Empty) => {
+                    if !merging.behind() {
+                        merging.step(shared);
+                    }
+                    continue;
+                }
                 Err(TryRecvError::Disconnected) => break,
             }
         } else {
@@ -614,6 +621,11 @@ impl Merging {
         self.waiting += 1;
     }
 
+    /// Whether the log holds more than twice the flushes a merge waits for.
+    fn behind(&self) -> bool {
+        self.waiting >= 2 * clicks::MERGE_AFTER_SEQS
+    }
+
     fn due(&self) -> bool {
         self.current.is_some()
             || self.waiting >= clicks::MERGE_AFTER_SEQS
@@ -633,7 +645,11 @@ impl Merging {
             return;
         };
         let merged = (|| -> Result<bool, redb::Error> {
-            let txn = db.begin_write()?;
+            let mut txn = db.begin_write()?;
+            // Not synced on its own: the next write's commit makes it durable. A crash before
+            // that loses the whole chunk, its rollups with the removal of its log rows, so
+            // every click is still in one of the two.
+            txn.set_durability(redb::Durability::None)?;
             let done =
                 clicks::merge_chunk(&txn, merge, shared.clicks, crate::clock::system_now_ms())?;
             txn.commit()?;
@@ -1440,8 +1456,14 @@ pub(super) mod tests {
 
         assert!(store.delete("abc").await.expect("delete").is_some());
         assert_eq!(store.stats("abc").await.expect("stats"), None);
+        // A click on the old link, flushed after the delete, and a new link under its code
+        // made in the same hour: the click is not the new link's.
         store.add_clicks(&[delta(1, 12)]).await.expect("clicks");
-        store.insert(&link("abc"), None).await.expect("insert");
+        let again = Link {
+            created_at_ms: 12 * 86_400_000 + 1_000,
+            ..link("abc")
+        };
+        store.insert(&again, None).await.expect("insert");
         let fresh = store.stats("abc").await.expect("stats").expect("exists");
         assert_eq!(fresh, LinkStats::default());
     }
