@@ -788,6 +788,47 @@ mod tests {
     }
 
     #[test]
+    fn visits_past_their_bound_are_counted_without_details_until_a_drain_frees_room() {
+        let metrics = Arc::new(Metrics::default());
+        let recorder = ClickRecorder::new(Arc::clone(&metrics)).with_max_pending_visits(100);
+        let day_ms = 86_400_000;
+        // A flood of distinct user agents and referrers from one client.
+        let flood = |from: u32| {
+            for i in from..from + 1_000 {
+                let agent = format!("Mozilla/5.0 (flood {i})");
+                let referer = format!("https://site{i}.example/{}", "x".repeat(8_192));
+                let visit = Visit::new(
+                    agent.as_bytes(),
+                    referer.as_bytes(),
+                    b"DE",
+                    std::net::IpAddr::from([192, 0, 2, 1]),
+                );
+                recorder.record("abc", 10 * day_ms, Some(visit));
+            }
+        };
+        flood(0);
+        let mut drained = HashMap::new();
+        recorder.drain_into(&mut drained);
+        let abc = &drained["abc"];
+        assert_eq!(abc.count, 1_000, "every click is counted");
+        assert_eq!(abc.visits.len(), 100, "details for the bound's worth");
+        assert_eq!(abc.hours, vec![(240, 900)], "the rest counted without them");
+        assert_eq!(metrics.analytics_visits_dropped.get(), 900);
+        assert!(
+            abc.visits
+                .iter()
+                .all(|(_, v)| v.referer().len() <= Visit::MAX_HEADER),
+            "an 8 KiB referrer is kept cut"
+        );
+        // The drained visits gave their room back.
+        flood(1_000);
+        let mut again = HashMap::new();
+        recorder.drain_into(&mut again);
+        assert_eq!(again["abc"].visits.len(), 100);
+        assert_eq!(metrics.analytics_visits_dropped.get(), 1_800);
+    }
+
+    #[test]
     fn each_thread_counts_in_its_own_shard_and_the_drain_adds_them_up() {
         let recorder = Arc::new(ClickRecorder::new(Arc::new(Metrics::default())));
         let day_ms = 86_400_000;
