@@ -259,11 +259,13 @@ pub(super) fn merge_chunk(
         let Some(entry) = of_link(entries, created_at_ms, limits.max_values) else {
             continue;
         };
-        let count: u64 = entry.hours.iter().map(|(_, r)| r.clicks).sum();
         let (total, last) = totals.get(code)?.map(|v| v.value()).unwrap_or((0, 0));
         totals.insert(
             code,
-            (total.saturating_add(count), last.max(entry.last_click_ms)),
+            (
+                total.saturating_add(entry.count),
+                last.max(entry.last_click_ms),
+            ),
         )?;
         for (hour, rollup) in &entry.hours {
             if *hour < keep_from {
