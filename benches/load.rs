@@ -211,19 +211,7 @@ fn main() {
         warm(&server, &each_once, count);
         let grown = harness::rss_kib(&pid) - before;
         let misses_before = metric(&server.base, "kurz_cache_misses_total");
-        let (mut k, mut c) = (Vec::new(), Vec::new());
-        for round in 0..2 {
-            // kurz's clicks are all written before the ceiling runs, which would otherwise
-            // share the cores with their writing.
-            if round == 0 {
-                c.push(wrk(&ceiling.base(), &random, 64, seconds));
-                k.push(wrk(&server.base, &random, 64, seconds));
-            } else {
-                k.push(wrk(&server.base, &random, 64, seconds));
-                written(&server);
-                c.push(wrk(&ceiling.base(), &random, 64, seconds));
-            }
-        }
+        let (k, c) = against_ceiling(&server, &ceiling, &random, seconds);
         let misses = metric(&server.base, "kurz_cache_misses_total") - misses_before;
         let clicks = ["recorded_total", "flushed_total", "dropped_total"]
             .map(|m| metric(&server.base, &format!("kurz_clicks_{m}")));
@@ -311,19 +299,7 @@ fn analytics(dir: &Path, seconds: u64) -> String {
         warm(&server, &each_once, links);
         let cpu_before = process_cpu_s(&pid);
         let misses_before = metric(&server.base, "kurz_cache_misses_total");
-        let (mut k, mut c) = (Vec::new(), Vec::new());
-        for round in 0..2 {
-            // kurz's clicks are all written before the ceiling runs, which would otherwise
-            // share the cores with their writing.
-            if round == 0 {
-                c.push(wrk(&ceiling.base(), &random, 64, seconds));
-                k.push(wrk(&server.base, &random, 64, seconds));
-            } else {
-                k.push(wrk(&server.base, &random, 64, seconds));
-                written(&server);
-                c.push(wrk(&ceiling.base(), &random, 64, seconds));
-            }
-        }
+        let (k, c) = against_ceiling(&server, &ceiling, &random, seconds);
         let requests: u64 = k.iter().map(|r| r.requests).sum();
         misses.push(metric(&server.base, "kurz_cache_misses_total") - misses_before);
         cpu_per_request.push((process_cpu_s(&pid) - cpu_before) * 1e6 / requests as f64);
@@ -436,6 +412,24 @@ fn analytics(dir: &Path, seconds: u64) -> String {
         (rss - rss_before) as f64 * 1024.0 / links as f64
     );
     report
+}
+
+/// Two rounds of 64 connections against `server` and against the ceiling, in swapped order;
+/// (kurz's runs, the ceiling's). Every click kurz recorded is written before the ceiling's
+/// run that follows one of kurz's, which would otherwise share the cores with the writing.
+fn against_ceiling(
+    server: &KurzProcess,
+    ceiling: &ServerProcess,
+    script: &Path,
+    seconds: u64,
+) -> (Vec<Wrk>, Vec<Wrk>) {
+    let (mut k, mut c) = (Vec::new(), Vec::new());
+    c.push(wrk(&ceiling.base(), script, 64, seconds));
+    k.push(wrk(&server.base, script, 64, seconds));
+    k.push(wrk(&server.base, script, 64, seconds));
+    written(server);
+    c.push(wrk(&ceiling.base(), script, 64, seconds));
+    (k, c)
 }
 
 /// Waits until every click `server` recorded is written (at most 300 s); how long that took.
