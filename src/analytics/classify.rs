@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use quick_cache::unsync::Cache;
 
-pub use country::Countries;
+pub use country::{Countries, Country};
 
 use self::agent::Agent;
 use super::{Classified, Visit};
@@ -105,12 +105,12 @@ impl Classifier {
         };
         let country = country::from_header(visit.country())
             .or_else(|| self.countries.lookup(visit.client_ip))
-            .unwrap_or_else(|| "unknown".into());
+            .unwrap_or(Country::UNKNOWN);
         Classified {
             bot: agent.bot,
             values: [
                 self.referrer(visit.referer()),
-                self.word(&country),
+                self.word(country.as_str()),
                 self.word(agent.device),
                 agent.browser,
                 agent.os,

@@ -12,6 +12,7 @@
 
 pub mod aggregate;
 pub mod classify;
+pub mod dims;
 pub mod report;
 pub mod uniques;
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use dims::Dims;
 pub use uniques::Uniques;
 
 /// Milliseconds in an hour.
@@ -187,8 +189,8 @@ pub struct Rollup {
     pub bots: u64,
     /// The human visitors of this hour or day (one daily key: hours of one day merge).
     pub uniques: Uniques,
-    /// Human clicks per value, one list per [`Dimension`] in [`Dimension::ALL`]'s order.
-    pub dims: [Values; 5],
+    /// Human clicks per value of each [`Dimension`].
+    pub dims: Dims,
 }
 
 impl Rollup {
@@ -200,8 +202,8 @@ impl Rollup {
         }
     }
 
-    pub fn values(&self, dimension: Dimension) -> &Values {
-        &self.dims[dimension.index()]
+    pub fn values(&self, dimension: Dimension) -> &[(Arc<str>, u64)] {
+        self.dims.get(dimension)
     }
 
     /// Adds one classified click by `visitor` (its keyed hash), keeping at most `cap` values
@@ -214,8 +216,8 @@ impl Rollup {
         }
         self.humans += 1;
         self.uniques.insert(visitor);
-        for (values, value) in self.dims.iter_mut().zip(&classified.values) {
-            add_value(values, value, 1, cap);
+        for (dimension, value) in Dimension::ALL.into_iter().zip(&classified.values) {
+            self.dims.add(dimension, value, 1, cap);
         }
     }
 
@@ -226,14 +228,14 @@ impl Rollup {
         self.humans += other.humans;
         self.bots += other.bots;
         self.uniques.merge(&other.uniques);
-        for (values, more) in self.dims.iter_mut().zip(&other.dims) {
-            merge_values(values, more, cap);
+        for dimension in Dimension::ALL {
+            self.dims.merge(dimension, other.dims.get(dimension), cap);
         }
     }
 
     /// The stored form (compact binary).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        stored_form(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
@@ -241,57 +243,11 @@ impl Rollup {
     }
 }
 
-/// Adds `n` clicks to `value`; a value beyond the cap counts as `other`.
-fn add_value(values: &mut Values, value: &Arc<str>, n: u64, cap: usize) {
-    match values.binary_search_by(|(v, _)| (**v).cmp(value)) {
-        Ok(i) => values[i].1 += n,
-        Err(_) if distinct(values) >= cap && &**value != OTHER => add_other(values, n),
-        Err(i) => values.insert(i, (Arc::clone(value), n)),
-    }
-}
-
-fn add_other(values: &mut Values, n: u64) {
-    match values.binary_search_by(|(v, _)| (**v).cmp(OTHER)) {
-        Ok(i) => values[i].1 += n,
-        Err(i) => values.insert(i, (OTHER.into(), n)),
-    }
-}
-
-/// Values other than `other`.
-fn distinct(values: &Values) -> usize {
-    values.len() - usize::from(values.iter().any(|(v, _)| &**v == OTHER))
-}
-
-fn merge_values(values: &mut Values, more: &Values, cap: usize) {
-    for (value, n) in more {
-        add_value(values, value, *n, usize::MAX);
-    }
-    let excess = distinct(values).saturating_sub(cap);
-    if excess == 0 {
-        return;
-    }
-    // Fold the least clicked values (ties: the last by value) into `other`.
-    let mut order: Vec<usize> = (0..values.len())
-        .filter(|&i| &*values[i].0 != OTHER)
-        .collect();
-    order.sort_by(|&a, &b| {
-        values[a]
-            .1
-            .cmp(&values[b].1)
-            .then(values[b].0.cmp(&values[a].0))
-    });
-    let folded: std::collections::HashSet<usize> = order.into_iter().take(excess).collect();
-    let mut moved = 0;
-    let mut i = 0;
-    values.retain(|(_, n)| {
-        let keep = !folded.contains(&i);
-        if !keep {
-            moved += n;
-        }
-        i += 1;
-        keep
-    });
-    add_other(values, moved);
+/// `value`'s stored form (postcard) in a buffer of exactly its size: one allocation, where
+/// growing a buffer from empty takes several for a rollup.
+pub fn stored_form<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let size = postcard::experimental::serialized_size(value).unwrap_or(0);
+    postcard::to_extend(value, Vec::with_capacity(size)).unwrap_or_default()
 }
 
 /// A human click from `referrer`, the other dimensions fixed (Germany, desktop Firefox on Linux).

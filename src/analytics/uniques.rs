@@ -123,7 +123,7 @@ impl Uniques {
         if self.0.is_none() {
             return Vec::new();
         }
-        postcard::to_allocvec(self).unwrap_or_default()
+        super::stored_form(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {

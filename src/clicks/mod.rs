@@ -219,8 +219,12 @@ impl ClickRecorder {
     }
 
     fn new_token(&self) -> String {
+        use std::fmt::Write;
         let n = self.next_token.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{n:016x}", self.token_prefix)
+        // Sized up front: one allocation a delta, where `format!` grows it twice.
+        let mut token = String::with_capacity(32);
+        let _ = write!(token, "{:016x}{n:016x}", self.token_prefix);
+        token
     }
 
     /// Counts a click on `code` at `now_ms`, with the details of `visit` when there are any
@@ -367,7 +371,7 @@ impl ClickFlusher {
             pacing,
             failures: 0,
             retry: Vec::new(),
-            fresh: HashMap::new(),
+            fresh: HashMap::default(),
             aggregator,
             forgotten_before: None,
         };
@@ -400,7 +404,7 @@ struct Flusher {
     retry: Vec<ClickDelta>,
     /// Clicks collected (and their visits classified) but not yet in a delta: while flushes
     /// back off, collection goes on every interval, so visits never pile up raw.
-    fresh: HashMap<Box<str>, Fresh>,
+    fresh: HashMap<Box<str>, Fresh, FxBuild>,
     aggregator: Aggregator,
     /// The day before which visitor keys have been deleted from the store.
     forgotten_before: Option<u32>,
@@ -449,7 +453,7 @@ impl Flusher {
     /// each visit classified and added to its hour's rollup.
     async fn collect(&mut self) {
         let started = std::time::Instant::now();
-        let mut drained = HashMap::new();
+        let mut drained: HashMap<_, _, FxBuild> = HashMap::default();
         self.recorder.drain_into(&mut drained);
         let days: std::collections::BTreeSet<u32> = drained
             .values()

@@ -37,7 +37,7 @@ impl Countries {
     }
 
     /// The country the database places `ip` in (ISO 3166-1 alpha-2, uppercase), if any.
-    pub fn lookup(&self, ip: IpAddr) -> Option<Box<str>> {
+    pub fn lookup(&self, ip: IpAddr) -> Option<Country> {
         let reader = self
             .reader
             .read()
@@ -69,16 +69,37 @@ fn read(path: &Path) -> Result<Reader<Vec<u8>>, String> {
 /// when they do not know (`XX`) or the client came through Tor (`T1`, whose exit node's
 /// country would be no better), `None` when it says nothing usable (then the database is
 /// asked).
-pub fn from_header(value: &str) -> Option<Box<str>> {
+pub fn from_header(value: &str) -> Option<Country> {
     let value = value.trim();
     if value.eq_ignore_ascii_case("XX") || value.eq_ignore_ascii_case("T1") {
-        return Some("unknown".into());
+        return Some(Country::UNKNOWN);
     }
     iso_code(value)
 }
 
 /// A two-letter country code, uppercased; anything else is none.
-fn iso_code(code: &str) -> Option<Box<str>> {
-    (code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic()))
-        .then(|| code.to_ascii_uppercase().into())
+fn iso_code(code: &str) -> Option<Country> {
+    match *code.as_bytes() {
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Some(Country(Some([
+            a.to_ascii_uppercase(),
+            b.to_ascii_uppercase(),
+        ]))),
+        _ => None,
+    }
+}
+
+/// A country as a click records it: an ISO 3166-1 alpha-2 code (two uppercase ASCII letters),
+/// or unknown. Held inline: the flusher finds one per click.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Country(Option<[u8; 2]>);
+
+impl Country {
+    pub const UNKNOWN: Self = Self(None);
+
+    pub fn as_str(&self) -> &str {
+        self.0
+            .as_ref()
+            .and_then(|code| std::str::from_utf8(code).ok())
+            .unwrap_or("unknown")
+    }
 }

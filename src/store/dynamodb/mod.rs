@@ -376,12 +376,12 @@ impl DynamoStore {
         };
         let mut reads = Vec::new();
         for (i, (hour, rollup)) in hours.iter().enumerate() {
-            if rollup.dims.iter().any(|values| !values.is_empty()) {
+            if !rollup.dims.is_empty() {
                 reads.push((true, i, rollups::hour_sort_key(*hour)));
             }
         }
         for (i, (day, rollup)) in days.iter().enumerate() {
-            if rollup.dims.iter().any(|values| !values.is_empty()) {
+            if !rollup.dims.is_empty() {
                 reads.push((false, i, rollups::day_sort_key(*day)));
             }
         }

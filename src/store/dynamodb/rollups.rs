@@ -257,10 +257,11 @@ pub(super) fn plan(
 pub(super) fn within_cap(stored: &Rollup, delta: &Rollup, cap: usize) -> Option<Rollup> {
     let mut capped = delta.clone();
     let mut changed = false;
-    for (values, there) in capped.dims.iter_mut().zip(&stored.dims) {
+    for dimension in Dimension::ALL {
+        let there = stored.values(dimension);
         let mut distinct = there.iter().filter(|(v, _)| &**v != OTHER).count();
         let (mut kept, mut other): (Values, u64) = (Vec::new(), 0);
-        for (value, count) in values.drain(..) {
+        for (value, count) in delta.values(dimension).iter().cloned() {
             let known = &*value == OTHER || there.binary_search_by(|(v, _)| v.cmp(&value)).is_ok();
             if known || distinct < cap {
                 distinct += usize::from(!known);
@@ -276,7 +277,7 @@ pub(super) fn within_cap(stored: &Rollup, delta: &Rollup, cap: usize) -> Option<
                 Err(i) => kept.insert(i, (OTHER.into(), other)),
             }
         }
-        *values = kept;
+        capped.dims.set(dimension, kept);
     }
     changed.then_some(capped)
 }
@@ -289,6 +290,7 @@ pub(super) fn parse_rollup(item: &Item) -> Rollup {
         bots: number(item, "bots").unwrap_or(0),
         ..Rollup::default()
     };
+    let mut lists: [Values; 5] = Default::default();
     for (name, value) in item {
         let (Some((dimension, text)), Ok(count)) = (
             parse_value_attribute(name),
@@ -299,14 +301,15 @@ pub(super) fn parse_rollup(item: &Item) -> Rollup {
         let Ok(count) = count else {
             continue;
         };
-        rollup.dims[Dimension::ALL
+        lists[Dimension::ALL
             .iter()
             .position(|d| *d == dimension)
             .unwrap_or_default()]
         .push((text.into(), count));
     }
-    for values in &mut rollup.dims {
+    for (dimension, mut values) in Dimension::ALL.into_iter().zip(lists) {
         values.sort_unstable();
+        rollup.dims.set(dimension, values);
     }
     rollup
 }
@@ -408,23 +411,23 @@ mod tests {
 
     #[test]
     fn an_item_at_the_cap_takes_no_new_values_but_adds_to_those_it_has() {
-        let mut stored = Rollup::default();
-        for referrer in ["a.example", "b.example"] {
-            stored.dims[0].push((referrer.into(), 5));
-        }
-        let mut delta = Rollup::default();
-        for referrer in ["a.example", "c.example", "d.example", OTHER] {
-            delta.dims[0].push((referrer.into(), 1));
-        }
-        delta.dims[0].sort_unstable();
+        let referrers = |names: &[&str], n: u64| {
+            let mut rollup = Rollup::default();
+            let mut values: Values = names.iter().map(|&name| (name.into(), n)).collect();
+            values.sort_unstable();
+            rollup.dims.set(Dimension::Referrer, values);
+            rollup
+        };
+        let stored = referrers(&["a.example", "b.example"], 5);
+        let delta = referrers(&["a.example", "c.example", "d.example", OTHER], 1);
         let capped = within_cap(&stored, &delta, 2).expect("over the cap");
         assert_eq!(
-            capped.dims[0],
+            capped.values(Dimension::Referrer),
             vec![("a.example".into(), 1), (OTHER.into(), 3)]
         );
         let room = within_cap(&stored, &delta, 3).expect("one more fits");
         assert_eq!(
-            room.dims[0],
+            room.values(Dimension::Referrer),
             vec![
                 ("a.example".into(), 1),
                 ("c.example".into(), 1),

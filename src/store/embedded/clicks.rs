@@ -23,7 +23,7 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransacti
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::aggregate::rollup_for;
-use crate::analytics::{Rollup, day_of_hour, day_rollups, hour_of};
+use crate::analytics::{Rollup, day_of_hour, day_rollups, hour_of, stored_form};
 use crate::store::{Analytics, ClickDelta, ClickLimits, LinkStats};
 
 /// (flush sequence number, code) -> [`Entry`]: flushed clicks not yet merged.
@@ -73,7 +73,7 @@ impl Entry {
     }
 
     fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        stored_form(self)
     }
 
     fn merge(&mut self, other: Entry, cap: usize) {
@@ -97,7 +97,7 @@ pub(super) fn log_row(delta: &ClickDelta) -> (String, Vec<u8>) {
         last_click_ms: delta.last_click_ms,
         hours: &delta.hours,
     };
-    let bytes = postcard::to_allocvec(&entry).unwrap_or_default();
+    let bytes = stored_form(&entry);
     (delta.code.clone(), bytes)
 }
 
@@ -588,7 +588,7 @@ mod tests {
             .iter_mut()
             .chain(analytics.daily.iter_mut())
             .map(|(at, r)| {
-                let values = r.values(Dimension::Referrer).clone();
+                let values = r.values(Dimension::Referrer).to_vec();
                 (*at, r.clicks, r.humans, r.uniques.estimate(), values)
             })
             .collect()
