@@ -16,10 +16,12 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use actix_web::HttpRequest;
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use ipnet::{IpNet, Ipv6Net};
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
+/// A name made once: looked up by its text, a header outside the standard set is made anew
+/// (allocated) on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Longest part of a junk hop kept as its client's name.
 const MAX_JUNK_LEN: usize = 64;
@@ -121,7 +123,7 @@ impl TrustedProxies {
     /// left-most is the client.
     fn forwarded_for(&self, headers: &HeaderMap) -> Option<Client> {
         let mut hops: Vec<Client> = Vec::new();
-        for value in headers.get_all(X_FORWARDED_FOR) {
+        for value in headers.get_all(&X_FORWARDED_FOR) {
             let text = String::from_utf8_lossy(value.as_bytes());
             hops.extend(
                 text.split(',')
@@ -186,7 +188,7 @@ mod tests {
     fn from_proxy(forwarded: &[&str]) -> HttpRequest {
         let mut req = TestRequest::default().peer_addr("10.1.2.3:5000".parse().expect("addr"));
         for value in forwarded {
-            req = req.append_header((X_FORWARDED_FOR, *value));
+            req = req.append_header((X_FORWARDED_FOR.clone(), *value));
         }
         req.to_http_request()
     }
@@ -203,7 +205,7 @@ mod tests {
         );
         let spoofed = TestRequest::default()
             .peer_addr("198.51.100.1:5000".parse().expect("addr"))
-            .insert_header((X_FORWARDED_FOR, "203.0.113.9"))
+            .insert_header((X_FORWARDED_FOR.clone(), "203.0.113.9"))
             .to_http_request();
         assert_eq!(proxies().client(&spoofed), ip("198.51.100.1"));
         // A client cannot hide behind a forged left-most entry: the right-most untrusted wins.
