@@ -263,6 +263,9 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// writing them cost per click, and the resident memory per hot link.
 fn analytics(dir: &Path, seconds: u64) -> String {
     let (links, sustained) = (analytics_links(), sustained_seconds());
+    // Rounds of at least 30 s: the on/off ratio is a few per cent, and each round should hold
+    // the writer's merges (every two minutes) in the share they have of a longer run.
+    let seconds = env_or("LOAD_ANALYTICS_SECONDS", seconds.max(30));
     let mut report = String::new();
     let data = dir.join("kurz-analytics.redb");
     let codes = prefill(&data, links);
@@ -282,7 +285,7 @@ fn analytics(dir: &Path, seconds: u64) -> String {
     };
     let _ = writeln!(
         report,
-        "\nclick analytics, {links} links all cached in L1 first, requests with real user agents, referrers, countries and client addresses (64 connections, ceiling in the same section):\n\n\
+        "\nclick analytics, {links} links all cached in L1 first, requests with real user agents, referrers, countries and client addresses (64 connections, two rounds of {seconds} s each, ceiling in the same section):\n\n\
          | server | requests/s | p50 | p99 | / ceiling requests/s | / ceiling p99 |\n|---|---|---|---|---|---|"
     );
     let ceiling = self::ceiling();
@@ -291,6 +294,7 @@ fn analytics(dir: &Path, seconds: u64) -> String {
     // Clicks recorded by the server stopped before the sustained run's: in the store too.
     let mut earlier_clicks = 0.0;
     let mut cpu_per_request = Vec::new();
+    let mut cpu_by_thread = Vec::new();
     let mut misses = Vec::new();
     for enabled in ["false", "true"] {
         let server = KurzProcess::start(&data, &env(enabled));
@@ -298,11 +302,27 @@ fn analytics(dir: &Path, seconds: u64) -> String {
         let before = harness::rss_kib(&pid);
         warm(&server, &each_once, links);
         let cpu_before = process_cpu_s(&pid);
+        let threads_before = THREADS.map(|(name, _)| thread_cpu_s(&pid, name));
         let misses_before = metric(&server.base, "kurz_cache_misses_total");
         let (k, c) = against_ceiling(&server, &ceiling, &random, seconds);
         let requests: u64 = k.iter().map(|r| r.requests).sum();
         misses.push(metric(&server.base, "kurz_cache_misses_total") - misses_before);
         cpu_per_request.push((process_cpu_s(&pid) - cpu_before) * 1e6 / requests as f64);
+        let per_request = |s: f64| s * 1e6 / requests as f64;
+        let mut per_thread: Vec<String> = Vec::new();
+        let mut named = 0.0;
+        for ((name, what), before) in THREADS.iter().zip(threads_before) {
+            let cpu = thread_cpu_s(&pid, name) - before;
+            named += cpu;
+            per_thread.push(format!("{what} {:.2}", per_request(cpu)));
+        }
+        // The flusher runs on Tokio's workers and its store calls on blocking threads that
+        // come and go: whatever the long-lived threads did not use.
+        per_thread.push(format!(
+            "the flusher and the rest {:.2}",
+            per_request(process_cpu_s(&pid) - cpu_before) - per_request(named)
+        ));
+        cpu_by_thread.push(per_thread.join(", "));
         let (k, c) = (Wrk::mean(&k), Wrk::mean(&c));
         let name = if enabled == "true" {
             "kurz, analytics on"
@@ -331,10 +351,12 @@ fn analytics(dir: &Path, seconds: u64) -> String {
     drop(ceiling);
     let _ = writeln!(
         report,
-        "\nanalytics on / analytics off, each against the ceiling: {:.3} (target >= 0.95); kurz's CPU per redirect: {:.2} us with analytics off, {:.2} us on; L1 misses while measured: {} off, {} on",
+        "\nanalytics on / analytics off, each against the ceiling: {:.3} (target >= 0.95); kurz's CPU per redirect: {:.2} us with analytics off ({}), {:.2} us on ({}); L1 misses while measured: {} off, {} on",
         ratios[1] / ratios[0],
         cpu_per_request[0],
+        cpu_by_thread[0],
         cpu_per_request[1],
+        cpu_by_thread[1],
         misses[0],
         misses[1]
     );
@@ -482,6 +504,13 @@ fn stored_clicks(path: &Path, codes: &[String]) -> u64 {
         total
     })
 }
+
+/// kurz's long-lived threads by the name /proc shows (cut to 15 bytes), and what they do: the
+/// HTTP workers answer redirects; the store's writer thread commits flushes and merges them.
+const THREADS: [(&str, &str); 2] = [
+    ("actix-server wo", "HTTP workers"),
+    ("kurz-store-writ", "store writer"),
+];
 
 /// CPU seconds (user + system) of the process's threads named `name` (as /proc shows it).
 fn thread_cpu_s(pid: &str, name: &str) -> f64 {
