@@ -17,6 +17,7 @@
 //! `LOAD_QUERY=utm_source=x` adds that query string to every redirect of that comparison
 //! (kurz forwards it to the destination).
 
+mod common;
 #[path = "../tests/it/harness/mod.rs"]
 mod harness;
 
@@ -26,8 +27,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kurz::code::CodeGenerator;
-use kurz::store::{EmbeddedStore, Link, LinkStore};
+use kurz::store::{EmbeddedStore, LinkStore};
+
+use common::{URL_BYTES, cpu_of_stat, prefill};
 
 use harness::{KurzProcess, ServerProcess};
 
@@ -529,20 +531,6 @@ fn process_cpu_s(pid: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0.0, |stat| cpu_of_stat(&stat))
 }
 
-/// utime + stime of a /proc stat line, in seconds (100 ticks a second).
-fn cpu_of_stat(stat: &str) -> f64 {
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields after the name start at the state (field 3): utime is field 14, stime 15.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// A wrk script asking for random codes with a browser's headers: one of real user agents
 /// (phones, desktops, a few crawlers), a referrer among many sites or none, a country, and
 /// a client address (`X-Forwarded-For`) among 100,000.
@@ -551,8 +539,8 @@ fn write_visits_script(path: &Path, codes: &[String]) {
         path,
         codes,
         &format!(
-            "{AGENTS}\n\
-             local countries = {{\"US\", \"DE\", \"FR\", \"GB\", \"IN\", \"BR\", \"JP\", \"NL\", \"CA\", \"ES\"}}\n\
+            "{}\n\
+             {}\n\
              function init(args) math.randomseed(os.time() + tonumber(tostring({{}}):sub(8), 16)) end\n\
              function request()\n\
                local headers = {{}}\n\
@@ -562,26 +550,18 @@ fn write_visits_script(path: &Path, codes: &[String]) {
                headers[\"CF-IPCountry\"] = countries[math.random(#countries)]\n\
                headers[\"X-Forwarded-For\"] = \"10.\" .. math.random(0, 15) .. \".\" .. math.random(0, 255) .. \".\" .. math.random(0, 24)\n\
                return wrk.format(\"GET\", \"/\" .. codes[math.random(n)], headers)\n\
-             end\n"
+             end\n",
+            lua_table("agents", &common::AGENTS),
+            lua_table("countries", &common::COUNTRIES)
         ),
     );
 }
 
-/// The user agents of the visits script, as a Lua table.
-const AGENTS: &str = r#"local agents = {
-"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
-"Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
-"Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
-"Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
-"Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
-"Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
-"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram 350.0.0.0.0",
-"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-"Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
-"Mozilla/5.0 (compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
-}"#;
+/// `values` as a Lua table named `name`.
+fn lua_table(name: &str, values: &[&str]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    format!("local {name} = {{{}}}", quoted.join(", "))
+}
 
 /// The practical ceiling: actix-web answering every `GET /{code}` with the same 302.
 fn ceiling_server(port: u16) {
@@ -649,48 +629,6 @@ fn create_links(base: &str, count: usize, concurrency: usize) -> Vec<String> {
         }
         codes
     })
-}
-
-/// Writes `count` links straight into a fresh embedded store, as kurz would have made them
-/// (leased ids through the permutation), and returns their codes.
-fn prefill(path: &Path, count: u64) -> Vec<String> {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let store = Arc::new(EmbeddedStore::open(path, Duration::from_secs(60)).expect("open"));
-        let ids = store.lease_ids(count).await.expect("lease");
-        // Any key: these links are written straight into the store under these codes.
-        let generator = CodeGenerator::new(b"load-benchmark-prefill");
-        let codes: Vec<String> = ids.filter_map(|id| generator.code_for(id)).collect();
-        for chunk in codes.chunks(10_000) {
-            let mut tasks = Vec::with_capacity(chunk.len());
-            for code in chunk {
-                let (store, code) = (Arc::clone(&store), code.clone());
-                tasks.push(tokio::spawn(async move {
-                    let link = Link {
-                        url: long_url(&code),
-                        code,
-                        created_at_ms: kurz::clock::system_now_ms(),
-                        ..Link::default()
-                    };
-                    store.insert(&link, None).await.expect("insert");
-                }));
-            }
-            for task in tasks {
-                task.await.expect("insert task");
-            }
-        }
-        store.close().await;
-        codes
-    })
-}
-
-/// Long URLs in the hot-set section: 70 bytes, the size the memory target is stated for.
-const URL_BYTES: usize = 70;
-
-/// A 70-byte URL for `code` (codes are 7 characters).
-fn long_url(code: &str) -> String {
-    let url = format!("https://www.example.com/articles/2026/some-article-title/{code}");
-    format!("{url}{}", "x".repeat(URL_BYTES.saturating_sub(url.len())))
 }
 
 /// A script for one wrk thread that asks for every code once with HEAD (which counts no click,
