@@ -70,20 +70,64 @@ const FEW: usize = 16;
 
 /// The visitors of one hour or day; empty costs one word. Most links see a few visitors an
 /// hour: those are kept as their (keyed) hashes, sorted, and counted exactly, which costs
-/// less to build, store and merge than a sketch; the 17th makes it a HyperLogLog.
+/// less to build, store and merge than a sketch; the 17th makes it a HyperLogLog. One
+/// visitor, the most common case over a large hot set, is held inline: no allocation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Uniques(Option<Form>);
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "Stored")]
 enum Form {
+    One(u64),
     Few(Vec<u64>),
     Sketch(Box<Sketch>),
+}
+
+/// How [`Form`] is stored: one visitor as a list of one, so the stored bytes do not depend on
+/// how it is held in memory.
+#[derive(Deserialize)]
+enum Stored {
+    Few(Vec<u64>),
+    Sketch(Box<Sketch>),
+}
+
+#[derive(Serialize)]
+enum StoredRef<'a> {
+    Few(&'a [u64]),
+    Sketch(&'a Sketch),
+}
+
+impl From<Stored> for Form {
+    fn from(stored: Stored) -> Self {
+        match stored {
+            Stored::Few(few) if few.len() == 1 => Form::One(few[0]),
+            Stored::Few(few) => Form::Few(few),
+            Stored::Sketch(sketch) => Form::Sketch(sketch),
+        }
+    }
+}
+
+impl Serialize for Form {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Form::One(visitor) => StoredRef::Few(std::slice::from_ref(visitor)),
+            Form::Few(few) => StoredRef::Few(few),
+            Form::Sketch(sketch) => StoredRef::Sketch(sketch),
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Uniques {
     pub fn insert(&mut self, visitor: u64) {
         match &mut self.0 {
-            None => self.0 = Some(Form::Few(vec![visitor])),
+            None => self.0 = Some(Form::One(visitor)),
+            Some(Form::One(one)) => {
+                let one = *one;
+                if one != visitor {
+                    self.0 = Some(Form::Few(vec![one.min(visitor), one.max(visitor)]));
+                }
+            }
             Some(Form::Few(few)) => {
                 if let Err(at) = few.binary_search(&visitor) {
                     few.insert(at, visitor);
@@ -101,6 +145,7 @@ impl Uniques {
     pub fn merge(&mut self, other: &Uniques) {
         match &other.0 {
             None => {}
+            Some(Form::One(visitor)) => self.insert(*visitor),
             Some(Form::Few(theirs)) => theirs.iter().for_each(|&v| self.insert(v)),
             Some(Form::Sketch(theirs)) => match &mut self.0 {
                 Some(Form::Sketch(ours)) => {
@@ -109,8 +154,10 @@ impl Uniques {
                 }
                 mine => {
                     let mut merged = theirs.clone();
-                    if let Some(Form::Few(few)) = mine {
-                        few.iter().for_each(|v| merged.insert(v));
+                    match mine {
+                        Some(Form::One(visitor)) => merged.insert(visitor),
+                        Some(Form::Few(few)) => few.iter().for_each(|v| merged.insert(v)),
+                        _ => {}
                     }
                     *mine = Some(Form::Sketch(merged));
                 }
@@ -141,6 +188,7 @@ impl Uniques {
     pub fn estimate(&mut self) -> u64 {
         match &mut self.0 {
             None => 0,
+            Some(Form::One(_)) => 1,
             Some(Form::Few(few)) => few.len() as u64,
             Some(Form::Sketch(sketch)) => sketch.count().round() as u64,
         }
@@ -222,6 +270,32 @@ mod tests {
             day.estimate(),
             "hours merge into their day"
         );
+    }
+
+    #[test]
+    fn one_visitor_held_inline_is_stored_as_a_list_of_one_as_before() {
+        // The form stored before one visitor was held inline.
+        #[derive(Serialize)]
+        struct Before(Option<BeforeForm>);
+        #[derive(Serialize)]
+        enum BeforeForm {
+            Few(Vec<u64>),
+        }
+        let mut one = Uniques::default();
+        one.insert(42);
+        one.insert(42);
+        let before =
+            postcard::to_allocvec(&Before(Some(BeforeForm::Few(vec![42])))).expect("encode");
+        assert_eq!(one.encode(), before);
+        let mut back = Uniques::decode(&before).expect("decode");
+        assert!(matches!(back.0, Some(Form::One(42))));
+        assert_eq!(back.estimate(), 1);
+        back.insert(7);
+        back.merge(&one);
+        assert!(matches!(&back.0, Some(Form::Few(few)) if few == &[7, 42]));
+        let two =
+            postcard::to_allocvec(&Before(Some(BeforeForm::Few(vec![7, 42])))).expect("encode");
+        assert_eq!(back.encode(), two);
     }
 
     #[test]
