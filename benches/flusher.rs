@@ -4,7 +4,8 @@
 //! analytics section sends them but without HTTP or wrk sharing the cores, so the figure is
 //! steady enough to compare one change with the next.
 //! Run: `cargo bench --bench flusher` (`FLUSHER_LINKS`, default 1,000,000; `FLUSHER_RATE`
-//! clicks/s, default 25,000; `FLUSHER_SECONDS`, default 20; `FLUSHER_ONLY=on` or `off`).
+//! clicks/s, default 25,000; `FLUSHER_SECONDS` a round, default 10; `FLUSHER_ROUNDS` of each
+//! mode, default 3, taken in turn and reported by their median; `FLUSHER_ONLY=on` or `off`).
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kurz::analytics::Visit;
+use kurz::analytics::Headers;
 use kurz::analytics::aggregate::Aggregator;
 use kurz::analytics::classify::{Classifier, Countries};
 use kurz::clicks::{ClickFlusher, ClickRecorder, FlushPacing};
@@ -42,24 +43,47 @@ impl Draw {
     }
 }
 
-/// A visit as the visits script makes them: a random agent, a referrer from 50 sites (or
-/// none, one time in six), a country and a client address from 10.0.0.0/12.
-fn visit(draw: &mut Draw) -> Visit {
-    let agent = AGENTS[draw.next(AGENTS.len() as u64) as usize];
-    let site = draw.next(60) + 1;
-    let referer = if site <= 50 {
-        format!("https://site{site}.example/page/{}", draw.next(1000) + 1)
-    } else {
-        String::new()
-    };
-    let country = COUNTRIES[draw.next(COUNTRIES.len() as u64) as usize];
-    let ip = IpAddr::from([
-        10,
-        draw.next(16) as u8,
-        draw.next(256) as u8,
-        draw.next(25) as u8,
-    ]);
-    Visit::new(agent.as_bytes(), referer.as_bytes(), country.as_bytes(), ip)
+/// A visit's headers as the visits script makes them: a random agent, a referrer from 50
+/// sites (or none, one time in six), a country and a client address from 10.0.0.0/12.
+struct Sent {
+    agent: &'static str,
+    referer: String,
+    country: &'static str,
+    ip: IpAddr,
+}
+
+impl Sent {
+    fn draw(draw: &mut Draw) -> Self {
+        let agent = AGENTS[draw.next(AGENTS.len() as u64) as usize];
+        let site = draw.next(60) + 1;
+        let referer = if site <= 50 {
+            format!("https://site{site}.example/page/{}", draw.next(1000) + 1)
+        } else {
+            String::new()
+        };
+        let country = COUNTRIES[draw.next(COUNTRIES.len() as u64) as usize];
+        let ip = IpAddr::from([
+            10,
+            draw.next(16) as u8,
+            draw.next(256) as u8,
+            draw.next(25) as u8,
+        ]);
+        Self {
+            agent,
+            referer,
+            country,
+            ip,
+        }
+    }
+
+    fn headers(&self) -> Headers<'_> {
+        Headers {
+            user_agent: self.agent.as_bytes(),
+            referer: self.referer.as_bytes(),
+            country: self.country.as_bytes(),
+            client_ip: self.ip,
+        }
+    }
 }
 
 /// utime + stime in seconds of the /proc stat file at `path`.
@@ -83,9 +107,18 @@ fn threads_cpu_s(name: &str) -> f64 {
 }
 
 /// Records `rate` clicks a second for `seconds` over `codes` (with visits when `analytics`),
-/// and waits until the flusher wrote them all; CPU µs per click spent off this thread, in
-/// total and by the store's writer thread.
-fn run(path: &Path, codes: &[String], analytics: bool, rate: u64, seconds: u64) -> (f64, f64) {
+/// and waits until the flusher wrote them all.
+/// CPU µs per click.
+struct Cost {
+    /// On the recording thread (as a redirect's).
+    recording: f64,
+    /// Off it: the flusher and the store's writer.
+    writing: f64,
+    /// The store's writer alone.
+    writer: f64,
+}
+
+fn run(path: &Path, codes: &[String], analytics: bool, rate: u64, seconds: u64) -> Cost {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -108,7 +141,7 @@ fn run(path: &Path, codes: &[String], analytics: bool, rate: u64, seconds: u64) 
         )
     };
     let mut draw = Draw(0x9e37_79b9_7f4a_7c15);
-    let visits: Vec<Visit> = (0..4096).map(|_| visit(&mut draw)).collect();
+    let sent: Vec<Sent> = (0..4096).map(|_| Sent::draw(&mut draw)).collect();
     let (process_before, writer_before) =
         (cpu_s("/proc/self/stat"), threads_cpu_s("kurz-store-writ"));
     let own_before = cpu_s("/proc/thread-self/stat");
@@ -119,8 +152,7 @@ fn run(path: &Path, codes: &[String], analytics: bool, rate: u64, seconds: u64) 
         let now = kurz::clock::system_now_ms();
         for _ in 0..per_tick {
             let code = &codes[draw.next(codes.len() as u64) as usize];
-            // A copy, as a redirect makes one from its headers.
-            let visit = analytics.then(|| visits[draw.next(4096) as usize].clone());
+            let visit = analytics.then(|| sent[draw.next(4096) as usize].headers());
             recorder.record(code, now, visit);
             recorded += 1;
         }
@@ -143,7 +175,17 @@ fn run(path: &Path, codes: &[String], analytics: bool, rate: u64, seconds: u64) 
         store.close().await;
     });
     let per_click = |s: f64| s * 1e6 / recorded as f64;
-    (per_click(process - own), per_click(writer))
+    Cost {
+        recording: per_click(own),
+        writing: per_click(process - own),
+        writer: per_click(writer),
+    }
+}
+
+/// The median of `values`.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn main() {
@@ -152,32 +194,38 @@ fn main() {
     }
     let links = env_or("FLUSHER_LINKS", 1_000_000);
     let rate = env_or("FLUSHER_RATE", 25_000);
-    let seconds = env_or("FLUSHER_SECONDS", 20);
+    let seconds = env_or("FLUSHER_SECONDS", 10);
+    let rounds = env_or("FLUSHER_ROUNDS", 3);
     let dir = tempfile::tempdir().expect("tempdir");
     let prefilled = dir.path().join("prefilled.redb");
     let codes = prefill(&prefilled, links);
     println!(
-        "click writing off the redirect path, {rate} clicks/s for {seconds} s over {links} links (CPU per click, flusher and store writer together, then the writer alone):"
+        "click writing off the redirect path, {rate} clicks/s for {seconds} s over {links} links, analytics off and on in turn, {rounds} rounds each (CPU per click: recording it, then the flusher and store writer together, then the writer alone):"
     );
-    let mut totals = Vec::new();
     // `FLUSHER_ONLY=on` (or `off`) runs one mode, e.g. under a profiler.
     let only = std::env::var("FLUSHER_ONLY").ok();
-    for analytics in [false, true] {
-        let mode = if analytics { "on" } else { "off" };
-        if only.as_deref().is_some_and(|only| only != mode) {
-            continue;
+    let mut totals = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for analytics in [false, true] {
+            let mode = if analytics { "on" } else { "off" };
+            if only.as_deref().is_some_and(|only| only != mode) {
+                continue;
+            }
+            let path = dir.path().join(format!("run-{analytics}-{round}.redb"));
+            std::fs::copy(&prefilled, &path).expect("copy the store");
+            let cost = run(&path, &codes, analytics, rate, seconds);
+            let _ = std::fs::remove_file(&path);
+            println!(
+                "analytics {mode}: recording {:.2} us, writing {:.2} us ({:.2} us of it the store's writer)",
+                cost.recording, cost.writing, cost.writer
+            );
+            totals[usize::from(analytics)].push(cost.writing);
         }
-        let path = dir.path().join(format!("run-{analytics}.redb"));
-        std::fs::copy(&prefilled, &path).expect("copy the store");
-        let (total, writer) = run(&path, &codes, analytics, rate, seconds);
-        println!(
-            "analytics {mode}: {total:.2} us per click ({writer:.2} us of it the store's writer)"
-        );
-        totals.push(total);
     }
-    if let [off, on] = totals[..] {
+    if totals.iter().all(|t| !t.is_empty()) {
+        let (off, on) = (median(&mut totals[0]), median(&mut totals[1]));
         println!(
-            "analytics on adds {:.2} us per click to writing it",
+            "medians: writing a click costs {off:.2} us with analytics off, {on:.2} us on; analytics adds {:.2} us",
             on - off
         );
     }

@@ -15,6 +15,7 @@ pub mod classify;
 pub mod dims;
 pub mod report;
 pub mod uniques;
+pub mod visits;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dims::Dims;
 pub use uniques::Uniques;
+pub use visits::Visits;
 
 /// Milliseconds in an hour.
 pub const MS_PER_HOUR: i64 = 3_600_000;
@@ -94,53 +96,42 @@ impl Dimension {
     }
 }
 
-/// What the redirect hands over for one click: raw header values, each cut to
-/// [`Visit::MAX_HEADER`] bytes, and the client's address. Nothing is parsed on the redirect
-/// path.
-///
-/// One allocation a click: the `User-Agent` and the `Referer` share one buffer, and the
-/// country (two letters when there is one) is kept inline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Visit {
-    /// The `User-Agent`, then the `Referer`.
-    text: Box<str>,
-    agent_len: usize,
+/// What the redirect hands over for one click: the raw header values (empty when absent) and
+/// the client's address, borrowed from the request. Nothing is parsed on the redirect path:
+/// the click recorder copies them, each cut to [`Visit::MAX_HEADER`] bytes, into its shard's
+/// [`Visits`].
+#[derive(Debug, Clone, Copy)]
+pub struct Headers<'a> {
+    pub user_agent: &'a [u8],
+    pub referer: &'a [u8],
+    /// The trusted proxy's country header (empty when not believed).
+    pub country: &'a [u8],
+    pub client_ip: IpAddr,
+}
+
+/// One click's details as the flusher reads them from [`Visits`]: header values cut to
+/// [`Visit::MAX_HEADER`] bytes, and the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visit<'a> {
+    user_agent: &'a str,
+    referer: &'a str,
     /// The trusted proxy's country header when it is two bytes long; zeros otherwise.
     country: [u8; 2],
     pub client_ip: IpAddr,
 }
 
-impl Visit {
+impl<'a> Visit<'a> {
     /// Most bytes of one header a visit keeps: enough for every real user agent and for a
     /// referrer's scheme and host, so an 8 KiB header costs no more than a short one.
     pub const MAX_HEADER: usize = 512;
 
-    /// A visit from the raw header values (empty when absent), each cut to
-    /// [`Visit::MAX_HEADER`] bytes at a character boundary, bytes that are not UTF-8 replaced.
-    pub fn new(user_agent: &[u8], referer: &[u8], country: &[u8], client_ip: IpAddr) -> Self {
-        let (agent, referer) = (Self::header(user_agent), Self::header(referer));
-        let mut text = String::with_capacity(agent.len() + referer.len());
-        text.push_str(&agent);
-        text.push_str(&referer);
-        let country = match country.trim_ascii() {
-            &[a, b] => [a, b],
-            _ => [0, 0],
-        };
-        Self {
-            text: text.into(),
-            agent_len: agent.len(),
-            country,
-            client_ip,
-        }
-    }
-
-    pub fn user_agent(&self) -> &str {
-        &self.text[..self.agent_len]
+    pub fn user_agent(&self) -> &'a str {
+        self.user_agent
     }
 
     /// The `Referer` as sent (cut), empty when absent.
-    pub fn referer(&self) -> &str {
-        &self.text[self.agent_len..]
+    pub fn referer(&self) -> &'a str {
+        self.referer
     }
 
     /// The trusted proxy's country header, empty when absent, not believed or not two bytes.
@@ -337,18 +328,5 @@ mod tests {
         let cut = Visit::header(long.as_bytes());
         assert!(cut.len() <= Visit::MAX_HEADER && cut.chars().all(|c| c == 'é'));
         assert_eq!(&*Visit::header(b"ab\xffcd"), "ab\u{fffd}cd");
-        let ip = IpAddr::from([192, 0, 2, 1]);
-        let visit = Visit::new(long.as_bytes(), b"https://a.example/", b" DE ", ip);
-        assert_eq!(visit.user_agent(), cut);
-        assert_eq!(visit.referer(), "https://a.example/");
-        assert_eq!(visit.country(), "DE");
-        for country in [&b""[..], b"DEU", b"\xff\xfe"] {
-            assert_eq!(
-                Visit::new(b"", b"", country, ip).country(),
-                "",
-                "{country:?}"
-            );
-        }
-        assert_eq!(Visit::new(b"", b"", b"", ip).referer(), "");
     }
 }

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::analytics::aggregate::{Aggregator, rollup_for};
 use crate::analytics::uniques::{self, DayKey};
-use crate::analytics::{self, Rollup, Visit};
+use crate::analytics::{self, Headers, Rollup, Visits};
 use crate::clock;
 use crate::config::Backend;
 use crate::store::{ClickDelta, LinkStore};
@@ -45,18 +45,16 @@ struct Pending {
     count: u64,
     last_click_ms: i64,
     /// (UTC hour, clicks counted without details); one entry except across an hour's end.
+    /// Clicks with details are in their shard's [`Visits`] instead.
     hours: Vec<(u32, u64)>,
-    /// Clicks with details, for the flusher to classify: (time, what the redirect had).
-    visits: Vec<(i64, Visit)>,
 }
 
 impl Pending {
-    fn add(&mut self, now_ms: i64, visit: Option<Visit>) {
+    fn add(&mut self, now_ms: i64, with_details: bool) {
         self.count += 1;
         self.last_click_ms = self.last_click_ms.max(now_ms);
-        match visit {
-            Some(visit) => self.visits.push((now_ms, visit)),
-            None => add_hour(&mut self.hours, analytics::hour_of(now_ms), 1),
+        if !with_details {
+            add_hour(&mut self.hours, analytics::hour_of(now_ms), 1);
         }
     }
 
@@ -67,21 +65,10 @@ impl Pending {
         for &(hour, n) in &self.hours {
             add_hour(&mut into.hours, hour, n);
         }
-        if into.visits.is_empty() && self.visits.len() <= HANDED_OVER {
-            // A link clicked a few times: its list is handed over as it is, not copied into
-            // a new one (over a large hot set, most slots). A busy link's list stays with its
-            // slot, with the room it grew to.
-            std::mem::swap(&mut into.visits, &mut self.visits);
-        } else {
-            into.visits.append(&mut self.visits);
-        }
         self.count = 0;
         self.hours.clear();
     }
 }
-
-/// Most visits of a slot whose list is handed over at a drain rather than copied.
-const HANDED_OVER: usize = 4;
 
 fn add_hour(hours: &mut Vec<(u32, u64)>, hour: u32, n: u64) {
     match hours.iter_mut().find(|(h, _)| *h == hour) {
@@ -89,6 +76,10 @@ fn add_hour(hours: &mut Vec<(u32, u64)>, hour: u32, n: u64) {
         None => hours.push((hour, n)),
     }
 }
+
+/// Most room an emptied visit buffer keeps for the next drain (one per shard at most): several
+/// times an interval's visits at the ceiling's rate, while the room a burst grew is freed.
+const MAX_SPARE_VISIT_BYTES: usize = 4 << 20;
 
 /// FxHash (as in rustc): a few instructions per word. Not resistant to chosen keys, which is
 /// fine here: only codes of existing links are ever recorded.
@@ -125,8 +116,9 @@ struct ShardState {
     allowance: u64,
     /// Visits (clicks with details) this shard may still take, out of the visits' budget.
     visit_allowance: u64,
-    /// Visits waiting in this shard, given back to the budget when drained.
-    visits: u64,
+    /// Clicks with details waiting in this shard, in one buffer for all its codes (taken
+    /// whole by a drain, which leaves an emptied one from an earlier drain in its place).
+    visits: Visits,
 }
 
 impl Shard {
@@ -239,7 +231,7 @@ impl ClickRecorder {
 
     /// Counts a click on `code` at `now_ms`, with the details of `visit` when there are any
     /// (analytics on for the link, no `Sec-GPC: 1`).
-    pub fn record(&self, code: &str, now_ms: i64, visit: Option<Visit>) {
+    pub fn record(&self, code: &str, now_ms: i64, visit: Option<Headers>) {
         let mut shard = self.shards[telemetry::stripe()].lock();
         if shard.allowance == 0 {
             shard.allowance = self.budget.take();
@@ -260,15 +252,18 @@ impl ClickRecorder {
                 return false;
             }
             shard.visit_allowance -= 1;
-            shard.visits += 1;
             true
         });
+        let with_details = visit.is_some();
+        if let Some(headers) = visit {
+            shard.visits.push(code, now_ms, &headers);
+        }
         let map = &mut shard.codes;
         match map.get_mut(code) {
-            Some(pending) => pending.add(now_ms, visit),
+            Some(pending) => pending.add(now_ms, with_details),
             None => {
                 let mut pending = Pending::default();
-                pending.add(now_ms, visit);
+                pending.add(now_ms, with_details);
                 map.insert(code.into(), pending);
             }
         }
@@ -277,14 +272,24 @@ impl ClickRecorder {
         self.metrics.clicks_pending.inc();
     }
 
-    /// Moves every pending click into `into`, adding up each code's clicks from every thread.
-    /// Slots clicked since the last drain stay (empty) for the next interval; slots that were
-    /// not are freed.
-    fn drain_into<S: BuildHasher>(&self, into: &mut HashMap<Box<str>, Pending, S>) {
+    /// Moves every pending click into `into`, adding up each code's clicks from every thread,
+    /// and each shard's visits into `visits`, leaving in their place emptied buffers taken from
+    /// `spare` (which the caller fills with the ones it is done with). Slots clicked since the
+    /// last drain stay (empty) for the next interval; slots that were not are freed.
+    fn drain_into<S: BuildHasher>(
+        &self,
+        into: &mut HashMap<Box<str>, Pending, S>,
+        visits: &mut Vec<Visits>,
+        spare: &mut Vec<Visits>,
+    ) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
-            self.visit_budget
-                .give_back(std::mem::take(&mut shard.visits));
+            if !shard.visits.is_empty() {
+                let emptied = spare.pop().unwrap_or_default();
+                let full = std::mem::replace(&mut shard.visits, emptied);
+                self.visit_budget.give_back(full.len() as u64);
+                visits.push(full);
+            }
             shard.codes.retain(|code, pending| {
                 if pending.count == 0 {
                     return false;
@@ -381,6 +386,7 @@ impl ClickFlusher {
             pacing,
             failures: 0,
             retry: Vec::new(),
+            spare_visits: Vec::new(),
             fresh: HashMap::default(),
             aggregator,
             forgotten_before: None,
@@ -416,6 +422,9 @@ struct Flusher {
     /// back off, collection goes on every interval, so visits never pile up raw.
     fresh: HashMap<Box<str>, Fresh, FxBuild>,
     aggregator: Aggregator,
+    /// Emptied visit buffers for the next drain to leave in the shards, so that recording
+    /// visits allocates nothing once they have grown to an interval's worth.
+    spare_visits: Vec<Visits>,
     /// The day before which visitor keys have been deleted from the store.
     forgotten_before: Option<u32>,
 }
@@ -464,15 +473,16 @@ impl Flusher {
     async fn collect(&mut self) {
         let started = std::time::Instant::now();
         let mut drained: HashMap<_, _, FxBuild> = HashMap::default();
-        self.recorder.drain_into(&mut drained);
-        let days: std::collections::BTreeSet<u32> = drained
-            .values()
-            .flat_map(|p| p.visits.iter().map(|(at, _)| clock::day_of(*at)))
+        let mut visits = Vec::new();
+        self.recorder
+            .drain_into(&mut drained, &mut visits, &mut self.spare_visits);
+        let days: std::collections::BTreeSet<u32> = visits
+            .iter()
+            .flat_map(|v| v.iter().map(|(_, at, _)| clock::day_of(at)))
             .collect();
         for day in days {
             self.ensure_key(day).await;
         }
-        let mut bots = 0;
         for (code, pending) in drained {
             let fresh = self.fresh.entry(code).or_default();
             fresh.count += pending.count;
@@ -480,8 +490,21 @@ impl Flusher {
             for (hour, n) in pending.hours {
                 rollup_for(&mut fresh.hours, hour).clicks += n;
             }
-            for (at, visit) in &pending.visits {
-                bots += u64::from(self.aggregator.add(&mut fresh.hours, *at, visit));
+        }
+        let mut bots = 0;
+        for mut shard_visits in visits {
+            for (code, at, visit) in shard_visits.iter() {
+                // Drained with its count just above, so always there.
+                if let Some(fresh) = self.fresh.get_mut(code) {
+                    bots += u64::from(self.aggregator.add(&mut fresh.hours, at, &visit));
+                }
+            }
+            shard_visits.clear();
+            // An interval's worth is kept for the next drain; a burst's buffers are freed.
+            if shard_visits.capacity_bytes() <= MAX_SPARE_VISIT_BYTES
+                && self.spare_visits.len() < telemetry::STRIPES
+            {
+                self.spare_visits.push(shard_visits);
             }
         }
         let metrics = &self.recorder.metrics;
@@ -774,6 +797,13 @@ mod tests {
         assert_eq!(stats.total_clicks, pending + 1);
     }
 
+    /// What a drain takes: each code's counts, and the shards' visits.
+    fn drain(recorder: &ClickRecorder) -> (HashMap<Box<str>, Pending>, Vec<Visits>) {
+        let (mut counts, mut visits) = (HashMap::new(), Vec::new());
+        recorder.drain_into(&mut counts, &mut visits, &mut Vec::new());
+        (counts, visits)
+    }
+
     #[test]
     fn record_aggregates_per_code_and_hour() {
         let recorder = ClickRecorder::new(Arc::new(Metrics::default()));
@@ -782,23 +812,48 @@ mod tests {
         recorder.record("abc", 10 * day_ms + 9, None);
         recorder.record("abc", 11 * day_ms + 1, None);
         recorder.record("xyz", 10 * day_ms, None);
-        let mut drained = HashMap::new();
-        recorder.drain_into(&mut drained);
+        let (drained, _) = drain(&recorder);
         let abc = &drained["abc"];
         assert_eq!(abc.count, 3);
         assert_eq!(abc.last_click_ms, 11 * day_ms + 1);
         assert_eq!(abc.hours, vec![(240, 2), (264, 1)]);
         assert_eq!(drained["xyz"].count, 1);
-        let mut again = HashMap::new();
-        recorder.drain_into(&mut again);
+        let (again, _) = drain(&recorder);
         assert!(again.is_empty());
         // Clicked codes kept their slots for one more interval; idle ones are freed now.
         assert_eq!(recorder.slots(), 0);
         recorder.record("abc", 12 * day_ms, None);
-        let mut third = HashMap::new();
-        recorder.drain_into(&mut third);
+        let (third, _) = drain(&recorder);
         assert_eq!(third["abc"].hours, vec![(288, 1)]);
         assert_eq!(recorder.slots(), 1, "a clicked code keeps its slot");
+    }
+
+    #[test]
+    fn a_drain_takes_a_shards_visits_whole_and_leaves_an_emptied_buffer_in_their_place() {
+        let recorder = ClickRecorder::new(Arc::new(Metrics::default()));
+        let headers = Headers {
+            user_agent: b"Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+            referer: b"https://a.example/",
+            country: b"DE",
+            client_ip: std::net::IpAddr::from([192, 0, 2, 1]),
+        };
+        recorder.record("abc", 5, Some(headers));
+        recorder.record("xyz", 6, Some(headers));
+        let mut emptied = Visits::default();
+        (0..100).for_each(|_| emptied.push("old", 0, &headers));
+        emptied.clear();
+        let room = emptied.capacity_bytes();
+        let (mut counts, mut visits, mut spare) = (HashMap::new(), Vec::new(), vec![emptied]);
+        recorder.drain_into(&mut counts, &mut visits, &mut spare);
+        assert!(spare.is_empty(), "the emptied buffer went to the shard");
+        let taken: Vec<_> = visits.iter().flat_map(|v| v.iter()).collect();
+        let codes: Vec<_> = taken.iter().map(|(code, at, _)| (*code, *at)).collect();
+        assert_eq!(codes, [("abc", 5), ("xyz", 6)]);
+        assert_eq!(taken[0].2.referer(), "https://a.example/");
+        assert_eq!((counts["abc"].count, counts["abc"].hours.len()), (1, 0));
+        let shard = recorder.shards[telemetry::stripe()].lock();
+        assert!(shard.visits.is_empty());
+        assert_eq!(shard.visits.capacity_bytes(), room);
     }
 
     #[test]
@@ -811,34 +866,37 @@ mod tests {
             for i in from..from + 1_000 {
                 let agent = format!("Mozilla/5.0 (flood {i})");
                 let referer = format!("https://site{i}.example/{}", "x".repeat(8_192));
-                let visit = Visit::new(
-                    agent.as_bytes(),
-                    referer.as_bytes(),
-                    b"DE",
-                    std::net::IpAddr::from([192, 0, 2, 1]),
-                );
-                recorder.record("abc", 10 * day_ms, Some(visit));
+                let headers = Headers {
+                    user_agent: agent.as_bytes(),
+                    referer: referer.as_bytes(),
+                    country: b"DE",
+                    client_ip: std::net::IpAddr::from([192, 0, 2, 1]),
+                };
+                recorder.record("abc", 10 * day_ms, Some(headers));
             }
         };
         flood(0);
-        let mut drained = HashMap::new();
-        recorder.drain_into(&mut drained);
+        let (drained, visits) = drain(&recorder);
         let abc = &drained["abc"];
         assert_eq!(abc.count, 1_000, "every click is counted");
-        assert_eq!(abc.visits.len(), 100, "details for the bound's worth");
+        let kept: Vec<_> = visits.iter().flat_map(|v| v.iter()).collect();
+        assert_eq!(kept.len(), 100, "details for the bound's worth");
+        assert!(
+            kept.iter()
+                .all(|(code, at, _)| (*code, *at) == ("abc", 10 * day_ms))
+        );
         assert_eq!(abc.hours, vec![(240, 900)], "the rest counted without them");
         assert_eq!(metrics.analytics_visits_dropped.get(), 900);
         assert!(
-            abc.visits
-                .iter()
-                .all(|(_, v)| v.referer().len() <= Visit::MAX_HEADER),
+            kept.iter()
+                .all(|(_, _, v)| v.referer().len() <= analytics::Visit::MAX_HEADER),
             "an 8 KiB referrer is kept cut"
         );
         // The drained visits gave their room back.
         flood(1_000);
-        let mut again = HashMap::new();
-        recorder.drain_into(&mut again);
-        assert_eq!(again["abc"].visits.len(), 100);
+        let (again, visits) = drain(&recorder);
+        assert_eq!(again["abc"].count, 1_000);
+        assert_eq!(visits.iter().map(Visits::len).sum::<usize>(), 100);
         assert_eq!(metrics.analytics_visits_dropped.get(), 1_800);
     }
 
@@ -864,8 +922,7 @@ mod tests {
             .collect();
         // One slot for the hot code per thread's shard, and each thread's own code.
         assert_eq!(recorder.slots(), stripes.len() + 4);
-        let mut drained = HashMap::new();
-        recorder.drain_into(&mut drained);
+        let (drained, _) = drain(&recorder);
         assert_eq!(drained["hot"].count, 40_000);
         assert_eq!(drained["hot"].hours, vec![(240, 40_000)]);
         assert_eq!(drained["hot"].last_click_ms, 10 * day_ms + 9_999);

@@ -33,7 +33,7 @@ use super::{
     ApiError, AppState, REDIRECT_METHODS, lookup, method_not_allowed, nothing_served, pages,
     redirect_target, valid_code,
 };
-use crate::analytics::Visit;
+use crate::analytics::Headers;
 use crate::cache::Target;
 
 /// Global Privacy Control: `Sec-GPC: 1` asks that the click be counted and nothing more.
@@ -91,7 +91,7 @@ pub async fn fallback(
 
 /// What the click's details are made from, when they are recorded: analytics on (here and
 /// for the link) and no `Sec-GPC: 1`. Only header values are copied, each cut short.
-fn visit(state: &AppState, req: &HttpRequest, target: &Target) -> Option<Visit> {
+fn visit<'a>(state: &AppState, req: &'a HttpRequest, target: &Target) -> Option<Headers<'a>> {
     let capture = &state.analytics;
     if !capture.enabled || target.counts_only {
         return None;
@@ -112,12 +112,12 @@ fn visit(state: &AppState, req: &HttpRequest, target: &Target) -> Option<Visit> 
         Client::Ip(ip) => ip,
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
-    Some(Visit::new(
-        header(&USER_AGENT),
-        header(&REFERER),
+    Some(Headers {
+        user_agent: header(&USER_AGENT),
+        referer: header(&REFERER),
         country,
         client_ip,
-    ))
+    })
 }
 
 /// The `Location` with the request's query added (for a link that forwards it): 414 when the

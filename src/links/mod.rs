@@ -489,7 +489,7 @@ impl LinkService {
     }
 
     /// Counts a click; the redirect path's only write, and it stays in memory.
-    pub fn record_click(&self, code: &str, now_ms: i64, visit: Option<crate::analytics::Visit>) {
+    pub fn record_click(&self, code: &str, now_ms: i64, visit: Option<crate::analytics::Headers>) {
         self.clicks.record(code, now_ms, visit);
     }
 

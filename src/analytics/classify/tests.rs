@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::*;
+use crate::analytics::{Headers, Visits};
 
 /// Human user agents labelled by hand: (User-Agent, device, browser, OS); an in-app browser
 /// is named after its app.
@@ -248,12 +249,17 @@ const BOTS: &[&str] = &[
     "okhttp/4.12.0",
 ];
 
-fn visit(user_agent: &str, referer: &str, country: &str, ip: &str) -> Visit {
-    Visit::new(
-        user_agent.as_bytes(),
-        referer.as_bytes(),
-        country.as_bytes(),
-        ip.parse().expect("an address"),
+/// A visit with these headers, as the click recorder keeps them.
+fn visit(user_agent: &str, referer: &str, country: &str, ip: &str) -> Visits {
+    Visits::of(
+        "abc",
+        0,
+        &Headers {
+            user_agent: user_agent.as_bytes(),
+            referer: referer.as_bytes(),
+            country: country.as_bytes(),
+            client_ip: ip.parse().expect("an address"),
+        },
     )
 }
 
@@ -268,7 +274,7 @@ fn browsers_systems_and_devices_of_real_user_agents() {
     let mut classifier = classifier();
     let mut wrong = Vec::new();
     for (ua, device, browser, os) in HUMANS {
-        let c = classifier.classify(&visit(ua, "", "", "192.0.2.1"));
+        let c = classifier.classify(&visit(ua, "", "", "192.0.2.1").first());
         let got = (c.bot, &*c.values[2], &*c.values[3], &*c.values[4]);
         if got != (false, *device, *browser, *os) {
             wrong.push(format!("{ua}: want {device}/{browser}/{os}, got {got:?}"));
@@ -288,7 +294,11 @@ fn crawlers_previewers_monitors_and_tools_are_bots() {
     let mut classifier = classifier();
     let missed: Vec<_> = BOTS
         .iter()
-        .filter(|ua| !classifier.classify(&visit(ua, "", "", "192.0.2.1")).bot)
+        .filter(|ua| {
+            !classifier
+                .classify(&visit(ua, "", "", "192.0.2.1").first())
+                .bot
+        })
         .collect();
     // The one the crate's list misses (npm isbot 5 finds it); WhatsApp's preview fetcher
     // itself sends a platform letter after the version.
@@ -298,17 +308,25 @@ fn crawlers_previewers_monitors_and_tools_are_bots() {
 #[test]
 fn a_click_without_a_user_agent_is_a_bot() {
     let mut classifier = classifier();
-    assert!(classifier.classify(&visit("", "", "", "192.0.2.1")).bot);
-    assert!(classifier.classify(&visit("   ", "", "", "192.0.2.1")).bot);
+    assert!(
+        classifier
+            .classify(&visit("", "", "", "192.0.2.1").first())
+            .bot
+    );
+    assert!(
+        classifier
+            .classify(&visit("   ", "", "", "192.0.2.1").first())
+            .bot
+    );
 }
 
 #[test]
 fn answers_are_cached_in_bounded_memory() {
     let mut classifier = classifier();
-    let first = classifier.classify(&visit(CHROME, "", "", "192.0.2.1"));
+    let first = classifier.classify(&visit(CHROME, "", "", "192.0.2.1").first());
     assert_eq!(classifier.cached_agents(), 1);
     assert_eq!(
-        classifier.classify(&visit(CHROME, "", "", "192.0.2.1")),
+        classifier.classify(&visit(CHROME, "", "", "192.0.2.1").first()),
         first
     );
     assert_eq!(
@@ -318,7 +336,7 @@ fn answers_are_cached_in_bounded_memory() {
     );
     // Twice as many distinct User-Agents as the cache holds.
     for i in 0..2 * CACHED_AGENTS {
-        classifier.classify(&visit(&format!("{CHROME} Probe/{i}"), "", "", "192.0.2.1"));
+        classifier.classify(&visit(&format!("{CHROME} Probe/{i}"), "", "", "192.0.2.1").first());
     }
     assert!(
         classifier.cached_agents() <= CACHED_AGENTS,
@@ -329,7 +347,7 @@ fn answers_are_cached_in_bounded_memory() {
 
 fn referrer(referer: &str) -> Arc<str> {
     classifier()
-        .classify(&visit(CHROME, referer, "", "192.0.2.1"))
+        .classify(&visit(CHROME, referer, "", "192.0.2.1").first())
         .values[0]
         .clone()
 }
@@ -385,12 +403,17 @@ fn no_referrer_is_direct_and_garbage_is_unknown() {
         assert_eq!(&*host, "unknown", "{garbage}");
     }
     // Binary: bytes that are not UTF-8 arrive replaced, NULs and controls as sent.
-    let c = classifier().classify(&Visit::new(
-        CHROME.as_bytes(),
-        b"\xff\xfe\x00\x01http://\x80\x81/\x00",
-        b"",
-        "192.0.2.1".parse().expect("an address"),
-    ));
+    let binary = Visits::of(
+        "abc",
+        0,
+        &Headers {
+            user_agent: CHROME.as_bytes(),
+            referer: b"\xff\xfe\x00\x01http://\x80\x81/\x00",
+            country: b"",
+            client_ip: "192.0.2.1".parse().expect("an address"),
+        },
+    );
+    let c = classifier().classify(&binary.first());
     assert_eq!(&*c.values[0], "unknown");
     assert_ne!(&*c.values[0], crate::analytics::OTHER);
 }
@@ -413,7 +436,7 @@ fn a_long_referrer_cut_to_what_a_visit_keeps_still_gives_its_host() {
 
 fn country(header: &str, ip: &str, countries: &Arc<Countries>) -> Arc<str> {
     Classifier::new(Arc::clone(countries))
-        .classify(&visit(CHROME, "", header, ip))
+        .classify(&visit(CHROME, "", header, ip).first())
         .values[1]
         .clone()
 }
@@ -498,7 +521,12 @@ fn a_failed_reload_keeps_the_database_and_a_good_one_replaces_it() {
     std::fs::copy(fixture("GeoLite2-Country-Test.mmdb"), &path).expect("copy");
     let db = Arc::new(Countries::open(Some(&path)).expect("opens"));
     let mut classifier = Classifier::new(Arc::clone(&db));
-    let mut at = |ip: &str| classifier.classify(&visit(CHROME, "", "", ip)).values[1].clone();
+    let mut at = |ip: &str| {
+        classifier
+            .classify(&visit(CHROME, "", "", ip).first())
+            .values[1]
+            .clone()
+    };
     assert_eq!(&*at("81.2.69.142"), "GB");
     assert_eq!(&*at(ONLY_IN_GEOIP2.0), "unknown");
 
