@@ -1,8 +1,9 @@
 //! Click analytics: what a click records beyond its count, and how it is added up.
 //!
-//! A redirect hands over only what it already has ([`Visit`]: the raw `User-Agent`,
-//! `Referer`, country header, client address and `Sec-GPC`, each cut to a bounded length);
-//! everything else happens in the click flusher, off the redirect path: the user agent is
+//! A redirect hands over only what it already has ([`Headers`]: the raw `User-Agent`,
+//! `Referer`, country header and client address, copied, each cut to a bounded length, into
+//! its shard's [`Visits`]; none with `Sec-GPC: 1`); everything else happens in the click
+//! flusher, off the redirect path, which reads each [`Visit`] where it lies: the user agent is
 //! classified ([`classify`]), the referrer reduced to its host, the country looked up, the
 //! visitor hashed with the day's key ([`uniques`]), and the click folded into its link's
 //! [`Rollup`] for its hour. A rollup holds the clicks, the human and bot clicks, a
