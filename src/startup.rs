@@ -40,6 +40,8 @@ pub enum StartupError {
         backend: &'static str,
         source: StoreError,
     },
+    #[error("cannot reach the click stream (clicks.kinesis): {0}")]
+    Stream(String),
     #[error("cannot listen on {addr} (set server.bind / KURZ__SERVER__BIND): {source}")]
     Bind {
         addr: SocketAddr,
@@ -51,6 +53,35 @@ pub enum StartupError {
 /// is answered 408 and closed (README, "Slow clients"). Bodies have `server.body_timeout_ms`.
 /// Set here rather than left to actix-web's default, so an upgrade cannot move it.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the flusher sends clicks (`clicks.sink`).
+async fn click_sink(
+    settings: &Settings,
+    store: &Arc<dyn LinkStore>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn crate::clicks::Sink>, StartupError> {
+    match settings.clicks.sink {
+        crate::config::ClickSink::Store => {
+            Ok(Arc::new(crate::clicks::StoreSink(Arc::clone(store))))
+        }
+        #[cfg(feature = "dynamodb")]
+        crate::config::ClickSink::Kinesis => {
+            let client = crate::clicks::stream::client(settings)
+                .await
+                .map_err(StartupError::Stream)?;
+            tracing::info!(stream = %settings.clicks.kinesis.stream, "clicks go to the click stream; kurz aggregate writes them");
+            Ok(Arc::new(crate::clicks::stream::StreamSink::new(
+                client,
+                &settings.clicks.kinesis,
+                Arc::clone(metrics),
+            )))
+        }
+        #[cfg(not(feature = "dynamodb"))]
+        crate::config::ClickSink::Kinesis => Err(StartupError::Stream(
+            "this kurz was built without the dynamodb feature, which holds the click stream".into(),
+        )),
+    }
+}
 
 pub struct Application {
     server: Server,
@@ -200,9 +231,11 @@ impl Application {
             clock,
         )
         .with_denylist(Arc::new(denylist));
-        let flusher = ClickFlusher::start(
+        let sink = click_sink(&settings, &store, &metrics).await?;
+        let flusher = ClickFlusher::start_with_sink(
             clicks,
             Arc::clone(&store),
+            sink,
             FlushPacing::from_settings(&settings),
             Aggregator::new(
                 Classifier::new(Arc::clone(&countries)),

@@ -33,7 +33,34 @@ use crate::analytics::uniques::{self, DayKey};
 use crate::analytics::{self, Headers, Rollup, Visits};
 use crate::clock;
 use crate::config::Backend;
-use crate::store::{ClickDelta, LinkStore};
+use crate::store::{ClickDelta, FlushError, LinkStore};
+
+pub mod events;
+#[cfg(feature = "dynamodb")]
+pub mod stream;
+
+/// Where the flusher writes its deltas: the store itself, or the click stream
+/// ([`stream::StreamSink`]).
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// Takes `deltas`, each wholly or not at all; on failure, says which were not taken (sent
+    /// again with the next flush, unchanged). An error with none of them left out means all
+    /// were taken but not all sent on yet: the flusher backs off as after any failure.
+    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError>;
+
+    /// At shutdown, after the last flush: sends on what the sink still keeps, if anything.
+    async fn close(&self) {}
+}
+
+/// The store as the flusher's sink: each instance writes its own deltas.
+pub struct StoreSink(pub Arc<dyn LinkStore>);
+
+#[async_trait::async_trait]
+impl Sink for StoreSink {
+    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
+        self.0.add_clicks(deltas).await
+    }
+}
 
 /// What the embedded store writes at once, for the flusher's pacing: sixteen of its click
 /// transactions.
@@ -373,9 +400,22 @@ pub struct ClickFlusher {
 }
 
 impl ClickFlusher {
+    /// Flushes to `store` itself.
     pub fn start(
         recorder: Arc<ClickRecorder>,
         store: Arc<dyn LinkStore>,
+        pacing: FlushPacing,
+        aggregator: Aggregator,
+    ) -> Self {
+        let sink = Arc::new(StoreSink(Arc::clone(&store)));
+        Self::start_with_sink(recorder, store, sink, pacing, aggregator)
+    }
+
+    /// Flushes to `sink`; `store` keeps the daily visitor keys.
+    pub fn start_with_sink(
+        recorder: Arc<ClickRecorder>,
+        store: Arc<dyn LinkStore>,
+        sink: Arc<dyn Sink>,
         pacing: FlushPacing,
         aggregator: Aggregator,
     ) -> Self {
@@ -383,6 +423,7 @@ impl ClickFlusher {
         let flusher = Flusher {
             recorder,
             store,
+            sink,
             pacing,
             failures: 0,
             retry: Vec::new(),
@@ -413,6 +454,7 @@ struct Fresh {
 struct Flusher {
     recorder: Arc<ClickRecorder>,
     store: Arc<dyn LinkStore>,
+    sink: Arc<dyn Sink>,
     pacing: FlushPacing,
     /// Flushes that failed in a row.
     failures: u32,
@@ -459,13 +501,16 @@ impl Flusher {
         self.failures = 0;
         for attempt in 1..=3 {
             if self.flush().await && self.retry.is_empty() {
-                return;
+                break;
             }
             tracing::warn!(attempt, "final click flush failed; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let lost: u64 = self.retry.iter().map(|d| d.count).sum();
-        tracing::error!(clicks = lost, "clicks not written at shutdown");
+        if lost > 0 {
+            tracing::error!(clicks = lost, "clicks not written at shutdown");
+        }
+        self.sink.close().await;
     }
 
     /// Drains the recorder's shards and folds their clicks into `fresh`: counts per hour, and
@@ -568,7 +613,7 @@ impl Flusher {
             .pacing
             .batch(self.failures)
             .map_or(batch.len(), |n| n.min(batch.len()));
-        let result = self.store.add_clicks(&batch[..send]).await;
+        let result = self.sink.add_clicks(&batch[..send]).await;
         let unapplied = match &result {
             Ok(()) => Vec::new(),
             Err(e) => e.unapplied.clone(),

@@ -183,6 +183,48 @@ metrics! {
     /// Clicks dropped because the store failed for too long (past `clicks.max_pending_codes`
     /// deltas or `clicks.max_pending_clicks` clicks held in memory).
     counter clicks_dropped: Counter = "kurz_clicks_dropped_total";
+    /// Records of click events the click stream took (`clicks.sink = "kinesis"`).
+    counter click_stream_records: Counter = "kurz_click_stream_records_total";
+    /// Click events (one link's clicks of one flush) the click stream took.
+    counter click_stream_events: Counter = "kurz_click_stream_events_total";
+    /// Puts to the click stream that failed whole, and records in a put it refused (kept and
+    /// sent again within `clicks.kinesis.resend_window_ms`).
+    counter click_stream_put_failures: Counter = "kurz_click_stream_put_failures_total";
+    /// Clicks dropped on the way to the click stream: past `clicks.kinesis.max_queued_bytes`,
+    /// or not taken within `clicks.kinesis.resend_window_ms` (also in kurz_clicks_dropped_total;
+    /// a put that timed out may still have landed, and then its clicks count after all, once).
+    counter click_stream_dropped: Counter = "kurz_click_stream_dropped_total";
+    /// Bytes of click events waiting for the click stream.
+    gauge click_stream_queued_bytes: Gauge = "kurz_click_stream_queued_bytes";
+    /// Clicks waiting for the click stream (flushed from kurz_clicks_pending into this).
+    gauge click_stream_queued_clicks: Gauge = "kurz_click_stream_queued_clicks";
+    /// Records `kurz aggregate` read from the click stream.
+    counter aggregate_records: Counter = "kurz_aggregate_records_total";
+    /// Records read a second time (a put that timed out but landed, sent again): not counted.
+    counter aggregate_duplicate_records: Counter = "kurz_aggregate_duplicate_records_total";
+    /// Records that did not parse (another format, damaged): skipped and logged.
+    counter aggregate_bad_records: Counter = "kurz_aggregate_bad_records_total";
+    /// Click events `kurz aggregate` folded.
+    counter aggregate_events: Counter = "kurz_aggregate_events_total";
+    /// Clicks `kurz aggregate` wrote to the store.
+    counter aggregate_clicks: Counter = "kurz_aggregate_clicks_total";
+    /// Writes of one link's folded clicks (one per link per window per shard).
+    counter aggregate_link_writes: Counter = "kurz_aggregate_link_writes_total";
+    /// Windows folded and checkpointed.
+    counter aggregate_windows: Counter = "kurz_aggregate_windows_total";
+    /// Writes of a window the store refused (sent again until taken).
+    counter aggregate_write_failures: Counter = "kurz_aggregate_write_failures_total";
+    /// Calls to the stream or the lease table that failed.
+    counter aggregate_errors: Counter = "kurz_aggregate_errors_total";
+    /// Shard leases taken (free, expired, or moved from a consumer holding more than its share).
+    counter aggregate_leases_taken: Counter = "kurz_aggregate_leases_taken_total";
+    /// Shard leases lost to another consumer.
+    counter aggregate_leases_lost: Counter = "kurz_aggregate_leases_lost_total";
+    /// Shard leases this consumer holds.
+    gauge aggregate_leases: Gauge = "kurz_aggregate_leases_held";
+    /// How far behind the stream's newest record this consumer's shards are (the largest),
+    /// milliseconds: the iterator age.
+    gauge aggregate_behind_ms: Gauge = "kurz_aggregate_millis_behind_latest";
     /// Click flushes the store refused (kept for the next flush).
     counter click_flush_failures: Counter = "kurz_click_flush_failures_total";
     /// Clicks counted without their details (referrer, country, device, ...) because

@@ -19,4 +19,5 @@ mod overload;
 mod pages;
 mod redis;
 mod security;
+mod stream;
 mod transfer;

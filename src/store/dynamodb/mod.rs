@@ -25,11 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -39,7 +35,6 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, Put, PutRequest, ReturnValue,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
@@ -106,42 +101,14 @@ impl DynamoStore {
     ) -> Result<Self, StoreError> {
         let dynamo = &settings.dynamodb;
         let timeout = settings.timeout;
-        let attempt = dynamo.attempt_timeout.min(timeout);
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_timeout(timeout)
-                    .operation_attempt_timeout(attempt)
-                    .connect_timeout(dynamo.connect_timeout)
-                    .build(),
-            )
-            // kurz retries itself, within a budget (see `call`).
-            .retry_config(RetryConfig::disabled());
-        if let Some(region) = &dynamo.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &dynamo.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
-        if let (Some(id), Some(secret)) = (&dynamo.access_key_id, &dynamo.secret_access_key) {
-            loader = loader.credentials_provider(Credentials::new(
-                id.expose(),
-                secret.expose(),
-                None,
-                None,
-                "kurz-settings",
-            ));
-        }
-        let config = loader.load().await;
-        if config.region().is_none() {
-            return Err(StoreError::unavailable(
-                "no AWS region: set store.dynamodb.region (KURZ__STORE__DYNAMODB__REGION) or AWS_REGION",
-            ));
-        }
+        let timeouts = crate::aws::Timeouts {
+            operation: timeout,
+            attempt: dynamo.attempt_timeout,
+            connect: dynamo.connect_timeout,
+        };
+        let config = crate::aws::sdk_config(dynamo, dynamo.endpoint_url.as_deref(), timeouts)
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(Self {
             client: Client::new(&config),
             table: dynamo.table.clone(),

@@ -265,3 +265,51 @@ pub fn sdk_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }
+
+/// A Kinesis emulator (the npm package `kinesis-local@0.6.2`, run with the machine's Node.js)
+/// on a free port, plain HTTP, in memory, owned by the test process.
+pub struct KinesisLocal {
+    pub endpoint: String,
+    pub server: ServerProcess,
+}
+
+const KINESIS_INSTALL_HINT: &str = "the Kinesis emulator is not installed: scripts/test.sh \
+installs it (npm install kinesis-local@0.6.2 into ~/.cache/kurz/kinesis-local), or set \
+KURZ_TEST_KINESIS_DIR to the folder holding its main.js";
+
+impl KinesisLocal {
+    /// A server of the caller's own, e.g. to pause it.
+    pub fn start() -> Self {
+        let dir = match std::env::var_os("KURZ_TEST_KINESIS_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default()
+                .join(".cache/kurz/kinesis-local/node_modules/kinesis-local"),
+        };
+        let main = dir.join("main.js");
+        assert!(
+            main.is_file(),
+            "{KINESIS_INSTALL_HINT} (no {})",
+            main.display()
+        );
+        assert!(
+            runs("node", "--version"),
+            "node is missing: the Kinesis emulator needs Node.js (apt-get install nodejs npm)"
+        );
+        let port = free_port();
+        let tls = free_port();
+        // Streams are created in 0.5 s by default; shorter keeps `kurz init` quick.
+        let command = format!(
+            "KINESIS_MOCK_PLAIN_PORT={port} KINESIS_MOCK_TLS_PORT={tls} \
+             KINESIS_MOCK_CERT_PATH='{cert}' CREATE_STREAM_DURATION=100ms LOG_LEVEL=WARN \
+             node '{main}'",
+            cert = dir.join("server.json").display(),
+            main = main.display(),
+        );
+        Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            server: ServerProcess::spawn("kinesis-local", &command, port),
+        }
+    }
+}
