@@ -279,3 +279,54 @@ async fn a_stream_silent_for_30_s_leaves_redirects_alone_bounds_the_queue_and_co
     );
     assert!(consumer.metric("kurz_aggregate_clicks_total").await >= 7.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viral_link_clicked_on_every_instance_is_written_once_per_window() {
+    let kinesis = KinesisLocal::start();
+    let stream = unique_name("clicks");
+    let store = TestStore::new(Backend::Dynamodb).await;
+    create_stream(&store, |s| on_stream(s, &kinesis, &stream)).await;
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        apps.push(spawn_app_on(&store, |s| on_stream(s, &kinesis, &stream)).await);
+    }
+    let code = apps[0].create_code("https://example.com/viral").await;
+    let consumer = Consumer::start(&store, &kinesis, &stream, "only");
+
+    // Clicks on all three instances for 25 s: about one event per instance per flush.
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(25) {
+        for app in &apps {
+            click(app, &code, 3).await;
+            sent += 3;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while totals(&apps[0], std::slice::from_ref(&code)).await[0] != sent {
+        assert!(
+            Instant::now() < deadline,
+            "{sent} clicks not written within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed();
+    let mut events = 0.0;
+    for app in &apps {
+        events += metric(&app.metrics().await, "kurz_click_stream_events_total");
+    }
+    let writes = consumer.metric("kurz_aggregate_link_writes_total").await;
+    eprintln!("viral link: {writes} writes in {elapsed:?} for {events} events of {sent} clicks");
+    // Windows are at least 10 s each: over the run, at most one write per window that began.
+    let windows = (elapsed.as_secs_f64() / 10.0).ceil() + 1.0;
+    assert!(
+        writes >= 1.0 && writes <= windows,
+        "{writes} writes of the link in {elapsed:?} ({windows} windows at most)"
+    );
+    // The instances sent an event a flush each (1 s): far more than the writes.
+    assert!(
+        events >= 3.0 * 20.0,
+        "{events} events from three instances in 25 s of clicks"
+    );
+}
