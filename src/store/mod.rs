@@ -511,7 +511,8 @@ pub trait LinkStore: Send + Sync + 'static {
 
     /// Removes click counts left under `link.code` by an earlier link (from days before `link`
     /// was made), after `link` was inserted under a code of its choosing. Only DynamoDB has
-    /// any: its TTL removes an expired link's item, not its day items. Elsewhere nothing.
+    /// any: its TTL removes an expired link's day items with the same due time as its item,
+    /// but each in its own time, so some may still be there. Elsewhere nothing.
     async fn forget_earlier_stats(&self, link: &Link) -> Result<(), StoreError> {
         let _ = link;
         Ok(())

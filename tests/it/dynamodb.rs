@@ -1150,6 +1150,161 @@ async fn a_deleted_or_expired_links_hour_items_and_sketches_go() {
     );
 }
 
+/// The TTL attribute of each of `code`'s items, by sort key (`None`: it has none).
+async fn ttls_under(store: &TestStore, code: &str) -> Vec<(String, Option<i64>)> {
+    items_under(store, code)
+        .await
+        .into_iter()
+        .map(|(sk, item)| {
+            let ttl = item
+                .get("expires_at")
+                .map(|n| n.as_n().expect("N").parse().expect("seconds"));
+            (sk, ttl)
+        })
+        .collect()
+}
+
+/// One human click on `code` in `hour`, with a visitor (so the hour and the day get sketches).
+fn one_click(code: &str, token: &str, hour: u32) -> ClickDelta {
+    let mut rollup = Rollup::default();
+    rollup.add(&classified(false, "direct", "DE"), visitor(7), 50);
+    ClickDelta {
+        token: token.into(),
+        code: code.into(),
+        count: 1,
+        last_click_ms: i64::from(hour) * 3_600_000,
+        hours: vec![(hour, rollup)],
+    }
+}
+
+/// The sort key of `hour`'s item.
+fn items_hour_key(hour: u32) -> String {
+    let day = kurz::clock::format_day(kurz::analytics::day_of_hour(hour));
+    format!("h#{day}T{:02}", hour % 24)
+}
+
+/// What the link item's TTL is for an expiry at `expires_ms` (the default purge delay, 30 days).
+fn link_ttl_for(expires_ms: i64) -> i64 {
+    (expires_ms + 30 * 86_400_000 + 999) / 1000
+}
+
+/// A link's day items and their sketches carry its item's TTL, so that DynamoDB removes them
+/// with it; an edit of its expiry gives them the new one (or none); its hour items keep their
+/// own, the hour's end plus the retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_links_day_items_expire_with_it_through_edits_of_its_expiry() {
+    let (store, _proxy, links) = analytics_store(50).await;
+    let now = kurz::clock::system_now_ms();
+    let hour = kurz::analytics::hour_of(now);
+    let hour_ttl = (i64::from(hour) + 1) * 3_600 + 30 * 86_400;
+    let mut link = kurz::store::Link {
+        code: "ttldays1".into(),
+        url: "https://example.com/ttldays".into(),
+        created_at_ms: now,
+        expires_at_ms: Some(now + 86_400_000),
+        ..Default::default()
+    };
+    links.insert(&link, None).await.expect("insert");
+    links
+        .add_clicks(&[one_click("ttldays1", "ttldays-a", hour)])
+        .await
+        .expect("a flush");
+    let day = kurz::clock::format_day(kurz::analytics::day_of_hour(hour));
+    let expect = |link_ttl: Option<i64>| {
+        let mut expected = vec![
+            (format!("day#{day}"), link_ttl),
+            (format!("day#{day}#u"), link_ttl),
+        ];
+        let h = items_hour_key(hour);
+        expected.push((h.clone(), Some(hour_ttl)));
+        expected.push((format!("{h}#u"), Some(hour_ttl)));
+        expected.push(("link".into(), link_ttl));
+        expected.sort();
+        expected
+    };
+    let first = Some(link_ttl_for(now + 86_400_000));
+    assert_eq!(ttls_under(&store, "ttldays1").await, expect(first));
+
+    // Later, then none, then sooner: the days follow each edit.
+    for expires in [Some(now + 10 * 86_400_000), None, Some(now + 3_600_000)] {
+        link.expires_at_ms = expires;
+        link.revision += 1;
+        assert_eq!(
+            links.replace(&link).await.expect("replace"),
+            kurz::store::ReplaceOutcome::Replaced
+        );
+        assert_eq!(
+            ttls_under(&store, "ttldays1").await,
+            expect(expires.map(link_ttl_for)),
+            "after the expiry became {expires:?}"
+        );
+    }
+    let stats = links.stats("ttldays1").await.expect("stats").expect("link");
+    assert_eq!(stats.total_clicks, 1);
+}
+
+/// A flush that read the link's TTL just before an edit changed it finds out from its
+/// transaction, reads the new one and writes the day items with it; the click counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_racing_an_edit_of_the_expiry_gives_the_days_the_new_ttl() {
+    use crate::harness::Fault;
+    let (store, proxy, links) = analytics_store(50).await;
+    let now = kurz::clock::system_now_ms();
+    let hour = kurz::analytics::hour_of(now);
+    let mut link = kurz::store::Link {
+        code: "ttlrace1".into(),
+        url: "https://example.com/ttlrace".into(),
+        created_at_ms: now,
+        expires_at_ms: Some(now + 86_400_000),
+        ..Default::default()
+    };
+    links.insert(&link, None).await.expect("insert");
+    // The flush's read of the link's TTL is answered only after the edit.
+    proxy.hold_answers_to("\"ProjectionExpression\":\"#ttl\"");
+    let flush = tokio::spawn({
+        let links = Arc::clone(&links);
+        async move {
+            links
+                .add_clicks(&[one_click("ttlrace1", "ttlrace-a", hour)])
+                .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.held() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the flush never read the link's TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    link.expires_at_ms = Some(now + 10 * 86_400_000);
+    link.revision += 1;
+    assert_eq!(
+        links.replace(&link).await.expect("replace"),
+        kurz::store::ReplaceOutcome::Replaced
+    );
+    proxy.set(Fault::None);
+    flush.await.expect("joined").expect("the flush");
+
+    let new_ttl = Some(link_ttl_for(now + 10 * 86_400_000));
+    let day = kurz::clock::format_day(kurz::analytics::day_of_hour(hour));
+    let days: Vec<(String, Option<i64>)> = ttls_under(&store, "ttlrace1")
+        .await
+        .into_iter()
+        .filter(|(sk, _)| sk.starts_with("day#"))
+        .collect();
+    assert_eq!(
+        days,
+        vec![
+            (format!("day#{day}"), new_ttl),
+            (format!("day#{day}#u"), new_ttl)
+        ]
+    );
+    let stats = links.stats("ttlrace1").await.expect("stats").expect("link");
+    assert_eq!(stats.total_clicks, 1, "counted once");
+    assert_eq!(stats.daily.iter().map(|(_, n)| n).sum::<u64>(), 1);
+}
+
 /// An item near DynamoDB's 400 KB takes no more values: the delta's values for it count as
 /// `other` instead, and its clicks are all counted; the other items of the delta keep theirs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

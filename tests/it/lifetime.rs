@@ -97,8 +97,9 @@ async fn dynamo_link_item(
 }
 
 /// On DynamoDB the TTL removes expired links, `store.purge_expired_after_s` after they expire
-/// (until then they answer 410, as on the embedded store); a link removed so leaves its day
-/// counts behind, which a link made later under the same code never shows.
+/// (until then they answer 410, as on the embedded store). Its day counts carry the same TTL,
+/// but DynamoDB's TTL deletes items in its own time, not together: a link made later under the
+/// same code never shows those still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_ttl_removes_expired_links_after_the_purge_delay_and_a_reused_code_starts_afresh()
 {
@@ -120,7 +121,27 @@ async fn dynamodb_ttl_removes_expired_links_after_the_purge_delay_and_a_reused_c
 
     assert_eq!(app.get("/ttl-promo").await.status(), 302);
     app.stats_when("ttl-promo", 1).await;
-    // DynamoDB's TTL deletes the link item (its day counts are other items, and stay).
+    let day_item = sdk_client(&store.endpoint)
+        .query()
+        .table_name(&store.table)
+        .key_condition_expression("pk = :pk AND begins_with(sk, :day)")
+        .expression_attribute_values(":pk", AttributeValue::S("ttl-promo".into()))
+        .expression_attribute_values(":day", AttributeValue::S("day#".into()))
+        .send()
+        .await
+        .expect("query")
+        .items
+        .unwrap_or_default();
+    assert!(!day_item.is_empty(), "a day item");
+    for day in &day_item {
+        assert_eq!(
+            day.get("expires_at"),
+            Some(&AttributeValue::N(ttl.clone())),
+            "{day:?}"
+        );
+    }
+    // DynamoDB's TTL deletes the link item first (its day items are other items, deleted
+    // when DynamoDB gets to them).
     sdk_client(&store.endpoint)
         .delete_item()
         .table_name(&store.table)

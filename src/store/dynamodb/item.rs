@@ -5,7 +5,8 @@
 //!   none when that is 0), the list indexes' keys (list_owner,
 //!   list_all, list_key), clicks, last_click_ms
 //! - daily count: pk = code,            sk = "day#YYYY-MM-DD"   day (UTC day number), clicks,
-//!   humans, bots, `d.{dimension}.{value}` per value (see [`super::rollups`])
+//!   humans, bots, `d.{dimension}.{value}` per value (see [`super::rollups`]), expires_at (the
+//!   link item's, when it has one)
 //! - hourly count: pk = code,           sk = "h#YYYY-MM-DDTHH"  hour, expires_at (TTL), and
 //!   as a day's
 //! - visitors:    pk = code,            sk = hour's or day's sk + "#u"  u (sketch), uv (version)
@@ -217,14 +218,17 @@ pub(super) fn link_attributes(
             _ => attributes.push((name, to_attribute(value))),
         }
     }
-    // Rounded up so that DynamoDB never deletes a link before it is due.
-    attributes.push((
-        TTL_ATTRIBUTE.into(),
-        link.expires_at_ms
-            .zip(purge_after_ms)
-            .map(|(at, after)| n((at.saturating_add(after) + 999) / 1000)),
-    ));
+    attributes.push((TTL_ATTRIBUTE.into(), link_ttl(link, purge_after_ms).map(n)));
     attributes
+}
+
+/// When DynamoDB's TTL removes `link`'s item, epoch seconds: `purge_after_ms` after it
+/// expires, rounded up so that it never goes before it is due (`None`: never). Its day items
+/// carry the same (see [`super::rollups`]).
+pub(super) fn link_ttl(link: &Link, purge_after_ms: Option<i64>) -> Option<i64> {
+    link.expires_at_ms
+        .zip(purge_after_ms)
+        .map(|(at, after)| (at.saturating_add(after) + 999) / 1000)
 }
 
 pub(super) fn parse_link(code: &str, item: &Item) -> Result<Link, StoreError> {

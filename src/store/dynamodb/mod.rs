@@ -47,8 +47,8 @@ use self::item::{
     ALL_INDEX, ALL_INDEX_PK, ALL_SHARDS, COUNTER_PK, COUNTER_SK, DAY_PREFIX, INDEX_SK, Item,
     KEYS_PK, LINK_SK, OWNER_INDEX, OWNER_INDEX_PK, OWNER_SHARDS, PARTITION_KEY, SECRET_VALUE,
     SORT_KEY, TTL_ATTRIBUTE, click_token_item, day_key, idempotency_item, idempotency_key,
-    index_sort_key, key, key_item, link_attributes, link_item, n, number, owner_partition,
-    parse_idempotency, parse_key, parse_link, secret_item, secret_key, string,
+    index_sort_key, key, key_item, link_attributes, link_item, link_ttl, n, number,
+    owner_partition, parse_idempotency, parse_key, parse_link, secret_item, secret_key, string,
 };
 use self::retry::{RetryBudget, backoff};
 use self::rollups::{RollupWrite, SKETCH, SKETCH_VERSION};
@@ -301,27 +301,72 @@ impl DynamoStore {
     /// its own token item (`{token}` for the first, which adds to the link's total, then
     /// `{token}#{part}`): each is applied once however often the delta is sent again, and a
     /// delta only partly written is completed by sending it again.
+    /// A delta's day items carry its link's TTL, read first and held by each transaction's
+    /// condition on the link: a link whose expiry changed in between is read again and the
+    /// delta written again, its transactions done already refused by their tokens.
     async fn add_one(&self, delta: &ClickDelta) -> Result<(), StoreError> {
         let days = delta.day_rollups(self.max_values);
-        let (sketches, capped) = futures_util::future::join(
-            self.merge_sketches(delta, &days),
-            self.within_cap(&delta.code, &delta.hours, &days),
-        )
-        .await;
-        let (sketches, capped) = (sketches?, capped?);
-        let retention = self.hourly_retention_s;
-        let parts = rollups::plan(&capped.hours, &capped.days, |hour| {
-            rollups::hour_expiry(hour, retention)
-        });
-        for (part, writes) in parts.into_iter().enumerate() {
-            let written = self.write_part(delta, part, writes, capped.folded).await?;
-            if written == Written::LinkGone {
-                // Deleted since the click: its sketches just written go too (were the delete
-                // of these to fail, the delta is sent again and finds the link gone again).
-                return self.delete_items(sketches).await;
+        let mut link_ttl = self.link_ttl(&delta.code).await?;
+        for round in 0..TTL_ROUNDS {
+            let (sketches, capped) = futures_util::future::join(
+                self.merge_sketches(delta, &days, link_ttl),
+                self.within_cap(&delta.code, &delta.hours, &days),
+            )
+            .await;
+            let (sketches, capped) = (sketches?, capped?);
+            let retention = self.hourly_retention_s;
+            let parts = rollups::plan(
+                &capped.hours,
+                &capped.days,
+                |hour| rollups::hour_expiry(hour, retention),
+                link_ttl,
+            );
+            let mut changed = None;
+            for (part, writes) in parts.into_iter().enumerate() {
+                // A round after the first sends other requests: tokens of their own.
+                let own_token = capped.folded || round > 0;
+                match self
+                    .write_part(delta, part, writes, own_token, link_ttl)
+                    .await?
+                {
+                    Written::Applied => {}
+                    // Deleted since the click: its sketches just written go too (were the
+                    // delete of these to fail, the delta is sent again and finds the link
+                    // gone again).
+                    Written::LinkGone => return self.delete_items(sketches).await,
+                    Written::TtlChanged(now) => {
+                        changed = Some(now);
+                        break;
+                    }
+                }
+            }
+            match changed {
+                None => return Ok(()),
+                Some(now) => link_ttl = now,
             }
         }
-        Ok(())
+        Err(StoreError::unavailable(format!(
+            "the expiry of link '{}' changed under {TTL_ROUNDS} writes of its clicks",
+            delta.code
+        )))
+    }
+
+    /// The TTL attribute of `code`'s link item (`None`: it has none, or there is no such
+    /// item). Eventually consistent: the transactions check it.
+    async fn link_ttl(&self, code: &str) -> Result<Option<i64>, StoreError> {
+        let out = self
+            .call(Class::Clicks, || {
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(code, LINK_SK)))
+                    .projection_expression("#ttl")
+                    .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                    .send()
+            })
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(out.item().and_then(|item| number(item, TTL_ATTRIBUTE)))
     }
 
     /// The delta's hours and days with the values each item has no room for counted as `other`
@@ -392,6 +437,7 @@ impl DynamoStore {
         part: usize,
         mut writes: Vec<RollupWrite>,
         folded: bool,
+        link_ttl: Option<i64>,
     ) -> Result<Written, StoreError> {
         let token = if part == 0 {
             delta.token.clone()
@@ -408,36 +454,33 @@ impl DynamoStore {
                     .map_err(build_error)?,
             )
             .build();
-        let link = if part == 0 {
-            TransactWriteItem::builder()
-                .update(
-                    Update::builder()
-                        .table_name(&self.table)
-                        .set_key(Some(key(delta.code.clone(), LINK_SK)))
-                        .update_expression("ADD clicks :n SET last_click_ms = :t")
-                        .condition_expression("attribute_exists(pk)")
-                        .expression_attribute_values(":n", n(delta.count))
-                        .expression_attribute_values(":t", n(delta.last_click_ms))
-                        .build()
-                        .map_err(build_error)?,
-                )
-                .build()
-        } else {
-            // Adding 0 changes nothing: a check that the link exists, with no permission
-            // beyond `UpdateItem` (a `ConditionCheck` needs `ConditionCheckItem`).
-            TransactWriteItem::builder()
-                .update(
-                    Update::builder()
-                        .table_name(&self.table)
-                        .set_key(Some(key(delta.code.clone(), LINK_SK)))
-                        .update_expression("ADD clicks :none")
-                        .condition_expression("attribute_exists(pk)")
-                        .expression_attribute_values(":none", n(0))
-                        .build()
-                        .map_err(build_error)?,
-                )
-                .build()
+        // The link exists, with the TTL its day items are given; the item as it is when not.
+        let link = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(delta.code.clone(), LINK_SK)))
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let link = match link_ttl {
+            Some(at) => link
+                .condition_expression("attribute_exists(pk) AND #ttl = :ttl")
+                .expression_attribute_values(":ttl", n(at)),
+            None => {
+                link.condition_expression("attribute_exists(pk) AND attribute_not_exists(#ttl)")
+            }
         };
+        let link = if part == 0 {
+            link.update_expression("ADD clicks :n SET last_click_ms = :t")
+                .expression_attribute_values(":n", n(delta.count))
+                .expression_attribute_values(":t", n(delta.last_click_ms))
+        } else {
+            // Adding 0 changes nothing: a check of the link, with no permission beyond
+            // `UpdateItem` (a `ConditionCheck` needs `ConditionCheckItem`).
+            link.update_expression("ADD clicks :none")
+                .expression_attribute_values(":none", n(0))
+        };
+        let link = TransactWriteItem::builder()
+            .update(link.build().map_err(build_error)?)
+            .build();
         // 0: as the delta has it; 1: its values of an item too large counted as `other`; 2:
         // that item's counts only.
         let mut shrunk = 0;
@@ -474,9 +517,13 @@ impl DynamoStore {
                     if condition_failed(reasons, 0) {
                         return Ok(Written::Applied);
                     }
-                    // The link was deleted since the click (its statistics went with it).
+                    // The link was deleted since the click (its statistics went with it), or
+                    // its TTL is not the one read.
                     if condition_failed(reasons, 1) {
-                        return Ok(Written::LinkGone);
+                        return Ok(match reasons[1].item().filter(|item| !item.is_empty()) {
+                            Some(item) => Written::TtlChanged(number(item, TTL_ATTRIBUTE)),
+                            None => Written::LinkGone,
+                        });
                     }
                     reasons
                         .iter()
@@ -536,6 +583,7 @@ impl DynamoStore {
         &self,
         delta: &ClickDelta,
         days: &[(u32, Rollup)],
+        link_ttl: Option<i64>,
     ) -> Result<Vec<Item>, StoreError> {
         let mut targets: Vec<(String, rollups::Attributes, &Uniques)> = Vec::new();
         for (hour, rollup) in &delta.hours {
@@ -557,7 +605,7 @@ impl DynamoStore {
             if !rollup.uniques.is_empty() {
                 targets.push((
                     rollups::sketch_sort_key(&rollups::day_sort_key(*day)),
-                    vec![("day", n(day))],
+                    rollups::day_attributes(*day, link_ttl),
                     &rollup.uniques,
                 ));
             }
@@ -669,13 +717,22 @@ impl DynamoStore {
     }
 
     /// Writes an imported link's daily counts as they are (absolute values), 25 a request.
-    async fn put_days(&self, code: &str, days: &[(u32, u64)]) -> Result<(), StoreError> {
+    async fn put_days(
+        &self,
+        code: &str,
+        days: &[(u32, u64)],
+        ttl: Option<i64>,
+    ) -> Result<(), StoreError> {
         for chunk in days.chunks(25) {
             let requests: Vec<WriteRequest> = chunk
                 .iter()
                 .map(|&(day, clicks)| {
                     let mut item = day_key(code, day);
-                    item.insert("day".into(), n(day));
+                    item.extend(
+                        rollups::day_attributes(day, ttl)
+                            .into_iter()
+                            .map(|(name, value)| (name.to_owned(), value)),
+                    );
                     item.insert("clicks".into(), n(clicks));
                     PutRequest::builder()
                         .set_item(Some(item))
@@ -745,6 +802,55 @@ impl DynamoStore {
             }
         }
         self.delete_items(keys).await
+    }
+
+    /// Gives `code`'s day items (and their sketches) the TTL `ttl` (`None`: none), after its
+    /// link's expiry changed: each only if it still exists, so none is made again. A failure
+    /// is logged, not returned: the edit itself is done, and the days it missed keep the TTL
+    /// they had (removed with the link as it was, or kept longer than the link).
+    async fn restamp_days(&self, code: &str, ttl: Option<i64>) {
+        let days = match self.query_prefix(code, DAY_PREFIX, true).await {
+            Ok(days) => days,
+            Err(e) => {
+                tracing::error!(error = %e, code, "the day items of a link whose expiry changed keep the TTL they had");
+                return;
+            }
+        };
+        let restamp = |i: usize| {
+            let sort_key = days[i].get(SORT_KEY).cloned();
+            async move {
+                let Some(sort_key) = sort_key else {
+                    return Ok(());
+                };
+                let update = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key(PARTITION_KEY, AttributeValue::S(code.to_owned()))
+                    .key(SORT_KEY, sort_key)
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_names("#ttl", TTL_ATTRIBUTE);
+                let update = match ttl {
+                    Some(at) => update
+                        .update_expression("SET #ttl = :ttl")
+                        .expression_attribute_values(":ttl", n(at)),
+                    None => update.update_expression("REMOVE #ttl"),
+                };
+                match self.call(Class::Write, || update.clone().send()).await {
+                    Ok(_) => Ok(()),
+                    Err(e)
+                        if e.service_error()
+                            .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                    {
+                        Ok(()) // deleted meanwhile
+                    }
+                    Err(e) => Err(self.classify(e)),
+                }
+            }
+        };
+        if let Err(e) = write_bounded(days.len(), self.flush_concurrency, restamp).await {
+            tracing::error!(error = %e.error, code, "some day items of a link whose expiry changed keep the TTL they had");
+        }
     }
 
     /// Deletes the items `keys`, 25 a request.
@@ -842,7 +948,13 @@ enum Written {
     Applied,
     /// The link is gone: nothing was written.
     LinkGone,
+    /// The link's TTL is not the one its day items were to get, but this: nothing was written.
+    TtlChanged(Option<i64>),
 }
+
+/// Rounds of a delta's writes with its link's TTL read again before it fails (and is sent
+/// again by the next flush): the TTL changes only when the link's expiry is edited.
+const TTL_ROUNDS: usize = 3;
 
 /// Rounds of read, merge and conditional write of one sketch before the delta fails (and is
 /// sent again by the next flush).
@@ -1075,9 +1187,17 @@ impl LinkStore for DynamoStore {
         }
         let update = update
             .update_expression(expression)
-            .condition_expression(condition);
+            .condition_expression(condition)
+            .return_values(ReturnValue::UpdatedOld);
         match self.call(Class::Write, || update.clone().send()).await {
-            Ok(_) => Ok(ReplaceOutcome::Replaced),
+            Ok(out) => {
+                let before = out.attributes().and_then(|old| number(old, TTL_ATTRIBUTE));
+                let after = link_ttl(link, self.purge_after_ms);
+                if before != after {
+                    self.restamp_days(&link.code, after).await;
+                }
+                Ok(ReplaceOutcome::Replaced)
+            }
             Err(e) => match e.service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
                     let current = match failed.item() {
@@ -1296,7 +1416,12 @@ impl LinkStore for DynamoStore {
             }
             Err(e) => return Err(self.classify(e)),
         };
-        self.put_days(&link.code, &stats.daily).await?;
+        self.put_days(
+            &link.code,
+            &stats.daily,
+            link_ttl(link, self.purge_after_ms),
+        )
+        .await?;
         Ok(outcome)
     }
 

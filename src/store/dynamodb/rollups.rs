@@ -1,7 +1,8 @@
 //! Click rollups on the table, beside the link item under its code:
 //! - an hour item per UTC hour with clicks (`h#YYYY-MM-DDTHH`: `hour` N, `expires_at` N, the
 //!   TTL attribute: the hour's end + `analytics.hourly_retention_days`) and the day items
-//!   (`day#YYYY-MM-DD`: `day` N, for the life of the link), each with `clicks`, `humans` and
+//!   (`day#YYYY-MM-DD`: `day` N, and `expires_at` N, the link's own TTL when it has one, so
+//!   they go with the link), each with `clicks`, `humans` and
 //!   `bots` N and one N attribute per value of a dimension, `d.{dimension}.{value}` (any value
 //!   text: the name is only ever sent through `ExpressionAttributeNames`, and no other
 //!   attribute starts with `d.`);
@@ -73,6 +74,16 @@ pub(super) fn hour_expiry(hour: u32, retention_s: i64) -> i64 {
 
 /// Attributes an update sets as they are (`day`, `hour`, `expires_at`).
 pub(super) type Attributes = Vec<(&'static str, AttributeValue)>;
+
+/// What a day item (or its sketch) sets: its day, and the TTL of its link's item when the
+/// link has one (`link_ttl`), so that DynamoDB removes a link's days with the link.
+pub(super) fn day_attributes(day: u32, link_ttl: Option<i64>) -> Attributes {
+    let mut set = vec![("day", n(day))];
+    if let Some(at) = link_ttl {
+        set.push((TTL_ATTRIBUTE, n(at)));
+    }
+    set
+}
 
 /// An update expression with its names and values.
 pub(super) struct Expression {
@@ -208,11 +219,13 @@ fn item_writes(sort_key: String, rollup: &Rollup, set: Attributes) -> Vec<Rollup
 /// updates, never two of one item (DynamoDB refuses that), and at most about 1 MB of names.
 /// Almost always one transaction: a delta spans one or two hours, and a busy link's item
 /// more than 100 values only when its visitors vary that much within one flush interval.
-/// `hours` ascending by hour, `days` by day; `hour_expiry` gives an hour item's TTL.
+/// `hours` ascending by hour, `days` by day; `hour_expiry` gives an hour item's TTL,
+/// `day_expiry` the day items' (the link's own, [`day_attributes`]).
 pub(super) fn plan(
     hours: &[(u32, Rollup)],
     days: &[(u32, Rollup)],
     hour_expiry: impl Fn(u32) -> i64,
+    day_expiry: Option<i64>,
 ) -> Vec<Vec<RollupWrite>> {
     let mut writes = Vec::new();
     for (hour, rollup) in hours {
@@ -226,7 +239,7 @@ pub(super) fn plan(
         writes.extend(item_writes(
             day_sort_key(*day),
             rollup,
-            vec![("day", n(day))],
+            day_attributes(*day, day_expiry),
         ));
     }
     let mut parts: Vec<(Vec<RollupWrite>, usize)> = Vec::new();
@@ -380,7 +393,12 @@ mod tests {
     fn a_delta_with_many_values_is_split_never_two_updates_of_one_item_in_a_transaction() {
         // 250 referrers: 254 values in the hour and in the day, three updates each.
         let hour = rollup(250);
-        let parts = plan(&[(24 * 20_000, hour.clone())], &[(20_000, hour)], |_| 0);
+        let parts = plan(
+            &[(24 * 20_000, hour.clone())],
+            &[(20_000, hour)],
+            |_| 0,
+            None,
+        );
         assert_eq!(parts.len(), 3);
         for part in &parts {
             assert!(part.len() <= ITEMS_PER_TRANSACTION);
@@ -405,7 +423,7 @@ mod tests {
         );
         // Many hours: more items than one transaction takes.
         let hours: Vec<(u32, Rollup)> = (0..150).map(|h| (h, Rollup::count_only(1))).collect();
-        let parts = plan(&hours, &[], |_| 0);
+        let parts = plan(&hours, &[], |_| 0, None);
         assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), vec![98, 52]);
     }
 
@@ -439,7 +457,7 @@ mod tests {
 
     #[test]
     fn a_folded_write_counts_the_same_clicks_as_other() {
-        let parts = plan(&[], &[(20_000, rollup(3))], |_| 0);
+        let parts = plan(&[], &[(20_000, rollup(3))], |_| 0, None);
         let mut write = parts[0][0].clone();
         write.fold();
         let referrers: Vec<_> = write
@@ -455,7 +473,7 @@ mod tests {
     #[test]
     fn an_item_reads_back_as_the_rollup_written() {
         let written = rollup(3);
-        let parts = plan(&[], &[(20_000, written.clone())], |_| 0);
+        let parts = plan(&[], &[(20_000, written.clone())], |_| 0, None);
         let Expression {
             text: expression,
             names,
