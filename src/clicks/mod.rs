@@ -431,6 +431,7 @@ impl ClickFlusher {
             fresh: HashMap::default(),
             aggregator,
             forgotten_before: None,
+            collected_at_ms: 0,
         };
         let task = tokio::spawn(flusher.run(stopped));
         Self { stop, task }
@@ -469,6 +470,9 @@ struct Flusher {
     spare_visits: Vec<Visits>,
     /// The day before which visitor keys have been deleted from the store.
     forgotten_before: Option<u32>,
+    /// When the last collection began (Unix ms): every click counted before it is in
+    /// `fresh` or `retry`, or flushed.
+    collected_at_ms: i64,
 }
 
 impl Flusher {
@@ -517,6 +521,7 @@ impl Flusher {
     /// each visit classified and added to its hour's rollup.
     async fn collect(&mut self) {
         let started = std::time::Instant::now();
+        self.collected_at_ms = clock::system_now_ms();
         let mut drained: HashMap<_, _, FxBuild> = HashMap::default();
         let mut visits = Vec::new();
         self.recorder
@@ -607,6 +612,7 @@ impl Flusher {
             hours: f.hours,
         }));
         if batch.is_empty() {
+            self.flushed_through();
             return true;
         }
         let send = self
@@ -633,7 +639,12 @@ impl Flusher {
             .map(|(_, delta)| delta)
             .collect();
         match result {
-            Ok(()) => true,
+            Ok(()) => {
+                if self.retry.is_empty() {
+                    self.flushed_through();
+                }
+                true
+            }
             Err(e) => {
                 let kept: u64 = self.retry.iter().map(|d| d.count).sum();
                 metrics.click_flush_failures.inc();
@@ -642,6 +653,14 @@ impl Flusher {
                 false
             }
         }
+    }
+
+    /// Nothing is kept: every click counted before the last collection is flushed.
+    fn flushed_through(&self) {
+        let metrics = &self.recorder.metrics;
+        metrics
+            .clicks_flushed_through
+            .set(self.collected_at_ms as f64 / 1000.0);
     }
 
     /// Drops the oldest kept deltas beyond the bound.
@@ -732,6 +751,7 @@ mod tests {
             recorder.record(code, 1_000, None);
             recorder.record(code, 2_000, None);
         }
+        let counted = clock::system_now_ms() as f64 / 1000.0;
         store.fail_clicks.store(true, Ordering::SeqCst);
         let flusher = ClickFlusher::start(
             Arc::clone(&recorder),
@@ -749,6 +769,8 @@ mod tests {
         .await;
         assert!(metrics.click_flush_failing.get() >= 5);
         assert!(metrics.click_flush_backoff_ms.get() > 0);
+        // Nothing written yet: no moment before which every click is flushed.
+        assert_eq!(metrics.clicks_flushed_through.get(), 0.0);
         store.fail_clicks.store(false, Ordering::SeqCst);
         until(
             "all 80 clicks flushed once the store answers",
@@ -762,6 +784,9 @@ mod tests {
             },
         )
         .await;
+        // Every click is written: flushed through a collection after the last was counted.
+        let through = metrics.clicks_flushed_through.get();
+        assert!(through >= counted, "{through} < {counted}");
         let writes = writes();
         assert_eq!(writes[..6], [40, 8, 4, 2, 1, 1], "{writes:?}");
         // The store answered a probe: the next flush sends everything left.

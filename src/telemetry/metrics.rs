@@ -180,6 +180,11 @@ metrics! {
     gauge clicks_pending: Counter = "kurz_clicks_pending";
     /// Clicks written to the store.
     counter clicks_flushed: Counter = "kurz_clicks_flushed_total";
+    /// Every click this instance counted before this Unix time (seconds) is flushed: written to
+    /// the store, or taken by the click stream. `time() -` it is how many seconds of clicks a
+    /// crash would lose now (about two flush intervals while flushes keep up). 0 until the
+    /// first flush.
+    gauge clicks_flushed_through: FloatGauge = "kurz_clicks_flushed_through_timestamp_seconds";
     /// Clicks dropped because the store failed for too long (past `clicks.max_pending_codes`
     /// deltas or `clicks.max_pending_clicks` clicks held in memory).
     counter clicks_dropped: Counter = "kurz_clicks_dropped_total";
