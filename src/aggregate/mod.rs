@@ -38,6 +38,23 @@ use crate::config::Settings;
 use crate::store::{ClickDelta, LinkStore};
 use crate::telemetry::Metrics;
 
+/// The Kinesis operations `kurz aggregate` makes: what its IAM role must allow on the stream,
+/// and no more. (A test holds the calls reachable from `kurz aggregate` and the Terraform
+/// consumer role to this list and the next.)
+pub const KINESIS_OPERATIONS: &[&str] = &["GetRecords", "GetShardIterator", "ListShards"];
+
+/// The DynamoDB operations `kurz aggregate` makes on the table: its leases and checkpoints
+/// ([`leases`]), the store's click writes and its start-up check of the table.
+pub const DYNAMODB_OPERATIONS: &[&str] = &[
+    "BatchWriteItem",
+    "DescribeTable",
+    "GetItem",
+    "PutItem",
+    "Query",
+    "TransactWriteItems",
+    "UpdateItem",
+];
+
 /// Most record ids kept with a checkpoint (24 bytes each: 240 KB of DynamoDB's 400 KB item).
 const MAX_RECENT: usize = 10_000;
 /// Records per `GetRecords`.

@@ -34,6 +34,15 @@ use crate::config::{KinesisSettings, Settings};
 use crate::store::{ClickDelta, FlushError, StoreError};
 use crate::telemetry::Metrics;
 
+/// The Kinesis operations `kurz serve` makes as the stream's producer: what its IAM role must
+/// allow on the stream, and no more. (A test holds the calls reachable from [`StreamSink`] and
+/// the Terraform task role to this list.)
+pub const SERVE_OPERATIONS: &[&str] = &["ListShards", "PutRecords"];
+
+/// The Kinesis operations only `kurz init` makes ([`ensure_stream`]; an operator's
+/// credentials, not a service's role).
+pub const INIT_OPERATIONS: &[&str] = &["CreateStream", "DescribeStreamSummary"];
+
 /// Records per `PutRecords` (Kinesis's limit: 500).
 const RECORDS_PER_PUT: usize = 500;
 /// Bytes per `PutRecords` (Kinesis's limit: 5 MiB with the partition keys).
