@@ -55,25 +55,33 @@ resource "aws_ecs_task_definition" "kurz" {
       portMappings = [
         { containerPort = local.container_port, protocol = "tcp", name = "http" },
       ]
-      environment = [
-        { name = "KURZ__SERVER__BIND", value = "0.0.0.0:8080" }, # local.container_port
-        { name = "KURZ__SERVER__PUBLIC_BASE_URL", value = var.public_base_url },
-        { name = "KURZ__SERVER__WORKERS", value = tostring(local.workers) },
-        { name = "KURZ__SERVER__DRAIN_DELAY_MS", value = tostring(var.drain_delay_ms) },
-        { name = "KURZ__SERVER__SHUTDOWN_TIMEOUT_S", value = tostring(var.shutdown_timeout_s) },
-        # The ALB connects from its subnets: believe its X-Forwarded-For (client IPs for the
-        # rate limits and the audit log) and nobody else's.
-        { name = "KURZ__SERVER__TRUSTED_PROXIES", value = join(",", [for s in data.aws_subnet.public : s.cidr_block]) },
-        { name = "KURZ__STORE__BACKEND", value = "dynamodb" },
-        { name = "KURZ__STORE__TIMEOUT_MS", value = tostring(var.store_timeout_ms) },
-        { name = "KURZ__STORE__DYNAMODB__TABLE", value = aws_dynamodb_table.kurz.name },
-        { name = "KURZ__STORE__DYNAMODB__REGION", value = local.region },
-        { name = "KURZ__CACHE__LOCAL__MAX_BYTES", value = tostring(var.local_cache_bytes) },
-        { name = "KURZ__CACHE__LOCAL__TTL_MS", value = tostring(var.local_cache_ttl_ms) },
-        { name = "KURZ__CLICKS__FLUSH_INTERVAL_MS", value = tostring(var.clicks_flush_interval_ms) },
-        { name = "KURZ__LOG__FORMAT", value = "json" },
-        { name = "KURZ__LOG__LEVEL", value = var.log_level },
-      ]
+      environment = concat(
+        [
+          { name = "KURZ__SERVER__BIND", value = "0.0.0.0:8080" }, # local.container_port
+          { name = "KURZ__SERVER__PUBLIC_BASE_URL", value = var.public_base_url },
+          { name = "KURZ__SERVER__WORKERS", value = tostring(local.workers) },
+          { name = "KURZ__SERVER__DRAIN_DELAY_MS", value = tostring(var.drain_delay_ms) },
+          { name = "KURZ__SERVER__SHUTDOWN_TIMEOUT_S", value = tostring(var.shutdown_timeout_s) },
+          # The ALB connects from its subnets: believe its X-Forwarded-For (client IPs for the
+          # rate limits and the audit log) and nobody else's.
+          { name = "KURZ__SERVER__TRUSTED_PROXIES", value = join(",", [for s in data.aws_subnet.public : s.cidr_block]) },
+          { name = "KURZ__STORE__BACKEND", value = "dynamodb" },
+          { name = "KURZ__STORE__TIMEOUT_MS", value = tostring(var.store_timeout_ms) },
+          { name = "KURZ__STORE__DYNAMODB__TABLE", value = aws_dynamodb_table.kurz.name },
+          { name = "KURZ__STORE__DYNAMODB__REGION", value = local.region },
+          { name = "KURZ__CACHE__LOCAL__MAX_BYTES", value = tostring(var.local_cache_bytes) },
+          { name = "KURZ__CACHE__LOCAL__TTL_MS", value = tostring(var.local_cache_ttl_ms) },
+          { name = "KURZ__CLICKS__FLUSH_INTERVAL_MS", value = tostring(var.clicks_flush_interval_ms) },
+          { name = "KURZ__LOG__FORMAT", value = "json" },
+          { name = "KURZ__LOG__LEVEL", value = var.log_level },
+        ],
+        # click_sink = "kinesis": flushed clicks go to the stream and kurz aggregate writes them
+        # (stream.tf), which reads the same stream settings.
+        local.click_stream ? [
+          { name = "KURZ__CLICKS__SINK", value = "kinesis" },
+          { name = "KURZ__CLICKS__KINESIS__STREAM", value = aws_kinesis_stream.clicks[0].name },
+        ] : [],
+      )
       secrets = [
         { name = "KURZ__AUTH__ADMIN_TOKEN", valueFrom = aws_secretsmanager_secret.kurz["admin_token"].arn },
         { name = "KURZ__AUTH__API_KEYS", valueFrom = aws_secretsmanager_secret.kurz["api_keys"].arn },
@@ -172,7 +180,7 @@ resource "aws_ecs_service" "kurz" {
     ignore_changes = [desired_count]
   }
 
-  depends_on = [aws_lb_listener.https, aws_iam_role_policy.execution, aws_iam_role_policy.task]
+  depends_on = [aws_lb_listener.https, aws_iam_role_policy.execution, aws_iam_role_policy.task, aws_iam_role_policy.task_click_stream, aws_vpc_endpoint.kinesis]
 }
 
 # --- auto-scaling: on CPU and on requests per task, whichever asks for more ---

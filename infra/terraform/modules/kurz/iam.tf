@@ -1,5 +1,8 @@
-# Two roles. The execution role is what ECS uses to start a task (pull the image, write the log
-# stream, read the four secrets); the task role is what kurz itself runs as (DynamoDB only).
+# The execution role is what ECS uses to start a task (pull the image, write the log stream, read
+# the four secrets); the task role is what `kurz serve` runs as (DynamoDB, and with the click
+# stream its puts); the aggregate role is what `kurz aggregate` runs as (click_sink = "kinesis":
+# the stream's reads and the table calls of its leases and click writes). Each allows the calls
+# its program makes and no others; tests/it/infra.rs holds them to the source.
 
 data "aws_iam_policy_document" "ecs_tasks_assume" {
   statement {
@@ -46,7 +49,7 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "WriteKurzLogStreams"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = ["${aws_cloudwatch_log_group.kurz.arn}:log-stream:*"]
+    resources = [for g in concat([aws_cloudwatch_log_group.kurz], aws_cloudwatch_log_group.aggregate) : "${g.arn}:log-stream:*"]
   }
   statement {
     sid       = "ReadKurzSecrets"
@@ -75,7 +78,7 @@ resource "aws_iam_role_policy" "execution" {
 
 resource "aws_iam_role" "task" {
   name               = "${var.name}-task"
-  description        = "kurz runs as it: the DynamoDB calls kurz makes, on kurz's table only"
+  description        = "kurz serve runs as it: its DynamoDB calls on kurz's table, its puts on the click stream"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
   tags               = local.tags
 }
@@ -104,4 +107,90 @@ resource "aws_iam_role_policy" "task" {
   name   = "kurz-dynamodb"
   role   = aws_iam_role.task.id
   policy = data.aws_iam_policy_document.task.json
+}
+
+# With the click stream, `kurz serve` also puts records. A policy of its own, so that switching
+# click_sink never replaces the DynamoDB one (the tasks would be without it for a moment).
+data "aws_iam_policy_document" "task_click_stream" {
+  count = local.click_stream ? 1 : 0
+
+  statement {
+    sid       = "PutClicksOnTheStream"
+    actions   = local.kurz_kinesis_actions
+    resources = [aws_kinesis_stream.clicks[0].arn]
+  }
+  statement {
+    # The stream is encrypted with the data key: a put needs a data key from it, through
+    # Kinesis only.
+    sid       = "ClickStreamKeyThroughKinesis"
+    actions   = ["kms:GenerateDataKey"]
+    resources = [aws_kms_key.data.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["kinesis.${local.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "task_click_stream" {
+  count  = local.click_stream ? 1 : 0
+  name   = "kurz-click-stream"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task_click_stream[0].json
+}
+
+# --- aggregate role (kurz aggregate) ---
+
+resource "aws_iam_role" "aggregate" {
+  count              = local.click_stream ? 1 : 0
+  name               = "${var.name}-aggregate"
+  description        = "kurz aggregate runs as it: reads the click stream, writes clicks and its leases to kurz's table"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "aggregate" {
+  count = local.click_stream ? 1 : 0
+
+  statement {
+    sid       = "ReadTheClickStream"
+    actions   = local.aggregate_kinesis_actions
+    resources = [aws_kinesis_stream.clicks[0].arn]
+  }
+  statement {
+    # Leases and checkpoints, and the clicks, on the table itself: the consumer reads no index.
+    sid       = "KurzTable"
+    actions   = local.aggregate_dynamodb_actions
+    resources = [aws_dynamodb_table.kurz.arn]
+  }
+  statement {
+    # Records are decrypted with the data key, through Kinesis only.
+    sid       = "ClickStreamKeyThroughKinesis"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.data.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["kinesis.${local.region}.amazonaws.com"]
+    }
+  }
+  statement {
+    # As the task role: the table's items are encrypted with the data key.
+    sid       = "KurzTableKeyThroughDynamoDB"
+    actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.data.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["dynamodb.${local.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "aggregate" {
+  count  = local.click_stream ? 1 : 0
+  name   = "kurz-aggregate"
+  role   = aws_iam_role.aggregate[0].id
+  policy = data.aws_iam_policy_document.aggregate[0].json
 }

@@ -1,9 +1,11 @@
 # Two customer managed keys, rotated yearly: one for data (the DynamoDB table, Redis at rest, the
-# secrets) and one for logs and the alarm topic (services that need their own grant in the key
-# policy). Key policies delegate to IAM; roles get only the key uses they need (iam.tf).
+# secrets, the click stream) and one for logs and the alarm topic (services that need their own
+# grant in the key policy). Key policies delegate to IAM; roles get only the key uses they need
+# (iam.tf). The click stream needs nothing in the key policy: Kinesis uses the key as the caller
+# (a put's role needs kms:GenerateDataKey, a read's kms:Decrypt, both through Kinesis only).
 
 resource "aws_kms_key" "data" {
-  description             = "${var.name}: DynamoDB table, Redis at rest, Secrets Manager secrets"
+  description             = "${var.name}: DynamoDB table, Redis at rest, Secrets Manager secrets, click stream"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   policy = jsonencode({

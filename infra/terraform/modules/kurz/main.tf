@@ -31,6 +31,41 @@ locals {
     "dynamodb:UpdateItem",
   ]
 
+  # The click stream (click_sink = "kinesis"): the stream, its consumer service (kurz aggregate)
+  # and their alarms exist only then. Known at plan time, so it can decide counts.
+  click_stream = var.click_sink == "kinesis"
+
+  # The Kinesis calls `kurz serve` makes as the stream's producer (src/clicks/stream.rs):
+  # ListShards (the shard map, every minute) and PutRecords. Not here: CreateStream and
+  # DescribeStreamSummary (`kurz init`; Terraform owns the stream).
+  kurz_kinesis_actions = [
+    "kinesis:ListShards",
+    "kinesis:PutRecords",
+  ]
+
+  # The calls `kurz aggregate` makes (src/aggregate): ListShards, GetShardIterator, GetRecords on
+  # the stream; on the table, its leases and checkpoints (Query, PutItem, UpdateItem) and the
+  # click writes of the store (GetItem, UpdateItem, TransactWriteItems, BatchWriteItem for the
+  # sketches of a link deleted meanwhile) plus DescribeTable (its start-up check). No index is
+  # read.
+  aggregate_kinesis_actions = [
+    "kinesis:GetRecords",
+    "kinesis:GetShardIterator",
+    "kinesis:ListShards",
+  ]
+  aggregate_dynamodb_actions = [
+    "dynamodb:BatchWriteItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:TransactWriteItems",
+    "dynamodb:UpdateItem",
+  ]
+
+  # A consumer beyond one per shard holds no lease; ON_DEMAND, the shard count is AWS's.
+  aggregate_max_tasks = var.click_stream_mode == "PROVISIONED" ? min(var.aggregate_max_tasks, var.click_stream_shards) : var.aggregate_max_tasks
+
   # Graceful stop, in seconds. The load balancer needs interval x unhealthy-threshold to see a
   # draining task's /readyz 503; kurz keeps serving for drain_delay_ms (longer than that), then
   # waits up to shutdown_timeout_s for in-flight requests, then flushes clicks (one store call,

@@ -1,10 +1,13 @@
 # Security groups and VPC endpoints. The tasks need no internet access at all: DynamoDB and S3
-# (ECR's image layers) through gateway endpoints, ECR, CloudWatch Logs and Secrets Manager
-# through interface endpoints, Redis inside the VPC. Each group allows only the flows below:
+# (ECR's image layers) through gateway endpoints, ECR, CloudWatch Logs, Secrets Manager and (with
+# the click stream) Kinesis through interface endpoints, Redis inside the VPC. Each group allows
+# only the flows below:
 #
 #   clients --80,443--> alb --8080--> tasks --6379--> redis
-#                                      tasks --443--> endpoints (ECR, Logs, Secrets Manager)
+#                                      tasks --443--> endpoints (ECR, Logs, Secrets Manager, Kinesis)
 #                                      tasks --443--> DynamoDB and S3 prefix lists (gateway endpoints)
+#                   (nothing) --> aggregate --443--> endpoints (ECR, Logs, Kinesis)
+#                                  aggregate --443--> DynamoDB and S3 prefix lists
 #
 # If the VPC already has these endpoints, remove the duplicates here or there: a route table
 # takes one gateway endpoint per service.
@@ -28,6 +31,14 @@ resource "aws_security_group" "redis" {
   description = "kurz Redis: from the kurz tasks only, no egress"
   vpc_id      = var.vpc_id
   tags        = merge(local.tags, { Name = "${var.name}-redis" })
+}
+
+resource "aws_security_group" "aggregate" {
+  count       = local.click_stream ? 1 : 0
+  name        = "${var.name}-aggregate"
+  description = "kurz aggregate tasks: no ingress; to the VPC endpoints, DynamoDB and S3"
+  vpc_id      = var.vpc_id
+  tags        = merge(local.tags, { Name = "${var.name}-aggregate" })
 }
 
 resource "aws_security_group" "endpoints" {
@@ -116,6 +127,38 @@ resource "aws_vpc_security_group_egress_rule" "tasks_to_s3" {
   prefix_list_id    = aws_vpc_endpoint.s3.prefix_list_id
 }
 
+# --- aggregate (kurz aggregate): no ingress at all; its health check runs inside the task ---
+
+resource "aws_vpc_security_group_egress_rule" "aggregate_to_endpoints" {
+  count                        = local.click_stream ? 1 : 0
+  security_group_id            = aws_security_group.aggregate[0].id
+  description                  = "Kinesis, ECR and CloudWatch Logs through interface endpoints"
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+  referenced_security_group_id = aws_security_group.endpoints.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "aggregate_to_dynamodb" {
+  count             = local.click_stream ? 1 : 0
+  security_group_id = aws_security_group.aggregate[0].id
+  description       = "DynamoDB through its gateway endpoint"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  prefix_list_id    = aws_vpc_endpoint.dynamodb.prefix_list_id
+}
+
+resource "aws_vpc_security_group_egress_rule" "aggregate_to_s3" {
+  count             = local.click_stream ? 1 : 0
+  security_group_id = aws_security_group.aggregate[0].id
+  description       = "ECR image layers from S3 through its gateway endpoint"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  prefix_list_id    = aws_vpc_endpoint.s3.prefix_list_id
+}
+
 # --- redis and endpoints ---
 
 resource "aws_vpc_security_group_ingress_rule" "redis_from_tasks" {
@@ -136,6 +179,16 @@ resource "aws_vpc_security_group_ingress_rule" "endpoints_from_tasks" {
   referenced_security_group_id = aws_security_group.tasks.id
 }
 
+resource "aws_vpc_security_group_ingress_rule" "endpoints_from_aggregate" {
+  count                        = local.click_stream ? 1 : 0
+  security_group_id            = aws_security_group.endpoints.id
+  description                  = "HTTPS from the kurz aggregate tasks"
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+  referenced_security_group_id = aws_security_group.aggregate[0].id
+}
+
 # --- endpoints ---
 
 resource "aws_vpc_endpoint" "dynamodb" {
@@ -150,7 +203,7 @@ resource "aws_vpc_endpoint" "dynamodb" {
       Sid       = "KurzTableOnly"
       Effect    = "Allow"
       Principal = "*"
-      Action    = local.kurz_dynamodb_actions
+      Action    = sort(distinct(concat(local.kurz_dynamodb_actions, local.click_stream ? local.aggregate_dynamodb_actions : [])))
       Resource  = [aws_dynamodb_table.kurz.arn, "${aws_dynamodb_table.kurz.arn}/index/*"]
       Condition = { StringEquals = { "aws:PrincipalAccount" = local.account_id } }
     }]
@@ -186,6 +239,30 @@ resource "aws_vpc_endpoint" "interface" {
   subnet_ids          = var.private_subnet_ids
   security_group_ids  = [aws_security_group.endpoints.id]
   tags                = merge(local.tags, { Name = "${var.name}-${replace(each.key, ".", "-")}" })
+}
+
+# Kinesis has no gateway endpoint. Through this one, principals of this account make kurz's calls
+# on the click stream and nothing else.
+resource "aws_vpc_endpoint" "kinesis" {
+  count               = local.click_stream ? 1 : 0
+  vpc_id              = var.vpc_id
+  service_name        = "com.amazonaws.${local.region}.kinesis-streams"
+  vpc_endpoint_type   = "Interface"
+  private_dns_enabled = true
+  subnet_ids          = var.private_subnet_ids
+  security_group_ids  = [aws_security_group.endpoints.id]
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "KurzClickStreamOnly"
+      Effect    = "Allow"
+      Principal = "*"
+      Action    = sort(distinct(concat(local.kurz_kinesis_actions, local.aggregate_kinesis_actions)))
+      Resource  = [aws_kinesis_stream.clicks[0].arn]
+      Condition = { StringEquals = { "aws:PrincipalAccount" = local.account_id } }
+    }]
+  })
+  tags = merge(local.tags, { Name = "${var.name}-kinesis-streams" })
 }
 
 # The load balancer's subnets: kurz trusts forwarding headers only from their addresses.

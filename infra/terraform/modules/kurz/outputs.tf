@@ -47,3 +47,18 @@ output "logs_kms_key_arn" {
   description = "KMS key for log groups in this account (the example encrypts its VPC flow logs with it)."
   value       = aws_kms_key.logs.arn
 }
+
+output "click_stream_name" {
+  description = "The click stream (click_sink = \"kinesis\"; null otherwise)."
+  value       = one(aws_kinesis_stream.clicks[*].name)
+}
+
+output "aggregate_service_name" {
+  description = "The kurz aggregate ECS service (click_sink = \"kinesis\"; null otherwise)."
+  value       = one(aws_ecs_service.aggregate[*].name)
+}
+
+output "aggregate_log_group_name" {
+  description = "kurz aggregate's log group, JSON lines (click_sink = \"kinesis\"; null otherwise)."
+  value       = one(aws_cloudwatch_log_group.aggregate[*].name)
+}

@@ -297,6 +297,129 @@ variable "requests_per_task_per_minute" {
   }
 }
 
+# --- the click stream and its consumer (kurz aggregate) ---------------------------------------
+
+variable "click_sink" {
+  description = "Where the tasks' flushed clicks go (KURZ__CLICKS__SINK): store (each task writes them to DynamoDB, as before) or kinesis (sent to a Kinesis stream made here; kurz aggregate, a service of its own, writes each link once per window). The stream, the consumer service and their alarms exist only with kinesis."
+  type        = string
+  default     = "store"
+
+  validation {
+    condition     = contains(["store", "kinesis"], var.click_sink)
+    error_message = "click_sink must be store or kinesis."
+  }
+}
+
+variable "click_stream_mode" {
+  description = "Capacity mode of the click stream: PROVISIONED (click_stream_shards shards; cheapest at a steady, known load) or ON_DEMAND (AWS adds shards as the load grows, billed per GB; a jump past twice the previous peak within 15 minutes is throttled)."
+  type        = string
+  default     = "PROVISIONED"
+
+  validation {
+    condition     = contains(["PROVISIONED", "ON_DEMAND"], var.click_stream_mode)
+    error_message = "click_stream_mode must be PROVISIONED or ON_DEMAND."
+  }
+}
+
+# The default is the design load's (CAPACITY.md), worked out as the rest of that file:
+#   clicks at peak: 347,222/s (CAPACITY.md section 1); a task's 1 s flush turns 69-74% of its clicks
+#   into separate events (section 5's Zipf model: 69% at 15 tasks at peak, 74% at 15 tasks on
+#   average), so at most 0.74 x 347,222 = 257,000 events/s;
+#   an event is 87 bytes measured (src/clicks/events.rs, a one-click delta with all five
+#   dimensions and a 16-character referrer host; 96 for two clicks, 28 with analytics off): say
+#   100 bytes (A) -> 25.7 MB/s at peak (8.1 MB/s on average: 0.70 x 115,741 events/s);
+#   a shard takes 1 MiB/s and 1,000 records/s of writes; records are few (one per shard per task
+#   per flush: 15-40 a second a shard), bytes are the limit: 25.7 / 1.05 = 24.5 shards at 100%;
+#   at 50% (the tasks' CPU target: a doubled load, or a flush that sends what a failed one left
+#   queued, is not throttled): 49, so 50 shards. Reads (2 MiB/s a shard) need half that.
+variable "click_stream_shards" {
+  description = "Shards of the click stream in PROVISIONED mode (ignored ON_DEMAND). Default: the 10 billion clicks a day of CAPACITY.md at 50% of the shards' write limit (1 MiB/s each); about $550 a month. Also the most consumer tasks that can have work: each shard is read by one consumer at a time."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.click_stream_shards >= 1 && var.click_stream_shards <= 10000 && floor(var.click_stream_shards) == var.click_stream_shards
+    error_message = "click_stream_shards must be a whole number from 1 to 10000."
+  }
+}
+
+variable "click_stream_retention_hours" {
+  description = "How long the stream keeps clicks: consumers down for longer lose the oldest (Kinesis's minimum, 24, is included in the base price; more costs per shard-hour)."
+  type        = number
+  default     = 24
+
+  validation {
+    condition     = var.click_stream_retention_hours >= 24 && var.click_stream_retention_hours <= 8760
+    error_message = "click_stream_retention_hours must be between 24 and 8760 (365 days)."
+  }
+}
+
+variable "aggregate_window_ms" {
+  description = "KURZ__AGGREGATE__WINDOW_MS: how long kurz aggregate folds each link's clicks before one write (at least 10000). Longer: fewer writes, statistics later."
+  type        = number
+  default     = 10000
+
+  validation {
+    condition     = var.aggregate_window_ms >= 10000 && var.aggregate_window_ms <= 3600000
+    error_message = "aggregate_window_ms must be between 10000 (10 s, kurz's minimum) and 3600000 (1 h)."
+  }
+}
+
+variable "aggregate_task_cpu" {
+  description = "CPU units of a kurz aggregate task (1024 = 1 vCPU)."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096], var.aggregate_task_cpu)
+    error_message = "aggregate_task_cpu must be one of 256, 512, 1024, 2048, 4096."
+  }
+}
+
+variable "aggregate_task_memory" {
+  description = "Memory of a kurz aggregate task in MiB (a Fargate size for aggregate_task_cpu). A consumer holds one window of records per shard it reads: about 5 MB a shard at the design peak."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = var.aggregate_task_memory >= 512 && var.aggregate_task_memory <= 30720
+    error_message = "aggregate_task_memory must be between 512 and 30720 MiB."
+  }
+}
+
+variable "aggregate_min_tasks" {
+  description = "Fewest kurz aggregate tasks. Two, in different zones: a dead consumer's shards move to the other within aggregate.lease_ms (15 s)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.aggregate_min_tasks >= 1 && var.aggregate_min_tasks <= 1000
+    error_message = "aggregate_min_tasks must be between 1 and 1000."
+  }
+}
+
+variable "aggregate_max_tasks" {
+  description = "Most kurz aggregate tasks auto-scaling may run. In PROVISIONED mode the module caps it at click_stream_shards: a consumer beyond one per shard has nothing to read."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.aggregate_max_tasks >= 1 && var.aggregate_max_tasks <= 1000
+    error_message = "aggregate_max_tasks must be between 1 and 1000."
+  }
+}
+
+variable "aggregate_scale_out_iterator_age_ms" {
+  description = "The consumers scale out while the stream's GetRecords.IteratorAgeMilliseconds (how far behind the newest record they read) stays above this, and in while it stays under a sixth of it. A consumer that keeps up reads within a second or two of the write; a window's writes pause its shard's reading."
+  type        = number
+  default     = 30000
+
+  validation {
+    condition     = var.aggregate_scale_out_iterator_age_ms >= 10000
+    error_message = "aggregate_scale_out_iterator_age_ms must be at least 10000 (a window)."
+  }
+}
+
 # --- DynamoDB ------------------------------------------------------------------------------
 
 variable "table_name" {
