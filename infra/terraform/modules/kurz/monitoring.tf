@@ -1,6 +1,7 @@
 # Alarms, all to one SNS topic: error rates at the load balancer, p99 latency, DynamoDB
-# throttling and errors, Redis evictions and CPU, and kurz's own 503s (load shedding and a store
-# that does not answer), counted from kurz's JSON logs.
+# throttling and errors, Redis evictions and CPU, kurz's own 503s (load shedding and a store
+# that does not answer) and dropped clicks, counted from kurz's JSON logs, and with the click
+# stream: consumers behind or not running, throttled puts, consumer failures.
 
 resource "aws_sns_topic" "alarms" {
   name              = "${var.name}-alarms"
@@ -358,6 +359,165 @@ resource "aws_cloudwatch_metric_alarm" "redis_host_cpu" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = 90
   treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+# --- clicks dropped, from the tasks' logs ---
+# kurz logs one JSON line at ERROR with the number of clicks in a `clicks` field whenever it gives
+# clicks up (src/clicks): the store sink's backlog past clicks.max_pending_codes or unwritten at
+# shutdown, the stream sink's queue full, records the stream did not take within the resend
+# window, or unsent at shutdown. The metric is the number of clicks. tests/it/infra.rs holds this
+# list to those lines.
+
+locals {
+  dropped_clicks_messages = [
+    "dropped clicks: *",
+    "dropped unflushed clicks: the store has failed for too long",
+    "clicks not written at shutdown",
+    "clicks not sent to the click stream at shutdown",
+  ]
+}
+
+resource "aws_cloudwatch_log_metric_filter" "clicks_dropped" {
+  name           = "${var.name}-clicks-dropped"
+  log_group_name = aws_cloudwatch_log_group.kurz.name
+  pattern        = "{ ${join(" || ", [for m in local.dropped_clicks_messages : "$.message = \"${m}\""])} }"
+
+  metric_transformation {
+    name          = "ClicksDropped"
+    namespace     = "kurz/${var.name}"
+    value         = "$.clicks"
+    default_value = "0"
+    unit          = "Count"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "clicks_dropped" {
+  alarm_name          = "${var.name}-clicks-dropped"
+  alarm_description   = "kurz dropped clicks (counted from its logs): the store or the click stream did not take them for too long, or a task stopped with clicks unwritten."
+  namespace           = "kurz/${var.name}"
+  metric_name         = aws_cloudwatch_log_metric_filter.clicks_dropped.metric_transformation[0].name
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 1
+  datapoints_to_alarm = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+# --- the click stream and kurz aggregate (click_sink = "kinesis") ---
+
+locals {
+  click_stream_dimension = { StreamName = one(aws_kinesis_stream.clicks[*].name) }
+  # Every failure kurz aggregate logs and tries again after (the WARN lines of src/aggregate,
+  # exact text; tests/it/infra.rs holds this list to the source).
+  aggregate_error_messages = [
+    "cannot begin a window; reading it again",
+    "cannot give the lease up; it expires",
+    "cannot mark the shard ended; trying again",
+    "cannot move the checkpoint; trying again",
+    "cannot read the shard; trying again",
+    "lease round failed; trying again",
+    "skipping a record that is not kurz's click events",
+    "the store did not take the whole window; sending the rest again",
+  ]
+}
+
+resource "aws_cloudwatch_metric_alarm" "click_stream_iterator_age" {
+  count               = local.click_stream ? 1 : 0
+  alarm_name          = "${var.name}-click-stream-behind"
+  alarm_description   = "kurz aggregate reads more than ${var.iterator_age_alarm_ms} ms behind the click stream for 5 minutes: statistics are late, and clicks older than ${var.click_stream_retention_hours} h are lost. No reads at all count as behind."
+  namespace           = "AWS/Kinesis"
+  metric_name         = "GetRecords.IteratorAgeMilliseconds"
+  dimensions          = local.click_stream_dimension
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.iterator_age_alarm_ms
+  # A live consumer calls GetRecords on each of its shards every second, records or not: a
+  # minute without a datapoint is a minute nobody read the stream.
+  treat_missing_data = "breaching"
+  alarm_actions      = local.alarm_actions
+  ok_actions         = local.alarm_actions
+  tags               = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "click_stream_throttled_puts" {
+  count               = local.click_stream ? 1 : 0
+  alarm_name          = "${var.name}-click-stream-throttled-puts"
+  alarm_description   = "The click stream refused kurz's records for throughput in 3 of 5 minutes: the tasks keep them queued and send them again, for clicks.kinesis.resend_window_ms (then they are dropped). Add shards (click_stream_shards) or use ON_DEMAND."
+  namespace           = "AWS/Kinesis"
+  metric_name         = "PutRecords.ThrottledRecords"
+  dimensions          = local.click_stream_dimension
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_log_metric_filter" "aggregate_errors" {
+  count          = local.click_stream ? 1 : 0
+  name           = "${var.name}-aggregate-errors"
+  log_group_name = aws_cloudwatch_log_group.aggregate[0].name
+  pattern        = "{ ${join(" || ", [for m in local.aggregate_error_messages : "$.message = \"${m}\""])} }"
+
+  metric_transformation {
+    name          = "AggregateErrors"
+    namespace     = "kurz/${var.name}"
+    value         = "1"
+    default_value = "0"
+    unit          = "Count"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "aggregate_errors" {
+  count               = local.click_stream ? 1 : 0
+  alarm_name          = "${var.name}-aggregate-errors"
+  alarm_description   = "kurz aggregate logged more than ${var.aggregate_errors_threshold} failures a minute (stream reads, lease rounds, window writes, checkpoints) for 5 minutes; each is tried again, so clicks are late, not lost. Its log group says which."
+  namespace           = "kurz/${var.name}"
+  metric_name         = aws_cloudwatch_log_metric_filter.aggregate_errors[0].metric_transformation[0].name
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.aggregate_errors_threshold
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+# Container Insights is on for the cluster (ecs.tf), so the service's running task count is a
+# metric; a minute without it is a service with no task reporting.
+resource "aws_cloudwatch_metric_alarm" "aggregate_not_running" {
+  count               = local.click_stream ? 1 : 0
+  alarm_name          = "${var.name}-aggregate-not-running"
+  alarm_description   = "No kurz aggregate task has run for 2 of 3 minutes: nobody writes the clicks on the stream (they wait there for ${var.click_stream_retention_hours} h)."
+  namespace           = "ECS/ContainerInsights"
+  metric_name         = "RunningTaskCount"
+  dimensions          = { ClusterName = aws_ecs_cluster.kurz.name, ServiceName = aws_ecs_service.aggregate[0].name }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
   alarm_actions       = local.alarm_actions
   ok_actions          = local.alarm_actions
   tags                = local.tags

@@ -420,6 +420,28 @@ variable "aggregate_scale_out_iterator_age_ms" {
   }
 }
 
+variable "iterator_age_alarm_ms" {
+  description = "Alarm when the consumers stay further behind the stream than this for 5 minutes: statistics are that late, and past click_stream_retention_hours clicks are lost."
+  type        = number
+  default     = 300000
+
+  validation {
+    condition     = var.iterator_age_alarm_ms >= 60000
+    error_message = "iterator_age_alarm_ms must be at least 60000 (1 minute)."
+  }
+}
+
+variable "aggregate_errors_threshold" {
+  description = "Alarm when kurz aggregate logs more failures than this a minute (reads, lease rounds, window writes and checkpoints it tries again), for 5 minutes."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.aggregate_errors_threshold >= 0
+    error_message = "aggregate_errors_threshold must not be negative."
+  }
+}
+
 # --- DynamoDB ------------------------------------------------------------------------------
 
 variable "table_name" {
