@@ -186,6 +186,9 @@ module "kurz" {
   min_tasks          = var.min_tasks
   max_tasks          = var.max_tasks
 
+  click_sink          = var.click_sink
+  click_stream_shards = var.click_stream_shards
+
   tags = { environment = "production" }
 }
 

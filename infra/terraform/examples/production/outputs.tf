@@ -42,3 +42,13 @@ output "secret_arns" {
   description = "Secrets Manager ARNs: admin_token, api_keys, permutation_key, redis_url."
   value       = module.kurz.secret_arns
 }
+
+output "click_stream_name" {
+  description = "The click stream (null with click_sink = \"store\")."
+  value       = module.kurz.click_stream_name
+}
+
+output "aggregate_service_name" {
+  description = "The kurz aggregate ECS service (null with click_sink = \"store\")."
+  value       = module.kurz.aggregate_service_name
+}

@@ -137,3 +137,25 @@ variable "max_tasks" {
     error_message = "max_tasks must be at least 2."
   }
 }
+
+variable "click_sink" {
+  description = "Where the tasks' clicks go: kinesis (a stream, written to the table by kurz aggregate once per link per window) or store (each task writes them). At the 10 billion redirects a day this root is sized for, kinesis: per-task writes need ~810,000 write units a second, 20 times the table's default quota (CAPACITY.md, 5a)."
+  type        = string
+  default     = "kinesis"
+
+  validation {
+    condition     = contains(["store", "kinesis"], var.click_sink)
+    error_message = "click_sink must be store or kinesis."
+  }
+}
+
+variable "click_stream_shards" {
+  description = "Shards of the click stream: 50 carry the peak of 10 billion clicks a day (~257,000 events, 25.7 MB a second) at half of the shards' 1 MiB/s write limit (the module's variables.tf shows the arithmetic)."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.click_stream_shards >= 1
+    error_message = "click_stream_shards must be at least 1."
+  }
+}
