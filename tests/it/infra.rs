@@ -1,13 +1,16 @@
 //! The Terraform in `infra/terraform` against the code it deploys, offline (no provider
-//! downloads here): the table's keys and TTL attribute are those `kurz init` creates, the task
-//! role allows exactly the DynamoDB calls `kurz serve` makes (and the code makes no call
-//! outside the declared lists), and every `KURZ__` variable in the task definition is a real
-//! setting.
+//! downloads here): the table's keys and TTL attribute are those `kurz init` creates; each role
+//! allows exactly the DynamoDB and Kinesis calls its program makes (`kurz serve`: the task role;
+//! `kurz aggregate`: the aggregate role), found by following the calls from each program's entry
+//! through the source, and the code makes no call outside the declared lists; every `KURZ__`
+//! variable in each task definition is a real setting, and the consumer reads the stream the
+//! service writes; the log metric filters match the lines the code logs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::process::Command;
 
-use hcl::{Block, Body, Expression, ObjectKey};
+use hcl::{Block, Body, Expression, ObjectKey, TraversalOperator};
 use kurz::config::Settings;
 use kurz::store::dynamodb::item::{INDEX_SK, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use kurz::store::dynamodb::{INDEXES, INIT_OPERATIONS, SERVE_OPERATIONS};
@@ -189,6 +192,12 @@ fn the_task_role_allows_exactly_the_dynamodb_calls_kurz_serve_makes() {
         allowed, needed,
         "task role actions vs the calls kurz serve makes"
     );
+    let granted = role_actions(&files, "task");
+    assert_eq!(
+        of_service(&granted, "dynamodb"),
+        set(SERVE_OPERATIONS),
+        "the DynamoDB actions the task role's policies grant vs the calls kurz serve makes"
+    );
 }
 
 /// Every object `{ name = "KURZ__…", … }` anywhere in `expr`, by name, with its value when it
@@ -219,6 +228,10 @@ fn kurz_variables(expr: &Expression, found: &mut Vec<(String, Option<String>)>) 
         Expression::Array(items) => items.iter().for_each(|e| kurz_variables(e, found)),
         Expression::FuncCall(call) => call.args.iter().for_each(|e| kurz_variables(e, found)),
         Expression::Parenthesis(inner) => kurz_variables(inner, found),
+        Expression::Conditional(choice) => {
+            kurz_variables(&choice.true_expr, found);
+            kurz_variables(&choice.false_expr, found);
+        }
         _ => {}
     }
 }
@@ -230,37 +243,37 @@ fn attributes_everywhere(body: &Body, out: &mut Vec<Expression>) {
     }
 }
 
-#[test]
-fn every_kurz_variable_in_the_task_definition_is_a_real_setting() {
-    let files = module();
+/// The `KURZ__` variables of task definition `name`, with their value expressions.
+fn task_variables(files: &[(String, Body)], name: &str) -> Vec<(String, Option<String>)> {
+    let mut exprs = Vec::new();
+    attributes_everywhere(
+        resource(files, "aws_ecs_task_definition", name).body(),
+        &mut exprs,
+    );
     let mut found = Vec::new();
-    for (_, body) in &files {
-        let mut exprs = Vec::new();
-        attributes_everywhere(body, &mut exprs);
-        for expr in &exprs {
-            kurz_variables(expr, &mut found);
-        }
+    for expr in &exprs {
+        kurz_variables(expr, &mut found);
     }
+    found
+}
+
+/// Each name is a kurz setting, and the literal values load together.
+fn assert_real_settings(task: &str, found: &[(String, Option<String>)], must: &[&str]) {
     let names: BTreeSet<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
-    for must in [
-        "KURZ__STORE__BACKEND",
-        "KURZ__STORE__DYNAMODB__TABLE",
-        "KURZ__CACHE__REDIS__URL",
-        "KURZ__SERVER__DRAIN_DELAY_MS",
-    ] {
+    for must in must {
         assert!(
             names.contains(must),
-            "{must} not set in the task definition: {names:?}"
+            "{must} not set in the {task} task definition: {names:?}"
         );
     }
     let mut literals = HashMap::new();
-    for (name, value) in &found {
+    for (name, value) in found {
         // Alone, any value: an error may say the value is wrong, never that the name is.
         let env = HashMap::from([(name.clone(), value.clone().unwrap_or_else(|| "1".into()))]);
         if let Err(e) = Settings::load_from(None, Some(env)) {
             assert!(
                 !e.to_string().contains("unknown field"),
-                "{name} is not a kurz setting: {e}"
+                "{name} ({task} task) is not a kurz setting: {e}"
             );
         }
         if let Some(value) = value {
@@ -273,8 +286,154 @@ fn every_kurz_variable_in_the_task_definition_is_a_real_setting() {
         literals.insert("KURZ__AUTH__API_KEYS".into(), "k".repeat(32));
     }
     if let Err(e) = Settings::load_from(None, Some(literals.clone())) {
-        panic!("the task definition's settings do not load: {e}\n{literals:?}");
+        panic!("the {task} task definition's settings do not load: {e}\n{literals:?}");
     }
+}
+
+#[test]
+fn every_kurz_variable_in_the_task_definitions_is_a_real_setting() {
+    let files = module();
+    let tasks: BTreeSet<String> = blocks(&files, "resource")
+        .filter(|b| b.labels().first().map(|l| l.as_str()) == Some("aws_ecs_task_definition"))
+        .filter_map(|b| b.labels().get(1).map(|l| l.as_str().to_owned()))
+        .collect();
+    assert_eq!(
+        tasks,
+        BTreeSet::from(["aggregate".to_owned(), "kurz".to_owned()]),
+        "the task definitions this test knows"
+    );
+    let serve = task_variables(&files, "kurz");
+    assert_real_settings(
+        "kurz serve",
+        &serve,
+        &[
+            "KURZ__STORE__BACKEND",
+            "KURZ__STORE__DYNAMODB__TABLE",
+            "KURZ__CACHE__REDIS__URL",
+            "KURZ__SERVER__DRAIN_DELAY_MS",
+            "KURZ__CLICKS__SINK",
+            "KURZ__CLICKS__KINESIS__STREAM",
+        ],
+    );
+    let aggregate = task_variables(&files, "aggregate");
+    assert_real_settings(
+        "kurz aggregate",
+        &aggregate,
+        &[
+            "KURZ__STORE__BACKEND",
+            "KURZ__STORE__DYNAMODB__TABLE",
+            "KURZ__STORE__DYNAMODB__REGION",
+            "KURZ__CLICKS__KINESIS__STREAM",
+            "KURZ__AGGREGATE__WINDOW_MS",
+            "KURZ__LOG__FORMAT",
+        ],
+    );
+}
+
+/// The settings of the click stream (`clicks.kinesis.*`) in task definition `name`, by name,
+/// with their value expressions.
+fn stream_settings(files: &[(String, Body)], name: &str) -> BTreeMap<String, String> {
+    let mut exprs = Vec::new();
+    attributes_everywhere(
+        resource(files, "aws_ecs_task_definition", name).body(),
+        &mut exprs,
+    );
+    let mut found = BTreeMap::new();
+    for expr in &exprs {
+        environment_entries(expr, &mut found);
+    }
+    found
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("KURZ__CLICKS__KINESIS__"))
+        .collect()
+}
+
+/// Every `{ name = "KURZ__…", value = EXPR }` in `expr`: the name and EXPR as written.
+fn environment_entries(expr: &Expression, found: &mut BTreeMap<String, String>) {
+    match expr {
+        Expression::Object(object) => {
+            let get = |key: &str| {
+                object.iter().find_map(|(k, v)| match k {
+                    ObjectKey::Identifier(id) if id.as_str() == key => Some(v),
+                    _ => None,
+                })
+            };
+            if let (Some(Expression::String(name)), Some(value)) = (get("name"), get("value"))
+                && name.starts_with("KURZ__")
+            {
+                found.insert(name.clone(), format!("{value:?}"));
+            }
+            object
+                .iter()
+                .for_each(|(_, v)| environment_entries(v, found));
+        }
+        Expression::Array(items) => items.iter().for_each(|e| environment_entries(e, found)),
+        Expression::FuncCall(call) => call.args.iter().for_each(|e| environment_entries(e, found)),
+        Expression::Parenthesis(inner) => environment_entries(inner, found),
+        Expression::Conditional(choice) => {
+            environment_entries(&choice.true_expr, found);
+            environment_entries(&choice.false_expr, found);
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn the_consumer_reads_the_stream_the_service_writes_with_its_settings() {
+    let files = module();
+    let serve = stream_settings(&files, "kurz");
+    assert!(
+        serve.contains_key("KURZ__CLICKS__KINESIS__STREAM"),
+        "the service names no stream: {serve:?}"
+    );
+    // The same stream, and the same resend window and put timeout (the consumer remembers
+    // record ids for as long as the producers may send one again).
+    assert_eq!(
+        stream_settings(&files, "aggregate"),
+        serve,
+        "clicks.kinesis.* of kurz aggregate vs kurz serve"
+    );
+    // The consumer runs `kurz aggregate`: a subcommand of this kurz.
+    let command = container_command(resource(&files, "aws_ecs_task_definition", "aggregate"));
+    assert_eq!(command, ["aggregate"], "the consumer's container command");
+    let help = Command::new(env!("CARGO_BIN_EXE_kurz"))
+        .args(&command)
+        .arg("--help")
+        .output()
+        .expect("kurz runs");
+    assert!(
+        help.status.success(),
+        "`kurz {} --help` failed: {}",
+        command.join(" "),
+        String::from_utf8_lossy(&help.stderr)
+    );
+}
+
+/// The `command` of the (one) container in a task definition's `jsonencode([...])`.
+fn container_command(task: &Block) -> Vec<String> {
+    let Some(Expression::FuncCall(call)) = attribute(task.body(), "container_definitions") else {
+        panic!("container_definitions should be jsonencode([...])");
+    };
+    let Some(Expression::Array(containers)) = call.args.first() else {
+        panic!("container_definitions should be jsonencode([...])");
+    };
+    let [Expression::Object(container)] = containers.as_slice() else {
+        panic!("one container per task definition");
+    };
+    let command = container.iter().find_map(|(k, v)| match k {
+        ObjectKey::Identifier(id) if id.as_str() == "command" => Some(v),
+        _ => None,
+    });
+    let Some(Expression::Array(words)) = command else {
+        panic!("the container should have a literal `command` list");
+    };
+    words
+        .iter()
+        .map(|w| match w {
+            Expression::String(s) => s.clone(),
+            other => panic!("not a string literal: {other:?}"),
+        })
+        .collect()
 }
 
 #[test]
@@ -296,5 +455,591 @@ fn the_image_checks_health_with_the_kurz_subcommand() {
     assert!(
         instruction.contains(r#"CMD ["/usr/local/bin/kurz", "healthcheck"]"#),
         "HEALTHCHECK should run `kurz healthcheck`: {instruction}"
+    );
+}
+
+// --- the calls each program makes, by following them through the source ---------------------
+
+/// Which SDK an operation belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Sdk {
+    DynamoDb,
+    Kinesis,
+}
+
+/// The source the walk reads, in groups of files whose functions call each other by `self.`,
+/// `Self::` or a bare name, and the SDK a `client` is in that group (a `kinesis` receiver is
+/// always Kinesis).
+const GROUPS: &[(&str, &str, Sdk)] = &[
+    ("main", "src/main.rs", Sdk::DynamoDb),
+    ("store", "src/store/mod.rs", Sdk::DynamoDb),
+    ("dynamodb", "src/store/dynamodb", Sdk::DynamoDb),
+    ("stream", "src/clicks/stream.rs", Sdk::Kinesis),
+    ("aggregate", "src/aggregate/mod.rs", Sdk::Kinesis),
+    ("leases", "src/aggregate/leases.rs", Sdk::DynamoDb),
+];
+
+/// `path::f(` calls followed: the segment before `f`, and the group it names.
+const PATHS: &[(&str, &str)] = &[
+    ("store", "store"),
+    ("DynamoStore", "dynamodb"),
+    ("dynamodb", "dynamodb"),
+    ("item", "dynamodb"),
+    ("rollups", "dynamodb"),
+    ("table", "dynamodb"),
+    ("error", "dynamodb"),
+    ("stream", "stream"),
+    ("StreamSink", "stream"),
+    ("aggregate", "aggregate"),
+    ("Reader", "aggregate"),
+    ("leases", "leases"),
+    ("Leases", "leases"),
+];
+
+/// `receiver.f(` calls followed: the receiver's name, and the group of its type.
+const RECEIVERS: &[(&str, &str)] = &[
+    // kurz aggregate's store (`Context::store`, and main's), a DynamoStore.
+    ("store", "dynamodb"),
+    ("leases", "leases"),
+    ("reader", "aggregate"),
+];
+
+/// Functions by (group, name): the bodies (a name may be defined more than once in a group).
+type Functions = HashMap<(&'static str, String), Vec<String>>;
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// The functions of a file (its test module left out), found by rustfmt's layout: a `fn` line
+/// and the body up to the first `}` at the line's indentation.
+fn functions_of(text: &str) -> Vec<(String, String)> {
+    let text = text
+        .find("\n#[cfg(test)]\nmod tests")
+        .map_or(text, |at| &text[..at]);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut rest = line.trim_start();
+        let indent = &line[..line.len() - rest.len()];
+        for qualifier in [
+            "pub(crate) ",
+            "pub(super) ",
+            "pub ",
+            "const ",
+            "async ",
+            "unsafe ",
+        ] {
+            rest = rest.strip_prefix(qualifier).unwrap_or(rest);
+        }
+        let Some(rest) = rest.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = rest.chars().take_while(|c| is_ident(*c)).collect();
+        let closing = format!("{indent}}}");
+        let end = if line.trim_end().ends_with('}') || line.trim_end().ends_with(';') {
+            i
+        } else {
+            (i + 1..lines.len())
+                .find(|&j| lines[j] == closing)
+                .unwrap_or_else(|| panic!("no end to fn {name}"))
+        };
+        found.push((name, lines[i..=end].join("\n")));
+    }
+    found
+}
+
+fn sources() -> Functions {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut functions = Functions::new();
+    for (group, path, _) in GROUPS {
+        let path = root.join(path);
+        let files: Vec<_> = if path.is_dir() {
+            std::fs::read_dir(&path)
+                .expect("source dir")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+                .collect()
+        } else {
+            vec![path]
+        };
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("source");
+            for (name, body) in functions_of(&text) {
+                functions.entry((*group, name)).or_default().push(body);
+            }
+        }
+    }
+    functions
+}
+
+/// How a call `name(` is made: `receiver.name(`, `path::name(` or a bare `name(`.
+enum Call {
+    Method(String),
+    Path(String),
+    Bare,
+}
+
+/// Every call in `body`, with how it is made.
+fn calls(body: &str) -> Vec<(Call, String)> {
+    let chars: Vec<char> = body.chars().collect();
+    let word_before = |mut end: usize| {
+        while end > 0 && chars[end - 1].is_whitespace() {
+            end -= 1;
+        }
+        let start = (0..end)
+            .rev()
+            .take_while(|&k| is_ident(chars[k]))
+            .last()
+            .unwrap_or(end);
+        (start, chars[start..end].iter().collect::<String>())
+    };
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if !(chars[i].is_ascii_alphabetic() || chars[i] == '_') || (i > 0 && is_ident(chars[i - 1]))
+        {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && is_ident(chars[i]) {
+            i += 1;
+        }
+        if chars.get(i) != Some(&'(') {
+            continue;
+        }
+        let name: String = chars[start..i].iter().collect();
+        let mut before = start;
+        while before > 0 && chars[before - 1].is_whitespace() {
+            before -= 1;
+        }
+        let call = if before > 0 && chars[before - 1] == '.' {
+            Call::Method(word_before(before - 1).1)
+        } else if before > 1 && chars[before - 1] == ':' && chars[before - 2] == ':' {
+            Call::Path(word_before(before - 2).1)
+        } else if word_before(start).1 == "fn" {
+            continue;
+        } else {
+            Call::Bare
+        };
+        found.push((call, name));
+    }
+    found
+}
+
+fn sdk_of(group: &str) -> Sdk {
+    GROUPS
+        .iter()
+        .find(|(name, _, _)| *name == group)
+        .map(|(_, _, sdk)| *sdk)
+        .expect("a known group")
+}
+
+/// The SDK operations reachable from `roots` ((group, function)), following the calls that
+/// [`GROUPS`], [`PATHS`] and [`RECEIVERS`] say where to find.
+fn reachable(functions: &Functions, roots: &[(&'static str, &str)]) -> BTreeSet<(Sdk, String)> {
+    let mut ops = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<(&'static str, String)> =
+        roots.iter().map(|(g, f)| (*g, (*f).to_owned())).collect();
+    for root in &todo {
+        assert!(
+            functions.contains_key(root),
+            "no fn {} in {}",
+            root.1,
+            root.0
+        );
+    }
+    while let Some(at) = todo.pop() {
+        if !seen.insert(at.clone()) {
+            continue;
+        }
+        let (group, _) = at;
+        for body in functions.get(&at).into_iter().flatten() {
+            for (call, name) in calls(body) {
+                let target = match &call {
+                    Call::Method(r) if r == "client" => {
+                        ops.insert((sdk_of(group), pascal_case(&name)));
+                        continue;
+                    }
+                    Call::Method(r) if r == "kinesis" => {
+                        ops.insert((Sdk::Kinesis, pascal_case(&name)));
+                        continue;
+                    }
+                    Call::Method(r) if r == "self" => Some(group),
+                    Call::Path(p) if p == "Self" => Some(group),
+                    Call::Bare => Some(group),
+                    Call::Method(r) => RECEIVERS.iter().find(|(n, _)| n == r).map(|(_, g)| *g),
+                    Call::Path(p) => PATHS.iter().find(|(n, _)| n == p).map(|(_, g)| *g),
+                };
+                if let Some(target) = target
+                    && functions.contains_key(&(target, name.clone()))
+                {
+                    todo.push((target, name));
+                }
+            }
+        }
+    }
+    ops
+}
+
+fn of_sdk(ops: &BTreeSet<(Sdk, String)>, sdk: Sdk) -> BTreeSet<String> {
+    ops.iter()
+        .filter(|(s, _)| *s == sdk)
+        .map(|(_, op)| op.clone())
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `kurz serve`'s calls on the stream: those of the sink the service builds (`StreamSink::new`)
+/// and the flusher calls through the `Sink` trait.
+const SERVE_STREAM_ROOTS: &[(&str, &str)] = &[
+    ("stream", "new"),
+    ("stream", "add_clicks"),
+    ("stream", "close"),
+];
+
+#[test]
+fn each_program_calls_exactly_the_declared_operations() {
+    let functions = sources();
+    let serve = reachable(&functions, SERVE_STREAM_ROOTS);
+    assert_eq!(
+        of_sdk(&serve, Sdk::Kinesis),
+        set(kurz::clicks::stream::SERVE_OPERATIONS),
+        "the Kinesis calls of kurz serve vs clicks::stream::SERVE_OPERATIONS"
+    );
+    assert!(
+        of_sdk(&serve, Sdk::DynamoDb).is_empty(),
+        "the stream sink calls DynamoDB: {serve:?}"
+    );
+
+    let init = reachable(&functions, &[("main", "init")]);
+    assert_eq!(
+        of_sdk(&init, Sdk::Kinesis),
+        set(kurz::clicks::stream::INIT_OPERATIONS),
+        "the Kinesis calls of kurz init vs clicks::stream::INIT_OPERATIONS"
+    );
+
+    let aggregate = reachable(&functions, &[("main", "aggregate")]);
+    assert_eq!(
+        of_sdk(&aggregate, Sdk::Kinesis),
+        set(kurz::aggregate::KINESIS_OPERATIONS),
+        "the Kinesis calls of kurz aggregate vs aggregate::KINESIS_OPERATIONS"
+    );
+    assert_eq!(
+        of_sdk(&aggregate, Sdk::DynamoDb),
+        set(kurz::aggregate::DYNAMODB_OPERATIONS),
+        "the DynamoDB calls of kurz aggregate vs aggregate::DYNAMODB_OPERATIONS"
+    );
+
+    // No Kinesis or lease call in the stream's and the consumer's files is outside those walks.
+    let mut walked = serve;
+    walked.extend(init);
+    walked.extend(aggregate);
+    for group in ["stream", "aggregate", "leases"] {
+        for ((g, name), bodies) in &functions {
+            if *g != group {
+                continue;
+            }
+            for body in bodies {
+                for (call, op) in calls(body) {
+                    let sdk = match call {
+                        Call::Method(r) if r == "client" => sdk_of(group),
+                        Call::Method(r) if r == "kinesis" => Sdk::Kinesis,
+                        _ => continue,
+                    };
+                    let op = pascal_case(&op);
+                    assert!(
+                        walked.contains(&(sdk, op.clone())),
+                        "{sdk:?} {op} (in {group}::{name}) is called by none of kurz serve, init and aggregate as the walk follows them"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The dotted names of a traversal (`aws_iam_role.aggregate[0].id` -> aws_iam_role, aggregate,
+/// id), index operators left out.
+fn traversal_names(expr: &Expression) -> Vec<String> {
+    let Expression::Traversal(traversal) = expr else {
+        return Vec::new();
+    };
+    let Expression::Variable(root) = &traversal.expr else {
+        return Vec::new();
+    };
+    std::iter::once(root.as_str().to_owned())
+        .chain(traversal.operators.iter().filter_map(|op| match op {
+            TraversalOperator::GetAttr(name) => Some(name.as_str().to_owned()),
+            _ => None,
+        }))
+        .collect()
+}
+
+/// A list of strings, written out or as `local.NAME`.
+fn string_list(files: &[(String, Body)], expr: &Expression) -> Vec<String> {
+    let names = traversal_names(expr);
+    let expr = match names.as_slice() {
+        [local, name] if local == "local" => blocks(files, "locals")
+            .find_map(|b| attribute(b.body(), name))
+            .unwrap_or_else(|| panic!("no local.{name}")),
+        _ => expr,
+    };
+    let Expression::Array(items) = expr else {
+        panic!("not a list literal or a local one: {expr:?}");
+    };
+    items
+        .iter()
+        .map(|a| match a {
+            Expression::String(s) => s.clone(),
+            other => panic!("not a string literal: {other:?}"),
+        })
+        .collect()
+}
+
+/// Every `actions` list anywhere in `body` (statements, dynamic blocks and their content).
+fn actions_in(files: &[(String, Body)], body: &Body, out: &mut BTreeSet<String>) {
+    for a in body.attributes() {
+        if a.key() == "actions" {
+            out.extend(string_list(files, a.expr()));
+        }
+    }
+    for block in body.blocks() {
+        actions_in(files, block.body(), out);
+    }
+}
+
+/// The actions granted to `aws_iam_role.ROLE` by every inline policy attached to it.
+fn role_actions(files: &[(String, Body)], role: &str) -> BTreeSet<String> {
+    assert!(
+        blocks(files, "resource").all(|b| {
+            let kind = b.labels().first().map(|l| l.as_str());
+            kind != Some("aws_iam_role_policy_attachment")
+                && kind != Some("aws_iam_role_policies_exclusive")
+        }),
+        "every grant should be an inline aws_iam_role_policy (which this test reads)"
+    );
+    let mut granted = BTreeSet::new();
+    let mut policies = 0;
+    for policy in blocks(files, "resource")
+        .filter(|b| b.labels().first().map(|l| l.as_str()) == Some("aws_iam_role_policy"))
+    {
+        let target = attribute(policy.body(), "role").map(traversal_names);
+        if target.as_deref().and_then(|t| t.get(..2))
+            != Some(&["aws_iam_role".to_owned(), role.to_owned()][..])
+        {
+            continue;
+        }
+        policies += 1;
+        let document = attribute(policy.body(), "policy").map(traversal_names);
+        let Some([data, kind, name, ..]) = document.as_deref() else {
+            panic!("the policy of {role} should be data.aws_iam_policy_document.NAME.json");
+        };
+        assert_eq!(
+            (data.as_str(), kind.as_str()),
+            ("data", "aws_iam_policy_document")
+        );
+        let document = blocks(files, "data")
+            .find(|b| {
+                b.labels().first().map(|l| l.as_str()) == Some("aws_iam_policy_document")
+                    && b.labels().get(1).map(|l| l.as_str()) == Some(name.as_str())
+            })
+            .unwrap_or_else(|| panic!("no data.aws_iam_policy_document.{name}"));
+        actions_in(files, document.body(), &mut granted);
+    }
+    assert!(policies > 0, "no policy attached to aws_iam_role.{role}");
+    granted
+}
+
+/// The operations of `service` among `actions` (`dynamodb:GetItem` -> `GetItem`).
+fn of_service(actions: &BTreeSet<String>, service: &str) -> BTreeSet<String> {
+    actions
+        .iter()
+        .filter_map(|a| a.strip_prefix(&format!("{service}:")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_roles_allow_exactly_the_calls_their_programs_make() {
+    let files = module();
+    let serve = role_actions(&files, "task");
+    assert_eq!(
+        of_service(&serve, "kinesis"),
+        set(kurz::clicks::stream::SERVE_OPERATIONS),
+        "the task role's Kinesis actions vs the calls kurz serve makes"
+    );
+    let aggregate = role_actions(&files, "aggregate");
+    assert_eq!(
+        of_service(&aggregate, "kinesis"),
+        set(kurz::aggregate::KINESIS_OPERATIONS),
+        "the aggregate role's Kinesis actions vs the calls kurz aggregate makes"
+    );
+    assert_eq!(
+        of_service(&aggregate, "dynamodb"),
+        set(kurz::aggregate::DYNAMODB_OPERATIONS),
+        "the aggregate role's DynamoDB actions vs the calls kurz aggregate makes"
+    );
+    for (role, actions) in [("task", &serve), ("aggregate", &aggregate)] {
+        for action in actions.iter() {
+            assert!(
+                ["dynamodb:", "kinesis:", "kms:"]
+                    .iter()
+                    .any(|service| action.starts_with(service)),
+                "{role} role: {action} is no call kurz makes"
+            );
+        }
+    }
+}
+
+// --- log metric filters against the lines the code logs ------------------------------------
+
+/// Each `tracing::LEVEL!(...)` in the files of `dir` (test modules left out): the text of its
+/// arguments and its message (the last string literal).
+fn log_lines(dir: &str, level: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut found = Vec::new();
+    let start = format!("tracing::{level}!(");
+    for entry in std::fs::read_dir(dir).expect("source dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|x| x != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("source");
+        let text = text
+            .find("\n#[cfg(test)]\nmod tests")
+            .map_or(text.as_str(), |at| &text[..at]);
+        let mut rest = text;
+        while let Some(at) = rest.find(&start) {
+            rest = &rest[at + start.len()..];
+            let (mut depth, mut in_string, mut escaped) = (1, false, false);
+            let (mut literal, mut last) = (String::new(), None);
+            let mut end = rest.len();
+            for (i, c) in rest.char_indices() {
+                if in_string {
+                    match c {
+                        _ if escaped => {
+                            literal.push(c);
+                            escaped = false;
+                        }
+                        '\\' => escaped = true,
+                        '"' => {
+                            in_string = false;
+                            last = Some(std::mem::take(&mut literal));
+                        }
+                        _ => literal.push(c),
+                    }
+                    continue;
+                }
+                match c {
+                    '"' => in_string = true,
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = i;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let message = last.unwrap_or_else(|| panic!("{level}! without a message in {path:?}"));
+            found.push((rest[..end].to_owned(), message));
+        }
+    }
+    found
+}
+
+/// The patterns of a metric filter's `$.message = "…"` terms, from the local list its pattern is
+/// built from.
+fn filter_messages(files: &[(String, Body)], filter: &str, local: &str) -> Vec<String> {
+    let pattern = attribute(
+        resource(files, "aws_cloudwatch_log_metric_filter", filter).body(),
+        "pattern",
+    )
+    .expect("a pattern");
+    assert!(
+        format!("{pattern:?}").contains(local),
+        "the {filter} filter's pattern should be built from local.{local}"
+    );
+    let list = blocks(files, "locals")
+        .find_map(|b| attribute(b.body(), local))
+        .unwrap_or_else(|| panic!("no local.{local}"));
+    string_list(files, list)
+}
+
+/// Whether a filter term (`*` at its end: any text) matches the message `format!` makes of
+/// `literal` (`{…}`: some text).
+fn term_matches(term: &str, literal: &str) -> bool {
+    match term.strip_suffix('*') {
+        Some(prefix) => literal.starts_with(prefix) && !prefix.contains('{'),
+        None => term == literal && !literal.contains('{'),
+    }
+}
+
+#[test]
+fn the_consumer_errors_alarm_counts_every_failure_kurz_aggregate_logs() {
+    let files = module();
+    let terms: BTreeSet<String> =
+        filter_messages(&files, "aggregate_errors", "aggregate_error_messages")
+            .into_iter()
+            .collect();
+    let mut logged: BTreeSet<String> = BTreeSet::new();
+    for level in ["warn", "error"] {
+        logged.extend(
+            log_lines("src/aggregate", level)
+                .into_iter()
+                .map(|(_, m)| m),
+        );
+    }
+    assert!(!logged.is_empty(), "found no warn!/error! in src/aggregate");
+    assert_eq!(
+        terms, logged,
+        "the aggregate-errors filter's messages vs the WARN/ERROR lines of src/aggregate"
+    );
+}
+
+#[test]
+fn the_dropped_clicks_alarm_counts_every_line_that_drops_clicks() {
+    let files = module();
+    let terms = filter_messages(&files, "clicks_dropped", "dropped_clicks_messages");
+    let dropping: Vec<String> = log_lines("src/clicks", "error")
+        .into_iter()
+        .filter(|(args, _)| args.split(',').any(|a| a.trim().starts_with("clicks =")))
+        .map(|(_, message)| message)
+        .collect();
+    assert!(
+        !dropping.is_empty(),
+        "found no error! with a clicks field in src/clicks"
+    );
+    for message in &dropping {
+        assert!(
+            terms.iter().any(|t| term_matches(t, message)),
+            "\"{message}\" (src/clicks) is not counted by the clicks-dropped filter: {terms:?}"
+        );
+    }
+    for term in &terms {
+        assert!(
+            dropping.iter().any(|m| term_matches(term, m)),
+            "the clicks-dropped filter's \"{term}\" matches no line of src/clicks that drops clicks: {dropping:?}"
+        );
+    }
+    let value = resource(&files, "aws_cloudwatch_log_metric_filter", "clicks_dropped")
+        .body()
+        .blocks()
+        .find(|b| b.identifier() == "metric_transformation")
+        .map(|b| string_attr(b.body(), "value"));
+    assert_eq!(
+        value.as_deref(),
+        Some("$.clicks"),
+        "the metric counts the clicks"
     );
 }
