@@ -75,6 +75,7 @@ resource "aws_ecs_task_definition" "aggregate" {
         { name = "KURZ__STORE__DYNAMODB__REGION", value = local.region },
         { name = "KURZ__CLICKS__KINESIS__STREAM", value = aws_kinesis_stream.clicks[0].name },
         { name = "KURZ__AGGREGATE__WINDOW_MS", value = tostring(var.aggregate_window_ms) },
+        { name = "KURZ__STORE__DYNAMODB__FLUSH_CONCURRENCY", value = tostring(var.aggregate_flush_concurrency) },
         { name = "KURZ__LOG__FORMAT", value = "json" },
         { name = "KURZ__LOG__LEVEL", value = var.log_level },
       ]

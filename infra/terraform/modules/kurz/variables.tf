@@ -365,6 +365,17 @@ variable "aggregate_window_ms" {
   }
 }
 
+variable "aggregate_flush_concurrency" {
+  description = "KURZ__STORE__DYNAMODB__FLUSH_CONCURRENCY of kurz aggregate: how many links of a shard's window it writes at once. A shard takes about this many links a second per 30 ms a link write takes (infra/CAPACITY.md section 5b: 16 is ~530 a second, short of the design peak's ~3,200 a shard at 50 shards; measure, then raise this or the shards)."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = var.aggregate_flush_concurrency >= 1 && var.aggregate_flush_concurrency <= 1024
+    error_message = "aggregate_flush_concurrency must be between 1 and 1024."
+  }
+}
+
 variable "aggregate_task_cpu" {
   description = "CPU units of a kurz aggregate task (1024 = 1 vCPU)."
   type        = number
