@@ -9,12 +9,10 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kurz::analytics::Headers;
 use kurz::analytics::aggregate::Aggregator;
 use kurz::analytics::classify::{Classifier, Countries};
 use kurz::clicks::{ClickFlusher, ClickRecorder, FlushPacing};
@@ -22,68 +20,13 @@ use kurz::config::Settings;
 use kurz::store::{EmbeddedStore, LinkStore};
 use kurz::telemetry::Metrics;
 
-use common::{AGENTS, COUNTRIES, cpu_of_stat, prefill};
+use common::{Draw, Sent, cpu_of_stat, prefill};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A small xorshift generator: the same clicks in every run and mode.
-struct Draw(u64);
-
-impl Draw {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
-
-/// A visit's headers as the visits script makes them: a random agent, a referrer from 50
-/// sites (or none, one time in six), a country and a client address from 10.0.0.0/12.
-struct Sent {
-    agent: &'static str,
-    referer: String,
-    country: &'static str,
-    ip: IpAddr,
-}
-
-impl Sent {
-    fn draw(draw: &mut Draw) -> Self {
-        let agent = AGENTS[draw.next(AGENTS.len() as u64) as usize];
-        let site = draw.next(60) + 1;
-        let referer = if site <= 50 {
-            format!("https://site{site}.example/page/{}", draw.next(1000) + 1)
-        } else {
-            String::new()
-        };
-        let country = COUNTRIES[draw.next(COUNTRIES.len() as u64) as usize];
-        let ip = IpAddr::from([
-            10,
-            draw.next(16) as u8,
-            draw.next(256) as u8,
-            draw.next(25) as u8,
-        ]);
-        Self {
-            agent,
-            referer,
-            country,
-            ip,
-        }
-    }
-
-    fn headers(&self) -> Headers<'_> {
-        Headers {
-            user_agent: self.agent.as_bytes(),
-            referer: self.referer.as_bytes(),
-            country: self.country.as_bytes(),
-            client_ip: self.ip,
-        }
-    }
 }
 
 /// utime + stime in seconds of the /proc stat file at `path`.

@@ -1,10 +1,13 @@
 //! What the load and flusher benchmarks share: links written straight into an embedded store,
 //! the headers of the visits they click with, and CPU time read from /proc.
+#![allow(dead_code)] // each bench uses a different part
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kurz::analytics::Headers;
 use kurz::code::CodeGenerator;
 use kurz::store::{EmbeddedStore, Link, LinkStore};
 
@@ -69,6 +72,61 @@ pub const AGENTS: [&str; 12] = [
 
 /// The countries the visits come from.
 pub const COUNTRIES: [&str; 10] = ["US", "DE", "FR", "GB", "IN", "BR", "JP", "NL", "CA", "ES"];
+
+/// A small xorshift generator: the same clicks in every run and mode.
+pub struct Draw(pub u64);
+
+impl Draw {
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// A visit's headers as the visits script makes them: a random agent, a referrer from 50
+/// sites (or none, one time in six), a country and a client address from 10.0.0.0/12.
+pub struct Sent {
+    agent: &'static str,
+    referer: String,
+    country: &'static str,
+    ip: IpAddr,
+}
+
+impl Sent {
+    pub fn draw(draw: &mut Draw) -> Self {
+        let agent = AGENTS[draw.next(AGENTS.len() as u64) as usize];
+        let site = draw.next(60) + 1;
+        let referer = if site <= 50 {
+            format!("https://site{site}.example/page/{}", draw.next(1000) + 1)
+        } else {
+            String::new()
+        };
+        let country = COUNTRIES[draw.next(COUNTRIES.len() as u64) as usize];
+        let ip = IpAddr::from([
+            10,
+            draw.next(16) as u8,
+            draw.next(256) as u8,
+            draw.next(25) as u8,
+        ]);
+        Self {
+            agent,
+            referer,
+            country,
+            ip,
+        }
+    }
+
+    pub fn headers(&self) -> Headers<'_> {
+        Headers {
+            user_agent: self.agent.as_bytes(),
+            referer: self.referer.as_bytes(),
+            country: self.country.as_bytes(),
+            client_ip: self.ip,
+        }
+    }
+}
 
 /// utime + stime of a /proc stat line, in seconds (100 ticks a second).
 pub fn cpu_of_stat(stat: &str) -> f64 {
