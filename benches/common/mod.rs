@@ -1,5 +1,5 @@
-//! What the load and flusher benchmarks share: links written straight into an embedded store,
-//! the headers of the visits they click with, and CPU time read from /proc.
+//! What the load, flusher and stream benchmarks share: links written straight into an embedded
+//! store, the headers of the visits they click with, and CPU time read from /proc.
 #![allow(dead_code)] // each bench uses a different part
 
 use std::net::IpAddr;
@@ -82,6 +82,33 @@ impl Draw {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % below
+    }
+}
+
+/// Link popularity as Zipf(1.0): the link of rank k is drawn in proportion to 1/k.
+pub struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    pub fn new(links: usize) -> Self {
+        let mut total = 0.0;
+        let cumulative = (1..=links)
+            .map(|k| {
+                total += 1.0 / k as f64;
+                total
+            })
+            .collect();
+        Self { cumulative }
+    }
+
+    /// A rank, 0 the most clicked.
+    pub fn sample(&self, draw: &mut Draw) -> usize {
+        let total = self.cumulative.last().copied().unwrap_or(1.0);
+        let x = (draw.next(1 << 53) as f64 / (1u64 << 53) as f64) * total;
+        self.cumulative
+            .partition_point(|&c| c < x)
+            .min(self.cumulative.len().saturating_sub(1))
     }
 }
 
