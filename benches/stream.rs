@@ -382,6 +382,10 @@ async fn producer(
     );
     println!("| records/s | {:.0} |", per(sent.records, elapsed));
     println!("| PutRecords calls/s | {:.1} |", per(sent.calls, elapsed));
+    println!(
+        "| events per flush | {:.0} |",
+        per(sent.events, flushed as f64)
+    );
     sent.print_ratios(clicks);
     println!(
         "| record data bytes per flush | {:.0} |",
@@ -566,8 +570,14 @@ async fn consumer(
         "| a shard's windows, one every | {:.1} s |",
         written_for * shards as f64 / windows.max(1) as f64
     );
-    println!("| events per window | {:.0} |", per(events, windows));
-    println!("| link writes per window | {:.0} |", per(writes, windows));
+    println!(
+        "| events per window (a shard's) | {:.0} |",
+        per(events, windows)
+    );
+    println!(
+        "| link writes per window (a shard's) | {:.0} |",
+        per(writes, windows)
+    );
     println!("| link writes per event | {:.3} |", per(writes, events));
     println!("| records per window | {:.1} |", per(records, windows));
     println!("| clicks written (each once) | {clicks} |");
