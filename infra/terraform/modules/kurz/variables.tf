@@ -325,17 +325,19 @@ variable "click_stream_mode" {
 #   clicks at peak: 347,222/s (CAPACITY.md section 1); a task's 1 s flush turns 69-74% of its clicks
 #   into separate events (section 5's Zipf model: 69% at 15 tasks at peak, 74% at 15 tasks on
 #   average), so at most 0.74 x 347,222 = 257,000 events/s;
-#   an event is 87 bytes measured (src/clicks/events.rs, a one-click delta with all five
-#   dimensions and a 16-character referrer host; 96 for two clicks, 28 with analytics off): say
-#   100 bytes (A) -> 25.7 MB/s at peak (8.1 MB/s on average: 0.70 x 115,741 events/s);
+#   an event is 87 bytes for a one-click delta with all five dimensions and a 16-character
+#   referrer host (96 for two clicks, 28 with analytics off), 126 bytes on average in the stream
+#   benchmark's mix of busier links (benches/README.md, "Click stream"): taking 126 ->
+#   32.4 MB/s at peak (10.8 MB/s on average: 0.74 x 115,741 events/s);
 #   a shard takes 1 MiB/s and 1,000 records/s of writes; records are few (one per shard per task
-#   per flush: 15-40 a second a shard), bytes are the limit: 25.7 / 1.05 = 24.5 shards at 100%;
+#   per flush: 15-40 a second a shard), bytes are the limit: 32.4 / 1.05 = 30.9 shards at 100%;
 #   at 50% (the tasks' CPU target: a doubled load, or a flush that sends what a failed one left
-#   queued, is not throttled): 49, so 50 shards. Reads (2 MiB/s a shard) need half that.
+#   queued, is not throttled): 62, so 64 shards. Reads (2 MiB/s a shard) need half that. The
+#   consumers' DynamoDB writes may need more (CAPACITY.md section 5b): measure them.
 variable "click_stream_shards" {
-  description = "Shards of the click stream in PROVISIONED mode (ignored ON_DEMAND). Default: the 10 billion clicks a day of CAPACITY.md at 50% of the shards' write limit (1 MiB/s each); about $550 a month. Also the most consumer tasks that can have work: each shard is read by one consumer at a time."
+  description = "Shards of the click stream in PROVISIONED mode (ignored ON_DEMAND). Default: the 10 billion clicks a day of CAPACITY.md at 50% of the shards' write limit (1 MiB/s each); about $700 a month. Also the most consumer tasks that can have work: each shard is read by one consumer at a time."
   type        = number
-  default     = 50
+  default     = 64
 
   validation {
     condition     = var.click_stream_shards >= 1 && var.click_stream_shards <= 10000 && floor(var.click_stream_shards) == var.click_stream_shards
@@ -366,7 +368,7 @@ variable "aggregate_window_ms" {
 }
 
 variable "aggregate_flush_concurrency" {
-  description = "KURZ__STORE__DYNAMODB__FLUSH_CONCURRENCY of kurz aggregate: how many links of a shard's window it writes at once. A shard takes about this many links a second per 30 ms a link write takes (infra/CAPACITY.md section 5b: 16 is ~530 a second, short of the design peak's ~3,200 a shard at 50 shards; measure, then raise this or the shards)."
+  description = "KURZ__STORE__DYNAMODB__FLUSH_CONCURRENCY of kurz aggregate: how many links of a shard's window it writes at once. A shard takes about this many links a second per 30 ms a link write takes (infra/CAPACITY.md section 5b: 16 is ~530 a second, short of the design peak's ~2,500 a shard at 64 shards; measure, then raise this or the shards)."
   type        = number
   default     = 16
 
@@ -412,7 +414,7 @@ variable "aggregate_min_tasks" {
 variable "aggregate_max_tasks" {
   description = "Most kurz aggregate tasks auto-scaling may run. In PROVISIONED mode the module caps it at click_stream_shards: a consumer beyond one per shard has nothing to read."
   type        = number
-  default     = 50
+  default     = 64
 
   validation {
     condition     = var.aggregate_max_tasks >= 1 && var.aggregate_max_tasks <= 1000
