@@ -77,9 +77,13 @@ async fn click_sink(
             )))
         }
         #[cfg(not(feature = "dynamodb"))]
-        crate::config::ClickSink::Kinesis => Err(StartupError::Stream(
-            "this kurz was built without the dynamodb feature, which holds the click stream".into(),
-        )),
+        crate::config::ClickSink::Kinesis => {
+            let _ = metrics;
+            Err(StartupError::Stream(
+                "this kurz was built without the dynamodb feature, which holds the click stream"
+                    .into(),
+            ))
+        }
     }
 }
 

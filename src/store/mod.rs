@@ -565,7 +565,10 @@ pub async fn open_with(
             Ok(Arc::new(store))
         }
         #[cfg(not(feature = "dynamodb"))]
-        Backend::Dynamodb => Err(not_built()),
+        Backend::Dynamodb => {
+            let _ = metrics;
+            Err(not_built())
+        }
     }
 }
 
