@@ -1,6 +1,6 @@
 //! Clicks as an event stream (`clicks.sink = "kinesis"`): instances send their flushed clicks
 //! to a real Kinesis emulator (kinesis-local) and `kurz aggregate` consumers, real processes,
-//! fold them and write them to DynamoDB Local.
+//! fold them and write them to DynamoDB Local, across kills, lease moves and a reshard.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -328,5 +328,118 @@ async fn a_viral_link_clicked_on_every_instance_is_written_once_per_window() {
     assert!(
         events >= 3.0 * 20.0,
         "{events} events from three instances in 25 s of clicks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reshard_while_clicks_flow_loses_and_doubles_no_click() {
+    let kinesis = KinesisLocal::start();
+    let stream = unique_name("clicks");
+    let store = TestStore::new(Backend::Dynamodb).await;
+    let two_shards = |s: &mut Settings| {
+        on_stream(s, &kinesis, &stream);
+        s.clicks.kinesis.shards = 2;
+    };
+    create_stream(&store, two_shards).await;
+    let apps = [
+        spawn_app_on(&store, two_shards).await,
+        spawn_app_on(&store, two_shards).await,
+    ];
+    let mut codes = Vec::new();
+    for i in 0..10 {
+        codes.push(
+            apps[0]
+                .create_code(&format!("https://example.com/{i}"))
+                .await,
+        );
+    }
+    let consumer = Consumer::start(&store, &kinesis, &stream, "only");
+    let mut expected = vec![0u64; codes.len()];
+    let round = |expected: &mut Vec<u64>, n: u64| {
+        let clicks: Vec<(usize, usize, u64)> = (0..codes.len())
+            .flat_map(|j| (0..apps.len()).map(move |i| (i, j, n + (j as u64 % 3))))
+            .collect();
+        for &(_, j, times) in &clicks {
+            expected[j] += times;
+        }
+        clicks
+    };
+
+    // Clicks before the reshard: on the two parent shards, a window begun on each.
+    for (i, j, times) in round(&mut expected, 2) {
+        click(&apps[i], &codes[j], times).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // An operator doubles the shards (each parent split in two and closed), as
+    // UpdateShardCount does; the instances go on sending meanwhile.
+    let mut settings = store.settings();
+    two_shards(&mut settings);
+    let client = kurz::clicks::stream::client(&settings)
+        .await
+        .expect("kinesis client");
+    client
+        .update_shard_count()
+        .stream_name(&stream)
+        .target_shard_count(4)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await
+        .expect("UpdateShardCount");
+    for (i, j, times) in round(&mut expected, 1) {
+        click(&apps[i], &codes[j], times).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shards = kurz::clicks::stream::list_shards(&client, &stream)
+            .await
+            .expect("ListShards");
+        let open = shards
+            .iter()
+            .filter(|s| s.ending_sequence.is_none())
+            .count();
+        let closed = shards.len() - open;
+        if open == 4 && closed == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reshard did not finish within 30 s: {shards:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Clicks after it land on the children only, which are read once their parents are done.
+    for (i, j, times) in round(&mut expected, 3) {
+        click(&apps[i], &codes[j], times).await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = totals(&apps[0], &codes).await;
+        if seen == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clicks not written within 120 s of the reshard: {seen:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Nothing more arrives later: no parent's window is applied again by a child's reader.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(totals(&apps[0], &codes).await, expected);
+    for app in &apps {
+        let text = app.metrics().await;
+        assert_eq!(metric(&text, "kurz_click_stream_dropped_total"), 0.0);
+    }
+    assert_eq!(
+        consumer.metric("kurz_aggregate_bad_records_total").await,
+        0.0
+    );
+    // It read the two parents and then the four children.
+    let taken = consumer.metric("kurz_aggregate_leases_taken_total").await;
+    assert!(
+        taken >= 6.0,
+        "{taken} leases taken, of 2 parents and 4 children"
     );
 }
