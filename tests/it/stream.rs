@@ -111,6 +111,25 @@ async fn totals(app: &TestApp, codes: &[String]) -> Vec<u64> {
     totals
 }
 
+/// Waits (at most 120 s) until the stats of `codes` show `expected`, then a window and more
+/// (12 s) to see nothing more arrive: every click written, none twice.
+async fn exactly_once(app: &TestApp, codes: &[String], expected: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = totals(app, codes).await;
+        if seen == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clicks not written within 120 s: {seen:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(totals(app, codes).await, expected, "clicks written twice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clicks_on_three_instances_through_two_consumers_count_exactly_once_across_a_kill_and_lease_moves()
  {
@@ -166,21 +185,8 @@ async fn clicks_on_three_instances_through_two_consumers_count_exactly_once_acro
         expected[0] += 5;
     }
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let seen = totals(&apps[0], &codes).await;
-        if seen == expected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "clicks not written within 120 s: {seen:?}, expected {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
     // Nothing more arrives later: no window is applied twice.
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    assert_eq!(totals(&apps[0], &codes).await, expected);
+    exactly_once(&apps[0], &codes, &expected).await;
 
     let sent: f64 = {
         let mut sum = 0.0;
@@ -413,21 +419,8 @@ async fn a_reshard_while_clicks_flow_loses_and_doubles_no_click() {
         click(&apps[i], &codes[j], times).await;
     }
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let seen = totals(&apps[0], &codes).await;
-        if seen == expected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "clicks not written within 120 s of the reshard: {seen:?}, expected {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
     // Nothing more arrives later: no parent's window is applied again by a child's reader.
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    assert_eq!(totals(&apps[0], &codes).await, expected);
+    exactly_once(&apps[0], &codes, &expected).await;
     for app in &apps {
         let text = app.metrics().await;
         assert_eq!(metric(&text, "kurz_click_stream_dropped_total"), 0.0);
