@@ -14,6 +14,7 @@ mod lifetime;
 mod lookups;
 mod lost_answers;
 mod manage;
+mod monitoring;
 mod openapi;
 mod overload;
 mod pages;
