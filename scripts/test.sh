@@ -8,7 +8,9 @@
 # ~/.cache/kurz); a Kinesis emulator for the click stream's tests (the npm package
 # kinesis-local@0.6.2, into ~/.cache/kurz, run with Node.js); for the power-cut test, Debian's
 # python3-fusepy (FUSE for the system Python,
-# with libfuse2); for the browser test, Debian's chromium and the npm packages pinned in
+# with libfuse2); for the Prometheus rules' tests (tests/it/monitoring.rs), promtool from
+# Debian's prometheus package (without its recommends: about 19 MB to download, 96 MB
+# installed); for the browser test, Debian's chromium and the npm packages pinned in
 # tests/browser/package-lock.json (npm ci). The tests start and stop the servers themselves,
 # each on a free port.
 #
@@ -52,6 +54,12 @@ fi
 if ! /usr/bin/python3 -c 'import fusepy' >/dev/null 2>&1; then
     say "installing FUSE for Python for the power-cut test (apt-get install python3-fusepy)"
     apt_install python3-fusepy
+fi
+
+# The Prometheus rules' unit tests and checks (tests/it/monitoring.rs) run promtool.
+if ! command -v promtool >/dev/null 2>&1; then
+    say "installing promtool for the Prometheus rules' tests (apt-get install prometheus)"
+    apt_install --no-install-recommends prometheus
 fi
 
 if [[ "${KURZ_SKIP_CHAOS:-}" != 1 ]]; then

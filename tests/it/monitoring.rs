@@ -196,6 +196,27 @@ fn every_panel_reads_the_datasource_variable() {
     assert!(panels > 0);
 }
 
+#[test]
+fn the_readme_explains_every_alert_and_no_other() {
+    let readme = read(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+    let section = readme
+        .split("\n## SLOs and dashboards\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README.md has a section \"SLOs and dashboards\"");
+    let explained: BTreeSet<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    let alerts: BTreeSet<String> = rules()
+        .iter()
+        .filter_map(|r| r["alert"].as_str().map(str::to_owned))
+        .collect();
+    let alerts: BTreeSet<&str> = alerts.iter().map(String::as_str).collect();
+    assert_eq!(explained, alerts, "README's alert table against {RULES}");
+}
+
 /// Each series name kurz renders on `/metrics` with the values of each of its labels: counters
 /// and gauges by their own name, a histogram by its `_bucket`, `_sum` and `_count` series.
 fn exported() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
