@@ -16,6 +16,11 @@ It checks, in every directory of .tf files under the given root (each is a modul
   * references: var.X, local.X, module.X.OUTPUT, TYPE.NAME.ATTR and data.TYPE.NAME.ATTR name
     something declared, and ATTR exists on that type;
   * module calls: every input is a variable of the called module, every required one is given;
+  * plan-time knowledge: no `for_each` or `count` of a resource, data source or module inside a
+    called module depends on an input the caller feeds from a resource or data source attribute
+    or another module's output (unknown until apply on a first plan: "Invalid for_each
+    argument"), through locals too; `count = length(var.X)` is accepted when the caller passes a
+    splat (`TYPE.NAME[*].ATTR`) or a list literal, whose length is known;
   * the aws provider's version constraint admits the schema's major version.
 
 It does not check types, values or expressions (terraform validate and plan do that).
@@ -633,6 +638,72 @@ class Checker:
         for name, has_default in variables.items():
             if not has_default and name not in attrs:
                 self.find(path, b.line, f"{where}: required variable {name!r} of {src} is not set")
+        self.check_plan_time_known(path, where, attrs, target)
+
+    # --- for_each / count over values unknown at plan time ---
+
+    @staticmethod
+    def unknown_sources(code: str) -> list[str]:
+        """The resource, data source and module references in an expression: unknown on a first
+        plan (a resource's attributes are known only once it exists)."""
+        found = [m.group(0) for m in _REF_RES.finditer(code)]
+        found += [m.group(0) for m in _REF_MODULE.finditer(code)]
+        return found
+
+    def check_plan_time_known(self, path: str, where: str, attrs: dict, target: str) -> None:
+        unknown = {}  # input -> what makes it unknown
+        known_length = set()  # inputs whose list length is known though their elements are not
+        for name, a in attrs.items():
+            if name in MODULE_META:
+                continue
+            sources = self.unknown_sources(a.code)
+            if not sources:
+                continue
+            unknown[name] = sources[0]
+            raw = a.raw.strip()
+            if re.fullmatch(r"(data\.)?[a-z0-9_]+\.[A-Za-z_][\w-]*\[\*\]\.[A-Za-z_]\w*", raw) or (raw.startswith("[") and raw.endswith("]") and " for " not in raw):
+                known_length.add(name)
+        if not unknown:
+            return
+        files = self.load_module(target)
+        # Locals that depend on an unknown input, directly or through other locals.
+        local_code = {}
+        for body in files.values():
+            for blk in body:
+                if isinstance(blk, Block) and blk.type == "locals":
+                    for a in blk.attributes().values():
+                        local_code[a.name] = a.code
+        tainted: dict[str, str] = {}
+        changed = True
+        while changed:
+            changed = False
+            for name, code in local_code.items():
+                if name in tainted:
+                    continue
+                why = next((f"var.{v} <- {unknown[v]}" for v in _REF_VAR.findall(code) if v in unknown), None)
+                why = why or next((f"local.{l} <- {tainted[l]}" for l in _REF_LOCAL.findall(code) if l in tainted), None)
+                if why:
+                    tainted[name] = why
+                    changed = True
+        for fpath, body in files.items():
+            for blk in body:
+                if not (isinstance(blk, Block) and blk.type in ("resource", "data", "module")):
+                    continue
+                for meta in ("for_each", "count"):
+                    a = blk.attributes().get(meta)
+                    if a is None:
+                        continue
+                    code = a.code
+                    if meta == "count":
+                        # length(var.X) of a list whose length the caller knows.
+                        code = re.sub(r"\blength\(\s*var\.([A-Za-z_][\w-]*)\s*\)",
+                                      lambda m: "0" if m.group(1) in known_length else m.group(0), code)
+                    whys = [f"var.{v} <- {unknown[v]}" for v in _REF_VAR.findall(code) if v in unknown]
+                    whys += [f"local.{l} <- {tainted[l]}" for l in _REF_LOCAL.findall(code) if l in tainted]
+                    if whys:
+                        label = ".".join(blk.labels)
+                        kind = {"data": "data.", "module": "module."}.get(blk.type, "")
+                        self.find(fpath, a.line, f"{kind}{label}: {meta} depends on {whys[0]} ({where} in {os.path.relpath(path, self.root)}), unknown until apply on a first plan; use values known at plan time (count = length(...) of a list of known length, keys from variables)")
 
     def check_body(self, path, where, body, schema, type_, at, meta, meta_blocks, provider, declared) -> None:
         for item in body:
@@ -781,6 +852,39 @@ resource "aws_wafv2_web_acl" "w" {
 resource "random_password" "p" {
   lenght = 10
 }
+resource "aws_subnet" "s" {
+  count      = 2
+  vpc_id     = "vpc-1"
+  cidr_block = "10.0.0.0/24"
+}
+module "m" {
+  source = "./mod"
+  ids    = aws_subnet.s[*].id
+  names  = aws_subnet.s[*].id
+}
+''',
+    "mod/main.tf": '''
+variable "ids" {
+  type = list(string)
+}
+variable "names" {
+  type = list(string)
+}
+locals {
+  id_set = toset(var.ids)
+}
+data "aws_subnet" "each" {
+  for_each = local.id_set
+  id       = each.value
+}
+data "aws_subnet" "counted" {
+  count = length(var.ids)
+  id    = var.ids[count.index]
+}
+resource "aws_sns_topic" "by_name" {
+  for_each = toset(var.names)
+  name     = each.value
+}
 ''',
 }
 SELF_TEST_EXPECT = [
@@ -792,12 +896,15 @@ SELF_TEST_EXPECT = [
     "undeclared variable var.nope",
     "unknown block 'rule.statement.rate_based_statment'",
     "unknown argument 'lenght'",
+    "data.aws_subnet.each: for_each depends on local.id_set <- var.ids <- aws_subnet.s[*].id",
+    "aws_sns_topic.by_name: for_each depends on var.names <- aws_subnet.s[*].id",
 ]
 
 
 def self_test(providers: dict[str, Provider]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in SELF_TEST.items():
+            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 f.write(text)
         checker = Checker(providers, tmp)

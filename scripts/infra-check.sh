@@ -5,7 +5,9 @@
 #   1. terraform fmt -check -recursive infra/terraform
 #   2. scripts/check_tf_schema.py: every resource, data source, argument, block and referenced
 #      attribute exists in the AWS provider 6.x schema (and the random provider's), every
-#      var./local./module. reference and module input is declared; self-tested first
+#      var./local./module. reference and module input is declared; no for_each/count in the
+#      module depends on an input the example feeds from a resource attribute (unknown on a
+#      first plan); self-tested first
 #   3. checkov on infra/terraform: no failed check; skips only by inline comment with a reason
 #   4. hadolint on the Dockerfile
 #

@@ -64,7 +64,7 @@ resource "aws_ecs_task_definition" "kurz" {
           { name = "KURZ__SERVER__SHUTDOWN_TIMEOUT_S", value = tostring(var.shutdown_timeout_s) },
           # The ALB connects from its subnets: believe its X-Forwarded-For (client IPs for the
           # rate limits and the audit log) and nobody else's.
-          { name = "KURZ__SERVER__TRUSTED_PROXIES", value = join(",", [for s in data.aws_subnet.public : s.cidr_block]) },
+          { name = "KURZ__SERVER__TRUSTED_PROXIES", value = join(",", data.aws_subnet.public[*].cidr_block) },
           { name = "KURZ__STORE__BACKEND", value = "dynamodb" },
           { name = "KURZ__STORE__TIMEOUT_MS", value = tostring(var.store_timeout_ms) },
           { name = "KURZ__STORE__DYNAMODB__TABLE", value = aws_dynamodb_table.kurz.name },

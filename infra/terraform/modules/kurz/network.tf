@@ -265,8 +265,11 @@ resource "aws_vpc_endpoint" "kinesis" {
   tags = merge(local.tags, { Name = "${var.name}-kinesis-streams" })
 }
 
-# The load balancer's subnets: kurz trusts forwarding headers only from their addresses.
+# The load balancers' subnets: kurz trusts forwarding headers only from their addresses.
+# `count` over the list's length, not `for_each` over its ids: a root that makes the subnets in
+# the same apply (examples/production) passes ids that are unknown until then, and for_each
+# needs its keys at plan time; the length is known (scripts/check_tf_schema.py checks this).
 data "aws_subnet" "public" {
-  for_each = toset(var.public_subnet_ids)
-  id       = each.value
+  count = length(var.public_subnet_ids)
+  id    = var.public_subnet_ids[count.index]
 }
