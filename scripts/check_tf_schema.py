@@ -566,6 +566,7 @@ class Checker:
             meta = RESOURCE_META
             meta_blocks = RESOURCE_META_BLOCKS if b.type == "resource" else {"lifecycle"}
             self.check_body(path, where, b.body, schema, type_, "", meta, meta_blocks, provider, declared)
+            self.check_known_warnings(path, where, type_, b)
         elif b.type == "provider":
             name = b.labels[0] if b.labels else "?"
             provider = self.providers.get(name)
@@ -639,6 +640,18 @@ class Checker:
             if not has_default and name not in attrs:
                 self.find(path, b.line, f"{where}: required variable {name!r} of {src} is not set")
         self.check_plan_time_known(path, where, attrs, target)
+
+    # --- shapes the provider accepts with a warning that becomes an error ---
+
+    def check_known_warnings(self, path: str, where: str, type_: str, b: Block) -> None:
+        # An empty `filter {}` in an S3 lifecycle rule: provider 5.x/6.x warn "Invalid Attribute
+        # Combination" (a future version rejects it). A rule for every object says so with
+        # `filter { prefix = "" }`.
+        if type_ == "aws_s3_bucket_lifecycle_configuration":
+            for rule in b.blocks("rule"):
+                for f in rule.blocks("filter"):
+                    if not f.body:
+                        self.find(path, f.line, f"{where}: empty 'rule.filter' block (provider warning \"Invalid Attribute Combination\"): write filter {{ prefix = \"\" }} for every object")
 
     # --- for_each / count over values unknown at plan time ---
 
@@ -852,6 +865,14 @@ resource "aws_wafv2_web_acl" "w" {
 resource "random_password" "p" {
   lenght = 10
 }
+resource "aws_s3_bucket_lifecycle_configuration" "l" {
+  bucket = "b"
+  rule {
+    id     = "r"
+    status = "Enabled"
+    filter {}
+  }
+}
 resource "aws_subnet" "s" {
   count      = 2
   vpc_id     = "vpc-1"
@@ -898,6 +919,7 @@ SELF_TEST_EXPECT = [
     "unknown argument 'lenght'",
     "data.aws_subnet.each: for_each depends on local.id_set <- var.ids <- aws_subnet.s[*].id",
     "aws_sns_topic.by_name: for_each depends on var.names <- aws_subnet.s[*].id",
+    "empty 'rule.filter' block",
 ]
 
 

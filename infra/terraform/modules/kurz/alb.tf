@@ -159,7 +159,11 @@ resource "aws_s3_bucket_lifecycle_configuration" "alb_logs" {
   rule {
     id     = "abort-incomplete-uploads"
     status = "Enabled"
-    filter {}
+    # Every object: an empty prefix, not an empty filter block (which recent providers warn
+    # about as "Invalid Attribute Combination").
+    filter {
+      prefix = ""
+    }
     abort_incomplete_multipart_upload {
       days_after_initiation = 1
     }
