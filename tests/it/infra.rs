@@ -1043,3 +1043,115 @@ fn the_dropped_clicks_alarm_counts_every_line_that_drops_clicks() {
         "the metric counts the clicks"
     );
 }
+
+// --- Fargate task sizes ----------------------------------------------------------------------
+
+/// The CPU/memory pairs AWS Fargate accepts (Linux), from the ECS documentation's "Task CPU and
+/// memory" table: CPU units -> (smallest MiB, largest MiB, step).
+const FARGATE_SIZES: &[(i64, i64, i64, i64)] = &[
+    (256, 512, 2048, 512), // 512, 1024, 2048: listed below, the one irregular row
+    (512, 1024, 4096, 1024),
+    (1024, 2048, 8192, 1024),
+    (2048, 4096, 16384, 1024),
+    (4096, 8192, 30720, 1024),
+    (8192, 16384, 61440, 4096),
+    (16384, 32768, 122880, 8192),
+];
+
+fn fargate_memory(cpu: i64) -> BTreeSet<i64> {
+    if cpu == 256 {
+        return BTreeSet::from([512, 1024, 2048]);
+    }
+    let (_, low, high, step) = FARGATE_SIZES
+        .iter()
+        .find(|(c, ..)| *c == cpu)
+        .copied()
+        .unwrap_or_else(|| panic!("{cpu} is no Fargate CPU size"));
+    (low..=high).step_by(step as usize).collect()
+}
+
+/// A whole number written as a literal or a sum of literals (`8192 + 1`).
+fn integer(expr: &Expression) -> i64 {
+    match expr {
+        Expression::Number(n) => n.as_i64().expect("a whole number"),
+        Expression::Operation(op) => match op.as_ref() {
+            hcl::expr::Operation::Binary(b) if b.operator == hcl::expr::BinaryOperator::Plus => {
+                integer(&b.lhs_expr) + integer(&b.rhs_expr)
+            }
+            other => panic!("not a sum: {other:?}"),
+        },
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+/// A list of whole numbers written out or as `range(start, limit, step)` (limit excluded, as
+/// Terraform's range).
+fn integer_list(expr: &Expression) -> BTreeSet<i64> {
+    match expr {
+        Expression::Array(items) => items.iter().map(integer).collect(),
+        Expression::FuncCall(call) if call.name.name.as_str() == "range" => {
+            let [start, limit, step] = call.args.as_slice() else {
+                panic!("range(start, limit, step) expected: {call:?}");
+            };
+            let step = usize::try_from(integer(step)).expect("a positive step");
+            (integer(start)..integer(limit)).step_by(step).collect()
+        }
+        other => panic!("not a list of numbers or a range(): {other:?}"),
+    }
+}
+
+#[test]
+fn the_task_size_preconditions_admit_exactly_the_pairs_fargate_accepts() {
+    let files = module();
+    let table = blocks(&files, "locals")
+        .find_map(|b| attribute(b.body(), "fargate_memory_by_cpu"))
+        .expect("local.fargate_memory_by_cpu");
+    let Expression::Object(table) = table else {
+        panic!("fargate_memory_by_cpu should be an object literal");
+    };
+    let admitted: BTreeMap<i64, BTreeSet<i64>> = table
+        .iter()
+        .map(|(k, v)| {
+            let key = match k {
+                ObjectKey::Identifier(id) => id.as_str().to_owned(),
+                ObjectKey::Expression(Expression::String(s)) => s.clone(),
+                other => panic!("key {other:?}"),
+            };
+            (key.parse().expect("a CPU size"), integer_list(v))
+        })
+        .collect();
+    let expected: BTreeMap<i64, BTreeSet<i64>> = FARGATE_SIZES
+        .iter()
+        .map(|(cpu, ..)| (*cpu, fargate_memory(*cpu)))
+        .collect();
+    assert_eq!(
+        admitted, expected,
+        "local.fargate_memory_by_cpu vs Fargate's table"
+    );
+
+    // Each task definition checks its own CPU and memory against that table.
+    for (task, cpu, memory) in [
+        ("kurz", "task_cpu", "task_memory"),
+        ("aggregate", "aggregate_task_cpu", "aggregate_task_memory"),
+    ] {
+        let conditions: Vec<String> = resource(&files, "aws_ecs_task_definition", task)
+            .body()
+            .blocks()
+            .filter(|b| b.identifier() == "lifecycle")
+            .flat_map(|b| {
+                b.body()
+                    .blocks()
+                    .filter(|p| p.identifier() == "precondition")
+            })
+            .filter_map(|p| attribute(p.body(), "condition"))
+            .map(|c| hcl::format::to_string(c).expect("formats"))
+            .collect();
+        let wanted = format!(
+            "contains(lookup(local.fargate_memory_by_cpu, tostring(var.{cpu}), []), var.{memory})"
+        );
+        assert!(
+            conditions.iter().any(|c| c == &wanted),
+            "the {task} task definition should have the precondition {wanted}: {conditions:?}"
+        );
+    }
+}

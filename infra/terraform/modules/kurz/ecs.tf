@@ -118,8 +118,8 @@ resource "aws_ecs_task_definition" "kurz" {
 
   lifecycle {
     precondition {
-      condition     = var.task_memory >= 2 * var.task_cpu && var.task_memory <= 8 * var.task_cpu
-      error_message = "task_memory must be between 2 and 8 MiB per CPU unit of task_cpu (Fargate sizes)."
+      condition     = contains(lookup(local.fargate_memory_by_cpu, tostring(var.task_cpu), []), var.task_memory)
+      error_message = "task_memory is not a Fargate size for task_cpu: 1024 takes 2048-8192, 2048 takes 4096-16384, 4096 takes 8192-30720 (steps of 1024), 8192 takes 16384-61440 (steps of 4096), 16384 takes 32768-122880 (steps of 8192)."
     }
     precondition {
       condition     = var.local_cache_bytes <= var.task_memory * 1048576 / 2

@@ -75,6 +75,20 @@ locals {
   deregistration_delay_s = local.drain_delay_s + var.shutdown_timeout_s
   stop_timeout_s         = local.deregistration_delay_s + ceil(var.store_timeout_ms / 1000) + 5
 
+  # The memory sizes (MiB) AWS Fargate accepts for each CPU size (units), from the ECS task
+  # definition documentation ("Task CPU and memory"); tests/it/infra.rs holds this table to it.
+  # Both task definitions' preconditions check against it, so a pair AWS rejects fails the plan
+  # instead of the apply.
+  fargate_memory_by_cpu = {
+    "256"   = [512, 1024, 2048]
+    "512"   = range(1024, 4096 + 1, 1024)
+    "1024"  = range(2048, 8192 + 1, 1024)
+    "2048"  = range(4096, 16384 + 1, 1024)
+    "4096"  = range(8192, 30720 + 1, 1024)
+    "8192"  = range(16384, 61440 + 1, 4096)
+    "16384" = range(32768, 122880 + 1, 8192)
+  }
+
   # One HTTP worker per vCPU of the task.
   workers = max(1, floor(var.task_cpu / 1024))
 

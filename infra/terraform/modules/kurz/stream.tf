@@ -105,8 +105,8 @@ resource "aws_ecs_task_definition" "aggregate" {
 
   lifecycle {
     precondition {
-      condition     = var.aggregate_task_memory >= 2 * var.aggregate_task_cpu && var.aggregate_task_memory <= 8 * var.aggregate_task_cpu
-      error_message = "aggregate_task_memory must be between 2 and 8 MiB per CPU unit of aggregate_task_cpu (Fargate sizes)."
+      condition     = contains(lookup(local.fargate_memory_by_cpu, tostring(var.aggregate_task_cpu), []), var.aggregate_task_memory)
+      error_message = "aggregate_task_memory is not a Fargate size for aggregate_task_cpu: 256 takes 512, 1024 or 2048; 512 takes 1024-4096, 1024 takes 2048-8192, 2048 takes 4096-16384, 4096 takes 8192-30720 (steps of 1024)."
     }
   }
 }

@@ -106,7 +106,7 @@ variable "task_cpu" {
 }
 
 variable "task_memory" {
-  description = "Memory per task in MiB; must be a Fargate size for task_cpu (2 to 8 MiB per CPU unit)."
+  description = "Memory per task in MiB; must be a Fargate size for task_cpu (local.fargate_memory_by_cpu in main.tf: 2048 CPU units take 4096-16384 in steps of 1024)."
   type        = number
   default     = 4096
 
