@@ -313,7 +313,20 @@ fn every_kurz_variable_in_the_task_definitions_is_a_real_setting() {
             "KURZ__SERVER__DRAIN_DELAY_MS",
             "KURZ__CLICKS__SINK",
             "KURZ__CLICKS__KINESIS__STREAM",
+            "KURZ__SERVER__ADMIN_BIND",
         ],
+    );
+    // /metrics only on a loopback listener of its own, never on the port the load balancers
+    // reach (the container port, 8080).
+    let admin = serve
+        .iter()
+        .find(|(n, _)| n == "KURZ__SERVER__ADMIN_BIND")
+        .and_then(|(_, v)| v.as_deref())
+        .expect("KURZ__SERVER__ADMIN_BIND is a literal");
+    let admin: std::net::SocketAddr = admin.parse().expect("an address");
+    assert!(
+        admin.ip().is_loopback() && admin.port() != 8080,
+        "the admin listener should be on loopback, off the public port: {admin}"
     );
     let aggregate = task_variables(&files, "aggregate");
     assert_real_settings(

@@ -59,6 +59,10 @@ resource "aws_ecs_task_definition" "kurz" {
         [
           { name = "KURZ__SERVER__BIND", value = "0.0.0.0:8080" }, # local.container_port
           { name = "KURZ__SERVER__PUBLIC_BASE_URL", value = var.public_base_url },
+          # /metrics on a listener of its own, on loopback: the public listener (the one the
+          # load balancers reach) answers 404 there. Not in portMappings and not the target
+          # groups' port; a collector sidecar in the same task scrapes 127.0.0.1:9090.
+          { name = "KURZ__SERVER__ADMIN_BIND", value = "127.0.0.1:9090" },
           { name = "KURZ__SERVER__WORKERS", value = tostring(local.workers) },
           { name = "KURZ__SERVER__DRAIN_DELAY_MS", value = tostring(var.drain_delay_ms) },
           { name = "KURZ__SERVER__SHUTDOWN_TIMEOUT_S", value = tostring(var.shutdown_timeout_s) },
