@@ -1168,3 +1168,17 @@ fn the_task_size_preconditions_admit_exactly_the_pairs_fargate_accepts() {
         );
     }
 }
+
+#[test]
+fn the_table_is_pre_warmed() {
+    // A Redis failover sends every L1 miss to the table at once (CAPACITY.md section 3): the
+    // table must be warm for it, not double its previous peak every 30 minutes.
+    let files = module();
+    let table = resource(&files, "aws_dynamodb_table", "kurz").body();
+    let warm = table.blocks().any(|b| {
+        b.identifier() == "warm_throughput"
+            || (b.identifier() == "dynamic"
+                && b.labels().first().map(|l| l.as_str()) == Some("warm_throughput"))
+    });
+    assert!(warm, "aws_dynamodb_table.kurz has no warm_throughput");
+}

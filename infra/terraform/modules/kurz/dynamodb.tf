@@ -65,6 +65,19 @@ resource "aws_dynamodb_table" "kurz" {
     kms_key_arn = aws_kms_key.data.arn
   }
 
+  # Pre-warmed for the design peak (CAPACITY.md; local.table_warm_* in main.tf): on demand, a new
+  # table takes 12,000 read and 4,000 write units a second at once and doubles its previous peak
+  # within 30 minutes; a Redis failover sends every L1 miss to the table in one second. AWS
+  # pre-warms only up to the account's per-table quotas (Service Quotas, default 40,000 read and
+  # 40,000 write units a second): raise them first, or this apply fails (infra/README.md).
+  dynamic "warm_throughput" {
+    for_each = local.table_warm_read > 0 || local.table_warm_write > 0 ? [1] : []
+    content {
+      read_units_per_second  = local.table_warm_read > 0 ? local.table_warm_read : null
+      write_units_per_second = local.table_warm_write > 0 ? local.table_warm_write : null
+    }
+  }
+
   deletion_protection_enabled = var.table_deletion_protection
 
   tags = local.tags

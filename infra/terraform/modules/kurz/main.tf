@@ -66,6 +66,16 @@ locals {
   # A consumer beyond one per shard holds no lease; ON_DEMAND, the shard count is AWS's.
   aggregate_max_tasks = var.click_stream_mode == "PROVISIONED" ? min(var.aggregate_max_tasks, var.click_stream_shards) : var.aggregate_max_tasks
 
+  # The table's warm throughput (units a second) at the design peak, CAPACITY.md's figures:
+  #   reads: a Redis failover sends every L1 miss to the table: 0.49 x 347,222 redirects/s =
+  #   170,000 GetItem of 1 RRU (section 3); plus the click writes' reads at the peak: 555,000
+  #   RRU/s with the stream at a 10 s window (section 5b), 900,000 with the store sink (5a);
+  #   writes: creates at the peak, 11,574/s x 4 WRU (with Idempotency-Key) = 46,300; plus the
+  #   click writes: 1.59 M WRU/s with the stream (5b), 2.57 M with the store sink (5a).
+  # A variable set to a number wins; 0 leaves that side at DynamoDB's own value.
+  table_warm_read  = coalesce(var.table_warm_read_units_per_second, 170000 + (local.click_stream ? 555000 : 900000))
+  table_warm_write = coalesce(var.table_warm_write_units_per_second, 46300 + (local.click_stream ? 1590000 : 2570000))
+
   # Graceful stop, in seconds. The load balancer needs interval x unhealthy-threshold to see a
   # draining task's /readyz 503; kurz keeps serving for drain_delay_ms (longer than that), then
   # waits up to shutdown_timeout_s for in-flight requests, then flushes clicks (one store call,

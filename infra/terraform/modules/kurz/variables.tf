@@ -479,6 +479,28 @@ variable "table_class" {
   }
 }
 
+variable "table_warm_read_units_per_second" {
+  description = "Read units a second the table is pre-warmed for (warm_throughput). null: CAPACITY.md's peak for the click sink, 725,000 with kinesis (170,000 redirects when Redis is down and every L1 miss reads the table, + 555,000 of the click writes' reads), 1,070,000 with store; 0: DynamoDB's own value (12,000 for a new on-demand table). Needs the per-table read quota raised to at least this first (Service Quotas)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.table_warm_read_units_per_second == null || try(var.table_warm_read_units_per_second >= 0 && floor(var.table_warm_read_units_per_second) == var.table_warm_read_units_per_second, false)
+    error_message = "table_warm_read_units_per_second must be null or a whole number >= 0."
+  }
+}
+
+variable "table_warm_write_units_per_second" {
+  description = "Write units a second the table is pre-warmed for (warm_throughput). null: CAPACITY.md's peak for the click sink, 1,636,300 with kinesis (46,300 of idempotent creates + 1.59 M of click writes at a 10 s window), 2,616,300 with store; 0: DynamoDB's own value (4,000 for a new on-demand table). Needs the per-table write quota raised to at least this first (Service Quotas)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.table_warm_write_units_per_second == null || try(var.table_warm_write_units_per_second >= 0 && floor(var.table_warm_write_units_per_second) == var.table_warm_write_units_per_second, false)
+    error_message = "table_warm_write_units_per_second must be null or a whole number >= 0."
+  }
+}
+
 variable "table_deletion_protection" {
   description = "DynamoDB deletion protection: the table holds every link ever made."
   type        = bool
