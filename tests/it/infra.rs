@@ -1182,3 +1182,35 @@ fn the_table_is_pre_warmed() {
     });
     assert!(warm, "aws_dynamodb_table.kurz has no warm_throughput");
 }
+
+#[test]
+fn the_fleet_holds_the_peak_with_a_zone_lost_and_a_burst_and_steps_out_for_bursts() {
+    // CAPACITY.md section 2: up to 22 tasks at the peak. One zone of three lost leaves two
+    // thirds of the fleet for it, and a burst doubles the load.
+    let files = module();
+    let max_tasks = blocks(&files, "variable")
+        .find(|b| b.labels().first().map(|l| l.as_str()) == Some("max_tasks"))
+        .and_then(|b| attribute(b.body(), "default"))
+        .map(integer)
+        .expect("variable max_tasks with a default");
+    let needed = (22.0_f64 / (2.0 / 3.0) * 2.0).ceil() as i64;
+    assert!(
+        max_tasks >= needed,
+        "max_tasks defaults to {max_tasks}, below {needed}"
+    );
+    let steps = blocks(&files, "resource").any(|b| {
+        b.labels().first().map(|l| l.as_str()) == Some("aws_appautoscaling_policy")
+            && attribute(b.body(), "policy_type") == Some(&Expression::String("StepScaling".into()))
+            && attribute(b.body(), "resource_id")
+                .map(traversal_names)
+                .as_deref()
+                == Some(
+                    &[
+                        "aws_appautoscaling_target".to_owned(),
+                        "kurz".to_owned(),
+                        "resource_id".to_owned(),
+                    ][..],
+                )
+    });
+    assert!(steps, "no step scaling policy on the kurz service");
+}

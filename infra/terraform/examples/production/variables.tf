@@ -128,9 +128,9 @@ variable "min_tasks" {
 }
 
 variable "max_tasks" {
-  description = "Most kurz tasks (CAPACITY.md: the 100M-links-a-day peak needs about 14 tasks of 2 vCPU; 40 leaves room for a viral spike)."
+  description = "Most kurz tasks (CAPACITY.md: the 100M-links-a-day peak needs 15 to 22 tasks of 2 vCPU; 22 / (2/3) x 2 = 66 holds them with one zone of three lost and a 2x burst)."
   type        = number
-  default     = 40
+  default     = 66
 
   validation {
     condition     = var.max_tasks >= 2

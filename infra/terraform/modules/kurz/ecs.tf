@@ -187,7 +187,7 @@ resource "aws_ecs_service" "kurz" {
   depends_on = [aws_lb_listener.https, aws_iam_role_policy.execution, aws_iam_role_policy.task, aws_iam_role_policy.task_click_stream, aws_vpc_endpoint.kinesis]
 }
 
-# --- auto-scaling: on CPU and on requests per task, whichever asks for more ---
+# --- auto-scaling: on CPU and on requests per task, whichever asks for more, and a step for bursts ---
 
 resource "aws_appautoscaling_target" "kurz" {
   service_namespace  = "ecs"
@@ -239,4 +239,54 @@ resource "aws_appautoscaling_policy" "requests" {
       resource_label         = "${aws_lb.kurz.arn_suffix}/${aws_lb_target_group.kurz.arn_suffix}"
     }
   }
+}
+
+# Bursts: target tracking acts on 3 one-minute datapoints in a row and then adds what the last
+# minute needed, so a jump is met 3-5 minutes late and in steps. This step policy acts on one
+# minute of requests per task (the load balancer's metric, published every minute) above 1.3x
+# the target, and adds a share of the fleet at once. Step, not scheduled: kurz's bursts are
+# viral links and launches, not a time of day (add aws_appautoscaling_scheduled_action for a
+# known daily curve). Scale-in stays with target tracking (slow, 5-minute cooldown).
+resource "aws_appautoscaling_policy" "burst" {
+  name               = "${var.name}-burst"
+  policy_type        = "StepScaling"
+  service_namespace  = aws_appautoscaling_target.kurz.service_namespace
+  resource_id        = aws_appautoscaling_target.kurz.resource_id
+  scalable_dimension = aws_appautoscaling_target.kurz.scalable_dimension
+
+  step_scaling_policy_configuration {
+    adjustment_type          = "PercentChangeInCapacity"
+    min_adjustment_magnitude = 3 # one task per zone at least
+    cooldown                 = 60
+    metric_aggregation_type  = "Average"
+
+    # Bounds are relative to the alarm's threshold (1.3x the target).
+    step_adjustment {
+      metric_interval_lower_bound = 0
+      metric_interval_upper_bound = 0.3 * var.requests_per_task_per_minute
+      scaling_adjustment          = var.burst_scale_out_percent
+    }
+
+    step_adjustment {
+      metric_interval_lower_bound = 0.3 * var.requests_per_task_per_minute
+      scaling_adjustment          = 2 * var.burst_scale_out_percent
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "burst" {
+  alarm_name          = "${var.name}-burst-scale-out"
+  alarm_description   = "Requests per kurz task above 1.3x the scaling target for one minute: the step scaling policy adds tasks at once. Notifies nobody."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "RequestCountPerTarget"
+  dimensions          = { TargetGroup = aws_lb_target_group.kurz.arn_suffix }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 1
+  datapoints_to_alarm = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 1.3 * var.requests_per_task_per_minute
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_appautoscaling_policy.burst.arn]
+  tags                = local.tags
 }

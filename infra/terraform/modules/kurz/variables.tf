@@ -264,10 +264,14 @@ variable "min_tasks" {
   }
 }
 
+# The peak needs 15 tasks, up to 22 when the in-process cache hits only ~51% at fleet scale
+# (CAPACITY.md section 2). With one availability zone of three lost, the two left must carry it
+# all, and a 2x burst on top of that:
+#   22 / (2/3) = 33 tasks in the zones left x 2 = 66
 variable "max_tasks" {
-  description = "Most kurz tasks auto-scaling may run."
+  description = "Most kurz tasks auto-scaling may run: 66 hold CAPACITY.md's 22 peak tasks with one zone of three lost (22 / (2/3) = 33) and a 2x burst on top."
   type        = number
-  default     = 40
+  default     = 66
 
   validation {
     condition     = var.max_tasks >= 2 && var.max_tasks <= 1000
@@ -283,6 +287,17 @@ variable "cpu_target_percent" {
   validation {
     condition     = var.cpu_target_percent >= 10 && var.cpu_target_percent <= 90
     error_message = "cpu_target_percent must be between 10 and 90."
+  }
+}
+
+variable "burst_scale_out_percent" {
+  description = "Step scaling for bursts: when requests per task stay above 1.3 x requests_per_task_per_minute for one minute, add this share of the running tasks at once (twice it above 1.6 x), at least 3 tasks (one per zone). Target tracking still scales in, and out for slow growth."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.burst_scale_out_percent >= 10 && var.burst_scale_out_percent <= 200
+    error_message = "burst_scale_out_percent must be between 10 and 200."
   }
 }
 
