@@ -1214,3 +1214,35 @@ fn the_fleet_holds_the_peak_with_a_zone_lost_and_a_burst_and_steps_out_for_burst
     });
     assert!(steps, "no step scaling policy on the kurz service");
 }
+
+#[test]
+fn redirects_skip_the_waf_and_the_api_is_behind_it() {
+    // A web ACL bills every request it sees (CAPACITY.md section 8): the load balancer of the
+    // short links has none; the API's has it, and the short host serves no API path.
+    let files = module();
+    let associated: Vec<Vec<String>> = blocks(&files, "resource")
+        .filter(|b| b.labels().first().map(|l| l.as_str()) == Some("aws_wafv2_web_acl_association"))
+        .filter_map(|b| attribute(b.body(), "resource_arn").map(traversal_names))
+        .collect();
+    assert_eq!(
+        associated,
+        [["aws_lb", "api", "arn"].map(str::to_owned).to_vec()],
+        "the web ACL should be on aws_lb.api only"
+    );
+    let refuses_api = blocks(&files, "resource")
+        .filter(|b| b.labels().first().map(|l| l.as_str()) == Some("aws_lb_listener_rule"))
+        .filter(|b| {
+            attribute(b.body(), "listener_arn")
+                .map(traversal_names)
+                .as_deref()
+                == Some(&["aws_lb_listener", "https", "arn"].map(str::to_owned)[..])
+        })
+        .any(|b| {
+            let text = hcl::format::to_string(b.body()).expect("formats");
+            text.contains("\"/api/*\"") && text.contains("fixed-response")
+        });
+    assert!(
+        refuses_api,
+        "the redirect host's HTTPS listener should answer /api/* itself"
+    );
+}

@@ -206,3 +206,17 @@ resource "aws_route53_record" "kurz" {
     evaluate_target_health = true
   }
 }
+
+# The API host (creates, the link API, the home page): its own load balancer, behind the WAF.
+resource "aws_route53_record" "api" {
+  count   = var.route53_zone_id == "" ? 0 : 1
+  zone_id = var.route53_zone_id
+  name    = module.kurz.api_host
+  type    = "A"
+
+  alias {
+    name                   = module.kurz.api_alb_dns_name
+    zone_id                = module.kurz.api_alb_zone_id
+    evaluate_target_health = true
+  }
+}

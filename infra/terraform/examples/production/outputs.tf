@@ -8,6 +8,16 @@ output "alb_dns_name" {
   value       = module.kurz.alb_dns_name
 }
 
+output "api_url" {
+  description = "Where the API, the home page and the admin pages answer (behind the WAF)."
+  value       = "https://${module.kurz.api_host}"
+}
+
+output "api_alb_dns_name" {
+  description = "The API load balancer's DNS name (the target of the api. record)."
+  value       = module.kurz.api_alb_dns_name
+}
+
 output "ecr_repository_url" {
   description = "Push the kurz image here: docker push <this>:<tag>."
   value       = aws_ecr_repository.kurz.repository_url

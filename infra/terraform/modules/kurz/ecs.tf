@@ -59,6 +59,8 @@ resource "aws_ecs_task_definition" "kurz" {
         [
           { name = "KURZ__SERVER__BIND", value = "0.0.0.0:8080" }, # local.container_port
           { name = "KURZ__SERVER__PUBLIC_BASE_URL", value = var.public_base_url },
+          # The API's host is kurz too: long URLs pointing at it are refused (loops).
+          { name = "KURZ__SERVER__OWN_HOSTS", value = local.api_host },
           # /metrics on a listener of its own, on loopback: the public listener (the one the
           # load balancers reach) answers 404 there. Not in portMappings and not the target
           # groups' port; a collector sidecar in the same task scrapes 127.0.0.1:9090.
@@ -177,6 +179,12 @@ resource "aws_ecs_service" "kurz" {
     container_port   = local.container_port
   }
 
+  load_balancer {
+    target_group_arn = aws_lb_target_group.api.arn
+    container_name   = local.container_name
+    container_port   = local.container_port
+  }
+
   tags = local.tags
 
   lifecycle {
@@ -184,7 +192,7 @@ resource "aws_ecs_service" "kurz" {
     ignore_changes = [desired_count]
   }
 
-  depends_on = [aws_lb_listener.https, aws_iam_role_policy.execution, aws_iam_role_policy.task, aws_iam_role_policy.task_click_stream, aws_vpc_endpoint.kinesis]
+  depends_on = [aws_lb_listener.https, aws_lb_listener.api_https, aws_iam_role_policy.execution, aws_iam_role_policy.task, aws_iam_role_policy.task_click_stream, aws_vpc_endpoint.kinesis]
 }
 
 # --- auto-scaling: on CPU and on requests per task, whichever asks for more, and a step for bursts ---

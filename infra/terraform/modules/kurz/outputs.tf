@@ -1,11 +1,26 @@
 output "alb_dns_name" {
-  description = "DNS name of the load balancer: point the public_base_url host at it (alias or CNAME)."
+  description = "DNS name of the redirect host's load balancer (no WAF): point the public_base_url host at it (alias or CNAME)."
   value       = aws_lb.kurz.dns_name
 }
 
 output "alb_zone_id" {
   description = "Hosted zone of the load balancer, for an alias record."
   value       = aws_lb.kurz.zone_id
+}
+
+output "api_host" {
+  description = "Host name of the API, the home page and the admin pages."
+  value       = local.api_host
+}
+
+output "api_alb_dns_name" {
+  description = "DNS name of the API's load balancer (behind the WAF): point api_host at it."
+  value       = aws_lb.api.dns_name
+}
+
+output "api_alb_zone_id" {
+  description = "Hosted zone of the API's load balancer, for an alias record."
+  value       = aws_lb.api.zone_id
 }
 
 output "table_name" {

@@ -158,6 +158,28 @@ variable "certificate_arn" {
   }
 }
 
+variable "api_host" {
+  description = "Host name of the API, the home page and the admin pages, on a load balancer of its own behind the WAF; short links stay on public_base_url's host, on one without it (CAPACITY.md section 8). null: api. + that host. DNS must point it at api_alb_dns_name."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.api_host == null || can(regex("^[A-Za-z0-9.-]+$", var.api_host))
+    error_message = "api_host must be a host name (no scheme, port or path)."
+  }
+}
+
+variable "api_certificate_arn" {
+  description = "ACM certificate of the API host's HTTPS listener. null: certificate_arn, which must then cover the API host too (a second name or a wildcard)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.api_certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", var.api_certificate_arn))
+    error_message = "api_certificate_arn must be null or an ACM certificate ARN."
+  }
+}
+
 variable "api_clients" {
   description = "Names of the API clients to make an API key for (KURZ__AUTH__API_KEYS). Keys are generated; read them from Secrets Manager."
   type        = list(string)

@@ -1,4 +1,4 @@
-# WAF on the load balancer: AWS managed rule groups (common exploits, known bad inputs including
+# WAF on the API's load balancer (aws_lb.api; the redirect host has none, alb.tf says why): AWS managed rule groups (common exploits, known bad inputs including
 # Log4j, IP reputation) and a per-client-IP rate limit. kurz keeps its own per-IP and per-key
 # limits behind it; this one stops floods before they cost a task anything.
 
@@ -128,7 +128,7 @@ resource "aws_wafv2_web_acl" "kurz" {
 }
 
 resource "aws_wafv2_web_acl_association" "kurz" {
-  resource_arn = aws_lb.kurz.arn
+  resource_arn = aws_lb.api.arn
   web_acl_arn  = aws_wafv2_web_acl.kurz.arn
 }
 
