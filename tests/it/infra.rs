@@ -1246,3 +1246,84 @@ fn redirects_skip_the_waf_and_the_api_is_behind_it() {
         "the redirect host's HTTPS listener should answer /api/* itself"
     );
 }
+
+#[test]
+fn the_slo_alarms_burn_at_the_sre_workbooks_rates_and_windows() {
+    // Page at 14.4x over 1 h and 5 min, 6x over 6 h and 30 min; ticket at 3x over 1 d and 2 h,
+    // 1x over 3 d and 6 h.
+    let expected: BTreeMap<&str, Vec<((f64, i64), (f64, i64))>> = BTreeMap::from([
+        (
+            "page",
+            vec![((14.4, 3600), (14.4, 300)), ((6.0, 21600), (6.0, 1800))],
+        ),
+        (
+            "ticket",
+            vec![((3.0, 86400), (3.0, 7200)), ((1.0, 259200), (1.0, 21600))],
+        ),
+    ]);
+    let files = module();
+    let local = |name: &str| {
+        blocks(&files, "locals")
+            .find_map(|b| attribute(b.body(), name))
+            .unwrap_or_else(|| panic!("no local.{name}"))
+    };
+    let key = |k: &ObjectKey| match k {
+        ObjectKey::Identifier(id) => id.as_str().to_owned(),
+        ObjectKey::Expression(Expression::String(s)) => s.clone(),
+        other => panic!("key {other:?}"),
+    };
+    let Expression::Object(windows) = local("slo_windows") else {
+        panic!("slo_windows should be an object literal");
+    };
+    let windows: BTreeMap<String, (f64, i64)> = windows
+        .iter()
+        .map(|(k, v)| {
+            let Expression::Object(v) = v else {
+                panic!("a window should be an object")
+            };
+            let field = |f: &str| {
+                v.iter()
+                    .find(|(k, _)| key(k) == f)
+                    .map(|(_, e)| e)
+                    .unwrap_or_else(|| panic!("no {f}"))
+            };
+            let Expression::Number(burn) = field("burn") else {
+                panic!("burn should be a number")
+            };
+            (
+                key(k),
+                (burn.as_f64().expect("a number"), integer(field("seconds"))),
+            )
+        })
+        .collect();
+    let Expression::Object(rules) = local("slo_rules") else {
+        panic!("slo_rules should be an object literal");
+    };
+    let rules: BTreeMap<String, Vec<((f64, i64), (f64, i64))>> = rules
+        .iter()
+        .map(|(k, v)| {
+            let Expression::Array(pairs) = v else {
+                panic!("pairs")
+            };
+            let pairs = pairs
+                .iter()
+                .map(|p| {
+                    let names = string_list(&files, p);
+                    let [long, short] = names.as_slice() else {
+                        panic!("a pair: {names:?}")
+                    };
+                    (windows[long.as_str()], windows[short.as_str()])
+                })
+                .collect();
+            (key(k), pairs)
+        })
+        .collect();
+    let expected: BTreeMap<String, _> = expected
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    assert_eq!(rules, expected, "burn rates and windows of the SLO alarms");
+    for kind in ["availability", "latency"] {
+        resource(&files, "aws_cloudwatch_composite_alarm", kind);
+    }
+}

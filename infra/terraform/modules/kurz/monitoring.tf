@@ -1,4 +1,4 @@
-# Alarms, all to one SNS topic: error rates at the load balancer, p99 latency, DynamoDB
+# Alarms, all to one SNS topic: the availability and redirect latency SLOs (burn rates), DynamoDB
 # throttling and errors, Redis evictions and CPU, kurz's own 503s (load shedding and a store
 # that does not answer) and dropped clicks, counted from kurz's JSON logs, and with the click
 # stream: consumers behind or not running, throttled puts, consumer failures.
@@ -18,7 +18,6 @@ resource "aws_sns_topic_subscription" "alarm_email" {
 
 locals {
   alarm_actions = [aws_sns_topic.alarms.arn]
-  alb_dimension = { LoadBalancer = aws_lb.kurz.arn_suffix }
   # The operations kurz makes on the table (DynamoDB reports throttles and system errors per
   # operation, so the alarms below add them up).
   dynamodb_operations = ["BatchWriteItem", "DeleteItem", "GetItem", "PutItem", "Query", "TransactWriteItems", "UpdateItem"]
@@ -26,110 +25,175 @@ locals {
   dynamodb_sum = join(" + ", [for i, op in local.dynamodb_operations : "FILL(m${i}, 0)"])
 }
 
-# --- load balancer: error rates and latency ---
+# --- SLOs: availability and redirect latency, as multi-window multi-burn-rate alarms ---
+# The method of Google's SRE workbook ("Alerting on SLOs"): a burn rate is how fast the error
+# budget goes (1x: exactly the budget over the SLO's 30 days). Page when 2% of a month's budget
+# is gone in an hour (14.4x over 1 h) or 5% in 6 hours (6x over 6 h); open a ticket at 10% in a
+# day (3x over 1 d) or 10% in 3 days (1x over 3 d). Each long window is paired with a short one
+# (1/12 of it) that must breach too, so an alarm resets minutes after the burn stops. One
+# metric alarm per window (one datapoint of the window's length: CloudWatch takes periods of an
+# hour and more up to 7 days), one composite alarm per severity for the AND of the windows;
+# only the composites notify.
+#
+#   availability: 5xx answered by kurz (HTTPCode_Target_5XX_Count) or by the load balancers
+#   themselves (HTTPCode_ELB_5XX_Count: no healthy task, timeouts), over all requests, on both
+#   load balancers. RequestCount leaves out requests refused before a target was chosen (an ELB
+#   503 with no healthy target), so the load balancers' 5xx are added to the denominator too:
+#   a total outage is a ratio of 1, not a division by zero; the 502s and 504s that had a target
+#   are counted twice in it, which lowers the ratio by at most that share.
+#   latency: the share of redirects slower than p99_latency_threshold_s (100 ms) at the redirect
+#   load balancer, from TargetResponseTime's percentile rank PR(:0.1): 99% under 100 ms is a 1%
+#   budget. This is the server side only (from the load balancer sending the request to the
+#   task's last byte): DNS, TCP and TLS set-up and the client's network are not in it. What
+#   users see needs a measurement outside the VPC (a CloudWatch Synthetics canary, or CloudFront
+#   in front, which reports its own latency): not part of this module.
 
-resource "aws_cloudwatch_metric_alarm" "target_5xx_rate" {
-  alarm_name          = "${var.name}-target-5xx-rate"
-  alarm_description   = "More than ${var.error_rate_threshold_percent}% of requests answered 5xx by kurz (includes its 503s: store unavailable, load shed). Also rolls back a deployment in progress."
+locals {
+  availability_budget = 1 - var.availability_slo_percent / 100 # 0.0005 at 99.95%
+  latency_budget      = 1 - var.latency_slo_percent / 100      # 0.01 at 99%
+
+  # burn rate x window; the key names the alarm.
+  slo_windows = {
+    "14.4x-1h" = { burn = 14.4, seconds = 3600 }
+    "14.4x-5m" = { burn = 14.4, seconds = 300 }
+    "6x-6h"    = { burn = 6, seconds = 21600 }
+    "6x-30m"   = { burn = 6, seconds = 1800 }
+    "3x-1d"    = { burn = 3, seconds = 86400 }
+    "3x-2h"    = { burn = 3, seconds = 7200 }
+    "1x-3d"    = { burn = 1, seconds = 259200 }
+    "1x-6h"    = { burn = 1, seconds = 21600 }
+  }
+  # severity -> pairs of (long window, short window), any pair firing fires the severity.
+  slo_rules = {
+    page   = [["14.4x-1h", "14.4x-5m"], ["6x-6h", "6x-30m"]]
+    ticket = [["3x-1d", "3x-2h"], ["1x-3d", "1x-6h"]]
+  }
+
+  lb_errors   = join(" + ", flatten([for k, _ in local.load_balancers : ["FILL(t5_${k}, 0)", "FILL(e5_${k}, 0)"]]))
+  lb_requests = join(" + ", flatten([for k, _ in local.load_balancers : ["FILL(req_${k}, 0)", "FILL(e5_${k}, 0)"]]))
+}
+
+resource "aws_cloudwatch_metric_alarm" "availability_burn" {
+  for_each            = local.slo_windows
+  alarm_name          = "${var.name}-slo-availability-${each.key}"
+  alarm_description   = "Availability SLO ${var.availability_slo_percent}%: 5xx (kurz's and the load balancers') above ${each.value.burn}x the error budget over ${each.value.seconds} s. A window of the ${var.name}-slo-availability-page/-ticket composite alarms, which notify; the 14.4x-5m one also rolls back a deployment in progress."
   comparison_operator = "GreaterThanThreshold"
-  threshold           = var.error_rate_threshold_percent
-  evaluation_periods  = 5
-  datapoints_to_alarm = 3
+  threshold           = each.value.burn * local.availability_budget
+  evaluation_periods  = 1
+  datapoints_to_alarm = 1
   treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
 
   metric_query {
-    id          = "pct"
-    expression  = "100 * FILL(errors, 0) / FILL(requests, 1)"
-    label       = "target 5xx, % of requests"
+    id          = "ratio"
+    expression  = "IF(total > 0, bad / total, 0)"
+    label       = "5xx share of requests over ${each.value.seconds} s"
     return_data = true
   }
 
   metric_query {
-    id = "errors"
-    metric {
-      namespace   = "AWS/ApplicationELB"
-      metric_name = "HTTPCode_Target_5XX_Count"
-      dimensions  = local.alb_dimension
-      period      = 60
-      stat        = "Sum"
-    }
+    id         = "bad"
+    expression = local.lb_errors
   }
 
   metric_query {
-    id = "requests"
-    metric {
-      namespace   = "AWS/ApplicationELB"
-      metric_name = "RequestCount"
-      dimensions  = local.alb_dimension
-      period      = 60
-      stat        = "Sum"
+    id         = "total"
+    expression = local.lb_requests
+  }
+
+  dynamic "metric_query" {
+    for_each = local.load_balancers
+    content {
+      id = "t5_${metric_query.key}"
+      metric {
+        namespace   = "AWS/ApplicationELB"
+        metric_name = "HTTPCode_Target_5XX_Count"
+        dimensions  = { LoadBalancer = metric_query.value }
+        period      = each.value.seconds
+        stat        = "Sum"
+      }
+    }
+  }
+
+  dynamic "metric_query" {
+    for_each = local.load_balancers
+    content {
+      id = "e5_${metric_query.key}"
+      metric {
+        namespace   = "AWS/ApplicationELB"
+        metric_name = "HTTPCode_ELB_5XX_Count"
+        dimensions  = { LoadBalancer = metric_query.value }
+        period      = each.value.seconds
+        stat        = "Sum"
+      }
+    }
+  }
+
+  dynamic "metric_query" {
+    for_each = local.load_balancers
+    content {
+      id = "req_${metric_query.key}"
+      metric {
+        namespace   = "AWS/ApplicationELB"
+        metric_name = "RequestCount"
+        dimensions  = { LoadBalancer = metric_query.value }
+        period      = each.value.seconds
+        stat        = "Sum"
+      }
     }
   }
 
   tags = local.tags
 }
 
-resource "aws_cloudwatch_metric_alarm" "elb_5xx_rate" {
-  alarm_name          = "${var.name}-elb-5xx-rate"
-  alarm_description   = "More than ${var.error_rate_threshold_percent}% of requests answered 5xx by the load balancer itself (no healthy task, task timeouts, resets)."
+resource "aws_cloudwatch_metric_alarm" "latency_burn" {
+  for_each            = local.slo_windows
+  alarm_name          = "${var.name}-slo-redirect-latency-${each.key}"
+  alarm_description   = "Redirect latency SLO: ${var.latency_slo_percent}% of redirects under ${var.p99_latency_threshold_s} s at the task (TargetResponseTime on the redirect load balancer: server-side, without the client's network and TLS set-up); slow ones above ${each.value.burn}x the budget over ${each.value.seconds} s. A window of the ${var.name}-slo-redirect-latency-page/-ticket composite alarms, which notify."
   comparison_operator = "GreaterThanThreshold"
-  threshold           = var.error_rate_threshold_percent
-  evaluation_periods  = 5
-  datapoints_to_alarm = 3
+  threshold           = each.value.burn * local.latency_budget
+  evaluation_periods  = 1
+  datapoints_to_alarm = 1
   treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
 
   metric_query {
-    id          = "pct"
-    expression  = "100 * FILL(errors, 0) / FILL(requests, 1)"
-    label       = "load balancer 5xx, % of requests"
+    id          = "slow"
+    expression  = "1 - FILL(fast, 100) / 100"
+    label       = "share of redirects slower than ${var.p99_latency_threshold_s} s over ${each.value.seconds} s"
     return_data = true
   }
 
   metric_query {
-    id = "errors"
+    id = "fast"
     metric {
       namespace   = "AWS/ApplicationELB"
-      metric_name = "HTTPCode_ELB_5XX_Count"
-      dimensions  = local.alb_dimension
-      period      = 60
-      stat        = "Sum"
-    }
-  }
-
-  metric_query {
-    id = "requests"
-    metric {
-      namespace   = "AWS/ApplicationELB"
-      metric_name = "RequestCount"
-      dimensions  = local.alb_dimension
-      period      = 60
-      stat        = "Sum"
+      metric_name = "TargetResponseTime"
+      dimensions  = { LoadBalancer = aws_lb.kurz.arn_suffix }
+      period      = each.value.seconds
+      stat        = "PR(:${var.p99_latency_threshold_s})"
     }
   }
 
   tags = local.tags
 }
 
-resource "aws_cloudwatch_metric_alarm" "target_p99" {
-  alarm_name          = "${var.name}-target-p99-latency"
-  alarm_description   = "p99 of the tasks' response time above ${var.p99_latency_threshold_s} s for 5 minutes."
-  namespace           = "AWS/ApplicationELB"
-  metric_name         = "TargetResponseTime"
-  dimensions          = local.alb_dimension
-  extended_statistic  = "p99"
-  period              = 60
-  evaluation_periods  = 5
-  datapoints_to_alarm = 5
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = var.p99_latency_threshold_s
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
-  tags                = local.tags
+resource "aws_cloudwatch_composite_alarm" "availability" {
+  for_each          = local.slo_rules
+  alarm_name        = "${var.name}-slo-availability-${each.key}"
+  alarm_description = "${each.key == "page" ? "Page" : "Ticket"}: the ${var.availability_slo_percent}% availability SLO's error budget burns at ${join(" or ", [for pair in each.value : local.slo_windows[pair[0]].burn])}x (long and short window both)."
+  alarm_rule        = join(" OR ", [for pair in each.value : "(ALARM(\"${aws_cloudwatch_metric_alarm.availability_burn[pair[0]].alarm_name}\") AND ALARM(\"${aws_cloudwatch_metric_alarm.availability_burn[pair[1]].alarm_name}\"))"])
+  alarm_actions     = local.alarm_actions
+  ok_actions        = local.alarm_actions
+  tags              = local.tags
+}
+
+resource "aws_cloudwatch_composite_alarm" "latency" {
+  for_each          = local.slo_rules
+  alarm_name        = "${var.name}-slo-redirect-latency-${each.key}"
+  alarm_description = "${each.key == "page" ? "Page" : "Ticket"}: the redirect latency SLO (${var.latency_slo_percent}% under ${var.p99_latency_threshold_s} s, server-side) burns its budget at ${join(" or ", [for pair in each.value : local.slo_windows[pair[0]].burn])}x (long and short window both)."
+  alarm_rule        = join(" OR ", [for pair in each.value : "(ALARM(\"${aws_cloudwatch_metric_alarm.latency_burn[pair[0]].alarm_name}\") AND ALARM(\"${aws_cloudwatch_metric_alarm.latency_burn[pair[1]].alarm_name}\"))"])
+  alarm_actions     = local.alarm_actions
+  ok_actions        = local.alarm_actions
+  tags              = local.tags
 }
 
 resource "aws_cloudwatch_metric_alarm" "no_healthy_task" {
@@ -183,9 +247,14 @@ resource "aws_cloudwatch_metric_alarm" "kurz_503_rate" {
 
   metric_query {
     id          = "pct"
-    expression  = "100 * FILL(shed, 0) / FILL(requests, 1)"
+    expression  = "100 * FILL(shed, 0) / IF(requests > 0, requests, 1)"
     label       = "kurz 503, % of requests"
     return_data = true
+  }
+
+  metric_query {
+    id         = "requests"
+    expression = join(" + ", [for k, _ in local.load_balancers : "FILL(req_${k}, 0)"])
   }
 
   metric_query {
@@ -198,14 +267,17 @@ resource "aws_cloudwatch_metric_alarm" "kurz_503_rate" {
     }
   }
 
-  metric_query {
-    id = "requests"
-    metric {
-      namespace   = "AWS/ApplicationELB"
-      metric_name = "RequestCount"
-      dimensions  = local.alb_dimension
-      period      = 60
-      stat        = "Sum"
+  dynamic "metric_query" {
+    for_each = local.load_balancers
+    content {
+      id = "req_${metric_query.key}"
+      metric {
+        namespace   = "AWS/ApplicationELB"
+        metric_name = "RequestCount"
+        dimensions  = { LoadBalancer = metric_query.value }
+        period      = 60
+        stat        = "Sum"
+      }
     }
   }
 

@@ -633,8 +633,30 @@ variable "alarm_emails" {
   }
 }
 
+variable "availability_slo_percent" {
+  description = "Availability SLO: the share of requests (both load balancers) not answered 5xx, over 30 days. Its burn-rate alarms page at 14.4x and 6x the budget, open a ticket at 3x and 1x."
+  type        = number
+  default     = 99.95
+
+  validation {
+    condition     = var.availability_slo_percent >= 90 && var.availability_slo_percent < 100
+    error_message = "availability_slo_percent must be at least 90 and below 100."
+  }
+}
+
+variable "latency_slo_percent" {
+  description = "Redirect latency SLO: the share of redirects answered within p99_latency_threshold_s at the task (server-side), over 30 days."
+  type        = number
+  default     = 99
+
+  validation {
+    condition     = var.latency_slo_percent >= 50 && var.latency_slo_percent < 100
+    error_message = "latency_slo_percent must be at least 50 and below 100."
+  }
+}
+
 variable "p99_latency_threshold_s" {
-  description = "Alarm when the targets' p99 response time stays above this many seconds."
+  description = "The redirect latency SLO's bound, in seconds: latency_slo_percent (99) of redirects must take less at the task (TargetResponseTime, server-side)."
   type        = number
   default     = 0.1
 
@@ -645,7 +667,7 @@ variable "p99_latency_threshold_s" {
 }
 
 variable "error_rate_threshold_percent" {
-  description = "Alarm when 5xx answers (from the targets, or from the load balancer itself) exceed this share of requests."
+  description = "Alarm when kurz's own 503s (load shed, store unavailable; counted from its logs) exceed this share of requests. 5xx as a whole are the availability SLO's (availability_slo_percent)."
   type        = number
   default     = 1
 
