@@ -1327,3 +1327,28 @@ fn the_slo_alarms_burn_at_the_sre_workbooks_rates_and_windows() {
         resource(&files, "aws_cloudwatch_composite_alarm", kind);
     }
 }
+
+#[test]
+fn the_table_is_backed_up_to_a_locked_vault_and_copied() {
+    let files = module();
+    let selection = resource(&files, "aws_backup_selection", "kurz").body();
+    let resources = hcl::format::to_string(attribute(selection, "resources").expect("resources"))
+        .expect("formats");
+    assert!(
+        resources.contains("aws_dynamodb_table.kurz.arn"),
+        "the backup selection should hold the table: {resources}"
+    );
+    let lock = resource(&files, "aws_backup_vault_lock_configuration", "kurz").body();
+    for key in ["changeable_for_days", "min_retention_days"] {
+        assert!(
+            attribute(lock, key).is_some(),
+            "the vault lock needs {key} (compliance mode, a minimum retention)"
+        );
+    }
+    let plan = hcl::format::to_string(resource(&files, "aws_backup_plan", "kurz").body())
+        .expect("formats");
+    assert!(
+        plan.contains("dynamic \"copy_action\"") && plan.contains("var.backup_copy_vault_arns"),
+        "the backup plan should copy each backup to backup_copy_vault_arns"
+    );
+}

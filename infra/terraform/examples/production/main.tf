@@ -189,7 +189,69 @@ module "kurz" {
   click_sink          = var.click_sink
   click_stream_shards = var.click_stream_shards
 
+  # The daily backups, copied to a vault in another region and, when set, another account's.
+  # A list of known length (one, or two), whatever the ARNs.
+  backup_copy_vault_arns = concat([aws_backup_vault.copy.arn], var.backup_copy_account_vault_arn == "" ? [] : [var.backup_copy_account_vault_arn])
+
   tags = { environment = "production" }
+}
+
+# --- backups: AWS Backup's advanced DynamoDB features, and the vault in the other region ---
+
+# An account setting, per region: AWS Backup manages DynamoDB backups itself (its own vault,
+# encryption with the vault's key, copies to other regions and accounts, vault lock). Without
+# it the module's copy actions and vault lock do not apply to the table's backups.
+resource "aws_backup_region_settings" "kurz" {
+  resource_type_opt_in_preference = {
+    "DynamoDB" = true
+  }
+  resource_type_management_preference = {
+    "DynamoDB" = true
+  }
+}
+
+resource "aws_backup_region_settings" "copy" {
+  provider = aws.backup_copy
+  resource_type_opt_in_preference = {
+    "DynamoDB" = true
+  }
+  resource_type_management_preference = {
+    "DynamoDB" = true
+  }
+}
+
+data "aws_caller_identity" "current" {}
+
+resource "aws_kms_key" "backup_copy" {
+  provider                = aws.backup_copy
+  description             = "kurz: the copy of the table's backups in ${var.backup_copy_region}"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "AccountAdministersThroughIAM"
+      Effect    = "Allow"
+      Principal = { AWS = "arn:aws:iam::${data.aws_caller_identity.current.account_id}:root" }
+      Action    = "kms:*"
+      Resource  = "*"
+    }]
+  })
+}
+
+resource "aws_backup_vault" "copy" {
+  provider      = aws.backup_copy
+  name          = "kurz-table-copy"
+  kms_key_arn   = aws_kms_key.backup_copy.arn
+  force_destroy = false
+}
+
+resource "aws_backup_vault_lock_configuration" "copy" {
+  provider            = aws.backup_copy
+  backup_vault_name   = aws_backup_vault.copy.name
+  changeable_for_days = 3
+  min_retention_days  = 7
+  max_retention_days  = 365
 }
 
 # --- DNS (optional) ---

@@ -62,3 +62,8 @@ output "aggregate_service_name" {
   description = "The kurz aggregate ECS service (null with click_sink = \"store\")."
   value       = module.kurz.aggregate_service_name
 }
+
+output "backup_role_arn" {
+  description = "The role AWS Backup backs the table up with; restore drills use it (infra/README.md)."
+  value       = module.kurz.backup_role_arn
+}

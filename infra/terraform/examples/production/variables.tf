@@ -159,3 +159,25 @@ variable "click_stream_shards" {
     error_message = "click_stream_shards must be at least 1."
   }
 }
+
+variable "backup_copy_region" {
+  description = "Region the table's daily backups are copied to (a vault-locked vault made here); not var.region."
+  type        = string
+  default     = "us-west-2"
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.backup_copy_region)) && var.backup_copy_region != var.region
+    error_message = "backup_copy_region must be an AWS region name other than var.region."
+  }
+}
+
+variable "backup_copy_account_vault_arn" {
+  description = "A backup vault in another account to copy the daily backups to as well (its vault policy must allow backup:CopyIntoBackupVault from this account; with AWS Organizations, cross-account backup must be on). Empty: none."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.backup_copy_account_vault_arn == "" || can(regex("^arn:aws[a-z-]*:backup:[a-z0-9-]+:[0-9]{12}:backup-vault:.+$", var.backup_copy_account_vault_arn))
+    error_message = "backup_copy_account_vault_arn must be empty or a backup vault ARN."
+  }
+}

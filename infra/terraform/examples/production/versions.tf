@@ -28,3 +28,18 @@ provider "aws" {
     }
   }
 }
+
+# The region the table's backups are copied to (backup.tf): a vault there survives the loss of
+# var.region.
+provider "aws" {
+  alias  = "backup_copy"
+  region = var.backup_copy_region
+
+  default_tags {
+    tags = {
+      app         = "kurz"
+      environment = "production"
+      managed-by  = "terraform"
+    }
+  }
+}

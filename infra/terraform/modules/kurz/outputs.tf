@@ -23,6 +23,16 @@ output "api_alb_zone_id" {
   value       = aws_lb.api.zone_id
 }
 
+output "backup_vault_name" {
+  description = "The table's AWS Backup vault (vault-locked)."
+  value       = aws_backup_vault.kurz.name
+}
+
+output "backup_role_arn" {
+  description = "The role AWS Backup uses: also the one to restore with (into a table named TABLE-restore-*)."
+  value       = aws_iam_role.backup.arn
+}
+
 output "table_name" {
   description = "The DynamoDB table."
   value       = aws_dynamodb_table.kurz.name

@@ -544,6 +544,63 @@ variable "table_deletion_protection" {
   default     = true
 }
 
+# --- AWS Backup ------------------------------------------------------------------------------
+
+variable "backup_retention_days" {
+  description = "Days each daily backup of the table is kept, in the vault and in every copy."
+  type        = number
+  default     = 35
+
+  validation {
+    condition     = var.backup_retention_days >= 1 && floor(var.backup_retention_days) == var.backup_retention_days
+    error_message = "backup_retention_days must be a whole number of days, at least 1."
+  }
+}
+
+variable "backup_min_retention_days" {
+  description = "Vault lock: no recovery point can be deleted sooner than this, by anyone (compliance mode, once backup_lock_changeable_days have passed)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.backup_min_retention_days >= 1
+    error_message = "backup_min_retention_days must be at least 1."
+  }
+}
+
+variable "backup_max_retention_days" {
+  description = "Vault lock: no recovery point can be kept longer than this."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.backup_max_retention_days >= 1 && var.backup_max_retention_days <= 36500
+    error_message = "backup_max_retention_days must be between 1 and 36500."
+  }
+}
+
+variable "backup_lock_changeable_days" {
+  description = "Days after the apply during which the vault lock can still be removed; then it is permanent (compliance mode). AWS's minimum is 3."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.backup_lock_changeable_days >= 3
+    error_message = "backup_lock_changeable_days must be at least 3 (AWS's minimum for compliance mode)."
+  }
+}
+
+variable "backup_copy_vault_arns" {
+  description = "Backup vaults each daily backup is copied to: one in another region (examples/production makes it) and/or one in another account (whose vault policy must allow backup:CopyIntoBackupVault from this account). Empty: no copy, which leaves the backups in this account and region."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.backup_copy_vault_arns : can(regex("^arn:aws[a-z-]*:backup:[a-z0-9-]+:[0-9]{12}:backup-vault:.+$", a))])
+    error_message = "backup_copy_vault_arns must be backup vault ARNs."
+  }
+}
+
 # --- Redis ---------------------------------------------------------------------------------
 
 variable "redis_node_type" {
