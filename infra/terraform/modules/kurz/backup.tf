@@ -116,7 +116,7 @@ data "aws_iam_policy_document" "backup" {
   statement {
     sid       = "RestoreIntoANewTable"
     actions   = ["dynamodb:RestoreTableFromAwsBackup", "dynamodb:DescribeTable", "dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"]
-    resources = ["arn:${local.partition}:dynamodb:${local.region}:${local.account_id}:table/${var.table_name}-restore-*"]
+    resources = ["arn:${local.partition}:dynamodb:*:${local.account_id}:table/${var.table_name}-restore-*"] # any region: the drill restores the copy
   }
   statement {
     sid       = "CopyToTheOtherVaults"
