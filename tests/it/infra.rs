@@ -1247,11 +1247,16 @@ fn redirects_skip_the_waf_and_the_api_is_behind_it() {
     );
 }
 
+/// A burn rate and its window in seconds.
+type Window = (f64, i64);
+/// The (long, short) window pairs of a severity, any of which fires it.
+type Pairs = Vec<(Window, Window)>;
+
 #[test]
 fn the_slo_alarms_burn_at_the_sre_workbooks_rates_and_windows() {
     // Page at 14.4x over 1 h and 5 min, 6x over 6 h and 30 min; ticket at 3x over 1 d and 2 h,
     // 1x over 3 d and 6 h.
-    let expected: BTreeMap<&str, Vec<((f64, i64), (f64, i64))>> = BTreeMap::from([
+    let expected: BTreeMap<&str, Pairs> = BTreeMap::from([
         (
             "page",
             vec![((14.4, 3600), (14.4, 300)), ((6.0, 21600), (6.0, 1800))],
@@ -1275,7 +1280,7 @@ fn the_slo_alarms_burn_at_the_sre_workbooks_rates_and_windows() {
     let Expression::Object(windows) = local("slo_windows") else {
         panic!("slo_windows should be an object literal");
     };
-    let windows: BTreeMap<String, (f64, i64)> = windows
+    let windows: BTreeMap<String, Window> = windows
         .iter()
         .map(|(k, v)| {
             let Expression::Object(v) = v else {
@@ -1299,7 +1304,7 @@ fn the_slo_alarms_burn_at_the_sre_workbooks_rates_and_windows() {
     let Expression::Object(rules) = local("slo_rules") else {
         panic!("slo_rules should be an object literal");
     };
-    let rules: BTreeMap<String, Vec<((f64, i64), (f64, i64))>> = rules
+    let rules: BTreeMap<String, Pairs> = rules
         .iter()
         .map(|(k, v)| {
             let Expression::Array(pairs) = v else {
