@@ -8,6 +8,7 @@
 //!
 //! Run: `cargo bench --bench cache`.
 
+mod common;
 #[path = "../tests/it/harness/mod.rs"]
 mod harness;
 
@@ -15,6 +16,8 @@ use std::collections::HashSet;
 
 use kurz::cache::{Cached, LocalCache, Target};
 use kurz::config::LocalCacheSettings;
+
+use common::Zipf;
 
 const LINKS: usize = 1_000_000;
 /// The cache's clock: any fixed time (entries never reach their TTL here).
@@ -39,30 +42,6 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Samples ranks 0..n with P(rank k) proportional to 1 / (k + 1).
-struct Zipf {
-    cumulative: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize) -> Self {
-        let mut total = 0.0;
-        let cumulative = (1..=n)
-            .map(|k| {
-                total += 1.0 / k as f64;
-                total
-            })
-            .collect();
-        Self { cumulative }
-    }
-
-    fn sample(&self, rng: &mut Rng) -> usize {
-        let total = *self.cumulative.last().unwrap_or(&1.0);
-        let x = rng.next_f64() * total;
-        self.cumulative.partition_point(|&c| c < x)
     }
 }
 
@@ -125,7 +104,7 @@ fn main() {
     let (mut l1_hits, mut redis_hits, mut store_reads) = (0u64, 0u64, 0u64);
     runtime.block_on(async {
         for n in 0..warm_up + measured {
-            let rank = zipf.sample(&mut rng);
+            let rank = zipf.rank(rng.next_f64());
             let code = &codes[rank];
             let counted = n >= warm_up;
             if l1.get(code, NOW).is_some() {

@@ -1,4 +1,4 @@
-//! What the load, flusher and stream benchmarks share: links written straight into an embedded
+//! What the load, flusher, stream and cache benchmarks share: links written straight into an embedded
 //! store, the headers of the visits they click with, and CPU time read from /proc.
 #![allow(dead_code)] // each bench uses a different part
 
@@ -104,8 +104,13 @@ impl Zipf {
 
     /// A rank, 0 the most clicked.
     pub fn sample(&self, draw: &mut Draw) -> usize {
+        self.rank(draw.next(1 << 53) as f64 / (1u64 << 53) as f64)
+    }
+
+    /// The rank at `u` of [0, 1) on the cumulative distribution: a rank drawn by a uniform `u`.
+    pub fn rank(&self, u: f64) -> usize {
         let total = self.cumulative.last().copied().unwrap_or(1.0);
-        let x = (draw.next(1 << 53) as f64 / (1u64 << 53) as f64) * total;
+        let x = u * total;
         self.cumulative
             .partition_point(|&c| c < x)
             .min(self.cumulative.len().saturating_sub(1))
