@@ -69,6 +69,12 @@ locals {
     ticket = [["3x-1d", "3x-2h"], ["1x-3d", "1x-6h"]]
   }
 
+  # The availability alarms' queries of each load balancer's counts, by query id.
+  lb_count_metrics = { t5 = "HTTPCode_Target_5XX_Count", e5 = "HTTPCode_ELB_5XX_Count", req = "RequestCount" }
+  lb_count_queries = {
+    for pair in setproduct(keys(local.lb_count_metrics), keys(local.load_balancers)) :
+    "${pair[0]}_${pair[1]}" => { metric = local.lb_count_metrics[pair[0]], load_balancer = local.load_balancers[pair[1]] }
+  }
   lb_errors   = join(" + ", flatten([for k, _ in local.load_balancers : ["FILL(t5_${k}, 0)", "FILL(e5_${k}, 0)"]]))
   lb_requests = join(" + ", flatten([for k, _ in local.load_balancers : ["FILL(req_${k}, 0)", "FILL(e5_${k}, 0)"]]))
 }
@@ -100,42 +106,15 @@ resource "aws_cloudwatch_metric_alarm" "availability_burn" {
     expression = local.lb_requests
   }
 
+  # The counts of every load balancer: t5_, e5_ and req_ followed by its key.
   dynamic "metric_query" {
-    for_each = local.load_balancers
+    for_each = local.lb_count_queries
     content {
-      id = "t5_${metric_query.key}"
+      id = metric_query.key
       metric {
         namespace   = "AWS/ApplicationELB"
-        metric_name = "HTTPCode_Target_5XX_Count"
-        dimensions  = { LoadBalancer = metric_query.value }
-        period      = each.value.seconds
-        stat        = "Sum"
-      }
-    }
-  }
-
-  dynamic "metric_query" {
-    for_each = local.load_balancers
-    content {
-      id = "e5_${metric_query.key}"
-      metric {
-        namespace   = "AWS/ApplicationELB"
-        metric_name = "HTTPCode_ELB_5XX_Count"
-        dimensions  = { LoadBalancer = metric_query.value }
-        period      = each.value.seconds
-        stat        = "Sum"
-      }
-    }
-  }
-
-  dynamic "metric_query" {
-    for_each = local.load_balancers
-    content {
-      id = "req_${metric_query.key}"
-      metric {
-        namespace   = "AWS/ApplicationELB"
-        metric_name = "RequestCount"
-        dimensions  = { LoadBalancer = metric_query.value }
+        metric_name = metric_query.value.metric
+        dimensions  = { LoadBalancer = metric_query.value.load_balancer }
         period      = each.value.seconds
         stat        = "Sum"
       }
