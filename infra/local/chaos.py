@@ -522,7 +522,6 @@ class Chaos:
 
     def kill_one(self, sc):
         tracked = self.tracked_link(sc)
-        k2 = Http(self.instances[2], timeout=2)
         flushed_through = None
         with Load(self.lb, self.hot, self.cold, tracked, sc.tally):
             # Up to the kill, what k2 says it has flushed: every click it counted before
@@ -530,15 +529,12 @@ class Chaos:
             # at most as new as the truth, so the clicks at risk counted from it are a bound).
             until = time.monotonic() + 3
             while time.monotonic() < until:
-                answer = k2.request("GET", "/metrics", headers=self.admin)
-                if answer.status == 200:
-                    flushed_through = metric_value(
-                        answer.body.decode(errors="replace"),
-                        "kurz_clicks_flushed_through_timestamp_seconds")
+                reading = self.metric_of(2, "kurz_clicks_flushed_through_timestamp_seconds")
+                if reading is not None:
+                    flushed_through = reading
                 time.sleep(0.05)
             fleet("kill", "2")
             killed_at = time.time()
-            k2.close()
             time.sleep(5)
             fleet("start", "2")
             fleet("wait-up", "2")
