@@ -8,7 +8,9 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::config::{Credentials, Region};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_dynamodb::config::{ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 use crate::config::DynamoSettings;
@@ -64,6 +66,49 @@ pub async fn sdk_config(
         );
     }
     Ok(config)
+}
+
+/// The DynamoDB client of `config`, passing on the current trace (see [`TracePropagation`]).
+pub fn dynamodb_client(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(config)
+        .interceptor(TracePropagation)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// The Kinesis client of `config`, passing on the current trace (see [`TracePropagation`]).
+pub fn kinesis_client(config: &aws_config::SdkConfig) -> aws_sdk_kinesis::Client {
+    let config = aws_sdk_kinesis::config::Builder::from(config)
+        .interceptor(TracePropagation)
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
+/// Adds `traceparent` and `X-Amzn-Trace-Id` to each request an SDK call made within a traced
+/// request sends (every attempt), naming the call's span as the parent; outside one it adds
+/// nothing. The headers are added after signing: SigV4 signs only the headers it lists.
+#[derive(Debug)]
+struct TracePropagation;
+
+impl Intercept for TracePropagation {
+    fn name(&self) -> &'static str {
+        "kurz::TracePropagation"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(headers) = crate::telemetry::trace::outgoing_headers() {
+            let request = context.request_mut().headers_mut();
+            for (name, value) in headers {
+                request.insert(name, value);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An SDK error in one line (any AWS service's: the SDKs share the error types), with the

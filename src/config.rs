@@ -39,6 +39,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub abuse: AbuseSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -712,6 +713,39 @@ impl Default for LogSettings {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Base URL of an OpenTelemetry receiver speaking OTLP/HTTP (a collector beside kurz, e.g.
+    /// `http://127.0.0.1:4318`): spans are posted as JSON to `{it}/v1/traces`. Unset, nothing is
+    /// traced.
+    pub otlp_endpoint: Option<String>,
+    /// Share of the traces started here that are recorded, 0 to 1 (decided by the trace id, so
+    /// every instance decides alike). A trusted proxy's `traceparent` (or `X-Amzn-Trace-Id`
+    /// with `Sampled=`) decides for the traces it names.
+    pub sample_ratio: f64,
+    /// `service.name` of every span.
+    pub service_name: String,
+    /// How often recorded spans are sent.
+    #[serde(rename = "export_interval_ms", deserialize_with = "millis")]
+    pub export_interval: Duration,
+    /// Spans kept while the receiver does not take them; beyond it new ones are dropped and
+    /// counted.
+    pub max_queued_spans: usize,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            sample_ratio: 0.01,
+            service_name: "kurz".into(),
+            export_interval: Duration::from_secs(1),
+            max_queued_spans: 20_000,
+        }
+    }
+}
+
 /// A secret string (token, key): `Debug` never shows it, and its memory is wiped on drop.
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
@@ -1024,6 +1058,24 @@ impl Settings {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }
+        let telemetry = &self.telemetry;
+        if let Some(endpoint) = &telemetry.otlp_endpoint
+            && let Err(reason) = crate::telemetry::OtlpEndpoint::parse(endpoint)
+        {
+            return invalid("telemetry.otlp_endpoint", &reason);
+        }
+        if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
+            return invalid("telemetry.sample_ratio", "must be between 0 and 1");
+        }
+        if telemetry.service_name.is_empty() {
+            return invalid("telemetry.service_name", "must not be empty");
+        }
+        if telemetry.export_interval.is_zero() {
+            return invalid("telemetry.export_interval_ms", "must be at least 1");
+        }
+        if telemetry.max_queued_spans == 0 {
+            return invalid("telemetry.max_queued_spans", "must be at least 1");
+        }
         Ok(())
     }
 }
@@ -1118,9 +1170,16 @@ mod tests {
                     "key-one-0123456789abcdef0123456789, key-two-0123456789abcdef0123456789 ,",
                 ),
                 ("KURZ__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7"),
+                ("KURZ__TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+                ("KURZ__TELEMETRY__SAMPLE_RATIO", "0.25"),
             ]),
         )
         .expect("loads");
+        assert_eq!(
+            s.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert!((s.telemetry.sample_ratio - 0.25).abs() < f64::EPSILON);
         assert_eq!(s.server.bind.port(), 9000);
         let base = s.server.public_base_url.expect("base url");
         assert_eq!(base.as_str(), "https://kurz.example");
@@ -1194,6 +1253,26 @@ mod tests {
                 "store.purge_interval_s",
             ),
             ("KURZ__STORE__PURGE_BATCH", "0", "store.purge_batch"),
+            (
+                "KURZ__TELEMETRY__OTLP_ENDPOINT",
+                "https://collector.example",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "KURZ__TELEMETRY__OTLP_ENDPOINT",
+                "collector:4318",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "KURZ__TELEMETRY__SAMPLE_RATIO",
+                "1.5",
+                "telemetry.sample_ratio",
+            ),
+            (
+                "KURZ__TELEMETRY__SAMPLE_RATIO",
+                "NaN",
+                "telemetry.sample_ratio",
+            ),
         ] {
             let err = Settings::load_from(None, env(&[(key, value)])).expect_err(key);
             assert!(err.to_string().contains(named), "{key}={value}: {err}");

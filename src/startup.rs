@@ -29,7 +29,7 @@ use crate::limits::RateLimits;
 use crate::links::{CodeSource, Denylist, LinkService, UrlPolicy};
 use crate::secrets;
 use crate::store::{self, LinkStore, StoreError};
-use crate::telemetry::{Metrics, RequestIds};
+use crate::telemetry::{Metrics, RequestIds, Tracer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -100,6 +100,7 @@ pub struct Application {
     admin: Option<Server>,
     store: Arc<dyn LinkStore>,
     health: Arc<Health>,
+    tracer: Option<Arc<Tracer>>,
     drain_delay: Duration,
 }
 
@@ -139,6 +140,25 @@ impl Application {
         .await
         .map_err(store_error)?;
         tracing::info!(backend = store.backend(), path = %settings.store.path.display(), "store opened");
+        let tracer =
+            Tracer::from_settings(&settings.telemetry, Arc::clone(&metrics)).map_err(|reason| {
+                SettingsError::Invalid {
+                    key: "telemetry.otlp_endpoint",
+                    reason,
+                }
+            })?;
+        // Store calls are spans of the traces they are made in only when traces are on.
+        let store = match &tracer {
+            Some(_) => store::TracedStore::wrap(store),
+            None => store,
+        };
+        if let Some(endpoint) = &settings.telemetry.otlp_endpoint {
+            tracing::info!(
+                endpoint,
+                sample_ratio = settings.telemetry.sample_ratio,
+                "traces on: sending spans over OTLP/HTTP"
+            );
+        }
         let secrets = secrets::ensure(&*store, settings.ids.permutation_key.as_ref())
             .await
             .map_err(store_error)?;
@@ -245,6 +265,7 @@ impl Application {
                 Classifier::new(Arc::clone(&countries)),
                 settings.analytics.max_values_per_dimension,
             ),
+            tracer.clone(),
         );
         let health = Arc::new(
             Health::new(Arc::clone(&metrics))
@@ -301,6 +322,7 @@ impl Application {
             metrics,
             public_metrics: PublicMetrics::for_listeners(local_addr, settings.server.admin_bind),
             request_ids: RequestIds::default(),
+            tracer: tracer.clone(),
             health: Arc::clone(&health),
             analytics: AnalyticsCapture {
                 enabled: settings.analytics.enabled,
@@ -325,6 +347,7 @@ impl Application {
         background.extend(invalidations.into_iter().flatten());
         background.extend(clock_checks);
         background.push(keys.start_refreshing());
+        background.extend(tracer.as_ref().map(|t| t.start_exporting()));
 
         let admin = match settings.server.admin_bind {
             None => None,
@@ -373,6 +396,7 @@ impl Application {
             admin,
             store,
             health,
+            tracer,
             drain_delay: settings.server.drain_delay,
         })
     }
@@ -441,6 +465,10 @@ impl Application {
             let _ = task.await;
         }
         self.store.close().await;
+        // The spans of the last requests and flushes.
+        if let Some(tracer) = &self.tracer {
+            tracer.flush().await;
+        }
         tracing::info!("shutdown complete");
         result
     }

@@ -40,6 +40,7 @@ use super::{Cached, LocalCache};
 use crate::clock;
 use crate::config::RedisSettings;
 use crate::telemetry::Metrics;
+use crate::telemetry::trace::{self, Attribute};
 
 /// GCRA in one script: the key holds the bucket's theoretical arrival time (ms, Redis time).
 /// `ARGV[3]` 1 takes one when allowed, 0 only says whether it would be. The same arithmetic
@@ -195,7 +196,12 @@ impl RedisCache {
             pipe.get(self.key(code));
         }
         let (pipe, invocation) = (&pipe, &invocation);
-        self.call(|mut conn| async move {
+        let operation = if fetch.is_some() {
+            "redis.rate_limit_and_GET"
+        } else {
+            "redis.rate_limit"
+        };
+        self.call(operation, |mut conn| async move {
             let mut answer = pipe.query_async::<Vec<redis::Value>>(&mut conn).await;
             if answer
                 .as_ref()
@@ -217,7 +223,9 @@ impl RedisCache {
     /// fleet's reference clock (see [`crate::health::ClockSkew`]).
     pub async fn time_ms(&self) -> Option<i64> {
         let (seconds, micros): (i64, i64) = self
-            .call(|mut conn| async move { redis::cmd("TIME").query_async(&mut conn).await })
+            .call("redis.TIME", |mut conn| async move {
+                redis::cmd("TIME").query_async(&mut conn).await
+            })
             .await?;
         Some(seconds * 1000 + micros / 1000)
     }
@@ -238,7 +246,8 @@ impl RedisCache {
 
     /// Runs one Redis call within the timeout, unless the breaker is open; `None` on any
     /// failure (which the breaker counts).
-    async fn call<T, F, Fut>(&self, f: F) -> Option<T>
+    /// Within a traced request the call is the span `redis.{operation}`.
+    async fn call<T, F, Fut>(&self, operation: &'static str, f: F) -> Option<T>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -247,10 +256,23 @@ impl RedisCache {
         if !inner.breaker.allow() {
             return None;
         }
-        let outcome = match tokio::time::timeout(inner.timeout, self.attempt(&f)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(format!("timed out after {:?}", inner.timeout)),
+        let attempt = async {
+            match tokio::time::timeout(inner.timeout, self.attempt(&f)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!("timed out after {:?}", inner.timeout)),
+            }
         };
+        let outcome = trace::child(
+            operation,
+            || {
+                vec![
+                    Attribute::str("db.system.name", "redis"),
+                    Attribute::str("db.operation.name", operation.trim_start_matches("redis.")),
+                ]
+            },
+            attempt,
+        )
+        .await;
         match outcome {
             Ok(value) => {
                 if inner.breaker.on_success() {
@@ -327,7 +349,7 @@ impl RedisCache {
             Some(Fetched(value)) => value,
             None => {
                 let key = &self.key(code);
-                self.call(|mut conn| async move { conn.get(key).await })
+                self.call("redis.GET", |mut conn| async move { conn.get(key).await })
                     .await
                     .flatten()
             }
@@ -368,7 +390,8 @@ impl RedisCache {
             self.tombstone(code),
             value.encode(),
         );
-        tokio::spawn(async move {
+        // The write outlives the request; within a traced one it is still its child.
+        tokio::spawn(trace::carried(async move {
             let inner = &*this.inner;
             if read_at.elapsed() + inner.timeout >= inner.tombstone_ttl {
                 inner.metrics.redis_writes_refused.inc();
@@ -378,12 +401,14 @@ impl RedisCache {
             invocation.key(&tombstone).arg(&encoded).arg(ttl_ms);
             let invocation = &invocation;
             let written: Option<i64> = this
-                .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+                .call("redis.put", |mut conn| async move {
+                    invocation.invoke_async(&mut conn).await
+                })
                 .await;
             if written == Some(0) {
                 inner.metrics.redis_writes_refused.inc();
             }
-        });
+        }));
     }
 
     /// Removes `code` from Redis, leaves its tombstone, and tells every instance to evict it
@@ -392,7 +417,9 @@ impl RedisCache {
     pub async fn invalidate(&self, code: &str) {
         let pipe = &self.invalidations(&[code]);
         let done = self
-            .call(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .call("redis.invalidate", |mut conn| async move {
+                pipe.query_async::<()>(&mut conn).await
+            })
             .await;
         if done.is_none() {
             self.defer(code);
@@ -490,7 +517,9 @@ impl RedisCache {
         let codes: Vec<&str> = batch.iter().map(String::as_str).collect();
         let pipe = &self.invalidations(&codes);
         let done = self
-            .call(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .call("redis.invalidate", |mut conn| async move {
+                pipe.query_async::<()>(&mut conn).await
+            })
             .await;
         if done.is_some() {
             let mut pending = self.pending();
@@ -509,7 +538,7 @@ impl RedisCache {
         let mut cursor: u64 = 0;
         loop {
             let step: Option<(u64, Vec<String>)> = self
-                .call(|mut conn| async move {
+                .call("redis.SCAN", |mut conn| async move {
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
@@ -526,7 +555,7 @@ impl RedisCache {
             if !keys.is_empty() {
                 let keys = &keys;
                 let deleted = self
-                    .call(|mut conn| async move {
+                    .call("redis.UNLINK", |mut conn| async move {
                         redis::cmd("UNLINK")
                             .arg(keys)
                             .query_async::<()>(&mut conn)
@@ -542,15 +571,17 @@ impl RedisCache {
             }
             cursor = next;
         }
-        self.call(|mut conn| async move { conn.publish::<_, _, ()>(channel, FORGET_ALL).await })
-            .await
-            .is_some()
+        self.call("redis.PUBLISH", |mut conn| async move {
+            conn.publish::<_, _, ()>(channel, FORGET_ALL).await
+        })
+        .await
+        .is_some()
     }
 
     /// Warns unless Redis evicts by LRU or LFU, which the cache sizing depends on.
     pub async fn check_eviction_policy(&self) {
         let policy: Option<Vec<String>> = self
-            .call(|mut conn| async move {
+            .call("redis.CONFIG", |mut conn| async move {
                 redis::cmd("CONFIG")
                     .arg("GET")
                     .arg("maxmemory-policy")

@@ -65,7 +65,8 @@ impl Sink for StoreSink {
 /// What the embedded store writes at once, for the flusher's pacing: sixteen of its click
 /// transactions.
 const EMBEDDED_MAX_BATCH: usize = 32_768;
-use crate::telemetry::{self, Metrics};
+use crate::telemetry::trace::{Attribute, Kind};
+use crate::telemetry::{self, Metrics, Tracer};
 
 #[derive(Default)]
 struct Pending {
@@ -408,16 +409,18 @@ impl ClickFlusher {
         aggregator: Aggregator,
     ) -> Self {
         let sink = Arc::new(StoreSink(Arc::clone(&store)));
-        Self::start_with_sink(recorder, store, sink, pacing, aggregator)
+        Self::start_with_sink(recorder, store, sink, pacing, aggregator, None)
     }
 
-    /// Flushes to `sink`; `store` keeps the daily visitor keys.
+    /// Flushes to `sink`; `store` keeps the daily visitor keys. With a `tracer`, the flushes
+    /// it samples are traces of their own (`clicks.flush`), the sink's calls their children.
     pub fn start_with_sink(
         recorder: Arc<ClickRecorder>,
         store: Arc<dyn LinkStore>,
         sink: Arc<dyn Sink>,
         pacing: FlushPacing,
         aggregator: Aggregator,
+        tracer: Option<Arc<Tracer>>,
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let flusher = Flusher {
@@ -432,6 +435,7 @@ impl ClickFlusher {
             aggregator,
             forgotten_before: None,
             collected_at_ms: 0,
+            tracer,
         };
         let task = tokio::spawn(flusher.run(stopped));
         Self { stop, task }
@@ -473,6 +477,7 @@ struct Flusher {
     /// When the last collection began (Unix ms): every click counted before it is in
     /// `fresh` or `retry`, or flushed.
     collected_at_ms: i64,
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl Flusher {
@@ -619,7 +624,17 @@ impl Flusher {
             .pacing
             .batch(self.failures)
             .map_or(batch.len(), |n| n.min(batch.len()));
-        let result = self.sink.add_clicks(&batch[..send]).await;
+        let sending = self.sink.add_clicks(&batch[..send]);
+        let result = match self.tracer.as_ref().and_then(|t| t.start(None, None)) {
+            Some(trace) => {
+                let result = trace.run(sending).await;
+                let attributes = vec![Attribute::int("kurz.click_deltas", send as i64)];
+                let error = result.as_ref().err().map(ToString::to_string);
+                trace.finish("clicks.flush", Kind::Internal, attributes, error);
+                result
+            }
+            None => sending.await,
+        };
         let unapplied = match &result {
             Ok(()) => Vec::new(),
             Err(e) => e.unapplied.clone(),

@@ -33,6 +33,7 @@ use super::events::{self, RecordId};
 use crate::config::{KinesisSettings, Settings};
 use crate::store::{ClickDelta, FlushError, StoreError};
 use crate::telemetry::Metrics;
+use crate::telemetry::trace::{self, Attribute};
 
 /// The Kinesis operations `kurz serve` makes as the stream's producer: what its IAM role must
 /// allow on the stream, and no more. (A test holds the calls reachable from [`StreamSink`] and
@@ -64,7 +65,7 @@ pub async fn client(settings: &Settings) -> Result<Client, String> {
         timeouts,
     )
     .await?;
-    Ok(Client::new(&config))
+    Ok(crate::aws::kinesis_client(&config))
 }
 
 /// A link's place in the stream's hash-key space: the first 128 bits of SHA-256 of its code.
@@ -246,13 +247,26 @@ impl StreamSink {
                     .map_err(|e| e.to_string())?;
                 entries.push(entry);
             }
-            let result = self
+            let put = self
                 .client
                 .put_records()
                 .stream_name(&self.stream)
                 .set_records(Some(entries))
-                .send()
-                .await;
+                .send();
+            let result = trace::child(
+                "kinesis.PutRecords",
+                || {
+                    vec![
+                        Attribute::str("rpc.system", "aws-api"),
+                        Attribute::str("rpc.service", "Kinesis"),
+                        Attribute::str("rpc.method", "PutRecords"),
+                        Attribute::str("aws.kinesis.stream_name", self.stream.clone()),
+                        Attribute::int("kurz.records", count as i64),
+                    ]
+                },
+                put,
+            )
+            .await;
             let out = match result {
                 Ok(out) => out,
                 Err(e) => {

@@ -33,7 +33,7 @@ use crate::config::LimitSettings;
 use crate::health::Health;
 use crate::limits::RateLimits;
 use crate::links::{LinkService, UrlPolicy};
-use crate::telemetry::{Metrics, RequestIds};
+use crate::telemetry::{Metrics, RequestIds, Tracer};
 
 /// Everything a handler needs, built once at start-up.
 pub struct AppState {
@@ -54,6 +54,8 @@ pub struct AppState {
     /// Who `/metrics` on the public listener is for.
     pub public_metrics: PublicMetrics,
     pub request_ids: RequestIds,
+    /// Set when traces are on (`telemetry.otlp_endpoint`).
+    pub tracer: Option<Arc<Tracer>>,
     pub health: Arc<Health>,
     pub analytics: AnalyticsCapture,
     pub reports: Reports,

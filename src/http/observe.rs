@@ -1,5 +1,5 @@
 //! Per-request observation: request id (echoed in `X-Request-Id`), a tracing span, metrics by
-//! route, and a log line for failures.
+//! route, a log line for failures, and the request's trace when it is traced.
 
 use std::time::Instant;
 
@@ -13,8 +13,13 @@ use tracing::Instrument;
 
 use super::{ApiError, AppState, Endpoint};
 use crate::telemetry::is_valid_request_id;
+use crate::telemetry::trace::{Attribute, Kind, Parent};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C Trace Context's header, believed from trusted proxies only.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The trace header AWS's load balancers add, believed from trusted proxies only.
+const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 
 pub async fn observe(
     req: ServiceRequest,
@@ -40,17 +45,56 @@ pub async fn observe(
         })
         .unwrap_or_else(|| HeaderValue::from_static("-"));
     let request_id_text = request_id.to_str().unwrap_or("-");
+    // Traced requests (only with telemetry.otlp_endpoint set): a trusted proxy's trace
+    // context is continued, anyone else's ignored.
+    let trace = state.as_ref().and_then(|s| {
+        let tracer = s.tracer.as_ref()?;
+        let headers = req.headers();
+        let parent = if s.proxies.is_trusted_peer(req.request()) {
+            Parent::from_headers(
+                headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+                headers.get(X_AMZN_TRACE_ID).map(HeaderValue::as_bytes),
+            )
+        } else {
+            None
+        };
+        tracer.start(parent, Some(request_id_text))
+    });
     // Redirects and probes (a GET or HEAD of one path segment) are the hot path: their span is
-    // at debug level, free unless asked for. Everything else gets an info span. Failures are
-    // logged below with their request id whatever the span's level.
+    // at debug level, free unless asked for. Everything else, and every traced request, gets
+    // an info span, so each log line within it names the request (and its trace). Failures
+    // are logged below with their request id whatever the span's level.
     let hot = matches!(*req.method(), Method::GET | Method::HEAD)
         && !req.path().get(1..).unwrap_or_default().contains('/');
-    let span = if hot {
+    let span = if hot && trace.is_none() {
         tracing::debug_span!("request", method = %req.method(), path = %req.path(), request_id = %request_id_text)
     } else {
-        tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %request_id_text)
+        let span = tracing::info_span!("request", method = %req.method(), path = %req.path(), request_id = %request_id_text, trace_id = tracing::field::Empty);
+        if let Some(trace) = &trace {
+            span.record("trace_id", trace.trace_id());
+        }
+        span
     };
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let traced_method = trace.as_ref().map(|_| req.method().clone());
+    let served = next.call(req).instrument(span.clone());
+    let served = match &trace {
+        Some(trace) => trace.run(served).await,
+        None => served.await,
+    };
+    let mut res = match served {
+        Ok(res) => res,
+        Err(e) => {
+            if let (Some(trace), Some(method)) = (trace, traced_method) {
+                trace.finish(
+                    method.to_string(),
+                    Kind::Server,
+                    Vec::new(),
+                    Some(e.to_string()),
+                );
+            }
+            return Err(e);
+        }
+    };
 
     let status = res.status();
     let elapsed = started.elapsed();
@@ -70,6 +114,30 @@ pub async fn observe(
     if let Some(state) = &state {
         let route = Endpoint::metric_index(endpoint);
         state.metrics.observe(route, status.as_u16(), elapsed);
+    }
+    if let Some(trace) = trace {
+        // Named by its route, as OpenTelemetry's HTTP conventions ask: `GET /{code}`.
+        let (method, path) = (res.request().method(), res.request().path());
+        let route = endpoint.map(Endpoint::path);
+        let name = match route {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_string(),
+        };
+        let mut attributes = vec![
+            Attribute::str("http.request.method", method.to_string()),
+            Attribute::str("url.path", path.to_owned()),
+            Attribute::int("http.response.status_code", i64::from(status.as_u16())),
+        ];
+        if let Some(route) = route {
+            attributes.push(Attribute::str("http.route", route));
+        }
+        let error = status.is_server_error().then(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("server error")
+                .to_owned()
+        });
+        trace.finish(name, Kind::Server, attributes, error);
     }
     // A full disk is logged once by the store when it starts and once when it ends, not per
     // request refused meanwhile.

@@ -10,6 +10,7 @@ mod embedded;
 #[cfg(test)]
 pub(crate) mod faulty;
 mod purge;
+mod traced;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use dynamodb::DynamoStore;
 pub use embedded::EmbeddedStore;
 pub use purge::start_purging;
+pub use traced::TracedStore;
 
 use crate::analytics::Rollup;
 use crate::config::{Backend, StoreSettings};

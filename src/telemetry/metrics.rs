@@ -291,6 +291,13 @@ metrics! {
     /// Links expired longer than `store.purge_expired_after_s` removed by the embedded
     /// store's purge, with their statistics.
     counter links_purged: Counter = "kurz_store_expired_links_purged_total";
+    /// Spans sent to the trace receiver (telemetry.otlp_endpoint).
+    counter trace_spans_exported: Counter = "kurz_trace_spans_exported_total";
+    /// Spans not sent: the queue was full (telemetry.max_queued_spans) or the receiver did not
+    /// take them.
+    counter trace_spans_dropped: Counter = "kurz_trace_spans_dropped_total";
+    /// Export requests to the trace receiver that failed (no connection, no answer, not 2xx).
+    counter trace_export_failures: Counter = "kurz_trace_export_failures_total";
 }
 
 impl Default for Metrics {

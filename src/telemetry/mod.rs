@@ -1,12 +1,16 @@
-//! Logging, request ids and the metrics registry.
+//! Logging, request ids, the metrics registry and traces.
 
 mod metrics;
+mod otlp;
+pub mod trace;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
 pub use metrics::{Counter, Gauge, Metrics, STORE_CLASSES, STRIPES, stripe};
+pub use otlp::OtlpEndpoint;
+pub use trace::Tracer;
 
 use crate::config::{LogFormat, LogSettings};
 

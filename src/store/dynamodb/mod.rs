@@ -110,7 +110,7 @@ impl DynamoStore {
             .await
             .map_err(StoreError::unavailable)?;
         Ok(Self {
-            client: Client::new(&config),
+            client: crate::aws::dynamodb_client(&config),
             table: dynamo.table.clone(),
             timeout,
             max_attempts: dynamo.max_attempts.get(),
