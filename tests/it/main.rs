@@ -21,4 +21,5 @@ mod pages;
 mod redis;
 mod security;
 mod stream;
+mod traces;
 mod transfer;

@@ -2,11 +2,13 @@
 //! of its own, a clock the test sets), [`process`] the real `kurz` binary as a child process,
 //! [`servers`] the external servers kurz talks to (DynamoDB Local, redis-server), each on a
 //! free port and owned by the test so it can pause or kill them, [`proxy`] a chaos proxy to
-//! put between kurz and one of them, and [`powercut`] a file system whose power can be cut.
+//! put between kurz and one of them, [`otlp`] a trace receiver, and [`powercut`] a file
+//! system whose power can be cut.
 //! The benches use the same harness (`#[path]`), so there is one way to start each thing.
 #![allow(dead_code, unused_imports)] // each bench uses a different part of the harness
 
 pub mod app;
+pub mod otlp;
 pub mod powercut;
 pub mod process;
 pub mod proxy;
@@ -14,6 +16,7 @@ pub mod qr;
 pub mod servers;
 
 pub use app::*;
+pub use otlp::*;
 pub use powercut::*;
 pub use process::*;
 pub use proxy::*;

@@ -56,6 +56,9 @@ struct Shared {
     held: AtomicU64,
     /// Bytes replaced in every request, whatever the fault (same length, so framing holds).
     rewrite: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    /// What [`ChaosProxy::count_requests_with`] looks for, and how often it was seen.
+    count_needle: Mutex<Vec<u8>>,
+    counted: AtomicU64,
 }
 
 pub struct ChaosProxy {
@@ -88,6 +91,8 @@ impl ChaosProxy {
             hold_needle: Mutex::new(Vec::new()),
             held: AtomicU64::new(0),
             rewrite: Mutex::new(None),
+            count_needle: Mutex::new(Vec::new()),
+            counted: AtomicU64::new(0),
         });
         let accepting = Arc::clone(&shared);
         let task = tokio::spawn(async move {
@@ -148,6 +153,18 @@ impl ChaosProxy {
         *self.shared.rewrite.lock().expect("lock") = Some((from.into(), to.into()));
     }
 
+    /// Counts, from now on, the requests whose first chunk contains `needle` (a header value,
+    /// say: the SDK and the Redis client write a request's head in one go).
+    pub fn count_requests_with(&self, needle: &str) {
+        *self.shared.count_needle.lock().expect("lock") = needle.as_bytes().to_vec();
+        self.shared.counted.store(0, Ordering::SeqCst);
+    }
+
+    /// Requests seen with the needle of [`count_requests_with`](Self::count_requests_with).
+    pub fn counted(&self) -> u64 {
+        self.shared.counted.load(Ordering::SeqCst)
+    }
+
     /// Answers `HoldAnswers` has held so far (each is passed on when the fault ends).
     pub fn held(&self) -> u64 {
         self.shared.held.load(Ordering::SeqCst)
@@ -192,6 +209,12 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
                 while let Some(found) = buf[at..n].windows(from.len()).position(|w| w == from) {
                     buf[at + found..at + found + to.len()].copy_from_slice(to);
                     at += found + to.len();
+                }
+            }
+            {
+                let needle = shared.count_needle.lock().expect("lock");
+                if !needle.is_empty() && buf[..n].windows(needle.len()).any(|w| w == *needle) {
+                    shared.counted.fetch_add(1, Ordering::SeqCst);
                 }
             }
             if is_transaction(&buf[..n]) && take_one(&shared.conflicts) {
