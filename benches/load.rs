@@ -15,7 +15,8 @@
 //! redis-server`). `LOAD_SECONDS` sets each wrk run's length (default 10); `LOAD_ONLY=ceiling`
 //! stops after the comparison with the ceiling (a quick check of the redirect path);
 //! `LOAD_QUERY=utm_source=x` adds that query string to every redirect of that comparison
-//! (kurz forwards it to the destination).
+//! (kurz forwards it to the destination); `LOAD_ONLY=traces` measures what traces cost
+//! redirects instead (off, 1% and 100% sampled).
 
 mod common;
 #[path = "../tests/it/harness/mod.rs"]
@@ -54,6 +55,10 @@ fn main() {
     let work = tempfile::tempdir().expect("tempdir");
     if std::env::var("LOAD_ONLY").as_deref() == Ok("analytics") {
         println!("{}", analytics(work.path(), seconds));
+        return;
+    }
+    if std::env::var("LOAD_ONLY").as_deref() == Ok("traces") {
+        println!("{}", traces(work.path(), seconds));
         return;
     }
     let mut report = String::new();
@@ -436,6 +441,156 @@ fn analytics(dir: &Path, seconds: u64) -> String {
         (rss - rss_before) as f64 * 1024.0 / links as f64
     );
     report
+}
+
+/// `LOAD_ONLY=traces`: what traces cost redirects. The same 100,000 links, served from L1 and
+/// from the store (L1 off), with traces off, on at 1% and 100% sampled, and off again, sent to
+/// a receiver in this process that reads and discards them; each against the ceiling in the
+/// same section, with kurz's CPU time per redirect.
+fn traces(dir: &Path, seconds: u64) -> String {
+    let data = dir.join("traces.redb");
+    let codes = prefill(&data, 100_000);
+    let script = dir.join("redirect-traces.lua");
+    write_redirect_script(&script, &codes, None);
+    let sink = SpanSink::start();
+    let ceiling = ceiling();
+    let mut report = format!(
+        "traces and redirects, {} cores, wrk runs of {seconds} s, 64 connections, 100,000 links\n\n\
+         | served from | traces | kurz requests/s | ceiling requests/s | kurz / ceiling | kurz p99 | kurz CPU per redirect | spans sent | spans dropped |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    let traced = |ratio: &str| {
+        vec![
+            ("KURZ__TELEMETRY__OTLP_ENDPOINT", sink.endpoint()),
+            ("KURZ__TELEMETRY__SAMPLE_RATIO", ratio.to_owned()),
+        ]
+    };
+    for (tier, tier_env) in [
+        ("L1", vec![]),
+        (
+            "store (L1 off)",
+            vec![("KURZ__CACHE__LOCAL__MAX_BYTES", "0".to_owned())],
+        ),
+    ] {
+        // Off once more at the end: what the runs before changed (the store grows with the
+        // clicks of each) shows as the difference between the two.
+        for (name, trace_env) in [
+            ("off", vec![]),
+            ("1% sampled", traced("0.01")),
+            ("100% sampled", traced("1")),
+            ("off, again", vec![]),
+        ] {
+            let env: Vec<(&str, &str)> = tier_env
+                .iter()
+                .chain(&trace_env)
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect();
+            let server = KurzProcess::start(&data, &env);
+            wrk(&server.base, &script, 64, seconds.min(3));
+            let pid = server.child.id().to_string();
+            let cpu_before = process_cpu_s(&pid);
+            let (k, c) = against_ceiling(&server, &ceiling, &script, seconds);
+            let cpu = process_cpu_s(&pid) - cpu_before;
+            let (k, c) = (Wrk::mean(&k), Wrk::mean(&c));
+            // Sent once the next export (every second) has run.
+            std::thread::sleep(Duration::from_millis(1500));
+            let (sent, dropped) = if trace_env.is_empty() {
+                (0.0, 0.0)
+            } else {
+                (
+                    metric(&server.base, "kurz_trace_spans_exported_total"),
+                    metric(&server.base, "kurz_trace_spans_dropped_total"),
+                )
+            };
+            let _ = writeln!(
+                report,
+                "| {tier} | {name} | {:.0} | {:.0} | {:.2} | {:.2} ms | {:.1} µs | {sent:.0} | {dropped:.0} |",
+                k.rps,
+                c.rps,
+                k.rps / c.rps,
+                k.p99_ms,
+                cpu * 1e6 / k.requests.max(1) as f64,
+            );
+            server.stop();
+        }
+    }
+    let _ = writeln!(
+        report,
+        "\nthe receiver took {} export requests, {} MiB",
+        sink.requests(),
+        sink.bytes() / (1 << 20)
+    );
+    report
+}
+
+/// An OTLP/HTTP receiver that reads each export request and answers 200, keeping nothing: the
+/// cheapest collector, so the benchmark measures kurz's side.
+struct SpanSink {
+    port: u16,
+    counts: Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
+}
+
+impl SpanSink {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let port = listener.local_addr().expect("sink address").port();
+        let counts = Arc::new(Default::default());
+        let shared = Arc::clone(&counts);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let counts: Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)> =
+                    Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut read = Vec::new();
+                    let mut chunk = [0u8; 64 * 1024];
+                    // kurz sends one request per connection and closes its side after it.
+                    loop {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read.extend_from_slice(&chunk[..n]),
+                        }
+                        let Some(head) = read.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let length: usize = String::from_utf8_lossy(&read[..head])
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().to_owned())
+                            })
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        if read.len() >= head + 4 + length {
+                            counts.0.fetch_add(1, Ordering::Relaxed);
+                            counts.1.fetch_add(read.len() as u64, Ordering::Relaxed);
+                            let _ = stream.write_all(
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                            );
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, counts }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> u64 {
+        self.counts.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.counts.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Two rounds of 64 connections against `server` and against the ceiling, in swapped order;
