@@ -4,7 +4,8 @@
 //! `kurz aggregate`: the aggregate role), found by following the calls from each program's entry
 //! through the source, and the code makes no call outside the declared lists; every `KURZ__`
 //! variable in each task definition is a real setting, and the consumer reads the stream the
-//! service writes; the log metric filters match the lines the code logs.
+//! service writes, and with traces on kurz sends its spans where the collector beside it
+//! listens; the log metric filters match the lines the code logs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -900,16 +901,61 @@ fn the_roles_allow_exactly_the_calls_their_programs_make() {
         set(kurz::aggregate::DYNAMODB_OPERATIONS),
         "the aggregate role's DynamoDB actions vs the calls kurz aggregate makes"
     );
+    // The one grant for another program: the trace collector beside kurz (traces on) sends
+    // spans to X-Ray with these, as its awsxray exporter documents.
+    assert_eq!(
+        of_service(&serve, "xray"),
+        set(&["PutTelemetryRecords", "PutTraceSegments"]),
+        "the task role's X-Ray actions vs the collector's calls"
+    );
     for (role, actions) in [("task", &serve), ("aggregate", &aggregate)] {
         for action in actions.iter() {
+            let collector = role == "task" && action.starts_with("xray:");
             assert!(
-                ["dynamodb:", "kinesis:", "kms:"]
-                    .iter()
-                    .any(|service| action.starts_with(service)),
+                collector
+                    || ["dynamodb:", "kinesis:", "kms:"]
+                        .iter()
+                        .any(|service| action.starts_with(service)),
                 "{role} role: {action} is no call kurz makes"
             );
         }
     }
+}
+
+#[test]
+fn with_traces_on_kurz_sends_its_spans_where_the_collector_beside_it_listens() {
+    let files = module();
+    let local = |name: &str| {
+        blocks(&files, "locals")
+            .find_map(|b| attribute(b.body(), name))
+            .unwrap_or_else(|| panic!("no local.{name}"))
+    };
+    let Expression::String(listens) = local("collector_otlp") else {
+        panic!("local.collector_otlp should be a string literal");
+    };
+    assert!(
+        listens.starts_with("127.0.0.1:"),
+        "the collector takes spans on loopback only, not from the network: {listens}"
+    );
+    let config = format!("{:?}", local("collector_config"));
+    assert!(
+        config.contains("collector_otlp"),
+        "the collector's OTLP receiver listens on local.collector_otlp: {config}"
+    );
+    let kurz = task_variables(&files, "kurz");
+    let sends = kurz
+        .iter()
+        .find(|(name, _)| name == "KURZ__TELEMETRY__OTLP_ENDPOINT")
+        .and_then(|(_, value)| value.clone())
+        .expect(
+            "the kurz task sets KURZ__TELEMETRY__OTLP_ENDPOINT to a literal when traces are on",
+        );
+    assert_eq!(sends, format!("http://{listens}"));
+    assert!(
+        kurz.iter()
+            .any(|(name, _)| name == "KURZ__TELEMETRY__SAMPLE_RATIO"),
+        "the sampling ratio is the module's traces_sample_ratio"
+    );
 }
 
 // --- log metric filters against the lines the code logs ------------------------------------

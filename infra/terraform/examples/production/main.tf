@@ -189,6 +189,10 @@ module "kurz" {
   click_sink          = var.click_sink
   click_stream_shards = var.click_stream_shards
 
+  # Requests traced into X-Ray (0.1% by default: ~$1,500 a month at the design's peak,
+  # infra/CAPACITY.md section 8).
+  traces_sample_ratio = var.traces_sample_ratio
+
   # The daily backups, copied to a vault in another region and, when set, another account's.
   # A list of known length (one, or two), whatever the ARNs.
   backup_copy_vault_arns = concat([aws_backup_vault.copy.arn], var.backup_copy_account_vault_arn == "" ? [] : [var.backup_copy_account_vault_arn])

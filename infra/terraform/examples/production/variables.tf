@@ -181,3 +181,9 @@ variable "backup_copy_account_vault_arn" {
     error_message = "backup_copy_account_vault_arn must be empty or a backup vault ARN."
   }
 }
+
+variable "traces_sample_ratio" {
+  description = "Share of requests traced into X-Ray through the collector beside each task (0: no traces)."
+  type        = number
+  default     = 0.001
+}

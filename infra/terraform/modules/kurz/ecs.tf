@@ -30,6 +30,35 @@ resource "aws_ecs_cluster_capacity_providers" "kurz" {
   }
 }
 
+locals {
+  # traces_sample_ratio above 0: kurz sends its spans to a collector in the same task, which
+  # sends them to X-Ray. Known at plan time.
+  traces = var.traces_sample_ratio > 0
+  # Both containers' logs go to the log group, by stream prefix. A slow log pipe must never
+  # block request threads: non-blocking, with a buffer.
+  task_log_options = {
+    "awslogs-group"  = aws_cloudwatch_log_group.kurz.name
+    "awslogs-region" = local.region
+    "mode"           = "non-blocking"
+  }
+  # Where the collector takes spans: loopback only, as the task's containers share it.
+  collector_otlp = "127.0.0.1:4318"
+  collector_config = yamlencode({
+    receivers  = { otlp = { protocols = { http = { endpoint = local.collector_otlp } } } }
+    processors = { batch = { timeout = "1s" } }
+    exporters = {
+      awsxray = {
+        region = local.region
+        # Searchable in X-Ray as annotations (kurz_request_id, http_route).
+        indexed_attributes = ["kurz.request_id", "http.route"]
+      }
+    }
+    service = {
+      pipelines = { traces = { receivers = ["otlp"], processors = ["batch"], exporters = ["awsxray"] } }
+    }
+  })
+}
+
 resource "aws_ecs_task_definition" "kurz" {
   family                   = var.name
   requires_compatibilities = ["FARGATE"]
@@ -44,8 +73,9 @@ resource "aws_ecs_task_definition" "kurz" {
     cpu_architecture        = var.cpu_architecture
   }
 
-  # Every environment entry is a real kurz setting (README.md, "Settings"); values are strings.
-  container_definitions = jsonencode([
+  # Every environment entry of kurz's container is a real kurz setting (README.md, "Settings");
+  # values are strings.
+  container_definitions = jsonencode(concat([
     {
       name                   = local.container_name
       image                  = var.image
@@ -87,7 +117,14 @@ resource "aws_ecs_task_definition" "kurz" {
           { name = "KURZ__CLICKS__SINK", value = "kinesis" },
           { name = "KURZ__CLICKS__KINESIS__STREAM", value = aws_kinesis_stream.clicks[0].name },
         ] : [],
+        # The ALB's subnets are trusted proxies (above): its X-Amzn-Trace-Id names the trace.
+        local.traces ? [
+          { name = "KURZ__TELEMETRY__OTLP_ENDPOINT", value = "http://127.0.0.1:4318" }, # local.collector_otlp
+          { name = "KURZ__TELEMETRY__SAMPLE_RATIO", value = tostring(var.traces_sample_ratio) },
+        ] : [],
       )
+      # kurz sends no span before the collector listens (a few would be dropped and counted).
+      dependsOn = local.traces ? [{ containerName = "collector", condition = "START" }] : null
       secrets = [
         { name = "KURZ__AUTH__ADMIN_TOKEN", valueFrom = aws_secretsmanager_secret.kurz["admin_token"].arn },
         { name = "KURZ__AUTH__API_KEYS", valueFrom = aws_secretsmanager_secret.kurz["api_keys"].arn },
@@ -105,20 +142,29 @@ resource "aws_ecs_task_definition" "kurz" {
       }
       logConfiguration = {
         logDriver = "awslogs"
-        options = {
-          "awslogs-group"         = aws_cloudwatch_log_group.kurz.name
-          "awslogs-region"        = local.region
-          "awslogs-stream-prefix" = "kurz"
-          # A slow log pipe must never block request threads.
-          "mode"            = "non-blocking"
-          "max-buffer-size" = "25m"
-        }
+        options   = merge(local.task_log_options, { "awslogs-stream-prefix" = "kurz", "max-buffer-size" = "25m" })
       }
       ulimits = [
         { name = "nofile", softLimit = 65536, hardLimit = 65536 },
       ]
     },
-  ])
+    ], local.traces ? [
+    {
+      name  = "collector"
+      image = var.collector_image
+      # kurz serves without it: spans it cannot send are dropped and counted
+      # (kurz_trace_spans_dropped_total), no request waits.
+      essential              = false
+      readonlyRootFilesystem = true
+      environment = [
+        { name = "AOT_CONFIG_CONTENT", value = local.collector_config },
+      ]
+      logConfiguration = {
+        logDriver = "awslogs"
+        options   = merge(local.task_log_options, { "awslogs-stream-prefix" = "collector", "max-buffer-size" = "4m" })
+      }
+    },
+  ] : []))
 
   tags = local.tags
 

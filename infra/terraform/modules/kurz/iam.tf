@@ -109,6 +109,26 @@ resource "aws_iam_role_policy" "task" {
   policy = data.aws_iam_policy_document.task.json
 }
 
+# With traces on, the collector beside kurz (not kurz) sends the spans to X-Ray: the only calls
+# of the task role that kurz does not make. X-Ray has no resources to scope them to.
+data "aws_iam_policy_document" "task_traces" {
+  count = local.traces ? 1 : 0
+
+  statement {
+    #checkov:skip=CKV_AWS_356:X-Ray's PutTraceSegments and PutTelemetryRecords take no resource ARN; "*" is the only resource they accept.
+    sid       = "CollectorSendsTracesToXRay"
+    actions   = local.collector_xray_actions
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "task_traces" {
+  count  = local.traces ? 1 : 0
+  name   = "kurz-traces"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task_traces[0].json
+}
+
 # With the click stream, `kurz serve` also puts records. A policy of its own, so that switching
 # click_sink never replaces the DynamoDB one (the tasks would be without it for a moment).
 data "aws_iam_policy_document" "task_click_stream" {

@@ -31,6 +31,9 @@ locals {
     "dynamodb:UpdateItem",
   ]
 
+  # The X-Ray calls of the collector beside kurz when traces are on (its awsxray exporter).
+  collector_xray_actions = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+
   # The click stream (click_sink = "kinesis"): the stream, its consumer service (kurz aggregate)
   # and their alarms exist only then. Known at plan time, so it can decide counts.
   click_stream = var.click_sink == "kinesis"

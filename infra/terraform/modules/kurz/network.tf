@@ -231,7 +231,8 @@ resource "aws_vpc_endpoint" "s3" {
 }
 
 resource "aws_vpc_endpoint" "interface" {
-  for_each            = toset(["ecr.api", "ecr.dkr", "logs", "secretsmanager"])
+  # xray only with traces on (the collector sends spans there).
+  for_each            = toset(concat(["ecr.api", "ecr.dkr", "logs", "secretsmanager"], local.traces ? ["xray"] : []))
   vpc_id              = var.vpc_id
   service_name        = "com.amazonaws.${local.region}.${each.key}"
   vpc_endpoint_type   = "Interface"

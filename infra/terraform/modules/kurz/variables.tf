@@ -213,6 +213,23 @@ variable "clicks_flush_interval_ms" {
   }
 }
 
+variable "traces_sample_ratio" {
+  description = "KURZ__TELEMETRY__SAMPLE_RATIO: the share of requests traced, 0 to 1. Above 0, each task runs an AWS Distro for OpenTelemetry collector beside kurz, which takes kurz's spans over OTLP/HTTP on 127.0.0.1:4318 and sends them to X-Ray. 0: no traces and no collector."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.traces_sample_ratio >= 0 && var.traces_sample_ratio <= 1
+    error_message = "traces_sample_ratio must be between 0 and 1 (e.g. 0.01 for 1% of requests)."
+  }
+}
+
+variable "collector_image" {
+  description = "The trace collector's image (AWS Distro for OpenTelemetry), used when traces_sample_ratio is above 0. Pin the version you have vetted."
+  type        = string
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3"
+}
+
 variable "log_level" {
   description = "KURZ__LOG__LEVEL: a tracing filter such as info or kurz=debug,info."
   type        = string
