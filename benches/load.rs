@@ -16,7 +16,8 @@
 //! stops after the comparison with the ceiling (a quick check of the redirect path);
 //! `LOAD_QUERY=utm_source=x` adds that query string to every redirect of that comparison
 //! (kurz forwards it to the destination); `LOAD_ONLY=traces` measures what traces cost
-//! redirects instead (off, 1% and 100% sampled).
+//! redirects instead (off, 1% and 100% sampled); `LOAD_ONLY=creates` durable creates against
+//! the disk's fsync rate and a raw redb insert loop.
 
 mod common;
 #[path = "../tests/it/harness/mod.rs"]
@@ -59,6 +60,10 @@ fn main() {
     }
     if std::env::var("LOAD_ONLY").as_deref() == Ok("traces") {
         println!("{}", traces(work.path(), seconds));
+        return;
+    }
+    if std::env::var("LOAD_ONLY").as_deref() == Ok("creates") {
+        println!("{}", creates(work.path(), seconds));
         return;
     }
     let mut report = String::new();
@@ -522,6 +527,165 @@ fn traces(dir: &Path, seconds: u64) -> String {
         sink.bytes() / (1 << 20)
     );
     report
+}
+
+/// `LOAD_ONLY=creates`: durable creates against what the disk and redb allow, in one run. The
+/// disk's rate of 4 KiB writes each followed by `fdatasync` (`fio`); a raw loop of redb
+/// inserts with kurz's durability (each commit durable) of link-sized values, one per commit
+/// and 32 per commit (what 32 connections can put in one group commit), with keys in order
+/// (appends to the tree's right edge) and with random keys (as kurz's permuted codes land);
+/// then kurz's durable creates through the API at 32 and 256 connections on a fresh store.
+fn creates(dir: &Path, seconds: u64) -> String {
+    assert!(
+        Command::new("fio").arg("--version").output().is_ok(),
+        "fio is missing: apt-get install fio"
+    );
+    let mut report = format!(
+        "durable creates against the disk, {} cores, runs of {seconds} s, on {}\n\n\
+         | what | per second | p99 | kurz at 32 connections / it |\n|---|---|---|---|\n",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        dir.display()
+    );
+    let fsync = fio_fdatasync(dir, seconds);
+    let raw: Vec<(&str, RawInserts)> = vec![
+        (
+            "redb, 1 insert per durable commit, keys in order",
+            raw_inserts(dir, 1, false, seconds),
+        ),
+        (
+            "redb, 32 inserts per durable commit, keys in order",
+            raw_inserts(dir, 32, false, seconds),
+        ),
+        (
+            "redb, 32 inserts per durable commit, random keys",
+            raw_inserts(dir, 32, true, seconds),
+        ),
+    ];
+    let create = create_script(dir);
+    let mut kurz = Vec::new();
+    for connections in [32, 256] {
+        let server = KurzProcess::start(&dir.join(format!("creates-{connections}.redb")), &[]);
+        let result = wrk_script(&server.base, &create, connections, seconds);
+        assert_eq!(result.errors, 0, "creates answered other than 2xx");
+        server.stop();
+        kurz.push((connections, result));
+    }
+    let at_32 = kurz[0].1.rps;
+    let _ = writeln!(
+        report,
+        "| the disk: 4 KiB write + fdatasync (fio, one job) | {:.0} | {:.2} ms | {:.2} |",
+        fsync.0,
+        fsync.1,
+        at_32 / fsync.0
+    );
+    for (name, r) in &raw {
+        let _ = writeln!(
+            report,
+            "| {name} | {:.0} inserts ({:.0} commits) | {:.2} ms a commit | {:.2} |",
+            r.inserts_per_s,
+            r.commits_per_s,
+            r.p99_commit_ms,
+            at_32 / r.inserts_per_s
+        );
+    }
+    for (connections, r) in &kurz {
+        let _ = writeln!(
+            report,
+            "| kurz, durable creates through the API, {connections} connections | {:.0} | {:.2} ms | {:.2} |",
+            r.rps,
+            r.p99_ms,
+            at_32 / r.rps
+        );
+    }
+    report
+}
+
+/// The disk's rate of 4 KiB sequential writes each made durable with `fdatasync`, and the
+/// p99 of the `fdatasync` alone, in ms (`fio`'s JSON).
+fn fio_fdatasync(dir: &Path, seconds: u64) -> (f64, f64) {
+    let output = Command::new("fio")
+        .args([
+            "--name=fdatasync",
+            "--rw=write",
+            "--bs=4k",
+            "--size=256m",
+            "--fdatasync=1",
+            "--time_based",
+            &format!("--runtime={seconds}"),
+            "--output-format=json",
+        ])
+        .arg(format!("--directory={}", dir.display()))
+        .output()
+        .expect("fio runs");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "fio's output is no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let job = &json["jobs"][0];
+    let iops = job["write"]["iops"].as_f64().expect("write iops");
+    let p99_ns = job["sync"]["lat_ns"]["percentile"]["99.000000"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let _ = std::fs::remove_file(dir.join("fdatasync.0.0"));
+    (iops, p99_ns / 1e6)
+}
+
+struct RawInserts {
+    inserts_per_s: f64,
+    commits_per_s: f64,
+    p99_commit_ms: f64,
+}
+
+/// A fresh redb file, `per_commit` inserts of a link-sized value in each durable write
+/// transaction, for `seconds`, keys in order or random (7 base62 characters, as codes).
+fn raw_inserts(dir: &Path, per_commit: usize, random: bool, seconds: u64) -> RawInserts {
+    const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("links");
+    let path = dir.join(format!("raw-{per_commit}-{random}.redb"));
+    let db = redb::Database::create(&path).expect("create redb file");
+    let value = vec![b'x'; 200];
+    let mut draw = common::Draw(0x9e37_79b9_7f4a_7c15);
+    let mut next: u64 = 0;
+    let mut commits = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let began = Instant::now();
+        let txn = db.begin_write().expect("write transaction");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            for _ in 0..per_commit {
+                let key = if random {
+                    let mut id = draw.next(3_521_614_606_208); // 62^7
+                    let mut code = [b'0'; 7];
+                    for c in code.iter_mut().rev() {
+                        *c = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                            [(id % 62) as usize];
+                        id /= 62;
+                    }
+                    String::from_utf8_lossy(&code).into_owned()
+                } else {
+                    next += 1;
+                    format!("{next:016}")
+                };
+                table
+                    .insert(key.as_str(), value.as_slice())
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("durable commit");
+        commits.push(began.elapsed());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(db);
+    let _ = std::fs::remove_file(&path);
+    commits.sort_unstable();
+    let p99 = commits[(commits.len() * 99 / 100).min(commits.len() - 1)];
+    RawInserts {
+        inserts_per_s: (commits.len() * per_commit) as f64 / elapsed,
+        commits_per_s: commits.len() as f64 / elapsed,
+        p99_commit_ms: p99.as_secs_f64() * 1000.0,
+    }
 }
 
 /// An OTLP/HTTP receiver that reads each export request and answers 200, keeping nothing: the
