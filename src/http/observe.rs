@@ -1,5 +1,6 @@
-//! Per-request observation: request id (echoed in `X-Request-Id`), a tracing span, metrics by
-//! route, a log line for failures, and the request's trace when it is traced.
+//! Per-request observation: request id (echoed in `X-Request-Id`, and on every log line
+//! written while the request is served), a tracing span, metrics by route, a log line for
+//! failures, and the request's trace when it is traced.
 
 use std::time::Instant;
 
@@ -76,7 +77,8 @@ pub async fn observe(
         span
     };
     let traced_method = trace.as_ref().map(|_| req.method().clone());
-    let served = next.call(req).instrument(span.clone());
+    let served =
+        crate::telemetry::in_request(request_id.clone(), next.call(req).instrument(span.clone()));
     let served = match &trace {
         Some(trace) => trace.run(served).await,
         None => served.await,

@@ -1,5 +1,6 @@
 //! Logging, request ids, the metrics registry and traces.
 
+mod logs;
 mod metrics;
 mod otlp;
 pub mod trace;
@@ -8,13 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
+pub use logs::in_request;
 pub use metrics::{Counter, Gauge, Metrics, STORE_CLASSES, STRIPES, stripe};
 pub use otlp::OtlpEndpoint;
 pub use trace::Tracer;
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Installs the global tracing subscriber: human-readable lines by default, JSON on request.
+/// Installs the global tracing subscriber: human-readable lines by default, JSON on request,
+/// each line written within a request naming its request id (see [`in_request`]).
 /// `RUST_LOG`, when set, overrides `log.level`. A second call (as in tests) is a no-op.
 ///
 /// A log line that cannot be written (stderr on a full disk, a closed pipe) is dropped: the
@@ -24,14 +27,28 @@ pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .log_internal_errors(false);
+    let format = tracing_subscriber::fmt::format();
     let _ = match settings.format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder
+            .event_format(logs::WithRequestId {
+                inner: format.with_ansi(ansi),
+                json: false,
+            })
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .event_format(logs::WithRequestId {
+                inner: format.json().flatten_event(true),
+                json: true,
+            })
+            .try_init(),
     };
 }
 

@@ -360,3 +360,69 @@ async fn a_traced_requests_log_lines_carry_its_request_and_trace_ids() {
         assert_eq!(span["trace_id"], server.trace_id.as_str(), "{line}");
     }
 }
+
+/// README, "Traces": every line written within a request names it, the redirect's too (its
+/// span is at debug level): here Redis failing under a redirect that asks it, traces off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_line_written_inside_a_redirect_names_its_request_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("kurz.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let nobody = format!("redis://127.0.0.1:{}", free_port());
+    let kurz = KurzProcess::start_with_logs(
+        &data_file(&dir),
+        &[
+            ("KURZ__LOG__FORMAT", "json"),
+            ("KURZ__CACHE__REDIS__URL", &nobody),
+            // Every redirect asks Redis.
+            ("KURZ__CACHE__LOCAL__MAX_BYTES", "0"),
+        ],
+        Stdio::from(log),
+    );
+    let client = client();
+    let response = client
+        .post(format!("{}/api/v1/links", kurz.base))
+        .json(&json!({ "url": "https://example.com/logged-redirect" }))
+        .send()
+        .await
+        .expect("send");
+    let code = code_of(response).await;
+    // Redis failures are logged at most once every 10 s: redirect until one is.
+    let mut answered = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let redirect = client
+            .get(format!("{}/{code}", kurz.base))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            redirect.status(),
+            302,
+            "the store answers when Redis does not"
+        );
+        answered.push(request_id(&redirect));
+        let text = std::fs::read_to_string(&log_path).expect("log");
+        let within = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| {
+                l["message"] == "Redis call failed; serving from the next tier"
+                    && l.get("request_id").is_some()
+            });
+        if let Some(line) = within {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Redis failure logged within a redirect:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let id = line["request_id"].as_str().expect("request_id");
+    assert!(
+        answered.iter().any(|a| a == id),
+        "{id} is none of {answered:?}: {line}"
+    );
+    assert!(kurz.stop());
+}
