@@ -13,7 +13,8 @@
 #   fleet.sh stop N                  SIGTERM kurz instance N (1-3), wait for its exit
 #   fleet.sh kill N                  SIGKILL kurz instance N
 #   fleet.sh start N [OFFSET]        start instance N again; OFFSET (e.g. +300) runs its clock
-#                                    that many seconds off, through libfaketime
+#                                    that many seconds off, through libfaketime; settings in
+#                                    KURZ_FLEET_K_ENV (NAME=VALUE ..., NAME= unsets) for this start
 #   fleet.sh consumer start|stop|kill N
 #                                    the same for `kurz aggregate` consumer N (1-2; kinesis only)
 #   fleet.sh wait-up N | wait-down N wait until HAProxy routes to instance N / has taken it out
@@ -289,9 +290,16 @@ start_kurz() {
     local n="$1" offset="${2:-}"
     [[ "$n" =~ ^[123]$ ]] || die "instance must be 1, 2 or 3, not '$n'"
     if alive "$(pid_of "k$n")"; then die "k$n is already running (pid $(pid_of "k$n"))"; fi
-    local bin env=()
+    local bin env=() extra name
     bin="$(cat "$state/kurz-bin")"
     mapfile -t env < <(kurz_env "$n")
+    # KURZ_FLEET_K_ENV: settings of this start only, NAME=VALUE each, space-separated; an
+    # empty value (NAME=) unsets the fleet's own.
+    for extra in ${KURZ_FLEET_K_ENV:-}; do
+        name="${extra%%=*}"
+        mapfile -t env < <(printf '%s\n' "${env[@]}" | grep -v "^$name=")
+        if [[ -n "${extra#*=}" ]]; then env+=("$extra"); fi
+    done
     if [[ -n "$offset" ]]; then
         [[ "$offset" =~ ^[+-][0-9]+$ ]] || die "clock offset must look like +300 or -300 (seconds)"
         # libfaketime shifts what the process reads as the wall clock (CLOCK_REALTIME), which
