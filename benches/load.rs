@@ -17,7 +17,8 @@
 //! `LOAD_QUERY=utm_source=x` adds that query string to every redirect of that comparison
 //! (kurz forwards it to the destination); `LOAD_ONLY=traces` measures what traces cost
 //! redirects instead (off, 1% and 100% sampled); `LOAD_ONLY=creates` durable creates against
-//! the disk's fsync rate and a raw redb insert loop.
+//! the disk's fsync rate and a raw redb insert loop; `LOAD_ONLY=tiers` (as root) the cache
+//! tiers with Redis and DynamoDB Local on hosts of their own (the local fleet).
 
 mod common;
 #[path = "../tests/it/harness/mod.rs"]
@@ -37,6 +38,15 @@ use harness::{KurzProcess, ServerProcess};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--tiers-client") {
+        let seconds = args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .expect("--tiers-client SECONDS STATE");
+        let state = PathBuf::from(args.get(i + 2).expect("--tiers-client SECONDS STATE"));
+        println!("{}", tiers_client(seconds, &state));
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--ceiling-server") {
         let port: u16 = args
             .get(i + 1)
@@ -60,6 +70,10 @@ fn main() {
     }
     if std::env::var("LOAD_ONLY").as_deref() == Ok("traces") {
         println!("{}", traces(work.path(), seconds));
+        return;
+    }
+    if std::env::var("LOAD_ONLY").as_deref() == Ok("tiers") {
+        println!("{}", tiers(work.path(), seconds));
         return;
     }
     if std::env::var("LOAD_ONLY").as_deref() == Ok("creates") {
@@ -526,6 +540,145 @@ fn traces(dir: &Path, seconds: u64) -> String {
         sink.requests(),
         sink.bytes() / (1 << 20)
     );
+    report
+}
+
+/// `LOAD_ONLY=tiers` (as root): the cache tiers with each dependency on a host of its own, the
+/// local fleet of `infra/local/fleet.sh` (network namespaces; the cores are still the same
+/// two). The rest runs on the fleet's client host: this program again (`--tiers-client`).
+fn tiers(dir: &Path, seconds: u64) -> String {
+    let fleet = Fleet {
+        script: Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/local/fleet.sh"),
+        state: dir.join("fleet"),
+    };
+    fleet.run(&["up"], "");
+    let exe = std::env::current_exe().expect("own path");
+    let exe = exe.to_str().expect("utf-8 path");
+    let state = fleet.state.to_str().expect("utf-8 path").to_owned();
+    fleet.run(
+        &[
+            "exec",
+            "client",
+            exe,
+            "--tiers-client",
+            &seconds.to_string(),
+            &state,
+        ],
+        "",
+    )
+}
+
+/// `infra/local/fleet.sh` with this build's `kurz` and a state folder of its own; taken down
+/// when dropped.
+struct Fleet {
+    script: PathBuf,
+    state: PathBuf,
+}
+
+impl Fleet {
+    /// `fleet.sh ARGS` with `KURZ_FLEET_K_ENV` set to `k_env`; its standard output.
+    fn run(&self, args: &[&str], k_env: &str) -> String {
+        let output = Command::new("bash")
+            .arg(&self.script)
+            .args(args)
+            .env("KURZ_BIN", env!("CARGO_BIN_EXE_kurz"))
+            .env("KURZ_FLEET_DIR", &self.state)
+            .env("KURZ_FLEET_K_ENV", k_env)
+            .output()
+            .expect("fleet.sh runs");
+        assert!(
+            output.status.success(),
+            "fleet.sh {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn pid(&self, name: &str) -> String {
+        std::fs::read_to_string(self.state.join("pids").join(name))
+            .expect("pid file")
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Only the fleet's own process (not the client run inside it) takes it down.
+        if std::env::args().any(|a| a == "--tiers-client") {
+            return;
+        }
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("down")
+            .env("KURZ_FLEET_DIR", &self.state)
+            .output();
+    }
+}
+
+/// On the fleet's client host: 20,000 links through k1, then redirects of them (HEAD) from k1 with
+/// its in-process cache off, served by Redis, then by DynamoDB (Redis off too), and from L1 for
+/// reference; the CPU each process spent per redirect, from `/proc`.
+fn tiers_client(seconds: u64, state: &Path) -> String {
+    let fleet = Fleet {
+        script: Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/local/fleet.sh"),
+        state: state.to_owned(),
+    };
+    let env = std::fs::read_to_string(state.join("fleet.env")).expect("fleet.env");
+    let k1 = env
+        .lines()
+        .find_map(|l| l.strip_prefix("KURZ_FLEET_K1="))
+        .expect("KURZ_FLEET_K1")
+        .to_owned();
+    let codes = create_links(&k1, 20_000, 32);
+    // HEAD looks a code up as GET does and counts no click, so the store writes no clicks
+    // beside the lookups it is measured on.
+    let script = state.join("tiers.lua");
+    write_codes_script(
+        &script,
+        &codes,
+        "function init(args) math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16)) end\n\
+         function request() return wrk.format(\"HEAD\", \"/\" .. codes[math.random(n)]) end\n",
+    );
+    let mut report = format!(
+        "cache tiers on hosts of their own (infra/local/fleet.sh: kurz k1, Redis, DynamoDB Local and \
+         wrk each in a network namespace, the same {} cores), 20,000 links, 64 connections, runs of {seconds} s\n\n\
+         | served from | requests/s | p50 | p99 | kurz CPU | Redis CPU | DynamoDB Local CPU | all three, per redirect |\n|---|---|---|---|---|---|---|---|\n",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    for (tier, k_env) in [
+        ("L1 (in-process)", ""),
+        ("Redis (L1 off)", "KURZ__CACHE__LOCAL__MAX_BYTES=0"),
+        (
+            "DynamoDB (L1 and Redis off)",
+            "KURZ__CACHE__LOCAL__MAX_BYTES=0 KURZ__CACHE__REDIS__URL=",
+        ),
+    ] {
+        fleet.run(&["stop", "1"], "");
+        fleet.run(&["start", "1"], k_env);
+        // Warm the tier (Redis fills with the links), then measure.
+        wrk(&k1, &script, 64, seconds.min(5));
+        let pids = [fleet.pid("k1"), fleet.pid("redis"), fleet.pid("dynamodb")];
+        let before: Vec<f64> = pids.iter().map(|p| process_cpu_s(p)).collect();
+        let r = wrk(&k1, &script, 64, seconds);
+        let per: Vec<f64> = pids
+            .iter()
+            .zip(&before)
+            .map(|(p, b)| (process_cpu_s(p) - b) * 1e6 / r.requests.max(1) as f64)
+            .collect();
+        let _ = writeln!(
+            report,
+            "| {tier} | {:.0} | {:.2} ms | {:.2} ms | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            per[0],
+            per[1],
+            per[2],
+            per.iter().sum::<f64>()
+        );
+    }
     report
 }
 
