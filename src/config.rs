@@ -168,6 +168,11 @@ pub struct StoreSettings {
     /// the creates queued behind it wait for no more than that.
     pub purge_batch: usize,
     pub dynamodb: DynamoSettings,
+    /// `ids.permutation_key`, when the settings give one: the embedded store keeps generated
+    /// links in the order of the ids their codes were made of, which it finds with this key.
+    /// Not a setting of its own (filled in by `load`).
+    #[serde(skip)]
+    pub code_layout_key: Option<Secret>,
 }
 
 /// The largest record Kinesis takes: 1 MiB.
@@ -199,6 +204,7 @@ impl Default for StoreSettings {
             purge_interval: Duration::from_secs(300),
             purge_batch: 500,
             dynamodb: DynamoSettings::default(),
+            code_layout_key: None,
         }
     }
 }
@@ -875,7 +881,7 @@ impl Settings {
                     .required(true),
             );
         }
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .add_source(
                 config::Environment::with_prefix("KURZ")
                     .prefix_separator("__")
@@ -885,6 +891,10 @@ impl Settings {
             .build()?
             .try_deserialize()?;
         settings.check()?;
+        settings
+            .store
+            .code_layout_key
+            .clone_from(&settings.ids.permutation_key);
         Ok(settings)
     }
 

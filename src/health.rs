@@ -161,6 +161,14 @@ impl Health {
         self.metrics
             .store_writable
             .set(u64::from(disk.is_none_or(|d| d.writable)));
+        if let Some(disk) = disk {
+            // Counts the store keeps since it opened, carried into counters that only grow.
+            let catch_up = |counter: &crate::telemetry::Counter, now: u64| {
+                counter.add(now.saturating_sub(counter.get()));
+            };
+            catch_up(&self.metrics.store_commits, disk.commits);
+            catch_up(&self.metrics.store_committed_writes, disk.committed_writes);
+        }
         if let Some(free) = disk.and_then(|d| d.free_bytes) {
             self.metrics.store_free_bytes.set(free);
             self.warn_on_low_space(free);

@@ -55,7 +55,8 @@ pub async fn stored(store: &dyn LinkStore, name: &str) -> Result<Vec<u8>, StoreE
     }
 }
 
-fn random_key() -> Result<[u8; 32], StoreError> {
+/// 32 random bytes: a new key.
+pub(crate) fn random_key() -> Result<[u8; 32], StoreError> {
     let mut key = [0u8; 32];
     getrandom::fill(&mut key)
         .map_err(|e| StoreError::internal(format!("no OS randomness for a new key: {e}")))?;

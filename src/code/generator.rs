@@ -10,7 +10,7 @@
 //! instead of 3.5 trillion; then 8 characters, from a keyed permutation of their own (the
 //! first one made 8-character codes only of ids from 62^7 on, which it never reached).
 
-use super::base62::{encode_padded, space};
+use super::base62::{decode, encode_padded, space};
 use super::{CODE_LEN, Permutation, is_reserved};
 
 /// Counter ids the first permutation may have made codes of: every one below this.
@@ -46,12 +46,35 @@ impl CodeGenerator {
         };
         (!is_reserved(&code)).then_some(code)
     }
+
+    /// Where `code` sits in id order, for codes of the generated shape (7 or 8 base62
+    /// characters), whoever made them: the id it is the code of when this generator made it,
+    /// so that consecutive ids sit side by side; for any other code of that shape a value no
+    /// two codes share (codes of the first permutation from [`V1_POSITIONS`] on). `None` for
+    /// codes of other shapes. One to one over every code of the shape.
+    pub fn position(&self, code: &str) -> Option<u64> {
+        if !matches!(code.len(), 7 | 8) || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        let n = decode(code)?;
+        Some(if code.len() == CODE_LEN {
+            match self.v1.inverse(n) {
+                first if first < V1_IDS => V1_POSITIONS + first,
+                outer => self.seven.inverse(outer - V1_IDS),
+            }
+        } else {
+            self.seven.domain() + self.eight.inverse(n)
+        })
+    }
 }
+
+/// Positions of codes the first permutation made (ids below [`V1_IDS`]): far above every id
+/// ([`CodeGenerator::position`]), so no code of either kind shares another's place.
+pub const V1_POSITIONS: u64 = 1 << 62;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::code::base62::decode;
 
     #[test]
     fn no_new_code_is_one_the_first_permutation_made() {
@@ -80,6 +103,38 @@ mod tests {
         }
         let last = generator.code_for(sevens).expect("not reserved");
         assert_eq!(last.len(), CODE_LEN + 1);
+    }
+
+    #[test]
+    fn a_code_s_position_is_the_id_it_was_made_of_and_no_two_codes_share_one() {
+        let generator = CodeGenerator::new(b"test-key");
+        let sevens = space(CODE_LEN as u32) - V1_IDS;
+        for id in (0..3_000u64).chain(sevens - 50..sevens + 50) {
+            if let Some(code) = generator.code_for(id) {
+                assert_eq!(generator.position(&code), Some(id), "{code}");
+            }
+        }
+        // Codes this generator did not make (another key's, the first permutation's, any 8
+        // characters): each still has a place, and no other code has it.
+        let other = CodeGenerator::new(b"another-key");
+        let v1 = Permutation::new(b"test-key", space(CODE_LEN as u32));
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..2_000u64 {
+            let first = encode_padded(v1.forward(n), CODE_LEN);
+            assert!(generator.position(&first).expect("7 characters") >= V1_POSITIONS);
+            let codes = [
+                other.code_for(n),
+                Some(first),
+                Some(encode_padded(n * 7_919, CODE_LEN + 1)),
+            ];
+            for code in codes.into_iter().flatten() {
+                let at = generator.position(&code).expect("the generated shape");
+                assert!(seen.insert(at), "{code} shares position {at}");
+            }
+        }
+        for other_shape in ["abc", "abcdefghi", "abc-efg", "abc_efgh", "ab\u{e9}defg"] {
+            assert_eq!(generator.position(other_shape), None, "{other_shape}");
+        }
     }
 
     #[test]

@@ -418,6 +418,10 @@ pub struct DiskState {
     pub writable: bool,
     /// Free bytes on the store's file system (as an unprivileged process may use them).
     pub free_bytes: Option<u64>,
+    /// Durable commits of the writer's batches since the store opened.
+    pub commits: u64,
+    /// Writes those commits carried: over `commits`, how many share one fsync.
+    pub committed_writes: u64,
 }
 
 #[async_trait]

@@ -286,6 +286,11 @@ metrics! {
     gauge store_writable: Gauge = "kurz_store_writable";
     /// Free bytes on the embedded store's file system, from the last probe (0 elsewhere).
     gauge store_free_bytes: Gauge = "kurz_store_free_bytes";
+    /// The embedded store's durable commits (group commits: one fsync each).
+    counter store_commits: Counter = "kurz_store_commits_total";
+    /// Writes the embedded store's commits carried; over `kurz_store_commits_total`, the
+    /// writes that share one fsync.
+    counter store_committed_writes: Counter = "kurz_store_committed_writes_total";
     /// Idempotency records past their window removed by the embedded store's purge.
     counter idempotency_pruned: Counter = "kurz_store_idempotency_records_pruned_total";
     /// Links expired longer than `store.purge_expired_after_s` removed by the embedded

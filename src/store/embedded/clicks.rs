@@ -192,6 +192,7 @@ type Run = (u64, Vec<(String, Entry)>, bool);
 pub(super) fn merge_chunk(
     txn: &WriteTransaction,
     merge: &mut Merge,
+    layout: &super::Layout,
     limits: ClickLimits,
     now_ms: i64,
 ) -> Result<bool, redb::Error> {
@@ -242,7 +243,7 @@ pub(super) fn merge_chunk(
         }
     }
     drop(log);
-    let links = txn.open_table(super::LINKS)?;
+    let links = super::links::Tables::open(txn)?;
     let mut totals = txn.open_table(CLICK_TOTALS)?;
     let mut days = txn.open_table(CLICK_DAYS)?;
     let mut hours = txn.open_table(CLICK_HOURS)?;
@@ -250,8 +251,10 @@ pub(super) fn merge_chunk(
     for (code, entries) in by_code {
         let code = code.as_str();
         let Some(created_at_ms) = links
-            .get(code)?
-            .and_then(|v| serde_json::from_slice::<Created>(v.value()).ok())
+            .get(layout.place(code), |v| {
+                serde_json::from_slice::<Created>(v).ok()
+            })?
+            .flatten()
             .map(|link| link.created_at_ms)
         else {
             continue; // deleted since the click: its statistics went with it
@@ -546,6 +549,7 @@ mod tests {
             let done = merge_chunk(
                 &txn,
                 &mut merge,
+                &store.shared.layout,
                 store.shared.clicks,
                 crate::clock::system_now_ms(),
             )
@@ -599,7 +603,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let store = open(&dir);
         let now = crate::clock::system_now_ms();
-        for code in ["a", "b"] {
+        // One link kept by its code, one of the generated shape, kept by its position.
+        for code in ["a", "b7Code7"] {
             store.insert(&link(code), None).await.expect("insert");
         }
         // Three flushes over two days and three hours; visitors 0..n each time, so the
@@ -609,7 +614,7 @@ mod tests {
         store
             .add_clicks(&[
                 delta("a", t0, 3, "x.example"),
-                delta("b", t0, 1, "y.example"),
+                delta("b7Code7", t0, 1, "y.example"),
             ])
             .await
             .expect("flush 1");
@@ -688,7 +693,7 @@ mod tests {
         store.insert(&link("a"), None).await.expect("insert again");
         let again = store.stats("a").await.expect("stats").expect("link");
         assert_eq!(again.total_clicks, 0, "{again:?}");
-        let b = store.stats("b").await.expect("stats").expect("link");
+        let b = store.stats("b7Code7").await.expect("stats").expect("link");
         assert_eq!(b.total_clicks, 1);
     }
 

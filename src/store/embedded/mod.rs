@@ -34,10 +34,11 @@ use super::{
 };
 
 mod clicks;
+mod links;
 
 use clicks::{CLICK_DAYS, CLICK_HOURS, CLICK_LOG, CLICK_TOTALS, Merge};
+use links::{LINKS, LINKS_BY_ID, Layout, Place};
 
-const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// name -> secret bytes (generated keys the settings do not set)
@@ -71,8 +72,11 @@ const QUEUE_DEPTH: usize = 8192;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteOp {
+    /// `position` and `encoded` are worked out by the caller, off the writer thread.
     Insert {
         link: Link,
+        position: Option<u64>,
+        encoded: Vec<u8>,
         idempotency: Option<IdempotencyRecord>,
         reply: Reply<InsertOutcome>,
     },
@@ -130,9 +134,10 @@ enum WriteOp {
         reply: oneshot::Sender<()>,
     },
     /// Tests: the writer stops inside its transaction until `release` says go (or is dropped),
-    /// as a commit stalled on a slow disk would.
+    /// as a commit stalled on a slow disk would, telling `held` once it has stopped.
     #[cfg(test)]
     Hold {
+        held: oneshot::Sender<()>,
         release: std::sync::mpsc::Receiver<()>,
     },
 }
@@ -159,6 +164,11 @@ struct Shared {
     /// The next click-log sequence number (one per flush).
     next_seq: AtomicU64,
     clicks: ClickLimits,
+    /// Where each code's link is kept (see [`links`]).
+    layout: Layout,
+    /// Batches committed, and the writes in them.
+    commits: AtomicU64,
+    committed_writes: AtomicU64,
 }
 
 impl Shared {
@@ -207,8 +217,9 @@ impl Shared {
         if let Some(old) = old {
             release(old, self.timeout);
         }
-        match open_database(&self.path, self.cache_bytes) {
-            Ok(db) => {
+        // The layout's key is stored by now: nothing configured is needed to read it back.
+        match open_database(&self.path, self.cache_bytes, None) {
+            Ok((db, _)) => {
                 if let Ok(mut slot) = self.db.write() {
                     *slot = Some(Arc::new(db));
                 }
@@ -222,12 +233,18 @@ impl Shared {
     }
 }
 
-fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, redb::Error> {
+/// The database, with the layout its links are kept in (fixed by `layout_key` on the first
+/// open, when the settings give one).
+fn open_database(
+    path: &Path,
+    cache_bytes: usize,
+    layout_key: Option<&[u8]>,
+) -> Result<(Database, Layout), redb::Error> {
     let db = redb::Builder::new()
         .set_cache_size(cache_bytes)
         .create(path)?;
-    create_tables(&db)?;
-    Ok(db)
+    let layout = create_tables(&db, layout_key)?;
+    Ok((db, layout))
 }
 
 /// Whether `e` says the disk has no room (or the quota is spent), or is redb's answer after
@@ -260,6 +277,7 @@ impl EmbeddedStore {
             timeout,
             crate::config::DEFAULT_STORE_CACHE_BYTES,
             ClickLimits::default(),
+            None,
         )
     }
 
@@ -273,23 +291,29 @@ impl EmbeddedStore {
             settings.timeout,
             settings.cache_bytes,
             clicks,
+            settings
+                .code_layout_key
+                .as_ref()
+                .map(|key| key.expose().as_bytes()),
         )
     }
 
     /// As [`open`](Self::open), with at most `cache_bytes` of pages cached in memory (reads
-    /// beyond it go to the file, which the OS keeps in its page cache).
+    /// beyond it go to the file, which the OS keeps in its page cache), and the configured
+    /// permutation key if there is one (see [`links`]).
     fn open_with_cache(
         path: &Path,
         timeout: Duration,
         cache_bytes: usize,
         clicks: ClickLimits,
+        layout_key: Option<&[u8]>,
     ) -> Result<Self, StoreError> {
         let unavailable =
             |e: &dyn std::fmt::Display| StoreError::unavailable(format!("{}: {e}", path.display()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
         }
-        let db = open_database(path, cache_bytes).map_err(|e| match e {
+        let (db, layout) = open_database(path, cache_bytes, layout_key).map_err(|e| match e {
             e if is_out_of_space(&e) => disk_full(),
             e => unavailable(&e),
         })?;
@@ -306,6 +330,9 @@ impl EmbeddedStore {
             reopening: AtomicBool::new(false),
             timeout,
             clicks,
+            layout,
+            commits: AtomicU64::new(0),
+            committed_writes: AtomicU64::new(0),
         });
         let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
         let writer_shared = Arc::clone(&shared);
@@ -373,20 +400,27 @@ impl EmbeddedStore {
 #[cfg(test)]
 impl EmbeddedStore {
     /// Stalls the writer: every write queued from now on commits only once the returned
-    /// sender sends (or is dropped), however long its caller waits.
+    /// sender sends (or is dropped), however long its caller waits. Returns once the writer
+    /// has stopped, so that nothing queued after joins the stalled batch.
     pub(crate) async fn hold_writer(&self) -> std::sync::mpsc::Sender<()> {
         let (go, release) = std::sync::mpsc::channel();
+        let (held, stopped) = oneshot::channel();
         self.writes
-            .send(WriteOp::Hold { release })
+            .send(WriteOp::Hold { held, release })
             .await
             .expect("the writer is running");
+        stopped.await.expect("the writer holds");
         go
     }
 }
 
-fn create_tables(db: &Database) -> Result<(), redb::Error> {
+fn create_tables(db: &Database, layout_key: Option<&[u8]>) -> Result<Layout, redb::Error> {
+    // Made before the transaction: it is stored only for a new store with no key configured.
+    let fresh =
+        crate::secrets::random_key().map_err(|e| redb::Error::Io(std::io::Error::other(e)))?;
     let txn = db.begin_write()?;
     txn.open_table(LINKS)?;
+    txn.open_table(LINKS_BY_ID)?;
     txn.open_table(COUNTERS)?;
     txn.open_table(CLICK_TOTALS)?;
     txn.open_table(CLICK_LOG)?;
@@ -396,30 +430,35 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(IDEMPOTENCY)?;
     txn.open_table(SECRETS)?;
     txn.open_table(API_KEYS)?;
+    let layout = Layout::new(&links::layout_key(&txn, layout_key, &fresh)?);
+    links::split(&txn, &layout)?;
     index_existing_links(&txn)?;
     index_for_purge(&txn)?;
     txn.commit()?;
-    Ok(())
+    Ok(layout)
 }
 
 /// Stores written before the list indexes existed get them on first open, in the same
 /// transaction that creates them.
 fn index_existing_links(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    let links = txn.open_table(LINKS)?;
     let mut by_created = txn.open_table(BY_CREATED)?;
-    if !by_created.is_empty()? || links.is_empty()? {
+    if !by_created.is_empty()? {
         return Ok(());
     }
     let mut by_owner = txn.open_table(BY_OWNER)?;
     let mut count = 0u64;
-    for entry in links.iter()? {
-        let (code, bytes) = entry?;
-        let Ok(link) = serde_json::from_slice::<Link>(bytes.value()) else {
-            continue; // unreadable: `get` reports it; a list cannot show it either
+    links::all(txn, |bytes| {
+        let Ok(link) = serde_json::from_slice::<Link>(bytes) else {
+            return Ok(()); // unreadable: `get` reports it; a list cannot show it either
         };
-        by_created.insert((link.created_at_ms, code.value()), ())?;
-        by_owner.insert((owner_key(&link), link.created_at_ms, code.value()), ())?;
+        let code = link.code.as_str();
+        by_created.insert((link.created_at_ms, code), ())?;
+        by_owner.insert((owner_key(&link), link.created_at_ms, code), ())?;
         count += 1;
+        Ok(())
+    })?;
+    if count == 0 {
+        return Ok(());
     }
     tracing::info!(links = count, "indexed the stored links for listing");
     Ok(())
@@ -433,16 +472,17 @@ fn index_for_purge(txn: &WriteTransaction) -> Result<(), redb::Error> {
         return Ok(());
     }
     let mut by_expiry = txn.open_table(BY_EXPIRY)?;
-    for entry in txn.open_table(LINKS)?.iter()? {
-        let (code, bytes) = entry?;
+    links::all(txn, |bytes| {
         if let Ok(Link {
+            code,
             expires_at_ms: Some(at),
             ..
-        }) = serde_json::from_slice::<Link>(bytes.value())
+        }) = serde_json::from_slice::<Link>(bytes)
         {
-            by_expiry.insert((at, code.value()), ())?;
+            by_expiry.insert((at, code.as_str()), ())?;
         }
-    }
+        Ok(())
+    })?;
     let mut by_created = txn.open_table(IDEMPOTENCY_BY_CREATED)?;
     for entry in txn.open_table(IDEMPOTENCY)?.iter()? {
         let (key, bytes) = entry?;
@@ -474,12 +514,15 @@ fn decode_link(code: &str, bytes: &[u8]) -> Result<Link, StoreError> {
 }
 
 /// The link stored under `code`, read in `txn`.
-fn read_link(txn: &redb::ReadTransaction, code: &str) -> Result<Option<Link>, StoreError> {
-    txn.open_table(LINKS)
+fn read_link(
+    txn: &redb::ReadTransaction,
+    layout: &Layout,
+    code: &str,
+) -> Result<Option<Link>, StoreError> {
+    layout
+        .place(code)
+        .read(txn, |bytes| decode_link(code, bytes))
         .map_err(internal)?
-        .get(code)
-        .map_err(internal)?
-        .map(|bytes| decode_link(code, bytes.value()))
         .transpose()
 }
 
@@ -559,6 +602,10 @@ fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
                 None => drop(ops),
                 Some(db) => match apply_batch(&db, ops, shared) {
                     Ok((answers, appended)) => {
+                        shared.commits.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .committed_writes
+                            .fetch_add(size as u64, Ordering::Relaxed);
                         answers.into_iter().for_each(Answer::send);
                         if appended {
                             merging.appended();
@@ -650,8 +697,8 @@ impl Merging {
             // that loses the whole chunk, its rollups with the removal of its log rows, so
             // every click is still in one of the two.
             txn.set_durability(redb::Durability::None)?;
-            let done =
-                clicks::merge_chunk(&txn, merge, shared.clicks, crate::clock::system_now_ms())?;
+            let now = crate::clock::system_now_ms();
+            let done = clicks::merge_chunk(&txn, merge, &shared.layout, shared.clicks, now)?;
             txn.commit()?;
             Ok(done)
         })();
@@ -772,7 +819,7 @@ fn apply_batch(
 ) -> Result<(Vec<Answer>, bool), redb::Error> {
     let mut ops = ops.into_iter();
     let mut answers = Vec::with_capacity(ops.len());
-    let applied = apply(db, &mut ops, &mut answers, shared.clicks);
+    let applied = apply(db, &mut ops, &mut answers, shared);
     if let Err(e) = &applied
         && is_out_of_space(e)
     {
@@ -785,19 +832,30 @@ fn apply(
     db: &Database,
     ops: &mut std::vec::IntoIter<WriteOp>,
     answers: &mut Vec<Answer>,
-    limits: ClickLimits,
+    shared: &Shared,
 ) -> Result<bool, redb::Error> {
+    let (limits, layout) = (shared.clicks, &shared.layout);
     let txn = db.begin_write()?;
     let mut appended = false;
     for op in ops {
         answers.push(match op {
             WriteOp::Insert {
                 link,
+                position,
+                encoded,
                 idempotency,
                 reply,
-            } => Answer::Insert(reply, insert(&txn, &link, idempotency.as_ref())?),
-            WriteOp::Delete { code, reply } => Answer::Delete(reply, delete(&txn, &code)?),
-            WriteOp::Replace { link, reply } => Answer::Replace(reply, replace(&txn, &link)?),
+            } => {
+                let place = position.map_or(Place::Code(&link.code), Place::Id);
+                let inserted = insert(&txn, place, &link, &encoded, idempotency.as_ref())?;
+                Answer::Insert(reply, inserted)
+            }
+            WriteOp::Delete { code, reply } => {
+                Answer::Delete(reply, delete(&txn, layout.place(&code), &code)?)
+            }
+            WriteOp::Replace { link, reply } => {
+                Answer::Replace(reply, replace(&txn, layout.place(&link.code), &link)?)
+            }
             WriteOp::Secret {
                 name,
                 candidate,
@@ -818,7 +876,7 @@ fn apply(
                 Answer::Done(reply)
             }
             WriteOp::Import { link, stats, reply } => {
-                Answer::Import(reply, import(&txn, &link, &stats)?)
+                Answer::Import(reply, import(&txn, layout, &link, &stats)?)
             }
             WriteOp::Key { key, insert, reply } => {
                 Answer::Replace(reply, put_key(&txn, &key, insert)?)
@@ -835,11 +893,18 @@ fn apply(
                 reply,
             } => Answer::Purge(
                 reply,
-                purge(&txn, records_before_ms, links_expired_before_ms, limit)?,
+                purge(
+                    &txn,
+                    layout,
+                    records_before_ms,
+                    links_expired_before_ms,
+                    limit,
+                )?,
             ),
             WriteOp::Close { .. } => continue,
             #[cfg(test)]
-            WriteOp::Hold { release } => {
+            WriteOp::Hold { held, release } => {
+                let _ = held.send(());
                 let _ = release.recv();
                 continue;
             }
@@ -849,9 +914,12 @@ fn apply(
     Ok(appended)
 }
 
+/// Inserts `link` (as `encoded`) at `place`, its code's place, unless a link is there.
 fn insert(
     txn: &WriteTransaction,
+    place: Place<'_>,
     link: &Link,
+    encoded: &[u8],
     idempotency: Option<&IdempotencyRecord>,
 ) -> Result<InsertOutcome, redb::Error> {
     let mut keys = txn.open_table(IDEMPOTENCY)?;
@@ -866,11 +934,9 @@ fn insert(
     {
         return Ok(InsertOutcome::Replay(previous.clone()));
     }
-    let mut links = txn.open_table(LINKS)?;
-    if links.get(link.code.as_str())?.is_some() {
+    if !place.insert_new(txn, encoded)? {
         return Ok(InsertOutcome::CodeTaken);
     }
-    links.insert(link.code.as_str(), encode(link).as_slice())?;
     let code = link.code.as_str();
     txn.open_table(BY_CREATED)?
         .insert((link.created_at_ms, code), ())?;
@@ -892,11 +958,15 @@ fn insert(
     Ok(InsertOutcome::Inserted)
 }
 
-fn delete(txn: &WriteTransaction, code: &str) -> Result<Option<Link>, redb::Error> {
-    let removed = txn
-        .open_table(LINKS)?
-        .remove(code)?
-        .map(|bytes| serde_json::from_slice::<Link>(bytes.value()));
+/// Deletes the link of `code` (kept at `place`) with its index entries and statistics.
+fn delete(
+    txn: &WriteTransaction,
+    place: Place<'_>,
+    code: &str,
+) -> Result<Option<Link>, redb::Error> {
+    let removed = place
+        .remove(txn)?
+        .map(|bytes| serde_json::from_slice::<Link>(&bytes));
     let deleted = match removed {
         None => None,
         Some(Ok(link)) => {
@@ -921,12 +991,15 @@ fn delete(txn: &WriteTransaction, code: &str) -> Result<Option<Link>, redb::Erro
     Ok(deleted)
 }
 
-fn replace(txn: &WriteTransaction, link: &Link) -> Result<ReplaceOutcome, redb::Error> {
-    let mut links = txn.open_table(LINKS)?;
+fn replace(
+    txn: &WriteTransaction,
+    place: Place<'_>,
+    link: &Link,
+) -> Result<ReplaceOutcome, redb::Error> {
     let code = link.code.as_str();
-    let Some(current) = links
-        .get(code)?
-        .and_then(|bytes| serde_json::from_slice::<Link>(bytes.value()).ok())
+    let Some(current) = place
+        .get(txn, |bytes| serde_json::from_slice::<Link>(bytes).ok())?
+        .flatten()
     else {
         return Ok(ReplaceOutcome::Missing);
     };
@@ -936,7 +1009,7 @@ fn replace(txn: &WriteTransaction, link: &Link) -> Result<ReplaceOutcome, redb::
     if current.revision.checked_add(1) != Some(link.revision) {
         return Ok(ReplaceOutcome::Conflict);
     }
-    links.insert(code, encode(link).as_slice())?;
+    place.put(txn, &encode(link))?;
     if current.owner != link.owner {
         let mut by_owner = txn.open_table(BY_OWNER)?;
         by_owner.remove((owner_key(&current), current.created_at_ms, code))?;
@@ -957,6 +1030,7 @@ fn replace(txn: &WriteTransaction, link: &Link) -> Result<ReplaceOutcome, redb::
 /// Up to `limit` codes before `after` (newest first) in `scope`'s index.
 fn list_codes(
     db: &Database,
+    layout: &Layout,
     scope: &ListScope,
     after: Option<&ListPosition>,
     limit: usize,
@@ -986,30 +1060,27 @@ fn list_codes(
             }
         }
     }
-    let links = txn.open_table(LINKS)?;
     let mut found = Vec::with_capacity(codes.len());
     for code in codes {
-        if let Some(bytes) = links.get(code.as_str())?
-            && let Ok(link) = serde_json::from_slice::<Link>(bytes.value())
-        {
-            found.push(link);
-        }
+        let link = layout
+            .place(&code)
+            .read(&txn, |bytes| serde_json::from_slice::<Link>(bytes).ok())?;
+        found.extend(link.flatten());
     }
     Ok(found)
 }
 
 fn import(
     txn: &WriteTransaction,
+    layout: &Layout,
     link: &Link,
     stats: &LinkStats,
 ) -> Result<ImportOutcome, redb::Error> {
     let code = link.code.as_str();
-    let existing = txn
-        .open_table(LINKS)?
-        .get(code)?
-        .map(|bytes| serde_json::from_slice::<Link>(bytes.value()));
+    let place = layout.place(code);
+    let existing = place.get(txn, |bytes| serde_json::from_slice::<Link>(bytes))?;
     let outcome = match existing {
-        None => match insert(txn, link, None)? {
+        None => match insert(txn, place, link, &encode(link), None)? {
             InsertOutcome::Inserted => ImportOutcome::Imported,
             _ => ImportOutcome::CodeTaken,
         },
@@ -1050,6 +1121,7 @@ fn put_key(
 /// expired before `links_expired_before_ms`, removed (links as a delete removes them).
 fn purge(
     txn: &WriteTransaction,
+    layout: &Layout,
     records_before_ms: i64,
     links_expired_before_ms: Option<i64>,
     limit: usize,
@@ -1078,12 +1150,12 @@ fn purge(
         .collect::<Result<_, _>>()?;
     for (at, code) in expired {
         // The index entry of the link stored now (anything else is a stale entry, dropped).
-        let current = txn
-            .open_table(LINKS)?
-            .get(code.as_str())?
-            .and_then(|bytes| serde_json::from_slice::<Link>(bytes.value()).ok());
+        let place = layout.place(&code);
+        let current = place
+            .get(txn, |bytes| serde_json::from_slice::<Link>(bytes).ok())?
+            .flatten();
         if current.is_some_and(|link| link.expires_at_ms == Some(at)) {
-            delete(txn, &code)?;
+            delete(txn, place, &code)?;
             purged.links += 1;
         } else {
             txn.open_table(BY_EXPIRY)?.remove((at, code.as_str()))?;
@@ -1122,18 +1194,17 @@ impl LinkStore for EmbeddedStore {
         Some(DiskState {
             writable: self.shared.writable.load(Ordering::Acquire),
             free_bytes: self.shared.free_bytes(),
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            committed_writes: self.shared.committed_writes.load(Ordering::Relaxed),
         })
     }
 
     async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
         let code = code.to_owned();
+        let shared = Arc::clone(&self.shared);
         self.read(move |db| {
             let txn = db.begin_read().map_err(internal)?;
-            let links = txn.open_table(LINKS).map_err(internal)?;
-            match links.get(code.as_str()).map_err(internal)? {
-                Some(bytes) => decode_link(&code, bytes.value()).map(Some),
-                None => Ok(None),
-            }
+            read_link(&txn, &shared.layout, &code)
         })
         .await
     }
@@ -1143,8 +1214,17 @@ impl LinkStore for EmbeddedStore {
         link: &Link,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<InsertOutcome, StoreError> {
+        // Worked out here, while the writer commits the batch before.
+        let position = self.shared.layout.place(&link.code);
+        let position = match position {
+            Place::Id(id) => Some(id),
+            Place::Code(_) => None,
+        };
+        let encoded = encode(link);
         self.write(|reply| WriteOp::Insert {
             link: link.clone(),
+            position,
+            encoded,
             idempotency: idempotency.cloned(),
             reply,
         })
@@ -1174,8 +1254,11 @@ impl LinkStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<Link>, StoreError> {
         let (scope, after) = (scope.clone(), after.cloned());
-        self.read(move |db| list_codes(db, &scope, after.as_ref(), limit).map_err(internal))
-            .await
+        let shared = Arc::clone(&self.shared);
+        self.read(move |db| {
+            list_codes(db, &shared.layout, &scope, after.as_ref(), limit).map_err(internal)
+        })
+        .await
     }
 
     async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -1308,9 +1391,10 @@ impl LinkStore for EmbeddedStore {
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
         let code = code.to_owned();
         let cap = self.shared.clicks.max_values;
+        let shared = Arc::clone(&self.shared);
         self.read(move |db| {
             let txn = db.begin_read().map_err(internal)?;
-            let Some(link) = read_link(&txn, &code)? else {
+            let Some(link) = read_link(&txn, &shared.layout, &code)? else {
                 return Ok(None);
             };
             clicks::stats(&txn, &code, link.created_at_ms, cap)
@@ -1328,9 +1412,10 @@ impl LinkStore for EmbeddedStore {
     ) -> Result<Option<Analytics>, StoreError> {
         let code = code.to_owned();
         let cap = self.shared.clicks.max_values;
+        let shared = Arc::clone(&self.shared);
         self.read(move |db| {
             let txn = db.begin_read().map_err(internal)?;
-            let Some(link) = read_link(&txn, &code)? else {
+            let Some(link) = read_link(&txn, &shared.layout, &code)? else {
                 return Ok(None);
             };
             clicks::read(&txn, &code, link.created_at_ms, from_hour, to_hour, cap)
@@ -1846,5 +1931,227 @@ pub(super) mod tests {
             revision,
             ..link(code)
         }
+    }
+
+    /// The keys of `LINKS_BY_ID` and of `LINKS`, in the order each table holds them.
+    fn places(store: &EmbeddedStore) -> (Vec<u64>, Vec<String>) {
+        let db = store.shared.current().expect("open");
+        let txn = db.begin_read().expect("read");
+        let by_id = txn.open_table(LINKS_BY_ID).expect("table");
+        let by_code = txn.open_table(LINKS).expect("table");
+        let ids = by_id
+            .iter()
+            .expect("iter")
+            .map(|e| e.expect("row").0.value());
+        let codes = by_code.iter().expect("iter");
+        (
+            ids.collect(),
+            codes
+                .map(|e| e.expect("row").0.value().to_owned())
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn generated_links_are_kept_in_id_order_and_every_code_in_one_place() {
+        let (_dir, store) = store().await;
+        // A new store made the permutation key the id generator then uses.
+        let key = store
+            .secret(crate::secrets::PERMUTATION_KEY, b"not this one")
+            .await
+            .expect("key");
+        assert_ne!(key, b"not this one");
+        let generator = crate::code::CodeGenerator::new(&key);
+        // Creates in id order, from two blocks leased out of order.
+        let ids: Vec<u64> = (1_000..1_040).chain(0..40).collect();
+        let mut codes = Vec::new();
+        for &id in &ids {
+            let Some(code) = generator.code_for(id) else {
+                continue;
+            };
+            assert_eq!(
+                store.insert(&link(&code), None).await.expect("insert"),
+                InsertOutcome::Inserted
+            );
+            codes.push((id, code));
+        }
+        store.insert(&link("my-alias"), None).await.expect("insert");
+        // One at a time: a commit each, each carrying its one write (the secret's too).
+        let disk = store.disk().expect("embedded");
+        assert_eq!(disk.commits, codes.len() as u64 + 2);
+        assert_eq!(disk.committed_writes, disk.commits);
+        let (by_id, by_code) = places(&store);
+        let mut sorted: Vec<u64> = codes.iter().map(|(id, _)| *id).collect();
+        sorted.sort_unstable();
+        assert_eq!(by_id, sorted, "generated links are kept under their ids");
+        assert_eq!(by_code, ["my-alias"]);
+        for (_, code) in &codes {
+            let found = store.get(code).await.expect("get").expect("stored");
+            assert_eq!(found.url, link(code).url);
+        }
+        assert!(store.get("my-alias").await.expect("get").is_some());
+        assert_eq!(
+            store
+                .list(&ListScope::All, None, 1_000)
+                .await
+                .expect("list")
+                .len(),
+            codes.len() + 1
+        );
+        // One place per code, whoever takes it first: an alias of a code the counter will
+        // give, then the counter's create of it, and the other way round.
+        let ahead = generator.code_for(5_000).expect("not reserved");
+        store.insert(&link(&ahead), None).await.expect("alias");
+        assert_eq!(
+            store.insert(&link(&ahead), None).await.expect("insert"),
+            InsertOutcome::CodeTaken
+        );
+        let (first, _) = &codes[0];
+        let taken = generator.code_for(*first).expect("not reserved");
+        assert_eq!(
+            store.insert(&link(&taken), None).await.expect("insert"),
+            InsertOutcome::CodeTaken
+        );
+        // Edits, deletes and clicks find a link where it is kept.
+        let edited = Link {
+            revision: 1,
+            title: Some("edited".into()),
+            ..link(&taken)
+        };
+        assert_eq!(
+            store.replace(&edited).await.expect("replace"),
+            ReplaceOutcome::Replaced
+        );
+        let found = store.get(&taken).await.expect("get").expect("stored");
+        assert_eq!(found.title.as_deref(), Some("edited"));
+        assert!(store.delete(&taken).await.expect("delete").is_some());
+        assert_eq!(store.get(&taken).await.expect("get"), None);
+        assert!(!places(&store).0.contains(first));
+    }
+
+    #[tokio::test]
+    async fn creates_queued_behind_a_commit_share_the_next_one() {
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let go = store.hold_writer().await;
+        let creates: Vec<_> = (0..64)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.insert(&link(&format!("c{i}")), None).await })
+            })
+            .collect();
+        while QUEUE_DEPTH - store.writes.capacity() < 64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        go.send(()).expect("held");
+        for create in creates {
+            let outcome = create.await.expect("task").expect("insert");
+            assert_eq!(outcome, InsertOutcome::Inserted);
+        }
+        // The hold's own commit, then one for all 64.
+        let disk = store.disk().expect("embedded");
+        assert_eq!((disk.commits, disk.committed_writes), (2, 65));
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_split_moves_its_generated_links_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.redb");
+        let key = b"the permutation key it was made with".to_vec();
+        let generator = crate::code::CodeGenerator::new(&key);
+        let generated: Vec<String> = (0..30).filter_map(|id| generator.code_for(id)).collect();
+        // As a store of before: every link in `LINKS` by its code, no layout key, and the
+        // permutation key the generator used stored beside them.
+        {
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut links = txn.open_table(LINKS).expect("table");
+                for code in generated
+                    .iter()
+                    .map(String::as_str)
+                    .chain(["alias-1", "zz"])
+                {
+                    links
+                        .insert(code, encode(&link(code)).as_slice())
+                        .expect("row");
+                }
+                txn.open_table(SECRETS)
+                    .expect("table")
+                    .insert(crate::secrets::PERMUTATION_KEY, key.as_slice())
+                    .expect("row");
+            }
+            txn.commit().expect("commit");
+        }
+        let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("open");
+        let (by_id, by_code) = places(&store);
+        assert_eq!(
+            by_id,
+            (0..30).collect::<Vec<u64>>(),
+            "moved under their ids"
+        );
+        assert_eq!(by_code, ["alias-1", "zz"]);
+        for code in generated
+            .iter()
+            .map(String::as_str)
+            .chain(["alias-1", "zz"])
+        {
+            assert!(store.get(code).await.expect("get").is_some(), "{code}");
+            assert_eq!(
+                store.insert(&link(code), None).await.expect("insert"),
+                InsertOutcome::CodeTaken,
+                "{code}"
+            );
+        }
+        let listed = store.list(&ListScope::All, None, 100).await.expect("list");
+        assert_eq!(listed.len(), generated.len() + 2, "indexed on open too");
+        store.close().await;
+        drop(store);
+        // Opened again: nothing moves twice, nothing is lost.
+        let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("open");
+        assert_eq!(places(&store).0.len(), generated.len());
+    }
+
+    #[tokio::test]
+    async fn the_layout_key_is_fixed_on_first_open_and_a_later_key_only_loses_the_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.redb");
+        let open = |key: &[u8]| {
+            EmbeddedStore::open_with_cache(
+                &path,
+                Duration::from_secs(5),
+                1 << 20,
+                ClickLimits::default(),
+                Some(key),
+            )
+            .expect("open")
+        };
+        let first = crate::code::CodeGenerator::new(b"configured key one");
+        let store = open(b"configured key one");
+        let one: Vec<String> = (0..20).filter_map(|id| first.code_for(id)).collect();
+        for code in &one {
+            store.insert(&link(code), None).await.expect("insert");
+        }
+        assert_eq!(places(&store).0, (0..20).collect::<Vec<u64>>());
+        store.close().await;
+        drop(store);
+        // The operator sets another key: codes from it are found and kept unique, in places
+        // of the first key's.
+        let store = open(b"configured key two");
+        let second = crate::code::CodeGenerator::new(b"configured key two");
+        let two: Vec<String> = (0..20).filter_map(|id| second.code_for(id)).collect();
+        for code in &two {
+            store.insert(&link(code), None).await.expect("insert");
+            assert_eq!(
+                store.insert(&link(code), None).await.expect("insert"),
+                InsertOutcome::CodeTaken
+            );
+        }
+        for code in one.iter().chain(&two) {
+            assert!(store.get(code).await.expect("get").is_some(), "{code}");
+        }
+        let (by_id, _) = places(&store);
+        assert_eq!(by_id.len(), one.len() + two.len());
+        assert_eq!(by_id[..20], (0..20).collect::<Vec<u64>>());
     }
 }

@@ -1,0 +1,221 @@
+//! Where the embedded store keeps a link: generated codes in the order of their ids, every
+//! other code by itself.
+//!
+//! Generated codes are a keyed permutation of consecutive ids, so kept by code every create
+//! lands in a random leaf of the B-tree and its commit rewrites that page. Kept by id, creates
+//! append at the tree's right edge: a batch of them dirties one leaf. A code of the generated
+//! shape (7 or 8 base62 characters) is placed by [`CodeGenerator::position`], the inverse of
+//! the permutation, whoever made it (an alias or a hash code of that shape has a position too,
+//! just not a neighbour's); any other code stays in [`LINKS`] under itself. Each code has
+//! exactly one place, so put-if-absent in that place is the whole of uniqueness across the
+//! two tables.
+//!
+//! The key the positions are computed with is the store's own ([`LAYOUT_KEY`]), fixed when the
+//! file is first opened: the configured permutation key, else the stored one (made then if
+//! there is none). Should the permutation key change later, every code still has its one place
+//! (lookups find everything); only new creates stop landing in id order.
+
+use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use crate::code::CodeGenerator;
+
+/// Codes of other shapes (aliases that are not 7 or 8 base62 characters) -> the link as JSON;
+/// before the split, every link.
+pub(super) const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
+/// Position (see the module's doc) -> the link as JSON.
+pub(super) const LINKS_BY_ID: TableDefinition<u64, &[u8]> = TableDefinition::new("links_by_id");
+/// The name, in the store's secrets, of the key positions are computed with.
+pub(super) const LAYOUT_KEY: &str = "code_layout_key";
+/// Set (in the counters) once every link of the generated shape is in [`LINKS_BY_ID`].
+pub(super) const SPLIT: &str = "links_by_id";
+
+/// How codes map to places, for the life of the file.
+pub(super) struct Layout(CodeGenerator);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Place<'a> {
+    Id(u64),
+    Code(&'a str),
+}
+
+impl Layout {
+    pub(super) fn new(key: &[u8]) -> Self {
+        Self(CodeGenerator::new(key))
+    }
+
+    pub(super) fn place<'a>(&self, code: &'a str) -> Place<'a> {
+        self.0.position(code).map_or(Place::Code(code), Place::Id)
+    }
+}
+
+impl Place<'_> {
+    /// `f` of the stored bytes, in a write transaction.
+    pub(super) fn get<T>(
+        self,
+        txn: &WriteTransaction,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, redb::Error> {
+        Ok(match self {
+            Place::Id(id) => txn.open_table(LINKS_BY_ID)?.get(id)?.map(|v| f(v.value())),
+            Place::Code(code) => txn.open_table(LINKS)?.get(code)?.map(|v| f(v.value())),
+        })
+    }
+
+    /// `f` of the stored bytes, in a read transaction.
+    pub(super) fn read<T>(
+        self,
+        txn: &ReadTransaction,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, redb::Error> {
+        Ok(match self {
+            Place::Id(id) => txn.open_table(LINKS_BY_ID)?.get(id)?.map(|v| f(v.value())),
+            Place::Code(code) => txn.open_table(LINKS)?.get(code)?.map(|v| f(v.value())),
+        })
+    }
+
+    /// Stores `bytes` unless something is stored here already; whether it did.
+    pub(super) fn insert_new(
+        self,
+        txn: &WriteTransaction,
+        bytes: &[u8],
+    ) -> Result<bool, redb::Error> {
+        match self {
+            Place::Id(id) => {
+                let mut table = txn.open_table(LINKS_BY_ID)?;
+                if table.get(id)?.is_some() {
+                    return Ok(false);
+                }
+                table.insert(id, bytes)?;
+            }
+            Place::Code(code) => {
+                let mut table = txn.open_table(LINKS)?;
+                if table.get(code)?.is_some() {
+                    return Ok(false);
+                }
+                table.insert(code, bytes)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Stores `bytes`, replacing what is there.
+    pub(super) fn put(self, txn: &WriteTransaction, bytes: &[u8]) -> Result<(), redb::Error> {
+        match self {
+            Place::Id(id) => drop(txn.open_table(LINKS_BY_ID)?.insert(id, bytes)?),
+            Place::Code(code) => drop(txn.open_table(LINKS)?.insert(code, bytes)?),
+        }
+        Ok(())
+    }
+
+    /// Removes what is stored here, returning it.
+    pub(super) fn remove(self, txn: &WriteTransaction) -> Result<Option<Vec<u8>>, redb::Error> {
+        Ok(match self {
+            Place::Id(id) => txn
+                .open_table(LINKS_BY_ID)?
+                .remove(id)?
+                .map(|v| v.value().to_vec()),
+            Place::Code(code) => txn
+                .open_table(LINKS)?
+                .remove(code)?
+                .map(|v| v.value().to_vec()),
+        })
+    }
+}
+
+/// Both tables, open in a write transaction for many lookups (a merge of the click log).
+pub(super) struct Tables<'txn> {
+    by_code: Table<'txn, &'static str, &'static [u8]>,
+    by_id: Table<'txn, u64, &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(Self {
+            by_code: txn.open_table(LINKS)?,
+            by_id: txn.open_table(LINKS_BY_ID)?,
+        })
+    }
+
+    pub(super) fn get<T>(
+        &self,
+        place: Place<'_>,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, redb::Error> {
+        Ok(match place {
+            Place::Id(id) => self.by_id.get(id)?.map(|v| f(v.value())),
+            Place::Code(code) => self.by_code.get(code)?.map(|v| f(v.value())),
+        })
+    }
+}
+
+/// The key positions are computed with: the one this file was laid out with, else (on its
+/// first open) `configured`, else the stored permutation key, else `fresh`, stored then as the
+/// permutation key for the id generator to find.
+pub(super) fn layout_key(
+    txn: &WriteTransaction,
+    configured: Option<&[u8]>,
+    fresh: &[u8],
+) -> Result<Vec<u8>, redb::Error> {
+    let mut secrets = txn.open_table(super::SECRETS)?;
+    if let Some(key) = secrets.get(LAYOUT_KEY)? {
+        return Ok(key.value().to_vec());
+    }
+    let stored = secrets
+        .get(crate::secrets::PERMUTATION_KEY)?
+        .map(|k| k.value().to_vec());
+    let key = match (configured, stored) {
+        (Some(key), _) => key.to_vec(),
+        (None, Some(key)) => key,
+        (None, None) => {
+            secrets.insert(crate::secrets::PERMUTATION_KEY, fresh)?;
+            fresh.to_vec()
+        }
+    };
+    secrets.insert(LAYOUT_KEY, key.as_slice())?;
+    Ok(key)
+}
+
+/// Stores written before the split keep every link in [`LINKS`]: on first open, those of the
+/// generated shape move to their positions, in the transaction that opens the store.
+pub(super) fn split(txn: &WriteTransaction, layout: &Layout) -> Result<(), redb::Error> {
+    let mut counters = txn.open_table(super::COUNTERS)?;
+    if counters.get(SPLIT)?.is_some() {
+        return Ok(());
+    }
+    let mut by_code = txn.open_table(LINKS)?;
+    let mut moving = Vec::new();
+    for entry in by_code.iter()? {
+        let (code, bytes) = entry?;
+        if let Place::Id(id) = layout.place(code.value()) {
+            moving.push((code.value().to_owned(), id, bytes.value().to_vec()));
+        }
+    }
+    let mut by_id = txn.open_table(LINKS_BY_ID)?;
+    for (code, id, bytes) in &moving {
+        by_code.remove(code.as_str())?;
+        by_id.insert(*id, bytes.as_slice())?;
+    }
+    counters.insert(SPLIT, 1)?;
+    if !moving.is_empty() {
+        tracing::info!(
+            links = moving.len(),
+            "moved the stored links of generated codes into id order"
+        );
+    }
+    Ok(())
+}
+
+/// `each` of every link's JSON, in no particular order: for the indexes that stores written
+/// before them get on first open.
+pub(super) fn all(
+    txn: &WriteTransaction,
+    mut each: impl FnMut(&[u8]) -> Result<(), redb::Error>,
+) -> Result<(), redb::Error> {
+    for entry in txn.open_table(LINKS)?.iter()? {
+        each(entry?.1.value())?;
+    }
+    for entry in txn.open_table(LINKS_BY_ID)?.iter()? {
+        each(entry?.1.value())?;
+    }
+    Ok(())
+}
