@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the write path's code generation: base62, the id permutation, the hash
-//! fallback. Run: `cargo bench --bench codes`.
+//! fallback, and the inverse a lookup of a generated code pays. Run: `cargo bench --bench codes`.
 
 use std::hint::black_box;
 
@@ -34,6 +34,15 @@ fn codes(c: &mut Criterion) {
         b.iter(|| {
             id += 1;
             generator.code_for(black_box(id))
+        })
+    });
+    // What the embedded store computes for every lookup of a generated code: its id.
+    let made: Vec<String> = (0..1_000).filter_map(|id| generator.code_for(id)).collect();
+    let mut at = 0usize;
+    c.bench_function("code_position", |b| {
+        b.iter(|| {
+            at = (at + 1) % made.len();
+            generator.position(black_box(&made[at]))
         })
     });
     c.bench_function("hash_code_7", |b| {

@@ -684,10 +684,12 @@ fn tiers_client(seconds: u64, state: &Path) -> String {
 
 /// `LOAD_ONLY=creates`: durable creates against what the disk and redb allow, in one run. The
 /// disk's rate of 4 KiB writes each followed by `fdatasync` (`fio`); a raw loop of redb
-/// inserts with kurz's durability (each commit durable) of link-sized values, one per commit
-/// and 32 per commit (what 32 connections can put in one group commit), with keys in order
-/// (appends to the tree's right edge) and with random keys (as kurz's permuted codes land);
-/// then kurz's durable creates through the API at 32 and 256 connections on a fresh store.
+/// inserts with kurz's durability (each commit durable) of link-sized values, 1 to 512 per
+/// commit with keys in order (appends to the tree's right edge, as generated links are kept)
+/// and 32 per commit with random keys (as links were kept by their permuted codes before);
+/// then kurz's durable creates through the API at 32 and 256 connections on a fresh store,
+/// with the writes each commit carried (`/metrics`). `LOAD_BASELINE=path` runs another kurz
+/// binary (an earlier build) the same way, for an A/B in the same run.
 fn creates(dir: &Path, seconds: u64) -> String {
     assert!(
         Command::new("fio").arg("--version").output().is_ok(),
@@ -700,30 +702,52 @@ fn creates(dir: &Path, seconds: u64) -> String {
         dir.display()
     );
     let fsync = fio_fdatasync(dir, seconds);
-    let raw: Vec<(&str, RawInserts)> = vec![
-        (
-            "redb, 1 insert per durable commit, keys in order",
-            raw_inserts(dir, 1, false, seconds),
-        ),
-        (
-            "redb, 32 inserts per durable commit, keys in order",
-            raw_inserts(dir, 32, false, seconds),
-        ),
-        (
-            "redb, 32 inserts per durable commit, random keys",
-            raw_inserts(dir, 32, true, seconds),
-        ),
-    ];
+    let mut raw: Vec<(String, usize, RawInserts)> = [1, 8, 32, 128, 512]
+        .into_iter()
+        .map(|n| {
+            let inserts = if n == 1 { "insert" } else { "inserts" };
+            let name = format!("redb, {n} {inserts} per durable commit, keys in order (appends)");
+            (name, n, raw_inserts(dir, n, false, seconds))
+        })
+        .collect();
+    raw.push((
+        "redb, 32 inserts per durable commit, random keys".into(),
+        32,
+        raw_inserts(dir, 32, true, seconds),
+    ));
     let create = create_script(dir);
+    let baseline = std::env::var_os("LOAD_BASELINE").map(std::path::PathBuf::from);
     let mut kurz = Vec::new();
-    for connections in [32, 256] {
-        let server = KurzProcess::start(&dir.join(format!("creates-{connections}.redb")), &[]);
-        let result = wrk_script(&server.base, &create, connections, seconds);
-        assert_eq!(result.errors, 0, "creates answered other than 2xx");
-        server.stop();
-        kurz.push((connections, result));
+    for (binary, label) in std::iter::once((None, "kurz")).chain(
+        baseline
+            .as_deref()
+            .map(|b| (Some(b), "kurz, LOAD_BASELINE")),
+    ) {
+        for connections in [32, 256] {
+            let data = dir.join(format!("creates-{}-{connections}.redb", kurz.len()));
+            let server = match binary {
+                None => KurzProcess::start(&data, &[]),
+                Some(binary) => KurzProcess::start_program(binary, &data, &[]),
+            };
+            let before = store_commits(&server);
+            let result = wrk_script(&server.base, &create, connections, seconds);
+            // The health probe carries the store's counts into /metrics once a second.
+            std::thread::sleep(Duration::from_millis(1_200));
+            let after = store_commits(&server);
+            assert_eq!(result.errors, 0, "creates answered other than 2xx");
+            server.stop();
+            let per_commit = if after.0 > before.0 {
+                format!(
+                    "{:.1} creates a commit",
+                    (after.1 - before.1) / (after.0 - before.0)
+                )
+            } else {
+                "creates a commit not reported".to_owned()
+            };
+            kurz.push((label, connections, result, per_commit));
+        }
     }
-    let at_32 = kurz[0].1.rps;
+    let at_32 = kurz[0].2.rps;
     let _ = writeln!(
         report,
         "| the disk: 4 KiB write + fdatasync (fio, one job) | {:.0} | {:.2} ms | {:.2} |",
@@ -731,26 +755,56 @@ fn creates(dir: &Path, seconds: u64) -> String {
         fsync.1,
         at_32 / fsync.0
     );
-    for (name, r) in &raw {
+    for (name, _, r) in &raw {
         let _ = writeln!(
             report,
-            "| {name} | {:.0} inserts ({:.0} commits) | {:.2} ms a commit | {:.2} |",
+            "| {name} | {:.0} inserts ({:.0} commits, mean {:.2} ms) | {:.2} ms a commit | {:.2} |",
             r.inserts_per_s,
             r.commits_per_s,
+            1000.0 / r.commits_per_s,
             r.p99_commit_ms,
             at_32 / r.inserts_per_s
         );
     }
-    for (connections, r) in &kurz {
+    for (label, connections, r, per_commit) in &kurz {
         let _ = writeln!(
             report,
-            "| kurz, durable creates through the API, {connections} connections | {:.0} | {:.2} ms | {:.2} |",
+            "| {label}, durable creates through the API, {connections} connections ({per_commit}) | {:.0} | {:.2} ms | {:.2} |",
             r.rps,
             r.p99_ms,
             at_32 / r.rps
         );
     }
+    // What the sync costs against the work in a commit: a commit of n appends takes about
+    // sync + n x insert; the batch the disk calls for is the smallest that spends no more than
+    // a fifth of its commit on the sync.
+    let single = &raw[0].2;
+    let sync_ms = 1000.0 / single.commits_per_s;
+    let largest = &raw[4].2;
+    let insert_ms = (1000.0 / largest.commits_per_s - sync_ms).max(0.0) / 511.0;
+    let called_for = (4.0 * sync_ms / insert_ms.max(1e-6)).ceil();
+    let _ = writeln!(
+        report,
+        "\na durable commit of one append: {sync_ms:.3} ms; each further append {:.2} us; \
+         the batch that spends at most a fifth of its commit on the sync: {called_for:.0} appends",
+        insert_ms * 1000.0
+    );
     report
+}
+
+/// The embedded store's (commits, writes committed) from `/metrics` (0 from a build without
+/// them).
+fn store_commits(server: &KurzProcess) -> (f64, f64) {
+    let text = metrics_text(&server.base);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("kurz_store_commits_total"),
+        value("kurz_store_committed_writes_total"),
+    )
 }
 
 /// The disk's rate of 4 KiB sequential writes each made durable with `fdatasync`, and the
@@ -795,6 +849,7 @@ struct RawInserts {
 /// transaction, for `seconds`, keys in order or random (7 base62 characters, as codes).
 fn raw_inserts(dir: &Path, per_commit: usize, random: bool, seconds: u64) -> RawInserts {
     const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("links");
+    const BY_ID: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("links_by_id");
     let path = dir.join(format!("raw-{per_commit}-{random}.redb"));
     let db = redb::Database::create(&path).expect("create redb file");
     let value = vec![b'x'; 200];
@@ -805,10 +860,10 @@ fn raw_inserts(dir: &Path, per_commit: usize, random: bool, seconds: u64) -> Raw
     while started.elapsed() < Duration::from_secs(seconds) {
         let began = Instant::now();
         let txn = db.begin_write().expect("write transaction");
-        {
+        if random {
             let mut table = txn.open_table(TABLE).expect("table");
             for _ in 0..per_commit {
-                let key = if random {
+                let key = {
                     let mut id = draw.next(3_521_614_606_208); // 62^7
                     let mut code = [b'0'; 7];
                     for c in code.iter_mut().rev() {
@@ -817,13 +872,16 @@ fn raw_inserts(dir: &Path, per_commit: usize, random: bool, seconds: u64) -> Raw
                         id /= 62;
                     }
                     String::from_utf8_lossy(&code).into_owned()
-                } else {
-                    next += 1;
-                    format!("{next:016}")
                 };
                 table
                     .insert(key.as_str(), value.as_slice())
                     .expect("insert");
+            }
+        } else {
+            let mut table = txn.open_table(BY_ID).expect("table");
+            for _ in 0..per_commit {
+                next += 1;
+                table.insert(next, value.as_slice()).expect("insert");
             }
         }
         txn.commit().expect("durable commit");
@@ -1130,13 +1188,18 @@ fn write_codes_script(path: &Path, codes: &[String], body: &str) {
 
 /// One metric from kurz's `/metrics`, over a plain HTTP/1.0 request.
 fn metric(base: &str, name: &str) -> f64 {
+    harness::metric(&metrics_text(base), name)
+}
+
+/// kurz's `/metrics`, over a plain HTTP/1.0 request.
+fn metrics_text(base: &str) -> String {
     use std::io::{Read, Write};
     let address = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).expect("connect to kurz");
     write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
     let mut text = String::new();
     stream.read_to_string(&mut text).expect("metrics");
-    harness::metric(&text, name)
+    text
 }
 
 /// A wrk script asking for random codes of `codes`, each with `?query` when there is one.

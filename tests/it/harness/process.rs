@@ -23,7 +23,18 @@ impl KurzProcess {
 
     /// As [`start`](Self::start), its logs (stderr) going to `logs`, e.g. a file to read.
     pub fn start_with_logs(data: &Path, extra_env: &[(&str, &str)], logs: Stdio) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kurz"));
+        Self::spawn(Path::new(env!("CARGO_BIN_EXE_kurz")), data, extra_env, logs)
+    }
+
+    /// As [`start`](Self::start), with another `kurz` binary (an earlier build, for a
+    /// benchmark's A/B).
+    #[allow(dead_code)] // the benchmarks' only
+    pub fn start_program(program: &Path, data: &Path, extra_env: &[(&str, &str)]) -> Self {
+        Self::spawn(program, data, extra_env, Stdio::inherit())
+    }
+
+    fn spawn(program: &Path, data: &Path, extra_env: &[(&str, &str)], logs: Stdio) -> Self {
+        let mut command = Command::new(program);
         command
             .arg("serve")
             .env("KURZ__SERVER__BIND", "127.0.0.1:0")
