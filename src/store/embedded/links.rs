@@ -15,7 +15,9 @@
 //! there is none). Should the permutation key change later, every code still has its one place
 //! (lookups find everything); only new creates stop landing in id order.
 
-use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+use std::ops::Bound;
+
+use redb::{Database, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::code::CodeGenerator;
 
@@ -175,34 +177,73 @@ pub(super) fn layout_key(
     Ok(key)
 }
 
-/// Stores written before the split keep every link in [`LINKS`]: on first open, those of the
-/// generated shape move to their positions, in the transaction that opens the store.
-pub(super) fn split(txn: &WriteTransaction, layout: &Layout) -> Result<(), redb::Error> {
-    let mut counters = txn.open_table(super::COUNTERS)?;
-    if counters.get(SPLIT)?.is_some() {
-        return Ok(());
-    }
-    let mut by_code = txn.open_table(LINKS)?;
-    let mut moving = Vec::new();
-    for entry in by_code.iter()? {
-        let (code, bytes) = entry?;
-        if let Place::Id(id) = layout.place(code.value()) {
-            moving.push((code.value().to_owned(), id, bytes.value().to_vec()));
+/// Links moved in one transaction of the split (a handful in tests, so that they take several).
+#[cfg(not(test))]
+const SPLIT_CHUNK: usize = 10_000;
+#[cfg(test)]
+const SPLIT_CHUNK: usize = 7;
+
+/// Stores written before the split keep every link in [`LINKS`]: on open, before anything is
+/// served, those of the generated shape move to their positions, [`SPLIT_CHUNK`] to a durable
+/// transaction, so that memory stays bounded however many there are. Each transaction moves
+/// its links whole (removed from one table, inserted in the other), so an open cut short
+/// leaves every link in exactly one place, and the next open moves the rest.
+pub(super) fn split(db: &Database, layout: &Layout) -> Result<(), redb::Error> {
+    let mut after: Option<String> = None;
+    let mut moved = 0usize;
+    loop {
+        let txn = db.begin_write()?;
+        let mut counters = txn.open_table(super::COUNTERS)?;
+        if counters.get(SPLIT)?.is_some() {
+            return Ok(());
         }
-    }
-    let mut by_id = txn.open_table(LINKS_BY_ID)?;
-    for (code, id, bytes) in &moving {
-        by_code.remove(code.as_str())?;
-        by_id.insert(*id, bytes.as_slice())?;
-    }
-    counters.insert(SPLIT, 1)?;
-    if !moving.is_empty() {
+        let mut by_code = txn.open_table(LINKS)?;
+        let mut chunk = Vec::new();
+        let mut last = None;
+        let range = match &after {
+            Some(code) => {
+                by_code.range::<&str>((Bound::Excluded(code.as_str()), Bound::Unbounded))?
+            }
+            None => by_code.range::<&str>(..)?,
+        };
+        for entry in range {
+            let (code, bytes) = entry?;
+            let code = code.value();
+            last = Some(code.to_owned());
+            if let Place::Id(id) = layout.place(code) {
+                chunk.push((code.to_owned(), id, bytes.value().to_vec()));
+                if chunk.len() == SPLIT_CHUNK {
+                    break;
+                }
+            }
+        }
+        let mut by_id = txn.open_table(LINKS_BY_ID)?;
+        for (code, id, bytes) in &chunk {
+            by_code.remove(code.as_str())?;
+            by_id.insert(*id, bytes.as_slice())?;
+        }
+        moved += chunk.len();
+        let done = chunk.len() < SPLIT_CHUNK;
+        if done {
+            counters.insert(SPLIT, 1)?;
+        }
+        drop((counters, by_code, by_id));
+        txn.commit()?;
+        if done {
+            if moved > 0 {
+                tracing::info!(
+                    links = moved,
+                    "moved the stored links of generated codes into id order"
+                );
+            }
+            return Ok(());
+        }
         tracing::info!(
-            links = moving.len(),
-            "moved the stored links of generated codes into id order"
+            links = moved,
+            "moving the stored links of generated codes into id order"
         );
+        after = last;
     }
-    Ok(())
 }
 
 /// `each` of every link's JSON, in no particular order: for the indexes that stores written
