@@ -549,7 +549,7 @@ mod tests {
             let done = merge_chunk(
                 &txn,
                 &mut merge,
-                &store.shared.layout,
+                &store.shared.layout(),
                 store.shared.clicks,
                 crate::clock::system_now_ms(),
             )

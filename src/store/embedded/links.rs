@@ -17,7 +17,10 @@
 
 use std::ops::Bound;
 
-use redb::{Database, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    WriteTransaction,
+};
 
 use crate::code::CodeGenerator;
 
@@ -31,8 +34,12 @@ pub(super) const LAYOUT_KEY: &str = "code_layout_key";
 /// Set (in the counters) once every link of the generated shape is in [`LINKS_BY_ID`].
 pub(super) const SPLIT: &str = "links_by_id";
 
-/// How codes map to places, for the life of the file.
-pub(super) struct Layout(CodeGenerator);
+/// How codes map to places, for the life of the file (or until a store without links takes
+/// another permutation key, [`adopt`]).
+pub(super) struct Layout {
+    codes: CodeGenerator,
+    key: Vec<u8>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Place<'a> {
@@ -42,11 +49,16 @@ pub(super) enum Place<'a> {
 
 impl Layout {
     pub(super) fn new(key: &[u8]) -> Self {
-        Self(CodeGenerator::new(key))
+        Self {
+            codes: CodeGenerator::new(key),
+            key: key.to_vec(),
+        }
     }
 
     pub(super) fn place<'a>(&self, code: &'a str) -> Place<'a> {
-        self.0.position(code).map_or(Place::Code(code), Place::Id)
+        self.codes
+            .position(code)
+            .map_or(Place::Code(code), Place::Id)
     }
 }
 
@@ -175,6 +187,25 @@ pub(super) fn layout_key(
     };
     secrets.insert(LAYOUT_KEY, key.as_slice())?;
     Ok(key)
+}
+
+/// A permutation key stored in place of the current one (`kurz import` carrying the source's
+/// into a new store): the layout follows it while no link is stored, so that the links and
+/// creates to come land in id order; once links are stored it stays (they are placed by it).
+/// The layout to use from now on in this transaction, if it changed.
+pub(super) fn adopt(
+    txn: &WriteTransaction,
+    current: &Layout,
+    key: &[u8],
+) -> Result<Option<Layout>, redb::Error> {
+    if current.key == key
+        || !txn.open_table(LINKS)?.is_empty()?
+        || !txn.open_table(LINKS_BY_ID)?.is_empty()?
+    {
+        return Ok(None);
+    }
+    txn.open_table(super::SECRETS)?.insert(LAYOUT_KEY, key)?;
+    Ok(Some(Layout::new(key)))
 }
 
 /// Links moved in one transaction of the split (a handful in tests, so that they take several).

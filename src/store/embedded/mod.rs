@@ -72,9 +72,11 @@ const QUEUE_DEPTH: usize = 8192;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteOp {
-    /// `position` and `encoded` are worked out by the caller, off the writer thread.
+    /// `position` (by `layout`) and `encoded` are worked out by the caller, off the writer
+    /// thread.
     Insert {
         link: Link,
+        layout: Arc<Layout>,
         position: Option<u64>,
         encoded: Vec<u8>,
         idempotency: Option<IdempotencyRecord>,
@@ -165,13 +167,21 @@ struct Shared {
     next_seq: AtomicU64,
     clicks: ClickLimits,
     /// Where each code's link is kept (see [`links`]).
-    layout: Layout,
+    layout: RwLock<Arc<Layout>>,
     /// Batches committed, and the writes in them.
     commits: AtomicU64,
     committed_writes: AtomicU64,
 }
 
 impl Shared {
+    fn layout(&self) -> Arc<Layout> {
+        // Never poisoned: nothing panics while holding it.
+        match self.layout.read() {
+            Ok(layout) => Arc::clone(&layout),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
     fn current(&self) -> Option<Arc<Database>> {
         self.db.read().ok().and_then(|db| db.clone())
     }
@@ -330,7 +340,7 @@ impl EmbeddedStore {
             reopening: AtomicBool::new(false),
             timeout,
             clicks,
-            layout,
+            layout: RwLock::new(Arc::new(layout)),
             commits: AtomicU64::new(0),
             committed_writes: AtomicU64::new(0),
         });
@@ -698,7 +708,8 @@ impl Merging {
             // every click is still in one of the two.
             txn.set_durability(redb::Durability::None)?;
             let now = crate::clock::system_now_ms();
-            let done = clicks::merge_chunk(&txn, merge, &shared.layout, shared.clicks, now)?;
+            let layout = shared.layout();
+            let done = clicks::merge_chunk(&txn, merge, &layout, shared.clicks, now)?;
             txn.commit()?;
             Ok(done)
         })();
@@ -819,7 +830,15 @@ fn apply_batch(
 ) -> Result<(Vec<Answer>, bool), redb::Error> {
     let mut ops = ops.into_iter();
     let mut answers = Vec::with_capacity(ops.len());
-    let applied = apply(db, &mut ops, &mut answers, shared);
+    let mut layout = shared.layout();
+    let applied = apply(db, &mut ops, &mut answers, shared.clicks, &mut layout);
+    if applied.is_ok()
+        && !Arc::ptr_eq(&layout, &shared.layout())
+        && let Ok(mut current) = shared.layout.write()
+    {
+        // Committed: from now on everyone places codes by it (before anyone hears back).
+        *current = layout;
+    }
     if let Err(e) = &applied
         && is_out_of_space(e)
     {
@@ -828,25 +847,31 @@ fn apply_batch(
     applied.map(|appended| (answers, appended))
 }
 
+/// `layout` is the one the batch starts with, replaced if an op of the batch changes it.
 fn apply(
     db: &Database,
     ops: &mut std::vec::IntoIter<WriteOp>,
     answers: &mut Vec<Answer>,
-    shared: &Shared,
+    limits: ClickLimits,
+    layout: &mut Arc<Layout>,
 ) -> Result<bool, redb::Error> {
-    let (limits, layout) = (shared.clicks, &shared.layout);
     let txn = db.begin_write()?;
     let mut appended = false;
     for op in ops {
         answers.push(match op {
             WriteOp::Insert {
                 link,
+                layout: placed_by,
                 position,
                 encoded,
                 idempotency,
                 reply,
             } => {
-                let place = position.map_or(Place::Code(&link.code), Place::Id);
+                let place = if Arc::ptr_eq(&placed_by, layout) {
+                    position.map_or(Place::Code(&link.code), Place::Id)
+                } else {
+                    layout.place(&link.code) // the layout changed since
+                };
                 let inserted = insert(&txn, place, &link, &encoded, idempotency.as_ref())?;
                 Answer::Insert(reply, inserted)
             }
@@ -867,6 +892,11 @@ fn apply(
                 secret,
                 reply,
             } => {
+                if name == crate::secrets::PERMUTATION_KEY
+                    && let Some(adopted) = links::adopt(&txn, layout, &secret)?
+                {
+                    *layout = Arc::new(adopted);
+                }
                 txn.open_table(SECRETS)?
                     .insert(name.as_str(), secret.as_slice())?;
                 Answer::Done(reply)
@@ -1204,7 +1234,7 @@ impl LinkStore for EmbeddedStore {
         let shared = Arc::clone(&self.shared);
         self.read(move |db| {
             let txn = db.begin_read().map_err(internal)?;
-            read_link(&txn, &shared.layout, &code)
+            read_link(&txn, &shared.layout(), &code)
         })
         .await
     }
@@ -1215,14 +1245,15 @@ impl LinkStore for EmbeddedStore {
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<InsertOutcome, StoreError> {
         // Worked out here, while the writer commits the batch before.
-        let position = self.shared.layout.place(&link.code);
-        let position = match position {
+        let layout = self.shared.layout();
+        let position = match layout.place(&link.code) {
             Place::Id(id) => Some(id),
             Place::Code(_) => None,
         };
         let encoded = encode(link);
         self.write(|reply| WriteOp::Insert {
             link: link.clone(),
+            layout,
             position,
             encoded,
             idempotency: idempotency.cloned(),
@@ -1256,7 +1287,7 @@ impl LinkStore for EmbeddedStore {
         let (scope, after) = (scope.clone(), after.cloned());
         let shared = Arc::clone(&self.shared);
         self.read(move |db| {
-            list_codes(db, &shared.layout, &scope, after.as_ref(), limit).map_err(internal)
+            list_codes(db, &shared.layout(), &scope, after.as_ref(), limit).map_err(internal)
         })
         .await
     }
@@ -1394,7 +1425,7 @@ impl LinkStore for EmbeddedStore {
         let shared = Arc::clone(&self.shared);
         self.read(move |db| {
             let txn = db.begin_read().map_err(internal)?;
-            let Some(link) = read_link(&txn, &shared.layout, &code)? else {
+            let Some(link) = read_link(&txn, &shared.layout(), &code)? else {
                 return Ok(None);
             };
             clicks::stats(&txn, &code, link.created_at_ms, cap)
@@ -1415,7 +1446,7 @@ impl LinkStore for EmbeddedStore {
         let shared = Arc::clone(&self.shared);
         self.read(move |db| {
             let txn = db.begin_read().map_err(internal)?;
-            let Some(link) = read_link(&txn, &shared.layout, &code)? else {
+            let Some(link) = read_link(&txn, &shared.layout(), &code)? else {
                 return Ok(None);
             };
             clicks::read(&txn, &code, link.created_at_ms, from_hour, to_hour, cap)
@@ -2112,6 +2143,60 @@ pub(super) mod tests {
         // Opened again: nothing moves twice, nothing is lost.
         let store = EmbeddedStore::open(&path, Duration::from_secs(5)).expect("open");
         assert_eq!(places(&store).0.len(), generated.len());
+    }
+
+    #[tokio::test]
+    async fn a_new_store_given_another_permutation_key_lays_its_links_out_by_it() {
+        // As `kurz import` carries the source's key into a new store: in the same batch as a
+        // create placed by the store's first key, and before any link.
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let source = crate::code::CodeGenerator::new(b"the source store's key");
+        let go = store.hold_writer().await;
+        let carried = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let key = b"the source store's key";
+                store.put_secret(crate::secrets::PERMUTATION_KEY, key).await
+            })
+        };
+        while QUEUE_DEPTH - store.writes.capacity() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let first = source.code_for(0).expect("not reserved");
+        let create = {
+            let (store, code) = (Arc::clone(&store), first.clone());
+            tokio::spawn(async move { store.insert(&link(&code), None).await })
+        };
+        while QUEUE_DEPTH - store.writes.capacity() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        go.send(()).expect("held");
+        carried.await.expect("task").expect("put");
+        create.await.expect("task").expect("insert");
+        for id in 1..20 {
+            if let Some(code) = source.code_for(id) {
+                store.insert(&link(&code), None).await.expect("insert");
+            }
+        }
+        let (by_id, _) = places(&store);
+        assert_eq!(
+            by_id,
+            (0..20).collect::<Vec<u64>>(),
+            "in the source's id order"
+        );
+        assert!(store.get(&first).await.expect("get").is_some());
+        // With links stored, another key no longer moves the layout: they stay found.
+        store
+            .put_secret(crate::secrets::PERMUTATION_KEY, b"yet another key")
+            .await
+            .expect("put");
+        assert!(store.get(&first).await.expect("get").is_some());
+        let later = crate::code::CodeGenerator::new(b"yet another key");
+        let code = later.code_for(0).expect("not reserved");
+        store.insert(&link(&code), None).await.expect("insert");
+        assert!(store.get(&code).await.expect("get").is_some());
+        assert_eq!(places(&store).0[..20], (0..20).collect::<Vec<u64>>());
     }
 
     #[tokio::test]
