@@ -15,7 +15,7 @@
 //! It is kept because codes were made with it: new codes are its images of ids it was never
 //! given (see `CodeGenerator`), which keeps them apart from every code it made.
 
-use hmac::{Hmac, KeyInit, Mac};
+use sha2::block_api::compress256;
 use sha2::{Digest, Sha256};
 
 /// Rounds of the first permutation.
@@ -35,8 +35,8 @@ pub struct Permutation {
 enum Rounds {
     /// The first permutation's round keys.
     V1([u64; V1_ROUNDS]),
-    /// HMAC-SHA-256 keyed by the permutation key (and the domain), cloned for each round.
-    Prf(Hmac<Sha256>),
+    /// HMAC-SHA-256 keyed by the permutation key (and the domain).
+    Prf(Box<Prf>),
 }
 
 impl Rounds {
@@ -50,15 +50,7 @@ impl Rounds {
     fn apply(&self, round: usize, half: u64) -> u64 {
         match self {
             Rounds::V1(keys) => splitmix(half, keys[round]),
-            Rounds::Prf(mac) => {
-                let mut mac = mac.clone();
-                mac.update(&[round as u8]);
-                mac.update(&half.to_be_bytes());
-                let out = mac.finalize().into_bytes();
-                let mut first = [0u8; 8];
-                first.copy_from_slice(&out[..8]);
-                u64::from_be_bytes(first)
-            }
+            Rounds::Prf(prf) => prf.round(round as u8, half),
         }
     }
 }
@@ -92,11 +84,7 @@ impl Permutation {
     /// A permutation of [0, domain) whose rounds are a PRF keyed by `key` (HMAC-SHA-256).
     /// `domain` must be at least 2.
     pub fn keyed(key: &[u8], domain: u64) -> Self {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        mac.update(b"kurz-permutation-v2");
-        mac.update(&domain.max(2).to_be_bytes());
-        Self::with_rounds(domain, Rounds::Prf(mac))
+        Self::with_rounds(domain, Rounds::Prf(Box::new(Prf::new(key, domain.max(2)))))
     }
 
     fn with_rounds(domain: u64, rounds: Rounds) -> Self {
@@ -156,6 +144,78 @@ impl Permutation {
     }
 }
 
+/// The keyed round function: the first 8 bytes of HMAC-SHA-256 under the permutation key of
+/// `"kurz-permutation-v2" ‖ domain ‖ round ‖ half` (big-endian), computed from the key's inner
+/// and outer states with two compressions a round. (What the `hmac` crate computes, without
+/// cloning its state and buffer each round: a test holds the two equal.)
+#[derive(Clone)]
+struct Prf {
+    /// SHA-256 states after the key block XOR ipad, and XOR opad.
+    inner: [u32; 8],
+    outer: [u32; 8],
+    /// The inner hash's last block: the label and domain, room for the round and the half,
+    /// then SHA-256's padding for a 64 + 36-byte message.
+    block: [u8; 64],
+}
+
+/// Where a round's byte and half go in [`Prf::block`]: after the label (19 bytes) and the
+/// domain (8).
+const ROUND_AT: usize = 27;
+
+impl Prf {
+    fn new(key: &[u8], domain: u64) -> Self {
+        const IV: [u32; 8] = [
+            0x6a09_e667,
+            0xbb67_ae85,
+            0x3c6e_f372,
+            0xa54f_f53a,
+            0x510e_527f,
+            0x9b05_688c,
+            0x1f83_d9ab,
+            0x5be0_cd19,
+        ];
+        // HMAC's key block: the key, hashed first when longer than a block, zero-padded.
+        let mut padded = [0u8; 64];
+        if key.len() > 64 {
+            padded[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            padded[..key.len()].copy_from_slice(key);
+        }
+        let state_after = |pad: u8| {
+            let mut state = IV;
+            compress256(&mut state, &[padded.map(|b| b ^ pad)]);
+            state
+        };
+        let mut block = [0u8; 64];
+        block[..19].copy_from_slice(b"kurz-permutation-v2");
+        block[19..ROUND_AT].copy_from_slice(&domain.to_be_bytes());
+        block[ROUND_AT + 9] = 0x80;
+        block[56..].copy_from_slice(&((64 + ROUND_AT as u64 + 9) * 8).to_be_bytes());
+        Self {
+            inner: state_after(0x36),
+            outer: state_after(0x5c),
+            block,
+        }
+    }
+
+    fn round(&self, round: u8, half: u64) -> u64 {
+        let mut block = self.block;
+        block[ROUND_AT] = round;
+        block[ROUND_AT + 1..ROUND_AT + 9].copy_from_slice(&half.to_be_bytes());
+        let mut inner = self.inner;
+        compress256(&mut inner, &[block]);
+        let mut last = [0u8; 64];
+        for (bytes, word) in last.chunks_exact_mut(4).zip(inner) {
+            bytes.copy_from_slice(&word.to_be_bytes());
+        }
+        last[32] = 0x80;
+        last[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
+        let mut outer = self.outer;
+        compress256(&mut outer, &[last]);
+        (u64::from(outer[0]) << 32) | u64::from(outer[1])
+    }
+}
+
 /// The first permutation's round function: splitmix64's finaliser over the half-block mixed
 /// with the round key.
 fn splitmix(x: u64, key: u64) -> u64 {
@@ -170,6 +230,36 @@ mod tests {
     use super::*;
     use crate::code::base62::{encode_padded, space};
     use std::collections::HashSet;
+
+    #[test]
+    fn the_keyed_round_is_hmac_sha256_of_label_domain_round_and_half() {
+        use hmac::{Hmac, KeyInit, Mac};
+        let long = [7u8; 100];
+        for key in [
+            &b"sixteen-byte-key"[..],
+            &[0xa5; 32],
+            &[1; 64],
+            &[2; 65],
+            &long,
+        ] {
+            for domain in [2u64, 62u64.pow(7) - (1 << 41), u64::MAX] {
+                let prf = Prf::new(key, domain);
+                let mut half = 0x0123_4567_89ab_cdefu64;
+                for round in 0..PRF_ROUNDS {
+                    half = half.rotate_left(13) ^ u64::from(round);
+                    let mut mac =
+                        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any length");
+                    mac.update(b"kurz-permutation-v2");
+                    mac.update(&domain.to_be_bytes());
+                    mac.update(&[round]);
+                    mac.update(&half.to_be_bytes());
+                    let out = mac.finalize().into_bytes();
+                    let want = u64::from_be_bytes(out[..8].try_into().expect("8 bytes"));
+                    assert_eq!(prf.round(round, half), want, "key {} bytes", key.len());
+                }
+            }
+        }
+    }
 
     #[test]
     fn bijection_on_a_whole_reduced_domain() {
