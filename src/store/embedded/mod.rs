@@ -1964,6 +1964,18 @@ pub(super) mod tests {
         }
     }
 
+    /// Waits until `n` writes wait in the writer's queue (behind a held writer).
+    async fn queued(store: &EmbeddedStore, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while QUEUE_DEPTH - store.writes.capacity() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} writes never queued behind the held writer"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The keys of `LINKS_BY_ID` and of `LINKS`, in the order each table holds them.
     fn places(store: &EmbeddedStore) -> (Vec<u64>, Vec<String>) {
         let db = store.shared.current().expect("open");
@@ -2071,9 +2083,7 @@ pub(super) mod tests {
                 tokio::spawn(async move { store.insert(&link(&format!("c{i}")), None).await })
             })
             .collect();
-        while QUEUE_DEPTH - store.writes.capacity() < 64 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        queued(&store, 64).await;
         go.send(()).expect("held");
         for create in creates {
             let outcome = create.await.expect("task").expect("insert");
@@ -2160,17 +2170,13 @@ pub(super) mod tests {
                 store.put_secret(crate::secrets::PERMUTATION_KEY, key).await
             })
         };
-        while QUEUE_DEPTH - store.writes.capacity() < 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        queued(&store, 1).await;
         let first = source.code_for(0).expect("not reserved");
         let create = {
             let (store, code) = (Arc::clone(&store), first.clone());
             tokio::spawn(async move { store.insert(&link(&code), None).await })
         };
-        while QUEUE_DEPTH - store.writes.capacity() < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        queued(&store, 2).await;
         go.send(()).expect("held");
         carried.await.expect("task").expect("put");
         create.await.expect("task").expect("insert");
