@@ -53,10 +53,10 @@ impl CodeGenerator {
     /// two codes share (codes of the first permutation from [`V1_POSITIONS`] on). `None` for
     /// codes of other shapes. One to one over every code of the shape.
     pub fn position(&self, code: &str) -> Option<u64> {
-        if !matches!(code.len(), 7 | 8) || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if !matches!(code.len(), 7 | 8) {
             return None;
         }
-        let n = decode(code)?;
+        let n = decode(code)?; // `None` for a character outside base62's alphabet
         Some(if code.len() == CODE_LEN {
             match self.v1.inverse(n) {
                 first if first < V1_IDS => V1_POSITIONS + first,
@@ -70,7 +70,7 @@ impl CodeGenerator {
 
 /// Positions of codes the first permutation made (ids below [`V1_IDS`]): far above every id
 /// ([`CodeGenerator::position`]), so no code of either kind shares another's place.
-pub const V1_POSITIONS: u64 = 1 << 62;
+const V1_POSITIONS: u64 = 1 << 62;
 
 #[cfg(test)]
 mod tests {

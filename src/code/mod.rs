@@ -12,7 +12,7 @@ mod hash;
 mod permutation;
 
 pub use alias::{AliasError, is_reserved, parse_alias};
-pub use generator::{CodeGenerator, V1_IDS, V1_POSITIONS};
+pub use generator::{CodeGenerator, V1_IDS};
 pub use hash::hash_code;
 pub use permutation::Permutation;
 

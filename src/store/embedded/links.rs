@@ -55,10 +55,20 @@ impl Layout {
         }
     }
 
+    /// `code`'s position, if it is of the generated shape (see the module's doc).
+    pub(super) fn position(&self, code: &str) -> Option<u64> {
+        self.codes.position(code)
+    }
+
     pub(super) fn place<'a>(&self, code: &'a str) -> Place<'a> {
-        self.codes
-            .position(code)
-            .map_or(Place::Code(code), Place::Id)
+        Place::at(self.position(code), code)
+    }
+}
+
+impl<'a> Place<'a> {
+    /// The place of `code`, whose position (by a layout) is `position`.
+    pub(super) fn at(position: Option<u64>, code: &'a str) -> Self {
+        position.map_or(Place::Code(code), Place::Id)
     }
 }
 

@@ -868,7 +868,7 @@ fn apply(
                 reply,
             } => {
                 let place = if Arc::ptr_eq(&placed_by, layout) {
-                    position.map_or(Place::Code(&link.code), Place::Id)
+                    Place::at(position, &link.code)
                 } else {
                     layout.place(&link.code) // the layout changed since
                 };
@@ -1231,10 +1231,10 @@ impl LinkStore for EmbeddedStore {
 
     async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
         let code = code.to_owned();
-        let shared = Arc::clone(&self.shared);
+        let layout = self.shared.layout();
         self.read(move |db| {
             let txn = db.begin_read().map_err(internal)?;
-            read_link(&txn, &shared.layout(), &code)
+            read_link(&txn, &layout, &code)
         })
         .await
     }
@@ -1246,10 +1246,7 @@ impl LinkStore for EmbeddedStore {
     ) -> Result<InsertOutcome, StoreError> {
         // Worked out here, while the writer commits the batch before.
         let layout = self.shared.layout();
-        let position = match layout.place(&link.code) {
-            Place::Id(id) => Some(id),
-            Place::Code(_) => None,
-        };
+        let position = layout.position(&link.code);
         let encoded = encode(link);
         self.write(|reply| WriteOp::Insert {
             link: link.clone(),
@@ -1285,9 +1282,9 @@ impl LinkStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<Link>, StoreError> {
         let (scope, after) = (scope.clone(), after.cloned());
-        let shared = Arc::clone(&self.shared);
+        let layout = self.shared.layout();
         self.read(move |db| {
-            list_codes(db, &shared.layout(), &scope, after.as_ref(), limit).map_err(internal)
+            list_codes(db, &layout, &scope, after.as_ref(), limit).map_err(internal)
         })
         .await
     }
@@ -1422,10 +1419,10 @@ impl LinkStore for EmbeddedStore {
     async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
         let code = code.to_owned();
         let cap = self.shared.clicks.max_values;
-        let shared = Arc::clone(&self.shared);
+        let layout = self.shared.layout();
         self.read(move |db| {
             let txn = db.begin_read().map_err(internal)?;
-            let Some(link) = read_link(&txn, &shared.layout(), &code)? else {
+            let Some(link) = read_link(&txn, &layout, &code)? else {
                 return Ok(None);
             };
             clicks::stats(&txn, &code, link.created_at_ms, cap)
@@ -1443,10 +1440,10 @@ impl LinkStore for EmbeddedStore {
     ) -> Result<Option<Analytics>, StoreError> {
         let code = code.to_owned();
         let cap = self.shared.clicks.max_values;
-        let shared = Arc::clone(&self.shared);
+        let layout = self.shared.layout();
         self.read(move |db| {
             let txn = db.begin_read().map_err(internal)?;
-            let Some(link) = read_link(&txn, &shared.layout(), &code)? else {
+            let Some(link) = read_link(&txn, &layout, &code)? else {
                 return Ok(None);
             };
             clicks::read(&txn, &code, link.created_at_ms, from_hour, to_hour, cap)
