@@ -796,11 +796,7 @@ fn creates(dir: &Path, seconds: u64) -> String {
 /// them).
 fn store_commits(server: &KurzProcess) -> (f64, f64) {
     let text = metrics_text(&server.base);
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
+    let value = |name| harness::metric_if(&text, name).unwrap_or(0.0);
     (
         value("kurz_store_commits_total"),
         value("kurz_store_committed_writes_total"),

@@ -81,9 +81,13 @@ pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
 
 /// The value of an unlabelled metric line `name value` in Prometheus text.
 pub fn metric(text: &str, name: &str) -> f64 {
+    metric_if(text, name).unwrap_or_else(|| panic!("{name} missing from metrics"))
+}
+
+/// As [`metric`], `None` when `text` has no such metric (a build from before it).
+pub fn metric_if(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from metrics"))
 }
 
 /// Resident memory of a process (`"self"` or a pid), in KiB, from /proc.
