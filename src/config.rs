@@ -40,6 +40,7 @@ pub struct Settings {
     pub abuse: AbuseSettings,
     pub log: LogSettings,
     pub telemetry: TelemetrySettings,
+    pub region: RegionSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +174,10 @@ pub struct StoreSettings {
     /// Not a setting of its own (filled in by `load`).
     #[serde(skip)]
     pub code_layout_key: Option<Secret>,
+    /// `region.id`: the counter this deployment's region leases ids from, and the range of ids
+    /// they stand for (`None`: a single-region deployment). Filled in by `load`.
+    #[serde(skip)]
+    pub region_id: Option<u8>,
 }
 
 /// The largest record Kinesis takes: 1 MiB.
@@ -205,6 +210,7 @@ impl Default for StoreSettings {
             purge_batch: 500,
             dynamodb: DynamoSettings::default(),
             code_layout_key: None,
+            region_id: None,
         }
     }
 }
@@ -387,6 +393,57 @@ impl Default for LocalCacheSettings {
             negative_ttl: Duration::from_secs(5),
             stale_if_error: Duration::from_secs(3600),
         }
+    }
+}
+
+/// A deployment in several regions, each with its own replica of the DynamoDB table (a global
+/// table). Unset (no name), kurz is a single-region deployment.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegionSettings {
+    /// This region's name: its AWS region (`KURZ__REGION__NAME`).
+    pub name: Option<String>,
+    /// This region's number, 0 to 7 (`KURZ__REGION__ID`): which range of ids it mints codes
+    /// from. A single-region deployment that adds regions becomes region 0, whose first range
+    /// is the ids it has minted so far.
+    pub id: Option<u8>,
+    /// The other regions, `name=id`, or `name=id@endpoint` where the table is not at AWS's
+    /// endpoint for the region (DynamoDB Local): comma-separated in the environment
+    /// (`KURZ__REGION__PEERS`). Claims (aliases, idempotency keys, secrets), edits and
+    /// deletes are decided in the home region of their code or name, and a lookup this
+    /// region's replica misses is asked of the code's home region.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub peers: Vec<PeerRegion>,
+}
+
+/// Another region of the deployment (see [`RegionSettings::peers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRegion {
+    pub name: String,
+    pub id: u8,
+    pub endpoint_url: Option<String>,
+}
+
+impl FromStr for PeerRegion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let expected = || format!("expected name=id or name=id@endpoint, got '{s}'");
+        let (name, rest) = s.split_once('=').ok_or_else(expected)?;
+        let (id, endpoint_url) = match rest.split_once('@') {
+            Some((id, endpoint)) => (id, Some(endpoint.trim().to_owned())),
+            None => (rest, None),
+        };
+        let name = name.trim();
+        if name.is_empty() || endpoint_url.as_deref() == Some("") {
+            return Err(expected());
+        }
+        let id = id.trim().parse().map_err(|_| expected())?;
+        Ok(Self {
+            name: name.to_owned(),
+            id,
+            endpoint_url,
+        })
     }
 }
 
@@ -895,6 +952,7 @@ impl Settings {
             .store
             .code_layout_key
             .clone_from(&settings.ids.permutation_key);
+        settings.store.region_id = settings.region.id;
         Ok(settings)
     }
 
@@ -1065,6 +1123,7 @@ impl Settings {
                 "every API key must be at least 32 characters long (e.g. `openssl rand -hex 24`)",
             );
         }
+        self.check_regions()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }
@@ -1085,6 +1144,59 @@ impl Settings {
         }
         if telemetry.max_queued_spans == 0 {
             return invalid("telemetry.max_queued_spans", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// `region.*`: a name and a number together, a number with room in the id space, peers of
+    /// distinct numbers, and a store the regions can share.
+    fn check_regions(&self) -> Result<(), SettingsError> {
+        let region = &self.region;
+        let invalid = |key, reason: String| Err(SettingsError::Invalid { key, reason });
+        let max = crate::code::region::MAX_REGIONS;
+        match (&region.name, region.id) {
+            (None, None) if region.peers.is_empty() => return Ok(()),
+            (None, None) => {
+                return invalid(
+                    "region.peers",
+                    "other regions need region.name and region.id for this one".into(),
+                );
+            }
+            (Some(name), Some(id)) if !name.trim().is_empty() && id < max => {}
+            (Some(_), Some(id)) if id >= max => {
+                return invalid("region.id", format!("must be between 0 and {}", max - 1));
+            }
+            _ => {
+                return invalid(
+                    "region.name",
+                    "set both region.name and region.id (KURZ__REGION__NAME,                      KURZ__REGION__ID), or neither"
+                        .into(),
+                );
+            }
+        }
+        if self.store.backend != Backend::Dynamodb {
+            return invalid(
+                "region.name",
+                "regions share a DynamoDB global table: set store.backend = 'dynamodb'".into(),
+            );
+        }
+        let mut ids = vec![region.id.unwrap_or_default()];
+        for peer in &region.peers {
+            if peer.id >= max {
+                return invalid(
+                    "region.peers",
+                    format!("{}: a region's id is 0 to {}", peer.name, max - 1),
+                );
+            }
+            if ids.contains(&peer.id) {
+                return invalid(
+                    "region.peers",
+                    format!("{}: region id {} is given twice", peer.name, peer.id),
+                );
+            }
+            ids.push(peer.id);
         }
         Ok(())
     }
@@ -1145,6 +1257,72 @@ mod tests {
                 other => panic!("the sample {setting} '{value}' is not refused: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn regions_come_from_the_environment_and_are_checked() {
+        let dynamo = [
+            ("KURZ__STORE__BACKEND", "dynamodb"),
+            ("KURZ__REGION__NAME", "eu-west-1"),
+            ("KURZ__REGION__ID", "1"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let pairs: Vec<_> = dynamo.iter().chain(extra).copied().collect();
+            Settings::load_from(None, env(&pairs))
+        };
+        let s = with(&[(
+            "KURZ__REGION__PEERS",
+            "us-east-1=0, ap-south-1=2@http://10.0.2.1:8000",
+        )])
+        .expect("valid regions");
+        assert_eq!(s.region.name.as_deref(), Some("eu-west-1"));
+        assert_eq!((s.region.id, s.store.region_id), (Some(1), Some(1)));
+        assert_eq!(
+            s.region.peers,
+            vec![
+                PeerRegion {
+                    name: "us-east-1".into(),
+                    id: 0,
+                    endpoint_url: None
+                },
+                PeerRegion {
+                    name: "ap-south-1".into(),
+                    id: 2,
+                    endpoint_url: Some("http://10.0.2.1:8000".into())
+                },
+            ]
+        );
+        // Unset: one region, as ever.
+        let single = Settings::load_from(None, env(&[])).expect("defaults");
+        assert_eq!((single.region.name, single.store.region_id), (None, None));
+
+        let refused = [
+            ("KURZ__REGION__PEERS", "us-east-1=1", "region.peers"),
+            ("KURZ__REGION__PEERS", "us-east-1", "region.peers"),
+            ("KURZ__REGION__PEERS", "us-east-1=9", "region.peers"),
+            ("KURZ__REGION__ID", "8", "region.id"),
+            ("KURZ__STORE__BACKEND", "embedded", "region.name"),
+        ];
+        for (name, value, setting) in refused {
+            let mut pairs: Vec<_> = dynamo.iter().filter(|(n, _)| *n != name).copied().collect();
+            pairs.push((name, value));
+            match Settings::load_from(None, env(&pairs)) {
+                Err(SettingsError::Invalid { key, .. }) if key == setting => {}
+                // A peer that does not parse is refused by the parser, naming the value.
+                Err(SettingsError::Load(e)) if setting == "region.peers" => {
+                    assert!(e.to_string().contains("name=id"), "{e}");
+                }
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
+        let no_id = Settings::load_from(None, env(&[("KURZ__REGION__NAME", "eu-west-1")]));
+        assert!(matches!(
+            no_id,
+            Err(SettingsError::Invalid {
+                key: "region.name",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -104,6 +104,44 @@ pub struct Application {
     drain_delay: Duration,
 }
 
+/// The store of a deployment in several regions (`region.name` set): this region's table with
+/// the others' replicas, claims decided in their home region; `None` for a single region.
+async fn regional(
+    settings: &Settings,
+    store: Arc<dyn LinkStore>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<store::regions::RegionalStore>>, StoreError> {
+    let Some(name) = &settings.region.name else {
+        return Ok(None);
+    };
+    #[cfg(feature = "dynamodb")]
+    {
+        let regional = store::regions::with_peers(
+            &settings.store,
+            &settings.region,
+            store::ClickLimits::of(&settings.analytics),
+            store,
+            Arc::clone(metrics),
+        )
+        .await?;
+        let peers: Vec<&str> = settings
+            .region
+            .peers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        tracing::info!(region = %name, id = settings.region.id, ?peers, "serving one region of several");
+        Ok(Some(regional))
+    }
+    #[cfg(not(feature = "dynamodb"))]
+    {
+        let _ = (name, store, metrics);
+        Err(StoreError::internal(
+            "regions need kurz built with the dynamodb feature",
+        ))
+    }
+}
+
 impl Application {
     /// Builds everything and binds the listener; serving starts with [`run_until_stopped`].
     /// Expiry and creation times follow the system clock.
@@ -115,7 +153,12 @@ impl Application {
 
     /// As [`build`](Self::build), deciding expiry and creation times by `clock` (tests set
     /// the time instead of sleeping).
-    pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, StartupError> {
+    pub async fn build_with_clock(
+        mut settings: Settings,
+        clock: Clock,
+    ) -> Result<Self, StartupError> {
+        // Settings made in code rather than loaded (tests) have not had it filled in.
+        settings.store.region_id = settings.region.id;
         let bind_error = |source| StartupError::Bind {
             addr: settings.server.bind,
             source,
@@ -159,9 +202,19 @@ impl Application {
                 "traces on: sending spans over OTLP/HTTP"
             );
         }
+        let regional = regional(&settings, Arc::clone(&store), &metrics)
+            .await
+            .map_err(store_error)?;
+        let store = match &regional {
+            Some(regional) => Arc::clone(regional) as Arc<dyn LinkStore>,
+            None => store,
+        };
         let secrets = secrets::ensure(&*store, settings.ids.permutation_key.as_ref())
             .await
             .map_err(store_error)?;
+        if let Some(regional) = &regional {
+            regional.know_codes(crate::code::CodeGenerator::new(&secrets.permutation_key));
+        }
         let denylist =
             Denylist::load(settings.abuse.denylist_path.as_deref()).map_err(|reason| {
                 SettingsError::Invalid {
@@ -249,7 +302,8 @@ impl Application {
             Arc::clone(&store),
             local,
             redis,
-            CodeSource::new(settings.ids.block_size, &secrets.permutation_key),
+            CodeSource::new(settings.ids.block_size, &secrets.permutation_key)
+                .in_region(settings.region.id),
             Arc::clone(&clicks),
             Arc::clone(&metrics),
             clock,

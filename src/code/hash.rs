@@ -10,15 +10,20 @@ use super::base62::{encode_padded, space};
 
 /// The code for `url` with `salt`, `len` (7 or 8) characters long.
 pub fn hash_code(url: &str, salt: &[u8], len: u32) -> String {
+    // 2^64 is ~5,000x 62^8, so the modulo bias is negligible.
+    encode_padded(hash_value(url, salt) % space(len), len as usize)
+}
+
+/// The first 64 bits of SHA-256(url ‖ salt): what a hash code is made of (in a deployment
+/// with regions, through the region's range of ids: [`super::region::hash_counter`]).
+pub fn hash_value(url: &str, salt: &[u8]) -> u64 {
     let mut hasher = Sha256::new();
     hasher.update(url.as_bytes());
     hasher.update(salt);
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
-    // 2^64 is ~5,000x 62^8, so the modulo bias is negligible.
-    let n = u64::from_be_bytes(first) % space(len);
-    encode_padded(n, len as usize)
+    u64::from_be_bytes(first)
 }
 
 #[cfg(test)]

@@ -10,10 +10,11 @@ pub mod base62;
 mod generator;
 mod hash;
 mod permutation;
+pub mod region;
 
 pub use alias::{AliasError, is_reserved, parse_alias};
 pub use generator::{CodeGenerator, V1_IDS};
-pub use hash::hash_code;
+pub use hash::{hash_code, hash_value};
 pub use permutation::Permutation;
 
 /// Length of generated codes; 62^7 ≈ 3.5 trillion ids before codes grow to 8 characters.

@@ -67,6 +67,13 @@ pub enum ApiError {
     /// A dependency is down; the client should retry. The cause is logged, not sent.
     #[error("{what} is unavailable right now; retry shortly")]
     Unavailable { what: &'static str, cause: String },
+    /// The region that decides this write (the home of the link's code, or of the name it
+    /// claims) cannot be reached: 503 with `Retry-After`. The cause is logged, not sent.
+    #[error(
+        "this write is decided in region {region}, the home of its code, which cannot be \
+         reached right now; retry shortly (links of other regions are not affected)"
+    )]
+    RegionUnavailable { region: String, cause: String },
     /// A create whose write the store did not confirm in time: it may still have committed (an
     /// embedded write goes on after its caller gives up; a DynamoDB answer may be lost). 503,
     /// with `outcome: unknown` in the problem. The cause is logged, not sent.
@@ -129,6 +136,7 @@ impl ResponseError for ApiError {
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. }
+            | Self::RegionUnavailable { .. }
             | Self::OutcomeUnknown { .. }
             | Self::Draining
             | Self::ClockSkewed { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -163,6 +171,7 @@ impl ResponseError for ApiError {
                 }
             }
             Self::Unavailable { .. }
+            | Self::RegionUnavailable { .. }
             | Self::OutcomeUnknown { .. }
             | Self::Draining
             | Self::ClockSkewed { .. } => {
@@ -219,6 +228,7 @@ impl ApiError {
         match self {
             Self::Internal(cause)
             | Self::Unavailable { cause, .. }
+            | Self::RegionUnavailable { cause, .. }
             | Self::OutcomeUnknown { cause } => Some(cause),
             Self::Negotiated { error, .. } => error.cause(),
             _ => None,
@@ -257,6 +267,12 @@ impl From<StoreError> for ApiError {
             return Self::InsufficientStorage(format!(
                 "links cannot be created or changed right now: {reason}; short links keep redirecting"
             ));
+        }
+        if let StoreError::Region { region, reason } = &e {
+            return Self::RegionUnavailable {
+                region: region.clone(),
+                cause: reason.clone(),
+            };
         }
         if e.is_transient() {
             Self::Unavailable {

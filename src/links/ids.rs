@@ -8,13 +8,15 @@ use std::ops::Range;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::code::CodeGenerator;
+use crate::code::{CodeGenerator, hash_code, hash_value, region};
 use crate::store::{LinkStore, StoreError};
 
 /// Generated codes: the next id of a leased block, through the keyed permutation.
 pub struct CodeSource {
     ids: IdAllocator,
     codes: CodeGenerator,
+    /// `region.id`: hash codes are made in this region's range of ids, as its counter's are.
+    region: Option<u8>,
 }
 
 impl CodeSource {
@@ -22,7 +24,25 @@ impl CodeSource {
         Self {
             ids: IdAllocator::new(block_size),
             codes: CodeGenerator::new(permutation_key),
+            region: None,
         }
+    }
+
+    /// Hash codes of region `region` (the store's counter is already the region's).
+    pub fn in_region(mut self, region: Option<u8>) -> Self {
+        self.region = region;
+        self
+    }
+
+    /// A hash code for `url` with `salt`, `len` (7 or 8) characters long; `None` when it is a
+    /// reserved word (the caller tries another salt). In a region, one of its range of ids, so
+    /// that the code names its home region as a counter code does.
+    pub fn hash_code(&self, url: &str, salt: &[u8], len: u32) -> Option<String> {
+        let Some(region) = self.region else {
+            return Some(hash_code(url, salt, len));
+        };
+        let counter = region::hash_counter(hash_value(url, salt), len as usize);
+        self.codes.code_for(region::id_of(region, counter)?)
     }
 
     /// The next generated code, or `None` when the next id maps to a reserved word (the caller

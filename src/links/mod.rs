@@ -21,7 +21,6 @@ pub use long_url::{CheckedUrl, UrlError, UrlPolicy, interface_addresses};
 use crate::cache::{Cached, Fetched, LocalCache, RedisCache, Target};
 use crate::clicks::ClickRecorder;
 use crate::clock::Clock;
-use crate::code::hash_code;
 use crate::store::{
     Disabled, IdempotencyRecord, InsertOutcome, Link, LinkStats, LinkStore, ReplaceOutcome,
     StoreError,
@@ -297,10 +296,19 @@ impl LinkService {
                         tracing::warn!(error = %e, "cannot lease ids; using hash codes for this link");
                         self.metrics.hash_fallbacks.inc();
                         hash_nonce = Some(0);
-                        hash_code(&link.url, &hash_salt(), 7)
+                        match self.codes.hash_code(&link.url, &hash_salt(), 7) {
+                            Some(code) => code,
+                            None => continue, // a reserved word: the next salt
+                        }
                     }
                 },
-                Some(nonce) => hash_code(&link.url, &hash_salt(), hash_len(nonce)),
+                Some(nonce) => match self
+                    .codes
+                    .hash_code(&link.url, &hash_salt(), hash_len(nonce))
+                {
+                    Some(code) => code,
+                    None => continue,
+                },
             };
             match self.try_insert(&link, idempotency.as_mut()).await? {
                 InsertOutcome::Inserted => return Ok(self.created(link)),

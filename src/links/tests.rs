@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::code::CodeGenerator;
+use crate::code::{CodeGenerator, hash_code};
 use crate::config::LocalCacheSettings;
 use crate::store::EmbeddedStore;
 use crate::store::faulty::FaultyStore;

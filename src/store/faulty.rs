@@ -38,6 +38,8 @@ pub struct FaultyStore {
     pub click_writes: Mutex<Vec<usize>>,
     /// Reads of the API keys fail (as an unreachable store would).
     pub fail_keys: AtomicBool,
+    /// Lookups and inserts fail (as another region's table out of reach would).
+    pub unreachable: AtomicBool,
 }
 
 impl FaultyStore {
@@ -58,7 +60,17 @@ impl FaultyStore {
             fail_clicks: AtomicBool::new(false),
             click_writes: Mutex::new(Vec::new()),
             fail_keys: AtomicBool::new(false),
+            unreachable: AtomicBool::new(false),
         }
+    }
+}
+
+impl FaultyStore {
+    fn reachable(&self) -> Result<(), StoreError> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("connection refused"));
+        }
+        Ok(())
     }
 }
 
@@ -71,6 +83,7 @@ impl LinkStore for FaultyStore {
         self.inner.disk()
     }
     async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        self.reachable()?;
         self.inner.get(code).await
     }
     async fn insert(
@@ -78,6 +91,7 @@ impl LinkStore for FaultyStore {
         link: &Link,
         idem: Option<&IdempotencyRecord>,
     ) -> Result<InsertOutcome, StoreError> {
+        self.reachable()?;
         let taken = self
             .taken_inserts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));

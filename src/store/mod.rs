@@ -10,6 +10,7 @@ mod embedded;
 #[cfg(test)]
 pub(crate) mod faulty;
 mod purge;
+pub mod regions;
 mod traced;
 
 use std::ops::Range;
@@ -356,6 +357,10 @@ pub enum StoreError {
     },
     #[error("store call timed out after {0:?}")]
     Timeout(Duration),
+    /// Another region, the home of what was asked for, did not answer or refused for now
+    /// (a deployment in several regions: [`regions`]).
+    #[error("home region {region} unavailable: {reason}")]
+    Region { region: String, reason: String },
     /// Admission control refused the call at once: the store is answering all the calls it
     /// can. Nothing was sent.
     #[error(
@@ -405,6 +410,7 @@ impl StoreError {
             self,
             Self::Unavailable { .. }
                 | Self::Timeout(_)
+                | Self::Region { .. }
                 | Self::Overloaded { .. }
                 | Self::Full { .. }
         )
@@ -470,6 +476,17 @@ pub trait LinkStore: Send + Sync + 'static {
     /// The secret stored under `name`, storing `candidate` first when there is none. Put-if-
     /// absent: every instance of a fleet ends up with the first one written.
     async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// The secret stored under `name`, if any, storing nothing (a region whose secrets are
+    /// decided in another one falls back on its replica's). Only DynamoDB keeps secrets a
+    /// region would read this way; other stores answer that they cannot.
+    async fn stored_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = name;
+        Err(StoreError::internal(format!(
+            "the {} store cannot read a secret without storing one",
+            self.backend()
+        )))
+    }
 
     /// Deletes the secret `name` (nothing when there is none): the day's visitor key, once
     /// the day is over, is forgotten this way.

@@ -110,6 +110,10 @@ impl LinkStore for TracedStore {
         traced!(self, secret(name, candidate))
     }
 
+    async fn stored_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        traced!(self, stored_secret(name))
+    }
+
     async fn delete_secret(&self, name: &str) -> Result<(), StoreError> {
         traced!(self, delete_secret(name))
     }

@@ -164,6 +164,15 @@ metrics! {
     gauge redis_pending_invalidations: Gauge = "kurz_redis_pending_invalidations";
     /// Store reads not written to Redis because a delete or edit overtook them.
     counter redis_writes_refused: Counter = "kurz_redis_writes_refused_total";
+    /// Calls this region made to another region's table: claims, edits and deletes decided in
+    /// their home region, and lookups this region's replica missed (a deployment in regions).
+    counter region_remote_calls: Counter = "kurz_region_remote_calls_total";
+    /// Of those, calls the other region did not answer (claims refused with 503, lookups
+    /// answered from this region's replica alone).
+    counter region_remote_failures: Counter = "kurz_region_remote_failures_total";
+    /// Lookups this region's replica missed that the code's home region found: links not yet
+    /// replicated here.
+    counter region_remote_found: Counter = "kurz_region_remote_lookups_found_total";
     /// Links created.
     counter links_created: Counter = "kurz_links_created_total";
     /// Generated codes that were taken and retried.

@@ -19,6 +19,7 @@ mod openapi;
 mod overload;
 mod pages;
 mod redis;
+mod regions;
 mod security;
 mod stream;
 mod traces;

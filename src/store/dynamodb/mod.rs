@@ -90,6 +90,9 @@ pub struct DynamoStore {
     max_values: usize,
     /// `analytics.hourly_retention_days` in seconds: an hour item's TTL after the hour's end.
     hourly_retention_s: i64,
+    /// `region.id`: the region whose counter this store leases ids from (`None`: the
+    /// single-region deployment's, which is region 0's).
+    region: Option<u8>,
 }
 
 impl DynamoStore {
@@ -123,6 +126,7 @@ impl DynamoStore {
                 .map(|after| i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
             max_values: clicks.max_values,
             hourly_retention_s: i64::from(clicks.retention_hours) * 3_600,
+            region: settings.region_id,
         })
     }
 
@@ -1300,6 +1304,10 @@ impl LinkStore for DynamoStore {
             })
     }
 
+    async fn stored_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_secret(name).await
+    }
+
     async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError> {
         let put = self
             .client
@@ -1425,13 +1433,20 @@ impl LinkStore for DynamoStore {
         Ok(outcome)
     }
 
+    /// A block of the region's counter: each region adds to a counter item of its own (no
+    /// two regions write one item, so replication never merges two leases into one), and its
+    /// values stand for ids in the region's own range ([`crate::code::region`]).
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
+        let counter = match self.region {
+            None | Some(0) => COUNTER_SK.to_owned(),
+            Some(region) => format!("{COUNTER_SK}#{region}"),
+        };
         let out = self
             .call(Class::Write, || {
                 self.client
                     .update_item()
                     .table_name(&self.table)
-                    .set_key(Some(key(COUNTER_PK, COUNTER_SK)))
+                    .set_key(Some(key(COUNTER_PK, &counter)))
                     .update_expression("ADD next_id :n")
                     .expression_attribute_values(":n", n(count))
                     .return_values(ReturnValue::UpdatedNew)
@@ -1443,7 +1458,13 @@ impl LinkStore for DynamoStore {
             .attributes()
             .and_then(|a| number(a, "next_id"))
             .ok_or_else(|| StoreError::internal("counter update returned no next_id"))?;
-        Ok(end.saturating_sub(count)..end)
+        let counters = end.saturating_sub(count)..end;
+        match self.region {
+            None => Ok(counters),
+            Some(region) => crate::code::region::ids(region, counters).ok_or_else(|| {
+                StoreError::internal(format!("region {region} has used up its range of ids"))
+            }),
+        }
     }
 
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {

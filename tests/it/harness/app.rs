@@ -85,6 +85,21 @@ impl TestStore {
         store
     }
 
+    /// The same table on the DynamoDB Local at `endpoint`: another region's replica of a
+    /// global table (same name), empty, for a deployment in two regions.
+    pub async fn replica_at(&self, endpoint: String) -> Self {
+        let store = Self {
+            backend: Backend::Dynamodb,
+            dir: tempfile::tempdir().expect("tempdir"),
+            table: self.table.clone(),
+            endpoint,
+        };
+        kurz::store::init(&store.settings().store)
+            .await
+            .expect("kurz init creates the replica's table");
+        store
+    }
+
     /// The `KURZ__` variables that point a `kurz` command at this store.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let settings = self.settings();

@@ -1,0 +1,503 @@
+//! A deployment in several regions, on a DynamoDB global table: every region reads and writes
+//! its own replica, and replication between them is last-writer-wins. A claim checked against
+//! one replica only (an alias put-if-absent, an idempotency key, a stored secret, an edit's
+//! revision) could then be won in two regions at once, and one acknowledged write silently
+//! replaced by the other. So each such write is made in one region, the home of what it claims:
+//!
+//! - a code of the generated shape: the region whose range of ids its position falls in
+//!   ([`crate::code::region`]), which is the region that minted it (a 7- or 8-character alias
+//!   gets the home of the code it looks like, the same in every region);
+//! - any other code, a secret's name, an API key's id: the region that scores highest for it
+//!   (rendezvous hashing, SHA-256 of the region's number and the name), so adding a region
+//!   moves only the names it now wins.
+//!
+//! Creates, edits and deletes of a link are made in its code's home (with the create's
+//! idempotency record in the same transaction); a create that mints a code mints it in this
+//! region's range, so its home is here. A lookup that this region's replica misses is asked of
+//! the code's home region before it answers "not found": a link made there a moment ago is
+//! found before it has replicated. When a home region cannot be reached, its claims are refused
+//! (503, naming the region) and lookups of its codes answer from this replica alone.
+//! Everything else (lists, statistics, clicks, leases of this region's counter) is this
+//! region's replica.
+
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+use super::{
+    Analytics, ClickDelta, DiskState, FlushError, IdempotencyRecord, ImportOutcome, InsertOutcome,
+    Link, LinkStats, LinkStore, ListPosition, ListScope, Purged, ReplaceOutcome, StoreError,
+    StoredKey,
+};
+use crate::code::{CodeGenerator, region};
+use crate::telemetry::Metrics;
+
+/// A region of the deployment, as the settings name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub name: String,
+    pub id: u8,
+}
+
+/// Another region: its name and number, and its replica of the table.
+pub struct Peer {
+    pub region: Region,
+    pub store: Arc<dyn LinkStore>,
+}
+
+pub struct RegionalStore {
+    local: Arc<dyn LinkStore>,
+    this: Region,
+    peers: Vec<Peer>,
+    /// The fleet's code generator, for a code's position: known once the permutation key is
+    /// (which is itself a secret decided in its home region). Until then codes are homed by
+    /// name.
+    codes: OnceLock<CodeGenerator>,
+    metrics: Arc<Metrics>,
+}
+
+/// Where a write is decided.
+enum Home<'a> {
+    Here,
+    There(&'a Peer),
+}
+
+impl RegionalStore {
+    pub fn new(
+        local: Arc<dyn LinkStore>,
+        this: Region,
+        peers: Vec<Peer>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            local,
+            this,
+            peers,
+            codes: OnceLock::new(),
+            metrics,
+        }
+    }
+
+    /// Codes are homed by their position from now on (set once, when the permutation key is
+    /// known; later calls change nothing).
+    pub fn know_codes(&self, codes: CodeGenerator) {
+        let _ = self.codes.set(codes);
+    }
+
+    /// The home region of `code`.
+    fn home_of_code(&self, code: &str) -> Home<'_> {
+        let minted = self
+            .codes
+            .get()
+            .and_then(|codes| codes.position(code))
+            .and_then(region::region_of)
+            .and_then(|id| self.region(id));
+        match minted {
+            Some(home) => home,
+            None => self.home_of_name(code),
+        }
+    }
+
+    /// The home region of a name: the region scoring highest for it.
+    fn home_of_name(&self, name: &str) -> Home<'_> {
+        let score = |id: u8| {
+            let digest = Sha256::new()
+                .chain_update(b"kurz-region-home\0")
+                .chain_update([id])
+                .chain_update(name.as_bytes())
+                .finalize();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            (u64::from_be_bytes(first), id)
+        };
+        let best = self
+            .peers
+            .iter()
+            .map(|peer| (score(peer.region.id), Home::There(peer)))
+            .fold((score(self.this.id), Home::Here), |best, next| {
+                if next.0 > best.0 { next } else { best }
+            });
+        best.1
+    }
+
+    fn region(&self, id: u8) -> Option<Home<'_>> {
+        if id == self.this.id {
+            return Some(Home::Here);
+        }
+        self.peers
+            .iter()
+            .find(|peer| peer.region.id == id)
+            .map(Home::There)
+    }
+
+    /// `peer`'s answer, its failure to answer named as its region's.
+    async fn at<T>(
+        &self,
+        peer: &Peer,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.metrics.region_remote_calls.inc();
+        call.await.map_err(|e| {
+            self.metrics.region_remote_failures.inc();
+            match e {
+                // A write that may have been made stays one of unknown outcome.
+                StoreError::Timeout(_) | StoreError::Corrupt { .. } => e,
+                e if e.is_transient() => StoreError::Region {
+                    region: peer.region.name.clone(),
+                    reason: e.to_string(),
+                },
+                e => e,
+            }
+        })
+    }
+}
+
+/// This region's store `local` with the other regions' replicas of its table, as `region`
+/// names them: same table, the peer's AWS region (or its endpoint). No call is made yet: a
+/// region starts while another is down.
+#[cfg(feature = "dynamodb")]
+pub async fn with_peers(
+    settings: &crate::config::StoreSettings,
+    regions: &crate::config::RegionSettings,
+    clicks: super::ClickLimits,
+    local: Arc<dyn LinkStore>,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<RegionalStore>, StoreError> {
+    let (Some(name), Some(id)) = (&regions.name, regions.id) else {
+        return Err(StoreError::internal("no region is configured"));
+    };
+    let mut peers = Vec::new();
+    for peer in &regions.peers {
+        let mut at_peer = settings.clone();
+        at_peer.dynamodb.region = Some(peer.name.clone());
+        at_peer.dynamodb.endpoint_url.clone_from(&peer.endpoint_url);
+        at_peer.region_id = Some(peer.id);
+        // Its calls are counted apart: this instance's store gauges are its own region's.
+        let store = super::DynamoStore::connect(&at_peer, clicks, Arc::new(Metrics::default()));
+        peers.push(Peer {
+            region: Region {
+                name: peer.name.clone(),
+                id: peer.id,
+            },
+            store: Arc::new(store.await?),
+        });
+    }
+    let this = Region {
+        name: name.clone(),
+        id,
+    };
+    Ok(Arc::new(RegionalStore::new(local, this, peers, metrics)))
+}
+
+/// `$op($args)` on the store of `$home`: this region's, or the peer's.
+macro_rules! at_home {
+    ($self:ident, $home:expr, $op:ident ( $($arg:expr),* )) => {
+        match $home {
+            Home::Here => $self.local.$op($($arg),*).await,
+            Home::There(peer) => $self.at(peer, peer.store.$op($($arg),*)).await,
+        }
+    };
+}
+
+#[async_trait]
+impl LinkStore for RegionalStore {
+    fn backend(&self) -> &'static str {
+        self.local.backend()
+    }
+
+    fn disk(&self) -> Option<DiskState> {
+        self.local.disk()
+    }
+
+    fn time_reference(&self) -> Option<Arc<dyn crate::clock::TimeReference>> {
+        self.local.time_reference()
+    }
+
+    /// This region's replica, then, for a code it does not hold, the code's home region.
+    async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        if let Some(link) = self.local.get(code).await? {
+            return Ok(Some(link));
+        }
+        let Home::There(peer) = self.home_of_code(code) else {
+            return Ok(None);
+        };
+        match self.at(peer, peer.store.get(code)).await {
+            Ok(found) => {
+                if found.is_some() {
+                    self.metrics.region_remote_found.inc();
+                }
+                Ok(found)
+            }
+            Err(e) => {
+                // Its home is out of reach: what this replica holds is all there is to say. A
+                // link made there since the last replication is not found until it returns.
+                tracing::warn!(error = %e, code, region = %peer.region.name, "the code's home region did not answer; answering from this region's replica");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn insert(
+        &self,
+        link: &Link,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<InsertOutcome, StoreError> {
+        at_home!(
+            self,
+            self.home_of_code(&link.code),
+            insert(link, idempotency)
+        )
+    }
+
+    async fn delete(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        at_home!(self, self.home_of_code(code), delete(code))
+    }
+
+    async fn replace(&self, link: &Link) -> Result<ReplaceOutcome, StoreError> {
+        at_home!(self, self.home_of_code(&link.code), replace(link))
+    }
+
+    async fn list(
+        &self,
+        scope: &ListScope,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> Result<Vec<Link>, StoreError> {
+        self.local.list(scope, after, limit).await
+    }
+
+    /// Decided in the name's home region; when it cannot be reached, the secret this
+    /// region's replica holds (decided there earlier, and replicated), if any.
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let Home::There(peer) = self.home_of_name(name) else {
+            return self.local.secret(name, candidate).await;
+        };
+        match self.at(peer, peer.store.secret(name, candidate)).await {
+            Ok(secret) => Ok(secret),
+            Err(e) => match self.local.stored_secret(name).await? {
+                Some(secret) => {
+                    tracing::warn!(error = %e, name, region = %peer.region.name, "the secret's home region did not answer; using this region's replica of it");
+                    Ok(secret)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    async fn stored_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.local.stored_secret(name).await
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<(), StoreError> {
+        at_home!(self, self.home_of_name(name), delete_secret(name))
+    }
+
+    async fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError> {
+        at_home!(self, self.home_of_name(name), put_secret(name, secret))
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.local.keys().await
+    }
+
+    async fn insert_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        at_home!(self, self.home_of_name(&key.id), insert_key(key))
+    }
+
+    async fn replace_key(&self, key: &StoredKey) -> Result<ReplaceOutcome, StoreError> {
+        at_home!(self, self.home_of_name(&key.id), replace_key(key))
+    }
+
+    async fn import(&self, link: &Link, stats: &LinkStats) -> Result<ImportOutcome, StoreError> {
+        at_home!(self, self.home_of_code(&link.code), import(link, stats))
+    }
+
+    /// This region's counter, whose ids are this region's range.
+    async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
+        self.local.lease_ids(count).await
+    }
+
+    async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
+        self.local.add_clicks(deltas).await
+    }
+
+    async fn purge(
+        &self,
+        records_before_ms: i64,
+        links_expired_before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        self.local
+            .purge(records_before_ms, links_expired_before_ms, limit)
+            .await
+    }
+
+    async fn forget_earlier_stats(&self, link: &Link) -> Result<(), StoreError> {
+        self.local.forget_earlier_stats(link).await
+    }
+
+    async fn stats(&self, code: &str) -> Result<Option<LinkStats>, StoreError> {
+        self.local.stats(code).await
+    }
+
+    async fn analytics(
+        &self,
+        code: &str,
+        from_hour: u32,
+        to_hour: u32,
+    ) -> Result<Option<Analytics>, StoreError> {
+        self.local.analytics(code, from_hour, to_hour).await
+    }
+
+    /// This region's replica: readiness and the store probe are about the region's own table.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.local.ping().await
+    }
+
+    async fn close(&self) {
+        self.local.close().await;
+        for peer in &self.peers {
+            peer.store.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::store::faulty::{FaultyStore, link};
+
+    /// Two regions on two stores, as each region's instances see them: `alpha` (0), whose
+    /// replica is the first store, and `beta` (1), whose replica is the second.
+    struct TwoRegions {
+        _dirs: [tempfile::TempDir; 2],
+        stores: [Arc<FaultyStore>; 2],
+        alpha: RegionalStore,
+        beta: RegionalStore,
+    }
+
+    fn two_regions() -> TwoRegions {
+        let (dir_a, a) = FaultyStore::temporary();
+        let (dir_b, b) = FaultyStore::temporary();
+        let region = |name: &str, id| Region {
+            name: name.into(),
+            id,
+        };
+        let view = |local: &Arc<FaultyStore>, this, peer: &Arc<FaultyStore>, other| {
+            let store = RegionalStore::new(
+                Arc::clone(local) as Arc<dyn LinkStore>,
+                this,
+                vec![Peer {
+                    region: other,
+                    store: Arc::clone(peer) as Arc<dyn LinkStore>,
+                }],
+                Arc::new(Metrics::default()),
+            );
+            store.know_codes(CodeGenerator::new(b"regions-test-key"));
+            store
+        };
+        TwoRegions {
+            alpha: view(&a, region("alpha", 0), &b, region("beta", 1)),
+            beta: view(&b, region("beta", 1), &a, region("alpha", 0)),
+            _dirs: [dir_a, dir_b],
+            stores: [a, b],
+        }
+    }
+
+    fn is_here(home: Home<'_>) -> bool {
+        matches!(home, Home::Here)
+    }
+
+    #[test]
+    fn every_region_names_the_same_home_and_names_spread_over_the_regions() {
+        let regions = two_regions();
+        let mut at_alpha = 0;
+        for i in 0..2_000 {
+            let name = format!("alias-{i}");
+            let alpha = is_here(regions.alpha.home_of_name(&name));
+            assert_ne!(alpha, is_here(regions.beta.home_of_name(&name)), "{name}");
+            at_alpha += usize::from(alpha);
+        }
+        assert!(
+            (800..1_200).contains(&at_alpha),
+            "{at_alpha} of 2000 at alpha"
+        );
+    }
+
+    #[test]
+    fn a_generated_code_s_home_is_the_region_that_minted_it() {
+        let regions = two_regions();
+        let codes = CodeGenerator::new(b"regions-test-key");
+        for counter in 0..200 {
+            for (id, minted_at_alpha) in [(0, true), (1, false)] {
+                let Some(code) = codes.code_for(region::id_of(id, counter).expect("in range"))
+                else {
+                    continue;
+                };
+                assert_eq!(is_here(regions.alpha.home_of_code(&code)), minted_at_alpha);
+                assert_eq!(is_here(regions.beta.home_of_code(&code)), !minted_at_alpha);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_alias_is_won_in_its_home_region_only_and_found_from_both() {
+        let regions = two_regions();
+        for i in 0..40 {
+            let alias = format!("race-{i}");
+            let won_at_alpha = regions.alpha.insert(&link(&alias), None).await;
+            let won_at_beta = regions.beta.insert(&link(&alias), None).await;
+            let outcomes = [won_at_alpha.expect("alpha"), won_at_beta.expect("beta")];
+            assert!(
+                matches!(
+                    outcomes,
+                    [InsertOutcome::Inserted, InsertOutcome::CodeTaken]
+                ),
+                "{alias}: {outcomes:?}"
+            );
+            // Written once, in its home's replica, and found from either region.
+            let home = usize::from(!is_here(regions.alpha.home_of_name(&alias)));
+            for (i, store) in regions.stores.iter().enumerate() {
+                let held = store.get(&alias).await.expect("read").is_some();
+                assert_eq!(held, i == home, "{alias} in store {i}");
+            }
+            for view in [&regions.alpha, &regions.beta] {
+                let found = view.get(&alias).await.expect("lookup");
+                assert_eq!(found.map(|l| l.code), Some(alias.clone()));
+            }
+        }
+        let remote = |r: &RegionalStore| r.metrics.region_remote_found.get();
+        assert_eq!(remote(&regions.alpha) + remote(&regions.beta), 40);
+    }
+
+    #[tokio::test]
+    async fn while_the_home_is_out_of_reach_its_claims_are_refused_and_lookups_answer_from_here() {
+        let regions = two_regions();
+        regions.stores[1].unreachable.store(true, Ordering::SeqCst);
+        let (mut refused, mut taken_here) = (0, 0);
+        for i in 0..40 {
+            let alias = format!("outage-{i}");
+            match regions.alpha.insert(&link(&alias), None).await {
+                Err(StoreError::Region { region, .. }) => {
+                    assert_eq!(region, "beta");
+                    assert!(!is_here(regions.alpha.home_of_name(&alias)));
+                    // Not found here, and its home cannot say: not found, not an error.
+                    assert_eq!(regions.alpha.get(&alias).await.expect("lookup"), None);
+                    refused += 1;
+                }
+                Ok(InsertOutcome::Inserted) => taken_here += 1,
+                other => panic!("{alias}: {other:?}"),
+            }
+        }
+        assert!(
+            refused > 5 && taken_here > 5,
+            "{refused} refused, {taken_here} made"
+        );
+        let metrics = &regions.alpha.metrics;
+        assert_eq!(metrics.region_remote_failures.get(), 2 * refused);
+    }
+}
