@@ -503,7 +503,7 @@ impl LinkService {
 
     /// The stored link, read from the store (not the cache) so the API is never stale.
     pub async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
-        self.store.get(code).await
+        self.store.get_latest(code).await
     }
 
     /// Deletes a link and its statistics, evicts it from this instance's cache at once, and
@@ -537,7 +537,7 @@ impl LinkService {
         for _ in 0..EDIT_ATTEMPTS {
             let current = self
                 .store
-                .get(code)
+                .get_latest(code)
                 .await?
                 .filter(|link| may_edit(link))
                 .ok_or(EditError::Missing)?;

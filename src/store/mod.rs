@@ -448,6 +448,13 @@ pub trait LinkStore: Send + Sync + 'static {
 
     async fn get(&self, code: &str) -> Result<Option<Link>, StoreError>;
 
+    /// As [`get`](Self::get), from where the link's writes are made: in a deployment of
+    /// several regions, its home region's replica (this region's when the home cannot be
+    /// reached), for the API's reads and the reads an edit is made from.
+    async fn get_latest(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        self.get(code).await
+    }
+
     /// Stores `link` unless its code exists (and records `idempotency`, unless its key was used
     /// within the window), atomically. `Ok(Inserted)` means durable.
     async fn insert(

@@ -239,6 +239,19 @@ impl LinkStore for RegionalStore {
         }
     }
 
+    async fn get_latest(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        let Home::There(peer) = self.home_of_code(code) else {
+            return self.local.get(code).await;
+        };
+        match self.at(peer, peer.store.get(code)).await {
+            Ok(latest) => Ok(latest),
+            Err(e) => {
+                tracing::warn!(error = %e, code, region = %peer.region.name, "the code's home region did not answer; reading this region's replica");
+                self.local.get(code).await
+            }
+        }
+    }
+
     async fn insert(
         &self,
         link: &Link,
@@ -472,6 +485,39 @@ mod tests {
         }
         let remote = |r: &RegionalStore| r.metrics.region_remote_found.get();
         assert_eq!(remote(&regions.alpha) + remote(&regions.beta), 40);
+    }
+
+    #[tokio::test]
+    async fn the_api_and_edits_read_the_home_region_s_version_of_a_link() {
+        let regions = two_regions();
+        // An alias homed in beta, as beta holds it now, and an older version of it in alpha's
+        // replica (replication behind).
+        let alias = (0..)
+            .map(|i| format!("edited-{i}"))
+            .find(|alias| !is_here(regions.alpha.home_of_name(alias)))
+            .expect("some alias is homed in beta");
+        let mut latest = link(&alias);
+        latest.revision = 3;
+        regions.stores[1]
+            .insert(&latest, None)
+            .await
+            .expect("insert");
+        regions.stores[0]
+            .insert(&link(&alias), None)
+            .await
+            .expect("insert");
+        let read = |link: Option<Link>| link.map(|l| l.revision);
+        assert_eq!(read(regions.alpha.get(&alias).await.expect("get")), Some(0));
+        assert_eq!(
+            read(regions.alpha.get_latest(&alias).await.expect("get")),
+            Some(3)
+        );
+        // With beta out of reach, what alpha holds.
+        regions.stores[1].unreachable.store(true, Ordering::SeqCst);
+        assert_eq!(
+            read(regions.alpha.get_latest(&alias).await.expect("get")),
+            Some(0)
+        );
     }
 
     #[tokio::test]

@@ -81,6 +81,10 @@ impl LinkStore for TracedStore {
         traced!(self, get(code))
     }
 
+    async fn get_latest(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        traced!(self, get_latest(code))
+    }
+
     async fn insert(
         &self,
         link: &Link,

@@ -8,9 +8,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::harness::{
-    Backend, DynamoLocal, TestApp, TestStore, assert_problem, code_of, metric, spawn_app_on,
+    Backend, DynamoLocal, Replicator, TestApp, TestStore, assert_problem, code_of, eventually,
+    metric, sdk_client, spawn_app_on,
 };
 use kurz::config::{PeerRegion, RegionSettings, Settings};
 use kurz::store::LinkStore;
@@ -37,16 +39,38 @@ struct TwoRegions {
     beta: Arc<TestApp>,
     tables: [Arc<dyn LinkStore>; 2],
     beta_dynamo: DynamoLocal,
-    _stores: [TestStore; 2],
+    /// Between the two tables, when asked for.
+    replicator: Option<Replicator>,
+    stores: [TestStore; 2],
 }
+
+/// How long the replicator waits before applying a write to the other table.
+const REPLICATION_LAG: Duration = Duration::from_millis(100);
 
 /// Region `alpha` (0) on the shared DynamoDB Local, `beta` (1) on one of its own, both
 /// started at once on empty tables (so both want to make the permutation key at the same
-/// moment).
-async fn two_regions() -> TwoRegions {
+/// moment); with `replicated`, the replicator between their tables.
+async fn two_regions(replicated: bool) -> TwoRegions {
     let alpha_store = TestStore::new(Backend::Dynamodb).await;
     let beta_dynamo = DynamoLocal::start_warm().await;
     let beta_store = alpha_store.replica_at(beta_dynamo.endpoint.clone()).await;
+    let replicator = if replicated {
+        for (store, id) in [(&alpha_store, 0), (&beta_store, 1)] {
+            enable_stream(store, id).await;
+        }
+        let table = &alpha_store.table;
+        Some(
+            Replicator::start(
+                table,
+                &alpha_store.endpoint,
+                &beta_store.endpoint,
+                REPLICATION_LAG,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
     let (alpha, beta) = tokio::join!(
         spawn_app_on(&alpha_store, |s| {
             in_region(s, "alpha", 0, "beta", 1, &beta_store.endpoint);
@@ -55,20 +79,33 @@ async fn two_regions() -> TwoRegions {
             in_region(s, "beta", 1, "alpha", 0, &alpha_store.endpoint);
         }),
     );
-    let metrics = Arc::new(kurz::telemetry::Metrics::default());
-    let table = |store: &TestStore| {
-        let settings = store.settings().store;
-        let metrics = Arc::clone(&metrics);
-        async move { kurz::store::open(&settings, metrics).await.expect("open") }
-    };
     let tables = [table(&alpha_store).await, table(&beta_store).await];
     TwoRegions {
         alpha: Arc::new(alpha),
         beta: Arc::new(beta),
         tables,
         beta_dynamo,
-        _stores: [alpha_store, beta_store],
+        replicator,
+        stores: [alpha_store, beta_store],
     }
+}
+
+/// `kurz init` for region `id` of `store`'s table: its stream, which replication reads.
+async fn enable_stream(store: &TestStore, id: u8) {
+    let mut settings = store.settings().store;
+    settings.region_id = Some(id);
+    let done = kurz::store::init(&settings)
+        .await
+        .expect("kurz init in a region");
+    assert!(done.iter().any(|line| line.contains("stream")), "{done:?}");
+}
+
+/// The table of `store`, read directly.
+async fn table(store: &TestStore) -> Arc<dyn LinkStore> {
+    let metrics = Arc::new(kurz::telemetry::Metrics::default());
+    kurz::store::open(&store.settings().store, metrics)
+        .await
+        .expect("open")
 }
 
 impl TwoRegions {
@@ -101,7 +138,7 @@ async fn create_many(app: Arc<TestApp>, region: &'static str, n: usize) -> Vec<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_regions_mint_apart_and_each_redirects_the_other_s_links_at_once() {
-    let regions = two_regions().await;
+    let regions = two_regions(false).await;
     let (at_alpha, at_beta) = tokio::join!(
         create_many(Arc::clone(&regions.alpha), "alpha", 150),
         create_many(Arc::clone(&regions.beta), "beta", 150),
@@ -156,7 +193,7 @@ async fn two_regions_mint_apart_and_each_redirects_the_other_s_links_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alias_raced_in_two_regions_has_exactly_one_winner() {
-    let regions = two_regions().await;
+    let regions = two_regions(false).await;
     let race = |app: Arc<TestApp>, alias: String, region: &'static str| async move {
         let url = format!("https://example.com/{region}/{alias}");
         let response = app.create(json!({ "url": url, "alias": alias })).await;
@@ -189,7 +226,7 @@ async fn an_alias_raced_in_two_regions_has_exactly_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_region_s_table_gone_the_other_creates_and_refuses_only_claims_homed_there() {
-    let regions = two_regions().await;
+    let regions = two_regions(false).await;
     let before = code_of(
         regions
             .alpha
@@ -242,4 +279,207 @@ async fn with_one_region_s_table_gone_the_other_creates_and_refuses_only_claims_
     assert!(made > 0 && refused > 0, "{made} made, {refused} refused");
     let metrics = regions.alpha.metrics().await;
     assert!(metric(&metrics, "kurz_region_remote_failures_total") >= f64::from(refused + 1));
+}
+
+/// A browser's User-Agent: its clicks count as people's, with their referrer.
+const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
+
+/// Every link code in a table.
+async fn link_codes(endpoint: &str, table: &str) -> HashSet<String> {
+    let client = sdk_client(endpoint);
+    let mut codes = HashSet::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .expect("scan");
+        for item in page.items() {
+            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+            if text("sk").as_deref() == Some("link") {
+                codes.extend(text("pk"));
+            }
+        }
+        match page.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start = Some(key.clone()),
+            _ => return codes,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_lost_costs_only_what_had_not_replicated_and_the_regions_converge_after() {
+    let mut regions = two_regions(true).await;
+    let replicator = regions.replicator.take().expect("replicated");
+    let at_beta = create_many(Arc::clone(&regions.beta), "beta", 40).await;
+    let at_alpha = create_many(Arc::clone(&regions.alpha), "alpha", 20).await;
+    let mut aliases = Vec::new();
+    for i in 0..10 {
+        let alias = format!("kept-{i}");
+        let url = format!("https://example.com/kept/{i}");
+        let response = regions
+            .beta
+            .create(json!({ "url": url, "alias": alias }))
+            .await;
+        assert_eq!(response.status(), 201, "{alias}");
+        aliases.push((alias, url));
+    }
+    // The replication point: everything so far is in both tables.
+    replicator.settle(Duration::from_secs(30)).await;
+    // Then a partition, and links made in beta meanwhile, which never reach alpha.
+    replicator.pause();
+    let unreplicated = create_many(Arc::clone(&regions.beta), "beta-late", 5).await;
+    let (beta_port, table) = (
+        regions.beta_dynamo.server.port,
+        regions.stores[0].table.clone(),
+    );
+    regions.beta_dynamo.server.kill();
+
+    // Alpha redirects every link acknowledged before the replication point, from its replica.
+    for (code, url) in at_beta.iter().chain(&at_alpha).chain(&aliases) {
+        let response = regions.alpha.get(&format!("/{code}")).await;
+        assert_eq!(response.status(), 302, "{code}");
+        assert_eq!(response.headers()["location"], url.as_str());
+    }
+    // What was made after it is lost with the region: that is the RPO, the partition's length.
+    for (code, _) in &unreplicated {
+        assert_problem(regions.alpha.get(&format!("/{code}")).await, 404).await;
+    }
+    // And alpha goes on creating.
+    let during = create_many(Arc::clone(&regions.alpha), "alpha-during", 10).await;
+
+    // Beta comes back: an empty table at the same address, filled from alpha (as global tables
+    // fill a new replica), then both replicate again.
+    let restored = DynamoLocal::start_on(beta_port);
+    let beta_store = regions.stores[0]
+        .replica_at(restored.endpoint.clone())
+        .await;
+    enable_stream(&beta_store, 1).await;
+    replicator.backfill(0).await;
+    replicator.resume();
+    let alpha_endpoint = regions.stores[0].endpoint.clone();
+    let beta = Arc::new(
+        spawn_app_on(&beta_store, |s| {
+            in_region(s, "beta", 1, "alpha", 0, &alpha_endpoint);
+        })
+        .await,
+    );
+    let after = create_many(Arc::clone(&beta), "beta-after", 10).await;
+    replicator.settle(Duration::from_secs(30)).await;
+    let alpha_codes = link_codes(&alpha_endpoint, &table).await;
+    let beta_codes = link_codes(&restored.endpoint, &table).await;
+    assert_eq!(
+        alpha_codes, beta_codes,
+        "the two tables hold the same links"
+    );
+    for (code, url) in at_beta.iter().chain(&during).chain(&after).chain(&aliases) {
+        assert!(alpha_codes.contains(code), "{code} in both");
+        let response = beta.get(&format!("/{code}")).await;
+        assert_eq!(response.status(), 302, "{code} at beta");
+        assert_eq!(response.headers()["location"], url.as_str());
+    }
+    assert!(replicator.applied() > 0);
+    drop(restored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_counted_in_both_regions_are_summed_and_neither_overwrites_the_other() {
+    let regions = two_regions(true).await;
+    let replicator = regions.replicator.as_ref().expect("replicated");
+    let url = "https://example.com/clicked";
+    let code = code_of(regions.alpha.create(json!({ "url": url })).await).await;
+    replicator.settle(Duration::from_secs(30)).await;
+    let clicks = |app: Arc<TestApp>, n: usize, code: String| async move {
+        for _ in 0..n {
+            let response = app
+                .client
+                .get(app.url(&format!("/{code}")))
+                .header("Referer", "https://news.example/")
+                .header("User-Agent", BROWSER)
+                .send()
+                .await
+                .expect("redirect");
+            assert_eq!(response.status(), 302);
+        }
+    };
+    tokio::join!(
+        clicks(Arc::clone(&regions.alpha), 30, code.clone()),
+        clicks(Arc::clone(&regions.beta), 20, code.clone()),
+    );
+    // Each region flushes its own clicks to items of its own; once replicated, both read 50.
+    for app in [&regions.alpha, &regions.beta] {
+        eventually(
+            "both regions' clicks in this region's stats",
+            Duration::from_secs(30),
+            || {
+                let app = Arc::clone(app);
+                let code = code.clone();
+                async move {
+                    let stats = app.stats_when(&code, 50).await;
+                    stats["total_clicks"] == 50 && stats["daily"][0]["clicks"] == 50
+                }
+            },
+        )
+        .await;
+        let period = app
+            .admin_get(&format!("/api/v1/links/{code}/stats?breakdown=referrer"))
+            .await;
+        let period: serde_json::Value = period.json().await.expect("json");
+        assert_eq!(period["clicks"], 50, "{period}");
+        assert_eq!(period["breakdown"]["referrer"][0]["clicks"], 50, "{period}");
+    }
+    // The link's own item was written by its home region only: no region added its clicks
+    // to it.
+    for store in &regions.stores {
+        let item = sdk_client(&store.endpoint)
+            .get_item()
+            .table_name(&store.table)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(code.clone()),
+            )
+            .key(
+                "sk",
+                aws_sdk_dynamodb::types::AttributeValue::S("link".into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("read the link's item");
+        let item = item.item().expect("the link is in both tables");
+        assert!(!item.contains_key("clicks"), "{item:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_and_deletes_made_in_another_region_are_made_in_the_link_s_home() {
+    let regions = two_regions(false).await;
+    let url = "https://example.com/edited";
+    let code = code_of(regions.beta.create(json!({ "url": url })).await).await;
+    // Alpha reads beta's version (its replica has none: nothing replicates here), edits it
+    // there, and beta redirects by the edit at once.
+    let response = regions
+        .alpha
+        .admin_get(&format!("/api/v1/links/{code}"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let patched = regions
+        .alpha
+        .admin_patch(&code, &json!({ "disabled": true, "reason": "abuse" }))
+        .await;
+    assert_eq!(patched.status(), 200);
+    assert_eq!(regions.held(&code).await, [false, true]);
+    assert_problem(regions.beta.get(&format!("/{code}")).await, 410).await;
+    // And a delete from alpha removes it from beta's table. Beta's cache learns of it when
+    // its entry expires (`cache.local.ttl_ms`): invalidations do not cross regions yet.
+    assert_eq!(regions.alpha.admin_delete(&code).await.status(), 204);
+    assert_eq!(regions.held(&code).await, [false, false]);
+    assert_problem(regions.beta.get(&format!("/{code}")).await, 410).await;
+    let ttl = Settings::default().cache.local.ttl;
+    regions.beta.clock.advance(ttl + Duration::from_secs(1));
+    assert_problem(regions.beta.get(&format!("/{code}")).await, 404).await;
 }

@@ -324,6 +324,7 @@ impl DynamoStore {
                 &capped.days,
                 |hour| rollups::hour_expiry(hour, retention),
                 link_ttl,
+                self.region,
             );
             let mut changed = None;
             for (part, writes) in parts.into_iter().enumerate() {
@@ -393,12 +394,12 @@ impl DynamoStore {
         let mut reads = Vec::new();
         for (i, (hour, rollup)) in hours.iter().enumerate() {
             if !rollup.dims.is_empty() {
-                reads.push((true, i, rollups::hour_sort_key(*hour)));
+                reads.push((true, i, rollups::hour_sort_key(*hour, self.region)));
             }
         }
         for (i, (day, rollup)) in days.iter().enumerate() {
             if !rollup.dims.is_empty() {
-                reads.push((false, i, rollups::day_sort_key(*day)));
+                reads.push((false, i, rollups::day_sort_key(*day, self.region)));
             }
         }
         let items = reads.iter().map(|(_, _, sort_key)| async move {
@@ -439,7 +440,7 @@ impl DynamoStore {
         &self,
         delta: &ClickDelta,
         part: usize,
-        mut writes: Vec<RollupWrite>,
+        writes: Vec<RollupWrite>,
         folded: bool,
         link_ttl: Option<i64>,
     ) -> Result<Written, StoreError> {
@@ -458,33 +459,27 @@ impl DynamoStore {
                     .map_err(build_error)?,
             )
             .build();
-        // The link exists, with the TTL its day items are given; the item as it is when not.
-        let link = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(delta.code.clone(), LINK_SK)))
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let link = match link_ttl {
-            Some(at) => link
-                .condition_expression("attribute_exists(pk) AND #ttl = :ttl")
-                .expression_attribute_values(":ttl", n(at)),
-            None => {
-                link.condition_expression("attribute_exists(pk) AND attribute_not_exists(#ttl)")
-            }
+        let second = match self.region {
+            Some(region) => regional_total(&self.table, delta, part, link_ttl, region),
+            None => link_total(&self.table, delta, part, link_ttl),
         };
-        let link = if part == 0 {
-            link.update_expression("ADD clicks :n SET last_click_ms = :t")
-                .expression_attribute_values(":n", n(delta.count))
-                .expression_attribute_values(":t", n(delta.last_click_ms))
-        } else {
-            // Adding 0 changes nothing: a check of the link, with no permission beyond
-            // `UpdateItem` (a `ConditionCheck` needs `ConditionCheckItem`).
-            link.update_expression("ADD clicks :none")
-                .expression_attribute_values(":none", n(0))
-        };
-        let link = TransactWriteItem::builder()
-            .update(link.build().map_err(build_error)?)
+        let second = TransactWriteItem::builder()
+            .update(second.map_err(build_error)?)
             .build();
+        self.write_transactions(delta, part, writes, folded, [once, second])
+            .await
+    }
+
+    /// Sends the transaction of `once` (the token's item), `link` (the link's item, or the
+    /// region's total of it) and `writes`, shrinking the rollup updates DynamoDB finds too large.
+    async fn write_transactions(
+        &self,
+        delta: &ClickDelta,
+        part: usize,
+        mut writes: Vec<RollupWrite>,
+        folded: bool,
+        [once, link]: [TransactWriteItem; 2],
+    ) -> Result<Written, StoreError> {
         // 0: as the delta has it; 1: its values of an item too large counted as `other`; 2:
         // that item's counts only.
         let mut shrunk = 0;
@@ -593,7 +588,7 @@ impl DynamoStore {
         for (hour, rollup) in &delta.hours {
             if !rollup.uniques.is_empty() {
                 targets.push((
-                    rollups::sketch_sort_key(&rollups::hour_sort_key(*hour)),
+                    rollups::sketch_sort_key(&rollups::hour_sort_key(*hour, self.region)),
                     vec![
                         ("hour", n(hour)),
                         (
@@ -608,7 +603,7 @@ impl DynamoStore {
         for (day, rollup) in days {
             if !rollup.uniques.is_empty() {
                 targets.push((
-                    rollups::sketch_sort_key(&rollups::day_sort_key(*day)),
+                    rollups::sketch_sort_key(&rollups::day_sort_key(*day, self.region)),
                     rollups::day_attributes(*day, link_ttl),
                     &rollup.uniques,
                 ));
@@ -805,6 +800,20 @@ impl DynamoStore {
                 }
             }
         }
+        // The regions' totals (a deployment in regions), those begun before `before_ms`.
+        for item in self
+            .query_prefix(code, rollups::TOTAL_PREFIX, false)
+            .await?
+        {
+            let begun_before = before_ms
+                .is_none_or(|ms| number::<i64>(&item, "since_ms").is_none_or(|since| since < ms));
+            if begun_before && let Some(sk) = item.get(SORT_KEY) {
+                keys.push(HashMap::from([
+                    (PARTITION_KEY.to_owned(), AttributeValue::S(code.to_owned())),
+                    (SORT_KEY.to_owned(), sk.clone()),
+                ]));
+            }
+        }
         self.delete_items(keys).await
     }
 
@@ -814,6 +823,16 @@ impl DynamoStore {
     /// they had (removed with the link as it was, or kept longer than the link).
     async fn restamp_days(&self, code: &str, ttl: Option<i64>) {
         let days = match self.query_prefix(code, DAY_PREFIX, true).await {
+            Ok(mut days) if self.region.is_some() => {
+                // And each region's total of the link.
+                match self.query_prefix(code, rollups::TOTAL_PREFIX, true).await {
+                    Ok(totals) => days.extend(totals),
+                    Err(e) => {
+                        tracing::error!(error = %e, code, "the click totals of a link whose expiry changed keep the TTL they had")
+                    }
+                }
+                days
+            }
             Ok(days) => days,
             Err(e) => {
                 tracing::error!(error = %e, code, "the day items of a link whose expiry changed keep the TTL they had");
@@ -945,6 +964,77 @@ impl DynamoStore {
     }
 }
 
+/// The update of the link's item in a delta's transaction (a single region): the link exists,
+/// with the TTL its day items are given (the item as it is, when not), and the first part adds
+/// to its total.
+fn link_total(
+    table: &str,
+    delta: &ClickDelta,
+    part: usize,
+    link_ttl: Option<i64>,
+) -> Result<Update, aws_sdk_dynamodb::error::BuildError> {
+    let link = Update::builder()
+        .table_name(table)
+        .set_key(Some(key(delta.code.clone(), LINK_SK)))
+        .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    let link = match link_ttl {
+        Some(at) => link
+            .condition_expression("attribute_exists(pk) AND #ttl = :ttl")
+            .expression_attribute_values(":ttl", n(at)),
+        None => link.condition_expression("attribute_exists(pk) AND attribute_not_exists(#ttl)"),
+    };
+    let link = if part == 0 {
+        link.update_expression("ADD clicks :n SET last_click_ms = :t")
+            .expression_attribute_values(":n", n(delta.count))
+            .expression_attribute_values(":t", n(delta.last_click_ms))
+    } else {
+        // Adding 0 changes nothing: a check of the link, with no permission beyond
+        // `UpdateItem` (a `ConditionCheck` needs `ConditionCheckItem`).
+        link.update_expression("ADD clicks :none")
+            .expression_attribute_values(":none", n(0))
+    };
+    link.build()
+}
+
+/// The update of `region`'s total of the link in a delta's transaction (a deployment in
+/// regions), in place of the link's item: the link's item is written by its home region only.
+/// A write of it here, even of a count, would replicate as the newest version of the link
+/// and could undo an edit or a delete made there meanwhile. So nothing is asked of the link:
+/// clicks on a link deleted since land in items no read shows (they go with the link's TTL, or
+/// when its code is taken again), and clicks on a link not yet replicated here count.
+fn regional_total(
+    table: &str,
+    delta: &ClickDelta,
+    part: usize,
+    link_ttl: Option<i64>,
+    region: u8,
+) -> Result<Update, aws_sdk_dynamodb::error::BuildError> {
+    let total = Update::builder().table_name(table).set_key(Some(key(
+        delta.code.clone(),
+        &rollups::total_sort_key(region),
+    )));
+    if part > 0 {
+        // The region's own item: adding 0 to it keeps the transaction's shape.
+        return total
+            .update_expression("ADD clicks :none")
+            .expression_attribute_values(":none", n(0))
+            .build();
+    }
+    let total = total
+        .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+        .expression_attribute_values(":n", n(delta.count))
+        .expression_attribute_values(":t", n(delta.last_click_ms));
+    let counts = "ADD clicks :n SET last_click_ms = :t, since_ms = if_not_exists(since_ms, :t)";
+    match link_ttl {
+        Some(at) => total
+            .update_expression(format!("{counts}, #ttl = :ttl"))
+            .expression_attribute_values(":ttl", n(at)),
+        None => total.update_expression(format!("{counts} REMOVE #ttl")),
+    }
+    .build()
+}
+
 /// What writing one transaction of a delta found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Written {
@@ -1026,6 +1116,15 @@ fn rollups_of(
         })
         .collect();
     rollups.sort_unstable_by_key(|(at, _)| *at);
+    // One hour or day counted by several regions (each in items of its own) is their sum,
+    // and their visitors' union.
+    rollups.dedup_by(|later, first| {
+        let same = later.0 == first.0;
+        if same {
+            first.1.merge(&later.1, max_values);
+        }
+        same
+    });
     rollups
 }
 
@@ -1486,7 +1585,20 @@ impl LinkStore for DynamoStore {
         let Some(item) = out.item() else {
             return Ok(None);
         };
-        let total_clicks = number(item, "clicks").unwrap_or(0);
+        let mut total_clicks = number(item, "clicks").unwrap_or(0);
+        let mut last_click_ms: Option<i64> = number(item, "last_click_ms");
+        if self.region.is_some() {
+            // Each region's total, beside what the link's item counted before there were
+            // regions.
+            for total in self
+                .query_prefix(code, rollups::TOTAL_PREFIX, false)
+                .await?
+            {
+                total_clicks += number::<u64>(&total, "clicks").unwrap_or(0);
+                last_click_ms = last_click_ms.max(number(&total, "last_click_ms"));
+            }
+        }
+        // A day's clicks, from every region that counted some.
         let mut daily: Vec<(u32, u64)> = self
             .query_days(code)
             .await?
@@ -1494,13 +1606,16 @@ impl LinkStore for DynamoStore {
             .filter_map(|item| Some((number(item, "day")?, number(item, "clicks")?)))
             .collect();
         daily.sort_unstable();
+        daily.dedup_by(|later, first| {
+            let same_day = later.0 == first.0;
+            if same_day {
+                first.1 += later.1;
+            }
+            same_day
+        });
         Ok(Some(LinkStats {
             total_clicks,
-            last_click_ms: if total_clicks > 0 {
-                number(item, "last_click_ms")
-            } else {
-                None
-            },
+            last_click_ms: last_click_ms.filter(|_| total_clicks > 0),
             daily,
         }))
     }
@@ -1512,11 +1627,13 @@ impl LinkStore for DynamoStore {
         to_hour: u32,
     ) -> Result<Option<Analytics>, StoreError> {
         let (from_hour, to_hour) = (from_hour.min(to_hour), to_hour.max(from_hour));
-        let hours_from = rollups::hour_sort_key(from_hour);
-        let hours_to = rollups::sketch_sort_key(&rollups::hour_sort_key(to_hour));
-        let days_from = rollups::day_sort_key(crate::analytics::day_of_hour(from_hour));
+        // Every region's items of these hours and days (see `rollups::hour_sort_key`).
+        let hours_from = rollups::hour_sort_key(from_hour, None);
+        let hours_to = rollups::sketch_sort_key(&rollups::hour_sort_key(to_hour, None));
+        let days_from = rollups::day_sort_key(crate::analytics::day_of_hour(from_hour), None);
         let days_to = rollups::sketch_sort_key(&rollups::day_sort_key(
             crate::analytics::day_of_hour(to_hour),
+            None,
         ));
         let link = async {
             self.call(Class::Stats, || {

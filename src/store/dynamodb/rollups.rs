@@ -36,16 +36,48 @@ pub(super) const ITEMS_PER_TRANSACTION: usize = 98;
 /// Bytes of value names one transaction carries at most (DynamoDB's limit on a request: 4 MB).
 const NAME_BYTES_PER_TRANSACTION: usize = 1 << 20;
 
-pub(super) fn hour_sort_key(hour: u32) -> String {
+/// The hour item of `hour` written by `region` (`None`: a single-region deployment).
+pub(super) fn hour_sort_key(hour: u32, region: Option<u8>) -> String {
     format!(
-        "{HOUR_PREFIX}{}T{:02}",
+        "{HOUR_PREFIX}{}T{:02}{}",
         clock::format_day(crate::analytics::day_of_hour(hour)),
-        hour % 24
+        hour % 24,
+        RegionSuffix(region)
     )
 }
 
-pub(super) fn day_sort_key(day: u32) -> String {
-    format!("{DAY_PREFIX}{}", clock::format_day(day))
+/// The day item of `day` written by `region` (`None`: a single-region deployment).
+pub(super) fn day_sort_key(day: u32, region: Option<u8>) -> String {
+    format!(
+        "{DAY_PREFIX}{}{}",
+        clock::format_day(day),
+        RegionSuffix(region)
+    )
+}
+
+/// The sort key of the click total `region` keeps for a link (a deployment in regions; a
+/// single region's total is on the link's item).
+pub(super) fn total_sort_key(region: u8) -> String {
+    format!("{TOTAL_PREFIX}{region}")
+}
+
+/// Sort keys of the links' click totals of each region.
+pub(super) const TOTAL_PREFIX: &str = "clicks!";
+
+/// What a region's rollup items add to their sort key: `!` and the region's number. Each
+/// region adds its clicks to items of its own, so that replication between regions (last
+/// writer wins, per item) never drops one region's counts for another's; reads sum them.
+/// `!` sorts below `#`, so a region's items of an hour or day sort after the single-region
+/// item of it and before its sketch (`#u`): a range of hours takes all of them.
+struct RegionSuffix(Option<u8>);
+
+impl std::fmt::Display for RegionSuffix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(region) => write!(f, "!{region}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The sort key of the sketch item beside the rollup item `sort_key`.
@@ -226,18 +258,19 @@ pub(super) fn plan(
     days: &[(u32, Rollup)],
     hour_expiry: impl Fn(u32) -> i64,
     day_expiry: Option<i64>,
+    region: Option<u8>,
 ) -> Vec<Vec<RollupWrite>> {
     let mut writes = Vec::new();
     for (hour, rollup) in hours {
         writes.extend(item_writes(
-            hour_sort_key(*hour),
+            hour_sort_key(*hour, region),
             rollup,
             vec![("hour", n(hour)), (TTL_ATTRIBUTE, n(hour_expiry(*hour)))],
         ));
     }
     for (day, rollup) in days {
         writes.extend(item_writes(
-            day_sort_key(*day),
+            day_sort_key(*day, region),
             rollup,
             day_attributes(*day, day_expiry),
         ));
@@ -384,9 +417,32 @@ mod tests {
         ] {
             assert_eq!(parse_value_attribute(other), None);
         }
-        assert_eq!(hour_sort_key(24 * 20_000 + 7), "h#2024-10-04T07");
-        assert!(hour_sort_key(1) < sketch_sort_key(&hour_sort_key(1)));
-        assert!(sketch_sort_key(&hour_sort_key(1)) < hour_sort_key(2));
+        assert_eq!(hour_sort_key(24 * 20_000 + 7, None), "h#2024-10-04T07");
+        assert!(hour_sort_key(1, None) < sketch_sort_key(&hour_sort_key(1, None)));
+        assert!(sketch_sort_key(&hour_sort_key(1, None)) < hour_sort_key(2, None));
+    }
+
+    #[test]
+    fn a_range_of_hours_or_days_takes_every_region_s_items_of_them_and_no_other() {
+        // What `analytics` queries: from the first item of the first hour to the sketch of the
+        // last, both included.
+        let (from, to) = (24 * 20_000 + 3, 24 * 20_000 + 5);
+        let low = hour_sort_key(from, None);
+        let high = sketch_sort_key(&hour_sort_key(to, None));
+        for hour in from - 2..=to + 2 {
+            for region in [None, Some(0), Some(1), Some(7)] {
+                let item = hour_sort_key(hour, region);
+                for key in [item.clone(), sketch_sort_key(&item)] {
+                    let within = (low.as_str()..=high.as_str()).contains(&key.as_str());
+                    assert_eq!(within, (from..=to).contains(&hour), "{key}");
+                    assert_eq!(is_sketch(&key), key != item);
+                }
+            }
+        }
+        assert_eq!(day_sort_key(20_000, Some(3)), "day#2024-10-04!3");
+        assert!(day_sort_key(20_000, Some(3)) < sketch_sort_key(&day_sort_key(20_000, None)));
+        assert!(!total_sort_key(1).starts_with(DAY_PREFIX));
+        assert!(!total_sort_key(1).starts_with(HOUR_PREFIX));
     }
 
     #[test]
@@ -397,6 +453,7 @@ mod tests {
             &[(24 * 20_000, hour.clone())],
             &[(20_000, hour)],
             |_| 0,
+            None,
             None,
         );
         assert_eq!(parts.len(), 3);
@@ -423,7 +480,7 @@ mod tests {
         );
         // Many hours: more items than one transaction takes.
         let hours: Vec<(u32, Rollup)> = (0..150).map(|h| (h, Rollup::count_only(1))).collect();
-        let parts = plan(&hours, &[], |_| 0, None);
+        let parts = plan(&hours, &[], |_| 0, None, None);
         assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), vec![98, 52]);
     }
 
@@ -457,7 +514,7 @@ mod tests {
 
     #[test]
     fn a_folded_write_counts_the_same_clicks_as_other() {
-        let parts = plan(&[], &[(20_000, rollup(3))], |_| 0, None);
+        let parts = plan(&[], &[(20_000, rollup(3))], |_| 0, None, None);
         let mut write = parts[0][0].clone();
         write.fold();
         let referrers: Vec<_> = write
@@ -473,7 +530,7 @@ mod tests {
     #[test]
     fn an_item_reads_back_as_the_rollup_written() {
         let written = rollup(3);
-        let parts = plan(&[], &[(20_000, written.clone())], |_| 0, None);
+        let parts = plan(&[], &[(20_000, written.clone())], |_| 0, None, None);
         let Expression {
             text: expression,
             names,

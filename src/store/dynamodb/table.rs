@@ -6,8 +6,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, CreateGlobalSecondaryIndexAction,
     GlobalSecondaryIndex, GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
-    TimeToLiveStatus,
+    Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 
 use super::DynamoStore;
@@ -277,7 +277,53 @@ impl DynamoStore {
             .map_err(|e| self.classify(e))?;
             done.push(format!("enabled TTL on '{TTL_ATTRIBUTE}'"));
         }
+        if self.region.is_some() {
+            self.enable_stream(&mut done).await?;
+        }
         Ok(done)
+    }
+
+    /// A table in several regions replicates through its stream (new and old images, as
+    /// DynamoDB global tables need); a region's table made by `kurz init` gets one. A stream
+    /// of another view is left as it is, and said.
+    async fn enable_stream(&self, done: &mut Vec<String>) -> Result<(), StoreError> {
+        let out = self
+            .unadmitted(|| self.client.describe_table().table_name(&self.table).send())
+            .await
+            .map_err(|e| self.classify(e))?;
+        let stream = out.table().and_then(|t| t.stream_specification());
+        match stream.filter(|s| s.stream_enabled()) {
+            Some(s) if s.stream_view_type() == Some(&StreamViewType::NewAndOldImages) => {
+                done.push("stream of new and old images already enabled".into());
+                return Ok(());
+            }
+            Some(s) => {
+                done.push(format!(
+                    "the table's stream shows {:?}, not new and old images: a global table \
+                     needs NEW_AND_OLD_IMAGES",
+                    s.stream_view_type()
+                ));
+                return Ok(());
+            }
+            None => {}
+        }
+        let spec = StreamSpecification::builder()
+            .stream_enabled(true)
+            .stream_view_type(StreamViewType::NewAndOldImages)
+            .build()
+            .map_err(build_error)?;
+        self.unadmitted(|| {
+            self.client
+                .update_table()
+                .table_name(&self.table)
+                .stream_specification(spec.clone())
+                .send()
+        })
+        .await
+        .map_err(|e| self.classify(e))?;
+        self.wait_until_active().await?;
+        done.push("enabled the table's stream (new and old images), for replication".into());
+        Ok(())
     }
 
     /// Waits until the table and its indexes are ACTIVE: the table itself for at most

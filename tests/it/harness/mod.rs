@@ -2,8 +2,9 @@
 //! of its own, a clock the test sets), [`process`] the real `kurz` binary as a child process,
 //! [`servers`] the external servers kurz talks to (DynamoDB Local, redis-server), each on a
 //! free port and owned by the test so it can pause or kill them, [`proxy`] a chaos proxy to
-//! put between kurz and one of them, [`otlp`] a trace receiver, and [`powercut`] a file
-//! system whose power can be cut.
+//! put between kurz and one of them, [`otlp`] a trace receiver, [`powercut`] a file
+//! system whose power can be cut, and [`replicator`] a stand-in for replication between two
+//! regions' tables.
 //! The benches use the same harness (`#[path]`), so there is one way to start each thing.
 #![allow(dead_code, unused_imports)] // each bench uses a different part of the harness
 
@@ -13,6 +14,7 @@ pub mod powercut;
 pub mod process;
 pub mod proxy;
 pub mod qr;
+pub mod replicator;
 pub mod servers;
 
 pub use app::*;
@@ -20,6 +22,7 @@ pub use otlp::*;
 pub use powercut::*;
 pub use process::*;
 pub use proxy::*;
+pub use replicator::*;
 pub use servers::*;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -121,6 +121,12 @@ impl DynamoLocal {
 
     /// A server of the caller's own, e.g. to pause or kill it.
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// A server of the caller's own on `port` (again on the same port after a kill: a
+    /// region's table back at its address, empty).
+    pub fn start_on(port: u16) -> Self {
         let dir = dynamodb_dir();
         let jar = dir.join("DynamoDBLocal.jar");
         assert!(
@@ -132,7 +138,6 @@ impl DynamoLocal {
             runs("java", "-version"),
             "java is missing: DynamoDB Local needs Java 17 (apt-get install openjdk-17-jre-headless)"
         );
-        let port = free_port();
         let command = format!(
             // Without telemetry it also writes no metadata file into the working directory.
             "java -Djava.library.path='{lib}' -jar '{jar}' -inMemory -sharedDb -disableTelemetry -port {port}",
@@ -249,7 +254,6 @@ fn dynamodb_dir() -> PathBuf {
 /// A plain SDK client on a DynamoDB Local, to look at or tamper with a table directly.
 #[cfg(feature = "dynamodb")]
 pub fn sdk_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
@@ -257,13 +261,17 @@ pub fn sdk_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "local", "local", None, None, "test",
         ))
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(Provider::Rustls(CryptoMode::Ring))
-                .build_https(),
-        )
+        .http_client(sdk_http_client())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// The HTTP client the SDK clients of the harness use (the SDKs are built without one).
+pub fn sdk_http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// A Kinesis emulator (the npm package `kinesis-local@0.6.2`, run with the machine's Node.js)
