@@ -104,6 +104,34 @@ pub struct Application {
     drain_delay: Duration,
 }
 
+/// Reads this region's table stream and evicts each link changed there (by any region) from
+/// the region's caches: with Redis one instance of the region reads it and tells the others.
+#[cfg(feature = "dynamodb")]
+async fn follow_region_stream(
+    settings: &Settings,
+    region: u8,
+    state: web::Data<AppState>,
+) -> Result<JoinHandle<()>, StoreError> {
+    let metrics = Arc::clone(&state.metrics);
+    let on_change: store::dynamodb::stream::OnChange = Arc::new(move |code: String| {
+        let state = state.clone();
+        Box::pin(async move { state.links.invalidate(&code).await })
+    });
+    let shared = settings.cache.redis.url.is_some();
+    store::dynamodb::stream::follow(&settings.store, region, shared, metrics, on_change).await
+}
+
+#[cfg(not(feature = "dynamodb"))]
+async fn follow_region_stream(
+    _: &Settings,
+    _: u8,
+    _: web::Data<AppState>,
+) -> Result<JoinHandle<()>, StoreError> {
+    Err(StoreError::internal(
+        "regions need kurz built with the dynamodb feature",
+    ))
+}
+
 /// The store of a deployment in several regions (`region.name` set): this region's table with
 /// the others' replicas, claims decided in their home region; `None` for a single region.
 async fn regional(
@@ -399,6 +427,13 @@ impl Application {
             ),
         ];
         background.extend(invalidations.into_iter().flatten());
+        if let Some(region) = settings.region.id {
+            background.push(
+                follow_region_stream(&settings, region, state.clone())
+                    .await
+                    .map_err(store_error)?,
+            );
+        }
         background.extend(clock_checks);
         background.push(keys.start_refreshing());
         background.extend(tracer.as_ref().map(|t| t.start_exporting()));

@@ -602,8 +602,8 @@ impl LinkService {
     }
 
     /// Evicts `code` from this instance's cache and, with Redis, from Redis and every other
-    /// instance's cache.
-    async fn invalidate(&self, code: &str) {
+    /// instance's cache (also when its region's table stream shows it changed there).
+    pub async fn invalidate(&self, code: &str) {
         self.cache.invalidate(code);
         if let Some(redis) = &self.redis {
             redis.invalidate(code).await;

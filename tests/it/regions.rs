@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::{
-    Backend, DynamoLocal, Replicator, TestApp, TestStore, assert_problem, code_of, eventually,
-    metric, sdk_client, spawn_app_on,
+    Backend, DynamoLocal, RedisServer, Replicator, TestApp, TestStore, assert_problem, code_of,
+    eventually, metric, sdk_client, spawn_app_on, unique_name,
 };
-use kurz::config::{PeerRegion, RegionSettings, Settings};
+use kurz::config::{PeerRegion, RegionSettings, Secret, Settings};
 use kurz::store::LinkStore;
 use serde_json::json;
 
@@ -54,10 +54,10 @@ async fn two_regions(replicated: bool) -> TwoRegions {
     let alpha_store = TestStore::new(Backend::Dynamodb).await;
     let beta_dynamo = DynamoLocal::start_warm().await;
     let beta_store = alpha_store.replica_at(beta_dynamo.endpoint.clone()).await;
+    for (store, id) in [(&alpha_store, 0), (&beta_store, 1)] {
+        enable_stream(store, id).await;
+    }
     let replicator = if replicated {
-        for (store, id) in [(&alpha_store, 0), (&beta_store, 1)] {
-            enable_stream(store, id).await;
-        }
         let table = &alpha_store.table;
         Some(
             Replicator::start(
@@ -474,12 +474,115 @@ async fn edits_and_deletes_made_in_another_region_are_made_in_the_link_s_home() 
     assert_eq!(patched.status(), 200);
     assert_eq!(regions.held(&code).await, [false, true]);
     assert_problem(regions.beta.get(&format!("/{code}")).await, 410).await;
-    // And a delete from alpha removes it from beta's table. Beta's cache learns of it when
-    // its entry expires (`cache.local.ttl_ms`): invalidations do not cross regions yet.
+    // And a delete from alpha removes it from beta's table, whose stream tells beta's cache.
     assert_eq!(regions.alpha.admin_delete(&code).await.status(), 204);
     assert_eq!(regions.held(&code).await, [false, false]);
-    assert_problem(regions.beta.get(&format!("/{code}")).await, 410).await;
-    let ttl = Settings::default().cache.local.ttl;
-    regions.beta.clock.advance(ttl + Duration::from_secs(1));
-    assert_problem(regions.beta.get(&format!("/{code}")).await, 404).await;
+    eventually(
+        "beta lets go of the deleted link",
+        Duration::from_secs(20),
+        || async { regions.beta.get(&format!("/{code}")).await.status() == 404 },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_or_edit_in_one_region_reaches_the_other_region_s_caches_once_replicated() {
+    let regions = two_regions(true).await;
+    let replicator = regions.replicator.as_ref().expect("replicated");
+    // Beta's region has two more instances sharing a Redis: one of the three reads beta's
+    // stream (its lease), and Redis tells the others. (The first beta instance has no Redis:
+    // it reads the stream for its own cache.)
+    let redis = RedisServer::shared();
+    let prefix = format!("{}:", unique_name("regions"));
+    let alpha_endpoint = regions.stores[0].endpoint.clone();
+    let mut shared = Vec::new();
+    for _ in 0..2 {
+        let (url, prefix, endpoint) = (redis.url.clone(), prefix.clone(), alpha_endpoint.clone());
+        shared.push(
+            spawn_app_on(&regions.stores[1], move |s| {
+                in_region(s, "beta", 1, "alpha", 0, &endpoint);
+                s.cache.redis.url = Some(Secret::new(url));
+                s.cache.redis.key_prefix = prefix;
+            })
+            .await,
+        );
+    }
+    let beta: Vec<&TestApp> = std::iter::once(&*regions.beta).chain(&shared).collect();
+    let readers = || async {
+        let mut readers = 0.0;
+        for app in &shared {
+            readers += metric(&app.metrics().await, "kurz_region_stream_reading");
+        }
+        readers
+    };
+    eventually(
+        "one shared instance reads beta's stream",
+        Duration::from_secs(30),
+        || async { readers().await == 1.0 },
+    )
+    .await;
+
+    let deleted = code_of(
+        regions
+            .alpha
+            .create(json!({ "url": "https://example.com/d" }))
+            .await,
+    )
+    .await;
+    let edited = code_of(
+        regions
+            .alpha
+            .create(json!({ "url": "https://example.com/e" }))
+            .await,
+    )
+    .await;
+    replicator.settle(Duration::from_secs(30)).await;
+    // Every beta instance caches both, as they are.
+    for app in &beta {
+        for code in [&deleted, &edited] {
+            assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+        }
+    }
+    let changed_at = std::time::Instant::now();
+    assert_eq!(regions.alpha.admin_delete(&deleted).await.status(), 204);
+    let patch = json!({ "url": "https://example.com/e2" });
+    assert_eq!(
+        regions.alpha.admin_patch(&edited, &patch).await.status(),
+        200
+    );
+    // No clock moves here: the caches let go because beta's stream showed the changes.
+    for app in &beta {
+        eventually(
+            "beta's caches let go of the deleted link",
+            Duration::from_secs(20),
+            || async { app.get(&format!("/{deleted}")).await.status() == 404 },
+        )
+        .await;
+        eventually(
+            "beta's caches take the edit",
+            Duration::from_secs(20),
+            || async {
+                let response = app.get(&format!("/{edited}")).await;
+                response
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    == Some("https://example.com/e2")
+            },
+        )
+        .await;
+    }
+    let bound = changed_at.elapsed();
+    assert!(
+        metric(
+            &regions.beta.metrics().await,
+            "kurz_region_stream_invalidations_total"
+        ) >= 2.0
+    );
+    eprintln!(
+        "a change in alpha reached every beta cache within {bound:?} (replication lag {REPLICATION_LAG:?})"
+    );
+    for app in shared {
+        app.stop().await;
+    }
 }

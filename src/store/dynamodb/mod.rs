@@ -15,6 +15,7 @@ mod error;
 pub mod item;
 mod retry;
 mod rollups;
+pub mod stream;
 mod table;
 
 pub use table::{INDEXES, INIT_OPERATIONS};
@@ -66,8 +67,12 @@ use crate::telemetry::Metrics;
 pub const SERVE_OPERATIONS: &[&str] = &[
     "BatchWriteItem",
     "DeleteItem",
+    "DescribeStream",
     "DescribeTable",
     "GetItem",
+    "GetRecords",
+    "GetShardIterator",
+    "ListStreams",
     "PutItem",
     "Query",
     "TransactWriteItems",

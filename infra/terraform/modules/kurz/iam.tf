@@ -85,9 +85,15 @@ resource "aws_iam_role" "task" {
 
 data "aws_iam_policy_document" "task" {
   statement {
-    sid       = "KurzTable"
-    actions   = local.kurz_dynamodb_actions
-    resources = [aws_dynamodb_table.kurz.arn, "${aws_dynamodb_table.kurz.arn}/index/*"]
+    sid     = "KurzTable"
+    actions = local.kurz_dynamodb_actions
+    # The stream: in a deployment of several regions, one instance a region reads it for the
+    # region's caches.
+    resources = [
+      aws_dynamodb_table.kurz.arn,
+      "${aws_dynamodb_table.kurz.arn}/index/*",
+      "${aws_dynamodb_table.kurz.arn}/stream/*",
+    ]
   }
   statement {
     # The table is encrypted with the data key: reading and writing items needs the key,

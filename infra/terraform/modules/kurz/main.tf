@@ -23,8 +23,12 @@ locals {
   kurz_dynamodb_actions = [
     "dynamodb:BatchWriteItem",
     "dynamodb:DeleteItem",
+    "dynamodb:DescribeStream",
     "dynamodb:DescribeTable",
     "dynamodb:GetItem",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
     "dynamodb:PutItem",
     "dynamodb:Query",
     "dynamodb:TransactWriteItems",
