@@ -414,6 +414,11 @@ pub struct RegionSettings {
     /// region's replica misses is asked of the code's home region.
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub peers: Vec<PeerRegion>,
+    /// Where this region's DynamoDB Streams API is reached (`KURZ__REGION__STREAM_ENDPOINT_URL`):
+    /// from a VPC without an internet route, the endpoint-specific name of its interface
+    /// endpoint (the streams API has no private DNS name). Unset: `store.dynamodb.endpoint_url`
+    /// when that is set (DynamoDB Local serves both), else AWS's endpoint for the region.
+    pub stream_endpoint_url: Option<String>,
 }
 
 /// Another region of the deployment (see [`RegionSettings::peers`]).

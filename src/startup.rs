@@ -118,7 +118,16 @@ async fn follow_region_stream(
         Box::pin(async move { state.links.invalidate(&code).await })
     });
     let shared = settings.cache.redis.url.is_some();
-    store::dynamodb::stream::follow(&settings.store, region, shared, metrics, on_change).await
+    let endpoint = settings.region.stream_endpoint_url.as_deref();
+    store::dynamodb::stream::follow(
+        &settings.store,
+        endpoint,
+        region,
+        shared,
+        metrics,
+        on_change,
+    )
+    .await
 }
 
 #[cfg(not(feature = "dynamodb"))]

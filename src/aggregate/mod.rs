@@ -166,6 +166,16 @@ struct Owned {
     held: Arc<AtomicBool>,
 }
 
+/// Whose leases a consumer shares: the stream's; in a deployment of several regions, the
+/// region's stream's (each region has a stream of that name, with the same shard ids, and only
+/// the region's consumers may write its leases: the table replicates, last writer wins).
+fn lease_partition(stream: &str, region: Option<u8>) -> String {
+    match region {
+        None => stream.to_owned(),
+        Some(region) => format!("{stream}@{region}"),
+    }
+}
+
 /// Runs the consumer until `stop` resolves, then gives its leases up.
 pub async fn run(
     settings: &Settings,
@@ -198,7 +208,7 @@ pub async fn run(
         leases: Leases::new(
             aws_sdk_dynamodb::Client::new(&dynamo),
             &settings.store.dynamodb.table,
-            &stream_name,
+            &lease_partition(&stream_name, settings.region.id),
         ),
         stream: stream_name,
         store,

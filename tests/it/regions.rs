@@ -29,6 +29,7 @@ fn in_region(s: &mut Settings, name: &str, id: u8, peer: &str, peer_id: u8, peer
             id: peer_id,
             endpoint_url: Some(peer_endpoint.into()),
         }],
+        ..RegionSettings::default()
     };
     // Small blocks: both regions lease from their counters many times.
     s.ids.block_size = 20;
@@ -328,6 +329,27 @@ async fn a_region_lost_costs_only_what_had_not_replicated_and_the_regions_conver
         assert_eq!(response.status(), 201, "{alias}");
         aliases.push((alias, url));
     }
+    // Clicks on a link of each region, in both regions, flushed before the replication point.
+    let clicked = [at_alpha[0].0.clone(), at_beta[0].0.clone()];
+    for (app, n) in [(&regions.alpha, 7), (&regions.beta, 5)] {
+        for code in &clicked {
+            for _ in 0..n {
+                assert_eq!(app.get(&format!("/{code}")).await.status(), 302);
+            }
+        }
+    }
+    // Each region flushed its own, and both replicated: both regions count all 12.
+    for code in &clicked {
+        eventually(
+            "clicks flushed and replicated",
+            Duration::from_secs(30),
+            || async {
+                regions.alpha.stats_when(code, 12).await["total_clicks"] == 12
+                    && regions.beta.stats_when(code, 12).await["total_clicks"] == 12
+            },
+        )
+        .await;
+    }
     // The replication point: everything so far is in both tables.
     replicator.settle(Duration::from_secs(30)).await;
     // Then a partition, and links made in beta meanwhile, which never reach alpha.
@@ -340,8 +362,9 @@ async fn a_region_lost_costs_only_what_had_not_replicated_and_the_regions_conver
     regions.beta_dynamo.server.kill();
 
     // Alpha redirects every link acknowledged before the replication point, from its replica.
+    // (HEAD: the same answer, and no click, so the click totals below stay those sent.)
     for (code, url) in at_beta.iter().chain(&at_alpha).chain(&aliases) {
-        let response = regions.alpha.get(&format!("/{code}")).await;
+        let response = regions.alpha.head(&format!("/{code}")).await;
         assert_eq!(response.status(), 302, "{code}");
         assert_eq!(response.headers()["location"], url.as_str());
     }
@@ -378,9 +401,16 @@ async fn a_region_lost_costs_only_what_had_not_replicated_and_the_regions_conver
     );
     for (code, url) in at_beta.iter().chain(&during).chain(&after).chain(&aliases) {
         assert!(alpha_codes.contains(code), "{code} in both");
-        let response = beta.get(&format!("/{code}")).await;
+        let response = beta.head(&format!("/{code}")).await;
         assert_eq!(response.status(), 302, "{code} at beta");
         assert_eq!(response.headers()["location"], url.as_str());
+    }
+    // Every click counted before the replication point is in both regions' totals.
+    for code in &clicked {
+        for app in [&regions.alpha, &beta] {
+            let stats = app.stats_when(code, 12).await;
+            assert_eq!(stats["total_clicks"], 12, "{code}: {stats}");
+        }
     }
     assert!(replicator.applied() > 0);
     drop(restored);

@@ -844,6 +844,16 @@ impl DynamoStore {
                 return;
             }
         };
+        // In a region, only its own items (and those from before regions, which nobody writes
+        // now): a write of another region's item here could replicate over clicks it added
+        // meanwhile. Other regions' items keep the TTL they were written with.
+        let days: Vec<Item> = days
+            .into_iter()
+            .filter(|item| {
+                let written_by = string(item, SORT_KEY).and_then(|sk| rollups::written_by(&sk));
+                written_by.is_none() || written_by == self.region
+            })
+            .collect();
         let restamp = |i: usize| {
             let sort_key = days[i].get(SORT_KEY).cloned();
             async move {

@@ -64,6 +64,13 @@ pub(super) fn total_sort_key(region: u8) -> String {
 /// Sort keys of the links' click totals of each region.
 pub(super) const TOTAL_PREFIX: &str = "clicks!";
 
+/// The region that writes the rollup, sketch or total item `sort_key` (`None`: an item of a
+/// single-region deployment's, or of one from before it had regions).
+pub(super) fn written_by(sort_key: &str) -> Option<u8> {
+    let item = sort_key.strip_suffix(SKETCH_SUFFIX).unwrap_or(sort_key);
+    item.rsplit_once('!')?.1.parse().ok()
+}
+
 /// What a region's rollup items add to their sort key: `!` and the region's number. Each
 /// region adds its clicks to items of its own, so that replication between regions (last
 /// writer wins, per item) never drops one region's counts for another's; reads sum them.
@@ -443,6 +450,13 @@ mod tests {
         assert!(day_sort_key(20_000, Some(3)) < sketch_sort_key(&day_sort_key(20_000, None)));
         assert!(!total_sort_key(1).starts_with(DAY_PREFIX));
         assert!(!total_sort_key(1).starts_with(HOUR_PREFIX));
+        for region in [None, Some(0), Some(5)] {
+            let day = day_sort_key(20_000, region);
+            assert_eq!(written_by(&day), region);
+            assert_eq!(written_by(&sketch_sort_key(&day)), region);
+            assert_eq!(written_by(&hour_sort_key(24 * 20_000, region)), region);
+        }
+        assert_eq!(written_by(&total_sort_key(6)), Some(6));
     }
 
     #[test]

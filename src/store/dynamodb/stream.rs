@@ -190,11 +190,12 @@ impl ChangedLinks {
 /// What the reader does with a changed link's code: evict it from the region's caches.
 pub type OnChange = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// Reads region `region`'s replica's stream from now on and calls `on_change` with each link
-/// code changed there; with `shared` (the region's instances share Redis), only while this
+/// Reads region `region`'s replica's stream (at `endpoint`, else where the table is) from now
+/// on and calls `on_change` with each link code changed there; with `shared` (the region's instances share Redis), only while this
 /// instance holds the region's reader lease.
 pub async fn follow(
     settings: &StoreSettings,
+    endpoint: Option<&str>,
     region: u8,
     shared: bool,
     metrics: Arc<Metrics>,
@@ -209,7 +210,13 @@ pub async fn follow(
     let config = crate::aws::sdk_config(dynamo, dynamo.endpoint_url.as_deref(), timeouts)
         .await
         .map_err(StoreError::unavailable)?;
-    let mut changed = ChangedLinks::new(Client::new(&config), &dynamo.table);
+    let streams = match endpoint {
+        Some(endpoint) => aws_sdk_dynamodbstreams::config::Builder::from(&config)
+            .endpoint_url(endpoint)
+            .build(),
+        None => aws_sdk_dynamodbstreams::config::Builder::from(&config).build(),
+    };
+    let mut changed = ChangedLinks::new(Client::from_conf(streams), &dynamo.table);
     let leases = shared.then(|| {
         Leases::new(
             crate::aws::dynamodb_client(&config),
