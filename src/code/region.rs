@@ -53,6 +53,20 @@ pub fn id_of(region: u8, counter: u64) -> Option<u64> {
     }
 }
 
+/// The counter value of region `region` that `id` stands for: [`id_of`]'s inverse; `None` for
+/// an id outside the region's ranges.
+pub fn counter_of(region: u8, id: u64) -> Option<u64> {
+    if region_of(id)? != region {
+        return None;
+    }
+    let region = u64::from(region);
+    Some(if id < SEVENS {
+        id - region * SEVENS_PER_REGION
+    } else {
+        SEVENS_PER_REGION + (id - SEVENS - region * EIGHTS_PER_REGION)
+    })
+}
+
 /// The region whose range holds `position` (an id, or where a code sits in id order); `None`
 /// for positions outside the id space (codes made before ids had regions, by the first
 /// permutation).
@@ -100,6 +114,8 @@ mod tests {
                     Some(region),
                     "region {region} counter {counter}"
                 );
+                assert_eq!(counter_of(region, id), Some(counter));
+                assert_eq!(counter_of((region + 1) % MAX_REGIONS, id), None);
             }
             assert_eq!(id_of(region, SEVENS_PER_REGION + EIGHTS_PER_REGION), None);
         }

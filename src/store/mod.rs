@@ -521,6 +521,22 @@ pub trait LinkStore: Send + Sync + 'static {
     /// Atomically advances the id counter by `count` and returns the leased ids.
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError>;
 
+    /// Records here that region `region` has leased its counter up to `counter_end` (a
+    /// deployment in several regions: a region tells the others of each lease, so that after it
+    /// is lost and comes back it moves its counter past ids it handed out before its last
+    /// writes replicated). Never lowers what is recorded. Stores that are never one region of
+    /// several record nothing.
+    async fn note_lease(&self, region: u8, counter_end: u64) -> Result<(), StoreError> {
+        let _ = (region, counter_end);
+        Ok(())
+    }
+
+    /// What [`note_lease`](Self::note_lease) recorded for `region`, if anything.
+    async fn noted_lease(&self, region: u8) -> Result<Option<u64>, StoreError> {
+        let _ = region;
+        Ok(None)
+    }
+
     /// Adds click deltas. Deltas for codes that no longer exist are discarded. Each delta is
     /// applied wholly or not at all; on failure the error says which were not.
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError>;

@@ -22,6 +22,7 @@
 
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -56,7 +57,13 @@ pub struct RegionalStore {
     /// name.
     codes: OnceLock<CodeGenerator>,
     metrics: Arc<Metrics>,
+    /// Whether this region's counter has been checked against what the other regions were told
+    /// of its leases (see [`lease_ids`](LinkStore::lease_ids)); held while it is checked.
+    counter_checked: tokio::sync::Mutex<bool>,
 }
+
+/// How long a lease waits for each other region to take note of it.
+const NOTE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where a write is decided.
 enum Home<'a> {
@@ -77,7 +84,68 @@ impl RegionalStore {
             peers,
             codes: OnceLock::new(),
             metrics,
+            counter_checked: tokio::sync::Mutex::new(false),
         }
+    }
+
+    /// Moves this region's counter past what the other regions (and this region's replica,
+    /// from them) were told it had leased: after this region was lost and its replica filled
+    /// again from the others, its counter is only what had replicated, and the ids it leased
+    /// after that would be handed out a second time, the codes of links lost with it among
+    /// them. Checked once; again at the next lease while some region did not answer.
+    async fn catch_up_counter(&self) -> Result<(), StoreError> {
+        let mut checked = self.counter_checked.lock().await;
+        if *checked {
+            return Ok(());
+        }
+        let mut noted = self.local.noted_lease(self.this.id).await?;
+        let mut everyone = true;
+        for peer in &self.peers {
+            let asked = peer.store.noted_lease(self.this.id);
+            match tokio::time::timeout(NOTE_TIMEOUT, self.at(peer, asked)).await {
+                Ok(Ok(theirs)) => noted = noted.max(theirs),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, region = %peer.region.name, "cannot ask another region how far this region's counter went");
+                    everyone = false;
+                }
+                Err(_) => {
+                    self.metrics.region_remote_failures.inc();
+                    everyone = false;
+                }
+            }
+        }
+        let here = self.local.lease_ids(0).await?.start;
+        let counter = region::counter_of(self.this.id, here).unwrap_or_default();
+        if let Some(noted) = noted.filter(|&noted| noted > counter) {
+            tracing::warn!(
+                counter,
+                noted,
+                "this region's counter is behind the leases the other regions were told of \
+                 (its replica was filled again after a loss): skipping the ids between"
+            );
+            self.local.lease_ids(noted - counter).await?;
+        }
+        *checked = everyone;
+        Ok(())
+    }
+
+    /// Tells every other region (at most [`NOTE_TIMEOUT`] each) that this region's counter
+    /// went up to `counter_end`. One that cannot be told is skipped: the lease goes on.
+    async fn note_lease(&self, counter_end: u64) {
+        let notes = self.peers.iter().map(|peer| async move {
+            let note = self.at(peer, peer.store.note_lease(self.this.id, counter_end));
+            match tokio::time::timeout(NOTE_TIMEOUT, note).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, region = %peer.region.name, "another region was not told of this lease");
+                }
+                Err(_) => {
+                    self.metrics.region_remote_failures.inc();
+                    tracing::warn!(region = %peer.region.name, "another region was not told of this lease in time");
+                }
+            }
+        });
+        futures_util::future::join_all(notes).await;
     }
 
     /// Codes are homed by their position from now on (set once, when the permutation key is
@@ -327,9 +395,18 @@ impl LinkStore for RegionalStore {
         at_home!(self, self.home_of_code(&link.code), import(link, stats))
     }
 
-    /// This region's counter, whose ids are this region's range.
+    /// This region's counter, whose ids are this region's range; each lease is noted in the
+    /// other regions before its ids are handed out, and the first moves the counter past what
+    /// they noted (see [`catch_up_counter`](RegionalStore::catch_up_counter)).
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
-        self.local.lease_ids(count).await
+        self.catch_up_counter().await?;
+        let ids = self.local.lease_ids(count).await?;
+        if let Some(last) = ids.end.checked_sub(1).filter(|_| !ids.is_empty())
+            && let Some(counter) = region::counter_of(self.this.id, last)
+        {
+            self.note_lease(counter + 1).await;
+        }
+        Ok(ids)
     }
 
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {

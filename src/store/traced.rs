@@ -146,6 +146,14 @@ impl LinkStore for TracedStore {
         traced!(self, lease_ids(count))
     }
 
+    async fn note_lease(&self, region: u8, counter_end: u64) -> Result<(), StoreError> {
+        traced!(self, note_lease(region, counter_end))
+    }
+
+    async fn noted_lease(&self, region: u8) -> Result<Option<u64>, StoreError> {
+        traced!(self, noted_lease(region))
+    }
+
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
         traced!(self, add_clicks(deltas))
     }

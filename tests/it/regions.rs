@@ -392,6 +392,14 @@ async fn a_region_lost_costs_only_what_had_not_replicated_and_the_regions_conver
         .await,
     );
     let after = create_many(Arc::clone(&beta), "beta-after", 10).await;
+    // The codes of the links lost with beta are never handed out again: beta's counter moved
+    // past the ids it had leased, which it told alpha of when it leased them.
+    for (code, _) in &after {
+        assert!(
+            !unreplicated.iter().any(|(lost, _)| lost == code),
+            "{code}, a code of a link lost with beta, was handed out again"
+        );
+    }
     replicator.settle(Duration::from_secs(30)).await;
     let alpha_codes = link_codes(&alpha_endpoint, &table).await;
     let beta_codes = link_codes(&restored.endpoint, &table).await;

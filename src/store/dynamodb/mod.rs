@@ -1581,6 +1581,43 @@ impl LinkStore for DynamoStore {
         }
     }
 
+    async fn note_lease(&self, region: u8, counter_end: u64) -> Result<(), StoreError> {
+        let result = self
+            .call(Class::Write, || {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(COUNTER_PK, &format!("leased_by#{region}"))))
+                    .update_expression("SET next_id = :end")
+                    .condition_expression("attribute_not_exists(next_id) OR next_id < :end")
+                    .expression_attribute_values(":end", n(counter_end))
+                    .send()
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // As far or further already.
+            Err(e)
+                if e.service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    async fn noted_lease(&self, region: u8) -> Result<Option<u64>, StoreError> {
+        let out = self
+            .call(Class::Write, || {
+                self.read_item(key(COUNTER_PK, &format!("leased_by#{region}")))
+                    .send()
+            })
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(out.item().and_then(|item| number(item, "next_id")))
+    }
+
     async fn add_clicks(&self, deltas: &[ClickDelta]) -> Result<(), FlushError> {
         write_bounded(deltas.len(), self.flush_concurrency, |i| {
             self.add_one(&deltas[i])
