@@ -38,7 +38,8 @@ pub struct FaultyStore {
     pub click_writes: Mutex<Vec<usize>>,
     /// Reads of the API keys fail (as an unreachable store would).
     pub fail_keys: AtomicBool,
-    /// Lookups and inserts fail (as another region's table out of reach would).
+    /// Lookups and inserts (of links and keys) fail (as another region's table out of reach
+    /// would).
     pub unreachable: AtomicBool,
 }
 
@@ -130,6 +131,7 @@ impl LinkStore for FaultyStore {
         self.inner.keys().await
     }
     async fn insert_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        self.reachable()?;
         self.inner.insert_key(key).await
     }
     async fn replace_key(&self, key: &StoredKey) -> Result<ReplaceOutcome, StoreError> {

@@ -21,6 +21,7 @@
 //! region's replica.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -46,7 +47,28 @@ pub struct Region {
 pub struct Peer {
     pub region: Region,
     pub store: Arc<dyn LinkStore>,
+    /// Calls to it that failed in a row, and until when (Unix ms) it is not asked while
+    /// [`FAILURES_TO_SKIP`] of them have.
+    failures: AtomicU32,
+    skipped_until_ms: AtomicI64,
 }
+
+impl Peer {
+    pub fn new(region: Region, store: Arc<dyn LinkStore>) -> Self {
+        Self {
+            region,
+            store,
+            failures: AtomicU32::new(0),
+            skipped_until_ms: AtomicI64::new(0),
+        }
+    }
+}
+
+/// Failed calls in a row after which a region is not asked for [`SKIP_FOR`]: while it is down
+/// (or black-holed), its claims answer 503 at once and lookups of its codes answer from here,
+/// instead of each waiting out the store timeout.
+const FAILURES_TO_SKIP: u32 = 3;
+const SKIP_FOR: Duration = Duration::from_secs(5);
 
 pub struct RegionalStore {
     local: Arc<dyn LinkStore>,
@@ -200,14 +222,38 @@ impl RegionalStore {
             .map(Home::There)
     }
 
-    /// `peer`'s answer, its failure to answer named as its region's.
+    /// `peer`'s answer, its failure to answer named as its region's; not asked at all while it
+    /// has failed [`FAILURES_TO_SKIP`] times in a row within [`SKIP_FOR`].
     async fn at<T>(
         &self,
         peer: &Peer,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let now = crate::clock::system_now_ms();
+        if peer.skipped_until_ms.load(Ordering::Relaxed) > now {
+            self.metrics.region_remote_skipped.inc();
+            return Err(StoreError::Region {
+                region: peer.region.name.clone(),
+                reason: format!(
+                    "failed {FAILURES_TO_SKIP} times in a row; not asked for {SKIP_FOR:?}"
+                ),
+            });
+        }
         self.metrics.region_remote_calls.inc();
-        call.await.map_err(|e| {
+        let result = call.await;
+        match &result {
+            Ok(_) => peer.failures.store(0, Ordering::Relaxed),
+            Err(e) if e.is_transient() => {
+                if peer.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_SKIP {
+                    let until = now + i64::try_from(SKIP_FOR.as_millis()).unwrap_or(i64::MAX);
+                    peer.skipped_until_ms.store(until, Ordering::Relaxed);
+                    peer.failures.store(0, Ordering::Relaxed);
+                    tracing::warn!(region = %peer.region.name, "another region failed {FAILURES_TO_SKIP} calls in a row; not asking it for {SKIP_FOR:?}");
+                }
+            }
+            Err(_) => {}
+        }
+        result.map_err(|e| {
             self.metrics.region_remote_failures.inc();
             match e {
                 // A write that may have been made stays one of unknown outcome.
@@ -244,13 +290,11 @@ pub async fn with_peers(
         at_peer.region_id = Some(peer.id);
         // Its calls are counted apart: this instance's store gauges are its own region's.
         let store = super::DynamoStore::connect(&at_peer, clicks, Arc::new(Metrics::default()));
-        peers.push(Peer {
-            region: Region {
-                name: peer.name.clone(),
-                id: peer.id,
-            },
-            store: Arc::new(store.await?),
-        });
+        let region = Region {
+            name: peer.name.clone(),
+            id: peer.id,
+        };
+        peers.push(Peer::new(region, Arc::new(store.await?)));
     }
     let this = Region {
         name: name.clone(),
@@ -301,7 +345,8 @@ impl LinkStore for RegionalStore {
             Err(e) => {
                 // Its home is out of reach: what this replica holds is all there is to say. A
                 // link made there since the last replication is not found until it returns.
-                tracing::warn!(error = %e, code, region = %peer.region.name, "the code's home region did not answer; answering from this region's replica");
+                // (Counted; logged once when the region starts being skipped.)
+                tracing::debug!(error = %e, code, region = %peer.region.name, "the code's home region did not answer; answering from this region's replica");
                 Ok(None)
             }
         }
@@ -383,8 +428,19 @@ impl LinkStore for RegionalStore {
         self.local.keys().await
     }
 
+    /// In the key id's home; when that cannot be reached, a key this region's replica holds
+    /// already is "there" (an instance starting with `auth.api_keys` while the home is down).
     async fn insert_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
-        at_home!(self, self.home_of_name(&key.id), insert_key(key))
+        let Home::There(peer) = self.home_of_name(&key.id) else {
+            return self.local.insert_key(key).await;
+        };
+        match self.at(peer, peer.store.insert_key(key)).await {
+            Err(e @ StoreError::Region { .. }) => {
+                let held = self.local.keys().await?.iter().any(|k| k.id == key.id);
+                if held { Ok(false) } else { Err(e) }
+            }
+            outcome => outcome,
+        }
     }
 
     async fn replace_key(&self, key: &StoredKey) -> Result<ReplaceOutcome, StoreError> {
@@ -481,10 +537,7 @@ mod tests {
             let store = RegionalStore::new(
                 Arc::clone(local) as Arc<dyn LinkStore>,
                 this,
-                vec![Peer {
-                    region: other,
-                    store: Arc::clone(peer) as Arc<dyn LinkStore>,
-                }],
+                vec![Peer::new(other, Arc::clone(peer) as Arc<dyn LinkStore>)],
                 Arc::new(Metrics::default()),
             );
             store.know_codes(CodeGenerator::new(b"regions-test-key"));
@@ -620,7 +673,60 @@ mod tests {
             refused > 5 && taken_here > 5,
             "{refused} refused, {taken_here} made"
         );
+        // After three failures in a row beta is not asked for a while: the rest were answered
+        // at once, as failures.
         let metrics = &regions.alpha.metrics;
-        assert_eq!(metrics.region_remote_failures.get(), 2 * refused);
+        assert_eq!(
+            metrics.region_remote_calls.get(),
+            u64::from(FAILURES_TO_SKIP)
+        );
+        assert_eq!(
+            metrics.region_remote_failures.get(),
+            u64::from(FAILURES_TO_SKIP)
+        );
+        assert_eq!(
+            metrics.region_remote_skipped.get(),
+            2 * refused - u64::from(FAILURES_TO_SKIP)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_api_key_the_replica_holds_is_there_while_its_home_is_out_of_reach() {
+        let regions = two_regions();
+        let key = |id: &str| StoredKey {
+            id: id.to_owned(),
+            name: "test".into(),
+            scopes: Vec::new(),
+            created_at_ms: 1,
+            digest: "00".into(),
+            previous_digest: None,
+            previous_valid_until_ms: None,
+            revoked_at_ms: None,
+            legacy_owner: None,
+            revision: 1,
+        };
+        let id = (0..)
+            .map(|i| format!("{i:032x}"))
+            .find(|id| !is_here(regions.alpha.home_of_name(id)))
+            .expect("some key id is homed in beta");
+        assert!(
+            regions
+                .alpha
+                .insert_key(&key(&id))
+                .await
+                .expect("inserted in beta")
+        );
+        regions.stores[1].unreachable.store(true, Ordering::SeqCst);
+        // Not replicated to alpha (nothing replicates here): its home cannot say.
+        assert!(matches!(
+            regions.alpha.insert_key(&key(&id)).await,
+            Err(StoreError::Region { .. })
+        ));
+        // Replicated: there already, as far as alpha can tell.
+        regions.stores[0]
+            .insert_key(&key(&id))
+            .await
+            .expect("the replica's copy");
+        assert!(!regions.alpha.insert_key(&key(&id)).await.expect("known"));
     }
 }

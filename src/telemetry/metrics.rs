@@ -170,6 +170,9 @@ metrics! {
     /// Of those, calls the other region did not answer (claims refused with 503, lookups
     /// answered from this region's replica alone).
     counter region_remote_failures: Counter = "kurz_region_remote_failures_total";
+    /// Calls to another region not made because it failed several calls in a row just before
+    /// (answered as its failures are, at once).
+    counter region_remote_skipped: Counter = "kurz_region_remote_skipped_total";
     /// Lookups this region's replica missed that the code's home region found: links not yet
     /// replicated here.
     counter region_remote_found: Counter = "kurz_region_remote_lookups_found_total";
