@@ -47,8 +47,8 @@ pub struct Region {
 pub struct Peer {
     pub region: Region,
     pub store: Arc<dyn LinkStore>,
-    /// Calls to it that failed in a row, and until when (Unix ms) it is not asked while
-    /// [`FAILURES_TO_SKIP`] of them have.
+    /// Calls to it that failed in a row, and until when (Unix ms) it is not asked, after
+    /// [`FAILURES_TO_SKIP`] of them.
     failures: AtomicU32,
     skipped_until_ms: AtomicI64,
 }
@@ -222,8 +222,8 @@ impl RegionalStore {
             .map(Home::There)
     }
 
-    /// `peer`'s answer, its failure to answer named as its region's; not asked at all while it
-    /// has failed [`FAILURES_TO_SKIP`] times in a row within [`SKIP_FOR`].
+    /// `peer`'s answer, its failure to answer named as its region's; once it has failed
+    /// [`FAILURES_TO_SKIP`] calls in a row, not asked at all for [`SKIP_FOR`].
     async fn at<T>(
         &self,
         peer: &Peer,
