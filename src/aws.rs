@@ -23,6 +23,20 @@ pub struct Timeouts {
     pub connect: Duration,
 }
 
+/// The SDK configuration of the store's table (`store.dynamodb`, its endpoint and the store's
+/// timeouts): the store's, the region stream reader's and `kurz aggregate`'s.
+pub async fn store_config(
+    settings: &crate::config::StoreSettings,
+) -> Result<aws_config::SdkConfig, String> {
+    let dynamo = &settings.dynamodb;
+    let timeouts = Timeouts {
+        operation: settings.timeout,
+        attempt: dynamo.attempt_timeout,
+        connect: dynamo.connect_timeout,
+    };
+    sdk_config(dynamo, dynamo.endpoint_url.as_deref(), timeouts).await
+}
+
 /// The SDK configuration for `endpoint_url` (`None`: AWS's own), with the region and
 /// credentials of `account`. Fails when no region is set anywhere.
 pub async fn sdk_config(

@@ -184,17 +184,7 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     let kinesis = stream::client(settings).await?;
-    let dynamo_timeouts = crate::aws::Timeouts {
-        operation: settings.store.timeout,
-        attempt: settings.store.dynamodb.attempt_timeout,
-        connect: settings.store.dynamodb.connect_timeout,
-    };
-    let dynamo = crate::aws::sdk_config(
-        &settings.store.dynamodb,
-        settings.store.dynamodb.endpoint_url.as_deref(),
-        dynamo_timeouts,
-    )
-    .await?;
+    let dynamo = crate::aws::store_config(&settings.store).await?;
     let stream_name = settings.clicks.kinesis.stream.clone();
     let me = settings
         .aggregate

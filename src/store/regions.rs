@@ -457,7 +457,7 @@ impl LinkStore for RegionalStore {
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
         self.catch_up_counter().await?;
         let ids = self.local.lease_ids(count).await?;
-        if let Some(last) = ids.end.checked_sub(1).filter(|_| !ids.is_empty())
+        if let Some(last) = ids.clone().next_back()
             && let Some(counter) = region::counter_of(self.this.id, last)
         {
             self.note_lease(counter + 1).await;

@@ -109,12 +109,7 @@ impl DynamoStore {
     ) -> Result<Self, StoreError> {
         let dynamo = &settings.dynamodb;
         let timeout = settings.timeout;
-        let timeouts = crate::aws::Timeouts {
-            operation: timeout,
-            attempt: dynamo.attempt_timeout,
-            connect: dynamo.connect_timeout,
-        };
-        let config = crate::aws::sdk_config(dynamo, dynamo.endpoint_url.as_deref(), timeouts)
+        let config = crate::aws::store_config(settings)
             .await
             .map_err(StoreError::unavailable)?;
         Ok(Self {

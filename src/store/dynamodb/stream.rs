@@ -202,21 +202,14 @@ pub async fn follow(
     on_change: OnChange,
 ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
     let dynamo = &settings.dynamodb;
-    let timeouts = crate::aws::Timeouts {
-        operation: settings.timeout,
-        attempt: dynamo.attempt_timeout,
-        connect: dynamo.connect_timeout,
-    };
-    let config = crate::aws::sdk_config(dynamo, dynamo.endpoint_url.as_deref(), timeouts)
+    let config = crate::aws::store_config(settings)
         .await
         .map_err(StoreError::unavailable)?;
-    let streams = match endpoint {
-        Some(endpoint) => aws_sdk_dynamodbstreams::config::Builder::from(&config)
-            .endpoint_url(endpoint)
-            .build(),
-        None => aws_sdk_dynamodbstreams::config::Builder::from(&config).build(),
-    };
-    let mut changed = ChangedLinks::new(Client::from_conf(streams), &dynamo.table);
+    let mut streams = aws_sdk_dynamodbstreams::config::Builder::from(&config);
+    if let Some(endpoint) = endpoint {
+        streams = streams.endpoint_url(endpoint);
+    }
+    let mut changed = ChangedLinks::new(Client::from_conf(streams.build()), &dynamo.table);
     let leases = shared.then(|| {
         Leases::new(
             crate::aws::dynamodb_client(&config),
