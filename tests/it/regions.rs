@@ -359,7 +359,7 @@ async fn a_region_lost_costs_only_what_had_not_replicated_and_the_regions_conver
     // The replication point: everything so far is in both tables.
     replicator.settle(Duration::from_secs(30)).await;
     // Then a partition, and links made in beta meanwhile, which never reach alpha.
-    replicator.pause();
+    replicator.pause().await;
     let unreplicated = create_many(Arc::clone(&regions.beta), "beta-late", 5).await;
     let (beta_port, table) = (
         regions.beta_dynamo.server.port,

@@ -53,6 +53,9 @@ struct Shared {
     sides: [Side; 2],
     lag: Duration,
     paused: AtomicBool,
+    /// Held by the reader for each round of both streams, so that `pause` can wait out the
+    /// round under way.
+    reading: tokio::sync::Mutex<()>,
     stopped: AtomicBool,
     /// Changes read, in the order read, not yet applied.
     queue: Mutex<VecDeque<Change>>,
@@ -85,6 +88,7 @@ impl Replicator {
             sides: [side(a), side(b)],
             lag,
             paused: AtomicBool::new(false),
+            reading: tokio::sync::Mutex::new(()),
             stopped: AtomicBool::new(false),
             queue: Mutex::new(VecDeque::new()),
             unapplied: AtomicU64::new(0),
@@ -101,10 +105,13 @@ impl Replicator {
         }
     }
 
-    /// Stops replicating (a partition between the regions): writes made from now on stay in
-    /// their own table's stream, and are lost with it if its region is lost first.
-    pub fn pause(&self) {
+    /// Stops replicating (a partition between the regions): writes made once this returns
+    /// stay in their own table's stream, and are lost with it if its region is lost first.
+    /// It waits for a read round under way to end, so that round cannot pick up (and queue
+    /// for after `resume`) a write made after the partition began.
+    pub async fn pause(&self) {
         self.shared.paused.store(true, Ordering::SeqCst);
+        drop(self.shared.reading.lock().await);
     }
 
     pub fn resume(&self) {
@@ -119,6 +126,14 @@ impl Replicator {
     /// Waits until every write made before this call has been read from both streams and
     /// applied (not while paused); panics after `within`.
     pub async fn settle(&self, within: Duration) {
+        assert!(
+            self.settled(within).await,
+            "replication did not settle within {within:?}"
+        );
+    }
+
+    /// [`settle`](Self::settle), answering whether it did within `within`.
+    pub async fn settled(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         // A round that starts after this call reads everything written before it.
         let start = self.shared.rounds.load(Ordering::SeqCst);
@@ -126,12 +141,11 @@ impl Replicator {
             let read = self.shared.rounds.load(Ordering::SeqCst) >= start + 2;
             let drained = self.shared.unapplied.load(Ordering::SeqCst) == 0;
             if read && drained && !self.shared.paused.load(Ordering::SeqCst) {
-                return;
+                return true;
             }
-            assert!(
-                Instant::now() < deadline,
-                "replication did not settle within {within:?}"
-            );
+            if Instant::now() >= deadline {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -139,6 +153,15 @@ impl Replicator {
     /// Copies every item of side `from`'s table to the other's (a replica added again after
     /// its region was lost: global tables fill a new replica from the others).
     pub async fn backfill(&self, from: usize) {
+        if let Err(e) = self.try_backfill(from).await {
+            panic!("backfill from side {from}: {e}");
+        }
+    }
+
+    /// [`backfill`](Self::backfill), answering the first failed call; the number of items
+    /// copied when it succeeds.
+    pub async fn try_backfill(&self, from: usize) -> Result<u64, String> {
+        let mut copied = 0;
         let (source, target) = (&self.shared.sides[from], &self.shared.sides[1 - from]);
         let mut start: Option<Item> = None;
         loop {
@@ -150,7 +173,7 @@ impl Replicator {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .expect("scan the table to backfill from");
+                .map_err(|e| format!("scan the table to backfill from: {e:?}"))?;
             for item in page.items() {
                 let key = item_key(item);
                 target.expect_echo(&key, Some(item.clone()));
@@ -161,11 +184,12 @@ impl Replicator {
                     .set_item(Some(item.clone()))
                     .send()
                     .await
-                    .expect("backfill a replica");
+                    .map_err(|e| format!("write to the replica: {e:?}"))?;
+                copied += 1;
             }
             match page.last_evaluated_key() {
                 Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => return,
+                _ => return Ok(copied),
             }
         }
     }
@@ -216,24 +240,44 @@ fn streams_client(endpoint: &str) -> aws_sdk_dynamodbstreams::Client {
     aws_sdk_dynamodbstreams::Client::from_conf(config)
 }
 
+/// Where the reader is in one side's stream: the stream (a table made again, a region back
+/// from a loss, has a new one) and, per shard, the next iterator and the last record read.
+#[derive(Default)]
+struct Position {
+    stream: Option<String>,
+    shards: HashMap<String, Cursor>,
+}
+
+#[derive(Default)]
+struct Cursor {
+    /// `None`: to be asked for, after `last` (or from the shard's start).
+    iterator: Option<String>,
+    last: Option<String>,
+    /// The shard is closed and read to its end.
+    done: bool,
+}
+
 /// Reads both streams, every shard, from their start, forever (a side that does not answer,
-/// a region lost, is tried again each round).
+/// a region lost, is tried again each round). A failed call costs nothing but time: the next
+/// round goes on after the last record read, so no record is read twice or passed over
+/// (unless the stream trimmed it meanwhile, as DynamoDB Streams does after 24 hours).
 async fn read_streams(shared: Arc<Shared>) {
-    // Per side: shard id -> next iterator (`None`: the shard is closed and read).
-    let mut iterators: [HashMap<String, Option<String>>; 2] = [HashMap::new(), HashMap::new()];
+    let mut positions = [Position::default(), Position::default()];
     while !shared.stopped.load(Ordering::SeqCst) {
+        let round = shared.reading.lock().await;
         if shared.paused.load(Ordering::SeqCst) {
+            drop(round);
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
         for (from, side) in shared.sides.iter().enumerate() {
-            if let Err(e) = read_side(&shared, from, side, &mut iterators[from]).await {
+            if let Err(e) = read_side(&shared, from, side, &mut positions[from]).await {
                 // A lost region's stream: what was not read is not replicated.
                 tracing::debug!(from, error = %e, "replicator: stream not readable");
-                iterators[from].clear();
             }
         }
         shared.rounds.fetch_add(1, Ordering::SeqCst);
+        drop(round);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -242,7 +286,7 @@ async fn read_side(
     shared: &Shared,
     from: usize,
     side: &Side,
-    iterators: &mut HashMap<String, Option<String>>,
+    position: &mut Position,
 ) -> Result<(), String> {
     let streams = side
         .streams
@@ -254,6 +298,12 @@ async fn read_side(
     let Some(arn) = streams.streams().first().and_then(|s| s.stream_arn()) else {
         return Err(format!("no stream on table {}", shared.table));
     };
+    if position.stream.as_deref() != Some(arn) {
+        *position = Position {
+            stream: Some(arn.to_owned()),
+            shards: HashMap::new(),
+        };
+    }
     let described = side
         .streams
         .describe_stream()
@@ -267,32 +317,53 @@ async fn read_side(
         .unwrap_or_default();
     for shard in shards {
         let Some(id) = shard.shard_id() else { continue };
-        if !iterators.contains_key(id) {
-            let iterator = side
+        let cursor = position.shards.entry(id.to_owned()).or_default();
+        if cursor.done {
+            continue;
+        }
+        if cursor.iterator.is_none() {
+            let ask = side
                 .streams
                 .get_shard_iterator()
                 .stream_arn(arn)
-                .shard_id(id)
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .map_err(|e| format!("{e:?}"))?;
-            iterators.insert(id.to_owned(), iterator.shard_iterator().map(str::to_owned));
+                .shard_id(id);
+            let ask = match &cursor.last {
+                Some(last) => ask
+                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                    .sequence_number(last),
+                None => ask.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            };
+            let iterator = ask.send().await.map_err(|e| format!("{e:?}"))?;
+            match iterator.shard_iterator() {
+                Some(iterator) => cursor.iterator = Some(iterator.to_owned()),
+                None => {
+                    cursor.done = true;
+                    continue;
+                }
+            }
         }
         // Read the shard to its current end.
-        while let Some(Some(iterator)) = iterators.get(id).cloned() {
-            let out = side
+        while let Some(iterator) = cursor.iterator.clone() {
+            let out = match side
                 .streams
                 .get_records()
                 .shard_iterator(&iterator)
                 .send()
                 .await
-                .map_err(|e| format!("{e:?}"))?;
+            {
+                Ok(out) => out,
+                Err(e) => {
+                    // Asked for again next round, after the last record read.
+                    cursor.iterator = None;
+                    return Err(format!("{e:?}"));
+                }
+            };
             let records = out.records();
             for record in records {
                 let Some(change) = record.dynamodb() else {
                     continue;
                 };
+                cursor.last = change.sequence_number().map(str::to_owned);
                 let key = convert_item(change.keys().cloned().unwrap_or_default());
                 let image = match record.event_name() {
                     Some(OperationType::Remove) => None,
@@ -316,9 +387,10 @@ async fn read_side(
                 });
             }
             let next = out.next_shard_iterator().map(str::to_owned);
-            let done = records.is_empty() || next.is_none();
-            iterators.insert(id.to_owned(), next);
-            if done {
+            let empty = records.is_empty();
+            cursor.done = next.is_none();
+            cursor.iterator = next;
+            if empty || cursor.done {
                 break;
             }
         }
