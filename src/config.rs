@@ -1176,7 +1176,7 @@ impl Settings {
             _ => {
                 return invalid(
                     "region.name",
-                    "set both region.name and region.id (KURZ__REGION__NAME,                      KURZ__REGION__ID), or neither"
+                    "set both region.name and region.id (KURZ__REGION__NAME and KURZ__REGION__ID), or neither"
                         .into(),
                 );
             }
