@@ -222,6 +222,24 @@ impl ApiError {
         }
     }
 
+    /// What a 503 blames, for the logs (the `unavailable` field of the request observer's
+    /// line): `store` when this region's link store failed or did not answer in time (what a
+    /// region's failover watches, infra/terraform), `region` when another region that decides
+    /// the write cannot be reached, else the dependency's name. `None` for other answers.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        match self.inner() {
+            Self::Unavailable {
+                what: LINK_STORE, ..
+            }
+            | Self::OutcomeUnknown { .. } => Some("store"),
+            Self::Unavailable { what, .. } => Some(what),
+            Self::RegionUnavailable { .. } => Some("region"),
+            Self::Draining => Some("draining"),
+            Self::ClockSkewed { .. } => Some("clock"),
+            _ => None,
+        }
+    }
+
     /// What really went wrong, for the logs (the request observer logs it with the request
     /// id); never sent to the client.
     pub fn cause(&self) -> Option<&str> {
@@ -261,6 +279,9 @@ impl ApiError {
     }
 }
 
+/// The link store, as a 503 names it.
+const LINK_STORE: &str = "the link store";
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         if let StoreError::Full { reason } = &e {
@@ -276,7 +297,7 @@ impl From<StoreError> for ApiError {
         }
         if e.is_transient() {
             Self::Unavailable {
-                what: "the link store",
+                what: LINK_STORE,
                 cause: e.to_string(),
             }
         } else {
@@ -344,5 +365,32 @@ mod tests {
         let refused = ApiError::from(CreateError::Store(StoreError::unavailable("down")));
         let problem = serde_json::to_value(refused.problem()).expect("json");
         assert_eq!(problem.get("outcome"), None, "{problem}");
+    }
+
+    /// A region fails over on the 503s that blame its own store, never on those of a peer
+    /// region or of load shedding (infra/terraform/modules/kurz/monitoring.tf).
+    #[test]
+    fn a_503_names_what_was_unavailable_and_only_this_region_s_store_is_the_store() {
+        let store = [
+            ApiError::from(StoreError::unavailable("down")),
+            ApiError::from(StoreError::Timeout(Duration::from_secs(3))),
+            ApiError::from(CreateError::Store(StoreError::Timeout(
+                Duration::from_secs(3),
+            ))),
+        ];
+        for error in &store {
+            assert_eq!(error.unavailable(), Some("store"), "{error:?}");
+        }
+        let peer = ApiError::from(StoreError::Region {
+            region: "eu-west-1".into(),
+            reason: "timed out".into(),
+        });
+        assert_eq!(peer.unavailable(), Some("region"));
+        assert_eq!(
+            ApiError::from(CreateError::NoFreeCode).unavailable(),
+            Some("code allocation")
+        );
+        assert_eq!(ApiError::Draining.unavailable(), Some("draining"));
+        assert_eq!(ApiError::NotFound("gone".into()).unavailable(), None);
     }
 }

@@ -147,18 +147,20 @@ pub async fn observe(
         let _entered = span.enter();
         let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         // The cause stays in the logs; the client saw only a generic detail.
-        let cause = res
+        let error = res
             .response()
             .error()
-            .and_then(|e| e.as_error::<ApiError>())
-            .and_then(ApiError::cause)
-            .unwrap_or("unknown");
+            .and_then(|e| e.as_error::<ApiError>());
+        let cause = error.and_then(ApiError::cause).unwrap_or("unknown");
         let status = status.as_u16();
         if status == 503 {
+            // What failed, by name: a region fails over on `unavailable = "store"`.
+            let unavailable = error.and_then(ApiError::unavailable).unwrap_or("unknown");
             tracing::warn!(
                 request_id = request_id_text,
                 status,
                 latency_us,
+                unavailable,
                 cause,
                 "request failed: dependency unavailable"
             );
