@@ -341,6 +341,8 @@ _ENTRY = re.compile(
 )
 _GETTER = re.compile(
     r"(?:get[A-Za-z]*Attribute|interpolationForAttribute)\('([a-z0-9_]+)'\)"
+    # Computed lists and maps of objects (aws_vpc_endpoint.dns_entry) are objects of their own.
+    r"|new [A-Za-z0-9_]+(?:List|Map)\(this, \"([a-z0-9_]+)\""
 )
 _TO_HCL = re.compile(r"\b([A-Za-z0-9_]+ToHclTerraform)\b")
 
@@ -436,7 +438,7 @@ class Provider:
             for fm in re.finditer(r"^function (\w+ToHclTerraform)\(struct\) \{(.*?)^\}", js, re.M | re.S)
         }
         schema = self._entries(hcl.group(1), functions, set())
-        schema.attrs = set(schema.args) | set(schema.blocks) | set(_GETTER.findall(cls_body))
+        schema.attrs = set(schema.args) | set(schema.blocks) | {g or c for g, c in _GETTER.findall(cls_body)}
         return schema
 
     def _entries(self, text: str, functions: dict[str, str], seen: set[str]) -> Schema:

@@ -244,13 +244,27 @@ fn attributes_everywhere(body: &Body, out: &mut Vec<Expression>) {
     }
 }
 
-/// The `KURZ__` variables of task definition `name`, with their value expressions.
+/// The module's `locals` attribute `name`.
+fn local_value<'a>(files: &'a [(String, Body)], name: &str) -> Option<&'a Expression> {
+    blocks(files, "locals").find_map(|b| attribute(b.body(), name))
+}
+
+/// The `KURZ__` variables of task definition `name`, with their value expressions (those of
+/// the locals it names too, such as the region settings).
 fn task_variables(files: &[(String, Body)], name: &str) -> Vec<(String, Option<String>)> {
+    let task = resource(files, "aws_ecs_task_definition", name).body();
     let mut exprs = Vec::new();
-    attributes_everywhere(
-        resource(files, "aws_ecs_task_definition", name).body(),
-        &mut exprs,
-    );
+    attributes_everywhere(task, &mut exprs);
+    let text = hcl::format::to_string(task).expect("formats");
+    for (at, _) in text.match_indices("local.") {
+        let name: String = text[at + "local.".len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if let Some(expr) = local_value(files, &name) {
+            exprs.push(expr.clone());
+        }
+    }
     let mut found = Vec::new();
     for expr in &exprs {
         kurz_variables(expr, &mut found);
@@ -315,6 +329,10 @@ fn every_kurz_variable_in_the_task_definitions_is_a_real_setting() {
             "KURZ__CLICKS__SINK",
             "KURZ__CLICKS__KINESIS__STREAM",
             "KURZ__SERVER__ADMIN_BIND",
+            "KURZ__REGION__NAME",
+            "KURZ__REGION__ID",
+            "KURZ__REGION__PEERS",
+            "KURZ__REGION__STREAM_ENDPOINT_URL",
         ],
     );
     // /metrics only on a loopback listener of its own, never on the port the load balancers
@@ -340,6 +358,8 @@ fn every_kurz_variable_in_the_task_definitions_is_a_real_setting() {
             "KURZ__CLICKS__KINESIS__STREAM",
             "KURZ__AGGREGATE__WINDOW_MS",
             "KURZ__LOG__FORMAT",
+            "KURZ__REGION__NAME",
+            "KURZ__REGION__ID",
         ],
     );
 }
@@ -1386,8 +1406,14 @@ fn the_table_is_backed_up_to_a_locked_vault_and_copied() {
     let resources = hcl::format::to_string(attribute(selection, "resources").expect("resources"))
         .expect("formats");
     assert!(
-        resources.contains("aws_dynamodb_table.kurz.arn"),
+        resources.contains("local.table_arn"),
         "the backup selection should hold the table: {resources}"
+    );
+    let table = hcl::format::to_string(local_value(&files, "table_arn").expect("local.table_arn"))
+        .expect("formats");
+    assert!(
+        table.contains("aws_dynamodb_table.kurz[0].arn"),
+        "local.table_arn should be the table's (or its replica's) ARN: {table}"
     );
     let lock = resource(&files, "aws_backup_vault_lock_configuration", "kurz").body();
     for key in ["changeable_for_days", "min_retention_days"] {
@@ -1401,5 +1427,79 @@ fn the_table_is_backed_up_to_a_locked_vault_and_copied() {
     assert!(
         plan.contains("dynamic \"copy_action\"") && plan.contains("var.backup_copy_vault_arns"),
         "the backup plan should copy each backup to backup_copy_vault_arns"
+    );
+}
+
+/// Several regions: the table is a global table with a replica in each other region, under that
+/// region's replica of the multi-Region data key; the shared secrets are replicated with it;
+/// and Route 53 fails a region over on a single-metric alarm (health checks take no metric
+/// math) of the 503s that blame its own store, by the field kurz writes on those lines.
+#[test]
+fn two_regions_replicate_the_table_key_and_secrets_and_fail_over_on_the_store() {
+    let files = module();
+    let text = |kind: &str, name: &str| {
+        hcl::format::to_string(resource(&files, kind, name).body()).expect("formats")
+    };
+    let table = text("aws_dynamodb_table", "kurz");
+    for needle in [
+        "dynamic \"replica\"",
+        "var.replica_data_key_arns",
+        "NEW_AND_OLD_IMAGES",
+        "point_in_time_recovery",
+    ] {
+        assert!(
+            table.contains(needle),
+            "the table should have {needle}: {table}"
+        );
+    }
+    assert!(text("aws_kms_key", "data").contains("multi_region"));
+    assert!(text("aws_kms_replica_key", "data").contains("var.primary_data_key_arn"));
+    let secrets = text("aws_secretsmanager_secret", "kurz");
+    assert!(
+        secrets.contains("dynamic \"replica\"") && secrets.contains("local.shared_secrets"),
+        "the shared secrets should be replicated: {secrets}"
+    );
+
+    let check = resource(&files, "aws_route53_health_check", "store").body();
+    assert_eq!(string_attr(check, "type"), "CLOUDWATCH_METRIC");
+    let watched = hcl::format::to_string(attribute(check, "cloudwatch_alarm_name").expect("alarm"))
+        .expect("formats");
+    assert!(
+        watched.contains("aws_cloudwatch_metric_alarm.store_unavailable"),
+        "{watched}"
+    );
+    let alarm = resource(&files, "aws_cloudwatch_metric_alarm", "store_unavailable").body();
+    assert!(
+        alarm.blocks().all(|b| b.identifier() != "metric_query"),
+        "a Route 53 health check takes a single-metric alarm only"
+    );
+    let metric = hcl::format::to_string(attribute(alarm, "metric_name").expect("metric_name"))
+        .expect("formats");
+    assert!(
+        metric.contains("aws_cloudwatch_log_metric_filter.store_unavailable"),
+        "{metric}"
+    );
+    let filter = resource(
+        &files,
+        "aws_cloudwatch_log_metric_filter",
+        "store_unavailable",
+    )
+    .body();
+    assert_eq!(
+        string_attr(filter, "pattern"),
+        r#"{ $.status = 503 && $.unavailable = "store" }"#
+    );
+    // kurz writes that field on every 503 line (its values: ApiError::unavailable, whose
+    // unit test holds "store" to this region's store failures alone).
+    let observe =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/observe.rs"))
+            .expect("src/http/observe.rs");
+    let line = observe
+        .split("tracing::warn!(")
+        .find(|call| call.contains("\"request failed: dependency unavailable\""))
+        .expect("the 503 log line");
+    assert!(
+        line.contains("status,") && line.contains("unavailable,"),
+        "the 503 line should carry `status` and `unavailable`: {line}"
     );
 }

@@ -23,6 +23,15 @@ locals {
   azs      = var.availability_zones
   az_count = length(var.availability_zones)
   host     = regex("^https://([^/:]+)", var.public_base_url)[0]
+
+  # Two regions: names of global resources (IAM roles) carry the region; one region keeps the
+  # names it always had.
+  name        = var.kurz_region == null ? "kurz" : "kurz-${var.region}"
+  region_role = try(var.kurz_region.role, "primary")
+  # Two regions: kurz is told of the other once its endpoint exists.
+  peer_known = var.kurz_region != null && try(var.peer.dynamodb_endpoint, null) != null
+  # The replica region's root peers the two VPCs (requester here, accepter there).
+  peering = var.kurz_region != null && var.peer != null && try(var.kurz_region.role, "") == "replica"
 }
 
 # --- network ---
@@ -111,7 +120,7 @@ data "aws_iam_policy_document" "flow_logs_assume" {
 }
 
 resource "aws_iam_role" "flow_logs" {
-  name               = "kurz-vpc-flow-logs"
+  name               = "${local.name}-vpc-flow-logs"
   assume_role_policy = data.aws_iam_policy_document.flow_logs_assume.json
 }
 
@@ -170,6 +179,7 @@ resource "aws_ecr_lifecycle_policy" "kurz" {
 
 module "kurz" {
   source = "../../modules/kurz"
+  name   = local.name
 
   vpc_id                  = aws_vpc.kurz.id
   public_subnet_ids       = aws_subnet.public[*].id
@@ -196,6 +206,17 @@ module "kurz" {
   # The daily backups, copied to a vault in another region and, when set, another account's.
   # A list of known length (one, or two), whatever the ARNs.
   backup_copy_vault_arns = concat([aws_backup_vault.copy.arn], var.backup_copy_account_vault_arn == "" ? [] : [var.backup_copy_account_vault_arn])
+
+  # Two regions (variables.tf): this one's number and role, and the other as far as it is
+  # known yet (the bootstrap order in infra/README.md fills it in step by step).
+  region_id   = try(var.kurz_region.id, null)
+  region_role = local.region_role
+  peer_regions = local.peer_known ? {
+    (var.peer.region) = { id = var.peer.id, dynamodb_endpoint = var.peer.dynamodb_endpoint, vpc_cidr = var.peer.vpc_cidr }
+  } : {}
+  replica_data_key_arns = local.region_role == "primary" && try(var.peer.data_key_arn, null) != null ? { (var.peer.region) = var.peer.data_key_arn } : {}
+  primary_data_key_arn  = local.region_role == "replica" ? try(var.peer.data_key_arn, null) : null
+  primary_secret_arns   = local.region_role == "replica" ? try(var.peer.secret_arns, {}) : {}
 
   tags = { environment = "production" }
 }
@@ -245,7 +266,7 @@ resource "aws_kms_key" "backup_copy" {
 
 resource "aws_backup_vault" "copy" {
   provider      = aws.backup_copy
-  name          = "kurz-table-copy"
+  name          = "${local.name}-table-copy"
   kms_key_arn   = aws_kms_key.backup_copy.arn
   force_destroy = false
 }
@@ -260,11 +281,25 @@ resource "aws_backup_vault_lock_configuration" "copy" {
 
 # --- DNS (optional) ---
 
+# With two regions both records are latency records, one per region: Route 53 answers with the
+# region nearest the user among the healthy ones. Healthy: its load balancer has a healthy
+# target (evaluate_target_health) and its link store answers (the module's store health check;
+# not /readyz, which stays up on purpose while the store is down). Turning a single-region
+# record into a latency record replaces it: a short gap in DNS answers, so do it at a quiet time.
 resource "aws_route53_record" "kurz" {
-  count   = var.route53_zone_id == "" ? 0 : 1
-  zone_id = var.route53_zone_id
-  name    = local.host
-  type    = "A"
+  count           = var.route53_zone_id == "" ? 0 : 1
+  zone_id         = var.route53_zone_id
+  name            = local.host
+  type            = "A"
+  set_identifier  = var.kurz_region == null ? null : var.region
+  health_check_id = var.kurz_region == null ? null : module.kurz.store_health_check_id
+
+  dynamic "latency_routing_policy" {
+    for_each = var.kurz_region == null ? [] : [var.region]
+    content {
+      region = latency_routing_policy.value
+    }
+  }
 
   alias {
     name                   = module.kurz.alb_dns_name
@@ -275,14 +310,66 @@ resource "aws_route53_record" "kurz" {
 
 # The API host (creates, the link API, the home page): its own load balancer, behind the WAF.
 resource "aws_route53_record" "api" {
-  count   = var.route53_zone_id == "" ? 0 : 1
-  zone_id = var.route53_zone_id
-  name    = module.kurz.api_host
-  type    = "A"
+  count           = var.route53_zone_id == "" ? 0 : 1
+  zone_id         = var.route53_zone_id
+  name            = module.kurz.api_host
+  type            = "A"
+  set_identifier  = var.kurz_region == null ? null : var.region
+  health_check_id = var.kurz_region == null ? null : module.kurz.store_health_check_id
+
+  dynamic "latency_routing_policy" {
+    for_each = var.kurz_region == null ? [] : [var.region]
+    content {
+      region = latency_routing_policy.value
+    }
+  }
 
   alias {
     name                   = module.kurz.api_alb_dns_name
     zone_id                = module.kurz.api_alb_zone_id
     evaluate_target_health = true
   }
+}
+
+# --- two regions: the VPC peering (made by the replica region's root, both sides) ---
+# kurz in each region reaches the other's table through the other's DynamoDB interface
+# endpoint, by its private addresses: the two VPCs are peered and each private route table
+# sends the other VPC's range through the peering. The two ranges must not overlap.
+
+resource "aws_vpc_peering_connection" "regions" {
+  count       = local.peering ? 1 : 0
+  vpc_id      = aws_vpc.kurz.id
+  peer_vpc_id = var.peer.vpc_id
+  peer_region = var.peer.region
+  tags        = { Name = "kurz-${var.region}-${var.peer.region}" }
+
+  lifecycle {
+    precondition {
+      condition     = !cidrcontains(var.vpc_cidr, cidrhost(var.peer.vpc_cidr, 0)) && !cidrcontains(var.peer.vpc_cidr, cidrhost(var.vpc_cidr, 0))
+      error_message = "vpc_cidr and peer.vpc_cidr overlap: peered VPCs need disjoint ranges."
+    }
+  }
+}
+
+resource "aws_vpc_peering_connection_accepter" "regions" {
+  count                     = local.peering ? 1 : 0
+  provider                  = aws.peer
+  vpc_peering_connection_id = aws_vpc_peering_connection.regions[0].id
+  auto_accept               = true
+  tags                      = { Name = "kurz-${var.peer.region}-${var.region}" }
+}
+
+resource "aws_route" "to_peer" {
+  count                     = local.peering ? local.az_count : 0
+  route_table_id            = aws_route_table.private[count.index].id
+  destination_cidr_block    = var.peer.vpc_cidr
+  vpc_peering_connection_id = aws_vpc_peering_connection_accepter.regions[0].id
+}
+
+resource "aws_route" "from_peer" {
+  count                     = local.peering ? length(var.peer.private_route_table_ids) : 0
+  provider                  = aws.peer
+  route_table_id            = var.peer.private_route_table_ids[count.index]
+  destination_cidr_block    = var.vpc_cidr
+  vpc_peering_connection_id = aws_vpc_peering_connection_accepter.regions[0].id
 }

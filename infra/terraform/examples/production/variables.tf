@@ -187,3 +187,35 @@ variable "traces_sample_ratio" {
   type        = number
   default     = 0.001
 }
+
+# --- Two regions, active-active (infra/README.md: the bootstrap order, in five applies) ---
+# This root is applied once per region, each with its own state (backend key) and tfvars.
+
+variable "kurz_region" {
+  description = "This region's place among kurz's regions: its number (0-7) and its role (\"primary\": makes the global table, the multi-Region data key and the shared secrets; \"replica\": uses their replicas here). null: a single-region deployment."
+  type = object({
+    id   = number
+    role = string
+  })
+  default = null
+}
+
+variable "peer" {
+  description = "The other region (with kurz_region set), from its root's outputs (terraform output -json there): its AWS region and kurz number, its VPC (id, IPv4 range, private route tables: the replica's root makes the peering and the routes on both sides), and, once its own apply made them, its dynamodb_interface_endpoint and data_key_arn and, for a replica, the primary's secret_arns. null: no other region yet."
+  type = object({
+    region                  = string
+    id                      = number
+    vpc_id                  = string
+    vpc_cidr                = string
+    private_route_table_ids = list(string)
+    dynamodb_endpoint       = optional(string)
+    data_key_arn            = optional(string)
+    secret_arns             = optional(map(string), {})
+  })
+  default = null
+
+  validation {
+    condition     = var.peer == null || try(can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.peer.region)) && var.peer.region != var.region, false)
+    error_message = "peer.region must be another AWS region name than region."
+  }
+}

@@ -29,6 +29,21 @@ provider "aws" {
   }
 }
 
+# With two regions (variables.tf): the other region, where the replica region's root accepts
+# the VPC peering and adds the routes back. Without one, the same region as above (unused).
+provider "aws" {
+  alias  = "peer"
+  region = try(var.peer.region, var.region)
+
+  default_tags {
+    tags = {
+      app         = "kurz"
+      environment = "production"
+      managed-by  = "terraform"
+    }
+  }
+}
+
 # The region the table's backups are copied to (backup.tf): a vault there survives the loss of
 # var.region.
 provider "aws" {

@@ -12,19 +12,8 @@ resource "aws_kms_key" "backup" {
   description             = "${var.name}: the AWS Backup vault of the table"
   enable_key_rotation     = true
   deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministersThroughIAM"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-    ]
-  })
-  tags = local.tags
+  policy                  = local.key_policy_through_iam
+  tags                    = local.tags
 }
 
 resource "aws_kms_alias" "backup" {
@@ -106,12 +95,12 @@ data "aws_iam_policy_document" "backup" {
   statement {
     sid       = "BackUpTheTable"
     actions   = ["dynamodb:DescribeTable", "dynamodb:CreateBackup", "dynamodb:StartAwsBackupJob", "dynamodb:ListTagsOfResource"]
-    resources = [aws_dynamodb_table.kurz.arn]
+    resources = [local.table_arn]
   }
   statement {
     sid       = "ItsBackups"
     actions   = ["dynamodb:DescribeBackup", "dynamodb:DeleteBackup"]
-    resources = ["${aws_dynamodb_table.kurz.arn}/backup/*"]
+    resources = ["${local.table_arn}/backup/*"]
   }
   statement {
     sid       = "RestoreIntoANewTable"
@@ -126,7 +115,7 @@ data "aws_iam_policy_document" "backup" {
   statement {
     sid       = "TheTablesAndTheVaultsKeys"
     actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncryptFrom", "kms:ReEncryptTo"]
-    resources = [aws_kms_key.data.arn, aws_kms_key.backup.arn]
+    resources = [local.data_key_arn, aws_kms_key.backup.arn]
   }
   statement {
     sid       = "FindTheResourcesOfTheSelection"
@@ -145,5 +134,5 @@ resource "aws_backup_selection" "kurz" {
   name         = "${var.name}-table"
   plan_id      = aws_backup_plan.kurz.id
   iam_role_arn = aws_iam_role.backup.arn
-  resources    = [aws_dynamodb_table.kurz.arn]
+  resources    = [local.table_arn]
 }

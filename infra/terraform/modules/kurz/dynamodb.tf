@@ -1,7 +1,14 @@
 # The one table kurz keeps everything in (docs/data-model.md): the same key schema and TTL
 # attribute `kurz init` creates, so `kurz init` is not needed when Terraform owns the table.
+#
+# With several regions (variables.tf) it is a global table: the primary region's module makes it
+# with a replica in every other region (replica_data_key_arns), each encrypted with that region's
+# replica of the data key, and the replica regions' modules use theirs. Its stream of new and
+# old images is what global tables replicate from, and what each region's kurz reads to drop
+# the links another region changed from its caches (docs/data-model.md).
 
 resource "aws_dynamodb_table" "kurz" {
+  count        = local.region_replica ? 0 : 1
   name         = var.table_name
   billing_mode = "PAY_PER_REQUEST"
   table_class  = var.table_class
@@ -62,7 +69,25 @@ resource "aws_dynamodb_table" "kurz" {
 
   server_side_encryption {
     enabled     = true
-    kms_key_arn = aws_kms_key.data.arn
+    kms_key_arn = local.data_key_arn
+  }
+
+  stream_enabled   = local.regions
+  stream_view_type = local.regions ? "NEW_AND_OLD_IMAGES" : null
+
+  # Each replica is a full table in its region, written there by that region's kurz and
+  # replicated both ways (last writer wins; kurz decides what must not be decided twice in one
+  # home region, docs/data-model.md). Point-in-time recovery and deletion protection are per
+  # replica.
+  dynamic "replica" {
+    for_each = var.replica_data_key_arns
+    content {
+      region_name                 = replica.key
+      kms_key_arn                 = replica.value
+      point_in_time_recovery      = true
+      deletion_protection_enabled = var.table_deletion_protection
+      propagate_tags              = true
+    }
   }
 
   # Pre-warmed for the design peak (CAPACITY.md; local.table_warm_* in main.tf): on demand, a new
@@ -81,4 +106,20 @@ resource "aws_dynamodb_table" "kurz" {
   deletion_protection_enabled = var.table_deletion_protection
 
   tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = local.regions || length(var.replica_data_key_arns) == 0
+      error_message = "replica_data_key_arns makes a global table: set region_id (and peer_regions) too."
+    }
+    precondition {
+      condition     = alltrue([for name in keys(var.replica_data_key_arns) : contains(keys(var.peer_regions), name)])
+      error_message = "Every region in replica_data_key_arns must be in peer_regions."
+    }
+  }
+}
+
+moved {
+  from = aws_dynamodb_table.kurz
+  to   = aws_dynamodb_table.kurz[0]
 }

@@ -103,7 +103,7 @@ resource "aws_ecs_task_definition" "kurz" {
           { name = "KURZ__SERVER__TRUSTED_PROXIES", value = join(",", data.aws_subnet.public[*].cidr_block) },
           { name = "KURZ__STORE__BACKEND", value = "dynamodb" },
           { name = "KURZ__STORE__TIMEOUT_MS", value = tostring(var.store_timeout_ms) },
-          { name = "KURZ__STORE__DYNAMODB__TABLE", value = aws_dynamodb_table.kurz.name },
+          { name = "KURZ__STORE__DYNAMODB__TABLE", value = local.table_name },
           { name = "KURZ__STORE__DYNAMODB__REGION", value = local.region },
           { name = "KURZ__CACHE__LOCAL__MAX_BYTES", value = tostring(var.local_cache_bytes) },
           { name = "KURZ__CACHE__LOCAL__TTL_MS", value = tostring(var.local_cache_ttl_ms) },
@@ -122,14 +122,18 @@ resource "aws_ecs_task_definition" "kurz" {
           { name = "KURZ__TELEMETRY__OTLP_ENDPOINT", value = "http://127.0.0.1:4318" }, # local.collector_otlp
           { name = "KURZ__TELEMETRY__SAMPLE_RATIO", value = tostring(var.traces_sample_ratio) },
         ] : [],
+        # Several regions: this one's name and number, the others and how they are reached,
+        # and where this region's table stream is read (one task a region reads it).
+        local.region_environment,
+        local.stream_environment,
       )
       # kurz sends no span before the collector listens (a few would be dropped and counted).
       dependsOn = local.traces ? [{ containerName = "collector", condition = "START" }] : null
       secrets = [
-        { name = "KURZ__AUTH__ADMIN_TOKEN", valueFrom = aws_secretsmanager_secret.kurz["admin_token"].arn },
-        { name = "KURZ__AUTH__API_KEYS", valueFrom = aws_secretsmanager_secret.kurz["api_keys"].arn },
-        { name = "KURZ__IDS__PERMUTATION_KEY", valueFrom = aws_secretsmanager_secret.kurz["permutation_key"].arn },
-        { name = "KURZ__CACHE__REDIS__URL", valueFrom = aws_secretsmanager_secret.kurz["redis_url"].arn },
+        { name = "KURZ__AUTH__ADMIN_TOKEN", valueFrom = local.secret_arns["admin_token"] },
+        { name = "KURZ__AUTH__API_KEYS", valueFrom = local.secret_arns["api_keys"] },
+        { name = "KURZ__IDS__PERMUTATION_KEY", valueFrom = local.secret_arns["permutation_key"] },
+        { name = "KURZ__CACHE__REDIS__URL", valueFrom = local.secret_arns["redis_url"] },
       ]
       # Liveness: `kurz healthcheck` asks /healthz on the bind address (the image has no shell
       # or curl). It stays 200 while kurz drains, so ECS never kills a draining task.

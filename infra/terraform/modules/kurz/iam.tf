@@ -54,12 +54,12 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "ReadKurzSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [for s in aws_secretsmanager_secret.kurz : s.arn]
+    resources = values(local.secret_arns)
   }
   statement {
     sid       = "DecryptKurzSecrets"
     actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.data.arn]
+    resources = [local.data_key_arn]
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
@@ -89,22 +89,28 @@ data "aws_iam_policy_document" "task" {
     actions = local.kurz_dynamodb_actions
     # The stream: in a deployment of several regions, one instance a region reads it for the
     # region's caches.
-    resources = [
-      aws_dynamodb_table.kurz.arn,
-      "${aws_dynamodb_table.kurz.arn}/index/*",
-      "${aws_dynamodb_table.kurz.arn}/stream/*",
-    ]
+    # With several regions, the other regions' replicas too: a claim homed there, or a code
+    # minted there that this region's replica does not hold yet, is written or read there.
+    resources = concat(
+      [
+        local.table_arn,
+        "${local.table_arn}/index/*",
+        "${local.table_arn}/stream/*",
+      ],
+      [for region in keys(var.peer_regions) : local.peer_table_arns[region]],
+    )
   }
   statement {
     # The table is encrypted with the data key: reading and writing items needs the key,
-    # and only through DynamoDB.
+    # and only through DynamoDB. A multi-Region key's replicas share its id: the peers' are
+    # this key's ARN in their region.
     sid       = "KurzTableKeyThroughDynamoDB"
     actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
-    resources = [aws_kms_key.data.arn]
+    resources = concat([local.data_key_arn], [for region in keys(var.peer_regions) : local.peer_data_key_arns[region]])
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
-      values   = ["dynamodb.${local.region}.amazonaws.com"]
+      values   = concat(["dynamodb.${local.region}.amazonaws.com"], [for region in keys(var.peer_regions) : "dynamodb.${region}.amazonaws.com"])
     }
   }
 }
@@ -150,7 +156,7 @@ data "aws_iam_policy_document" "task_click_stream" {
     # Kinesis only.
     sid       = "ClickStreamKeyThroughKinesis"
     actions   = ["kms:GenerateDataKey"]
-    resources = [aws_kms_key.data.arn]
+    resources = [local.data_key_arn]
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
@@ -188,13 +194,13 @@ data "aws_iam_policy_document" "aggregate" {
     # Leases and checkpoints, and the clicks, on the table itself: the consumer reads no index.
     sid       = "KurzTable"
     actions   = local.aggregate_dynamodb_actions
-    resources = [aws_dynamodb_table.kurz.arn]
+    resources = [local.table_arn]
   }
   statement {
     # Records are decrypted with the data key, through Kinesis only.
     sid       = "ClickStreamKeyThroughKinesis"
     actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.data.arn]
+    resources = [local.data_key_arn]
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
@@ -205,7 +211,7 @@ data "aws_iam_policy_document" "aggregate" {
     # As the task role: the table's items are encrypted with the data key.
     sid       = "KurzTableKeyThroughDynamoDB"
     actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
-    resources = [aws_kms_key.data.arn]
+    resources = [local.data_key_arn]
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"

@@ -114,4 +114,36 @@ locals {
   redis_member_ids = [for i in range(var.redis_replicas + 1) : format("%s-%03d", local.redis_group_id, i + 1)]
 
   tags = merge({ "app" = "kurz", "kurz:module" = var.name }, var.tags)
+
+  # Several regions (variables.tf, "Several regions"). Known at plan time: they decide counts.
+  regions        = var.region_id != null
+  region_replica = local.regions && var.region_role == "replica"
+
+  # The data key here: the multi-Region key this module made, or this region's replica of the
+  # primary's.
+  data_key_arn = local.region_replica ? aws_kms_replica_key.data[0].arn : aws_kms_key.data[0].arn
+  # The table here: this module's, or this region's replica of the primary's global table (a
+  # replica has the table's name and this region in its ARN).
+  table_name = local.region_replica ? var.table_name : aws_dynamodb_table.kurz[0].name
+  table_arn  = local.region_replica ? "arn:${local.partition}:dynamodb:${local.region}:${local.account_id}:table/${var.table_name}" : aws_dynamodb_table.kurz[0].arn
+
+  # The other regions' replicas of the table and of the data key (same names, same key id).
+  peer_table_arns    = { for region in keys(var.peer_regions) : region => "arn:${local.partition}:dynamodb:${region}:${local.account_id}:table/${var.table_name}" }
+  peer_data_key_arns = { for region in keys(var.peer_regions) : region => join(":", [for i, part in split(":", local.data_key_arn) : i == 3 ? region : part]) }
+
+  # What kurz is told about the regions, by `kurz serve` and `kurz aggregate` alike
+  # (README.md, "Several regions"). The streams API has no private DNS name: kurz is given its
+  # endpoint's.
+  region_environment = concat(
+    local.regions ? [
+      { name = "KURZ__REGION__NAME", value = local.region },
+      { name = "KURZ__REGION__ID", value = tostring(var.region_id) },
+    ] : [],
+    local.regions && length(var.peer_regions) > 0 ? [
+      { name = "KURZ__REGION__PEERS", value = join(",", [for name, peer in var.peer_regions : "${name}=${peer.id}@https://${peer.dynamodb_endpoint}"]) },
+    ] : [],
+  )
+  stream_environment = local.regions ? [
+    { name = "KURZ__REGION__STREAM_ENDPOINT_URL", value = "https://${aws_vpc_endpoint.dynamodb_streams[0].dns_entry[0].dns_name}" },
+  ] : []
 }

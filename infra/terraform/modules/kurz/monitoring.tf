@@ -290,7 +290,7 @@ resource "aws_cloudwatch_metric_alarm" "dynamodb_throttles" {
       metric {
         namespace   = "AWS/DynamoDB"
         metric_name = "ThrottledRequests"
-        dimensions  = { TableName = aws_dynamodb_table.kurz.name, Operation = metric_query.value }
+        dimensions  = { TableName = local.table_name, Operation = metric_query.value }
         period      = 60
         stat        = "Sum"
       }
@@ -325,7 +325,7 @@ resource "aws_cloudwatch_metric_alarm" "dynamodb_system_errors" {
       metric {
         namespace   = "AWS/DynamoDB"
         metric_name = "SystemErrors"
-        dimensions  = { TableName = aws_dynamodb_table.kurz.name, Operation = metric_query.value }
+        dimensions  = { TableName = local.table_name, Operation = metric_query.value }
         period      = 60
         stat        = "Sum"
       }
@@ -343,7 +343,7 @@ resource "aws_cloudwatch_metric_alarm" "dynamodb_transaction_conflicts" {
   alarm_description   = "More than ${var.transaction_conflicts_threshold} DynamoDB transaction conflicts a minute for 5 minutes on kurz's table: hot links' click flushes collide (see CAPACITY.md)."
   namespace           = "AWS/DynamoDB"
   metric_name         = "TransactionConflict"
-  dimensions          = { TableName = aws_dynamodb_table.kurz.name }
+  dimensions          = { TableName = local.table_name }
   statistic           = "Sum"
   period              = 60
   evaluation_periods  = 5
@@ -572,4 +572,60 @@ resource "aws_cloudwatch_metric_alarm" "aggregate_not_running" {
   alarm_actions       = local.alarm_actions
   ok_actions          = local.alarm_actions
   tags                = local.tags
+}
+
+# --- several regions: the signal Route 53 fails a region over on ---
+# Not /readyz: it stays up while the store is down, on purpose (cached links keep redirecting,
+# and a fleet that took itself out of the load balancer would lose those too). Not the ALB's
+# 5xx: load shedding and a peer region's outage answer 503 as well, and moving users to the
+# other region helps with neither. This counts kurz's 503s that blame this region's link store
+# (the "unavailable" field of its log line: "store" for a store that failed, did not answer in
+# time or has every call its admission limit allows in flight; "region" for a peer region;
+# src/http/errors.rs, ApiError::unavailable).
+#
+# A single metric, not metric math: Route 53 health checks on CloudWatch alarms do not take
+# metric math. So the threshold is a count a minute (region_failover_store_failures_per_minute)
+# rather than a share of requests. Missing data (no 503 logged) is healthy; a region whose
+# tasks are all gone is taken out by the alias records' evaluate_target_health instead.
+
+resource "aws_cloudwatch_log_metric_filter" "store_unavailable" {
+  count          = local.regions ? 1 : 0
+  name           = "${var.name}-store-unavailable"
+  log_group_name = aws_cloudwatch_log_group.kurz.name
+  pattern        = "{ $.status = 503 && $.unavailable = \"store\" }"
+
+  metric_transformation {
+    name          = "StoreUnavailable"
+    namespace     = "kurz/${var.name}"
+    value         = "1"
+    default_value = "0"
+    unit          = "Count"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "store_unavailable" {
+  count               = local.regions ? 1 : 0
+  alarm_name          = "${var.name}-store-unavailable"
+  alarm_description   = "kurz in ${local.region} answered more than ${var.region_failover_store_failures_per_minute} requests a minute with 503 because its link store did not answer, in 2 of 3 minutes: Route 53 sends this region's users to the other regions until it clears."
+  namespace           = "kurz/${var.name}"
+  metric_name         = aws_cloudwatch_log_metric_filter.store_unavailable[0].metric_transformation[0].name
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.region_failover_store_failures_per_minute
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_route53_health_check" "store" {
+  count                           = local.regions ? 1 : 0
+  type                            = "CLOUDWATCH_METRIC"
+  cloudwatch_alarm_name           = aws_cloudwatch_metric_alarm.store_unavailable[0].alarm_name
+  cloudwatch_alarm_region         = local.region
+  insufficient_data_health_status = "LastKnownStatus"
+  tags                            = merge(local.tags, { Name = "${var.name}-store" })
 }

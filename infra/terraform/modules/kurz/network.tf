@@ -204,7 +204,7 @@ resource "aws_vpc_endpoint" "dynamodb" {
       Effect    = "Allow"
       Principal = "*"
       Action    = sort(distinct(concat(local.kurz_dynamodb_actions, local.click_stream ? local.aggregate_dynamodb_actions : [])))
-      Resource  = [aws_dynamodb_table.kurz.arn, "${aws_dynamodb_table.kurz.arn}/index/*"]
+      Resource  = [local.table_arn, "${local.table_arn}/index/*"]
       Condition = { StringEquals = { "aws:PrincipalAccount" = local.account_id } }
     }]
   })
@@ -273,4 +273,89 @@ resource "aws_vpc_endpoint" "kinesis" {
 data "aws_subnet" "public" {
   count = length(var.public_subnet_ids)
   id    = var.public_subnet_ids[count.index]
+}
+
+# --- several regions (variables.tf): the other regions' tasks reach this region's table, and
+# this region's reach theirs, over VPC peering (made by the root: examples/production) ---
+#
+#   tasks --443--> streams endpoint (this region's table stream; endpoints group)
+#   tasks --443--> peer VPC CIDRs (their DynamoDB interface endpoint)
+#   peer VPC CIDRs --443--> dynamodb interface endpoint (peer_dynamodb group) --> this table
+#
+# The DynamoDB Streams API has interface endpoints only, without private DNS: kurz is given the
+# endpoint's DNS name (KURZ__REGION__STREAM_ENDPOINT_URL, main.tf). The other regions are given
+# this region's DynamoDB interface endpoint's (output dynamodb_interface_endpoint), which they
+# reach by its private addresses through the peering; in this VPC, this region's own calls keep
+# going through the gateway endpoint above.
+
+resource "aws_vpc_endpoint" "dynamodb_streams" {
+  count              = local.regions ? 1 : 0
+  vpc_id             = var.vpc_id
+  service_name       = "com.amazonaws.${local.region}.dynamodb-streams"
+  vpc_endpoint_type  = "Interface"
+  subnet_ids         = var.private_subnet_ids
+  security_group_ids = [aws_security_group.endpoints.id]
+  # Through this endpoint, principals of this account read kurz's table stream and nothing else.
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "KurzTableStreamOnly"
+      Effect    = "Allow"
+      Principal = "*"
+      Action    = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
+      Resource  = "*"
+      Condition = { StringEquals = { "aws:PrincipalAccount" = local.account_id } }
+    }]
+  })
+  tags = merge(local.tags, { Name = "${var.name}-dynamodb-streams" })
+}
+
+resource "aws_security_group" "peer_dynamodb" {
+  count       = local.regions ? 1 : 0
+  name        = "${var.name}-peer-dynamodb"
+  description = "DynamoDB interface endpoint for kurz's other regions: HTTPS from their VPCs only"
+  vpc_id      = var.vpc_id
+  tags        = merge(local.tags, { Name = "${var.name}-peer-dynamodb" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "peer_dynamodb_from_peers" {
+  for_each          = local.regions ? var.peer_regions : {}
+  security_group_id = aws_security_group.peer_dynamodb[0].id
+  description       = "HTTPS from kurz's tasks in ${each.key}"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value.vpc_cidr
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_peers" {
+  for_each          = local.regions ? var.peer_regions : {}
+  security_group_id = aws_security_group.tasks.id
+  description       = "DynamoDB in ${each.key}, through its interface endpoint over the peering"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value.vpc_cidr
+}
+
+resource "aws_vpc_endpoint" "dynamodb_for_peers" {
+  count              = local.regions ? 1 : 0
+  vpc_id             = var.vpc_id
+  service_name       = "com.amazonaws.${local.region}.dynamodb"
+  vpc_endpoint_type  = "Interface"
+  subnet_ids         = var.private_subnet_ids
+  security_group_ids = [aws_security_group.peer_dynamodb[0].id]
+  # The calls the other regions' kurz makes here (the same as kurz serve's), on this table only.
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "KurzTableOnly"
+      Effect    = "Allow"
+      Principal = "*"
+      Action    = local.kurz_dynamodb_actions
+      Resource  = [local.table_arn, "${local.table_arn}/index/*"]
+      Condition = { StringEquals = { "aws:PrincipalAccount" = local.account_id } }
+    }]
+  })
+  tags = merge(local.tags, { Name = "${var.name}-dynamodb-for-peers" })
 }

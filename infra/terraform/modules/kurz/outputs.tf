@@ -35,7 +35,7 @@ output "backup_role_arn" {
 
 output "table_name" {
   description = "The DynamoDB table."
-  value       = aws_dynamodb_table.kurz.name
+  value       = local.table_name
 }
 
 output "redis_primary_endpoint" {
@@ -65,7 +65,7 @@ output "alarm_topic_arn" {
 
 output "secret_arns" {
   description = "Secrets Manager ARNs by name: admin_token, api_keys, permutation_key, redis_url."
-  value       = { for k, s in aws_secretsmanager_secret.kurz : k => s.arn }
+  value       = local.secret_arns
 }
 
 output "logs_kms_key_arn" {
@@ -86,4 +86,21 @@ output "aggregate_service_name" {
 output "aggregate_log_group_name" {
   description = "kurz aggregate's log group, JSON lines (click_sink = \"kinesis\"; null otherwise)."
   value       = one(aws_cloudwatch_log_group.aggregate[*].name)
+}
+
+# --- several regions (region_id set; null otherwise) ---
+
+output "data_key_arn" {
+  description = "The data key here (a multi-Region key, or this region's replica of the primary's): the primary's module takes each replica region's in replica_data_key_arns, a replica region's module takes the primary's as primary_data_key_arn."
+  value       = local.data_key_arn
+}
+
+output "dynamodb_interface_endpoint" {
+  description = "DNS name of the DynamoDB interface endpoint the other regions' kurz reach this region's table by, over VPC peering: their peer_regions[<this region>].dynamodb_endpoint."
+  value       = one(aws_vpc_endpoint.dynamodb_for_peers[*].dns_entry[0].dns_name)
+}
+
+output "store_health_check_id" {
+  description = "Route 53 health check that fails while this region's link store does not answer: the health_check_id of this region's latency records."
+  value       = one(aws_route53_health_check.store[*].id)
 }

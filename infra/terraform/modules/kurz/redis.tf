@@ -45,7 +45,7 @@ resource "aws_elasticache_replication_group" "kurz" {
   multi_az_enabled           = true
 
   at_rest_encryption_enabled = true
-  kms_key_id                 = aws_kms_key.data.arn
+  kms_key_id                 = local.data_key_arn
   transit_encryption_enabled = true
   transit_encryption_mode    = "required"
   auth_token                 = random_password.redis_auth.result

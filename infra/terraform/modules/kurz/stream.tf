@@ -14,7 +14,7 @@ resource "aws_kinesis_stream" "clicks" {
   shard_count      = var.click_stream_mode == "PROVISIONED" ? var.click_stream_shards : null
   retention_period = var.click_stream_retention_hours
   encryption_type  = "KMS"
-  kms_key_id       = aws_kms_key.data.arn
+  kms_key_id       = local.data_key_arn
   # kurz reads with GetRecords and registers no enhanced fan-out consumer. One that someone else
   # registered is using the stream: deleting it should fail, not deregister them.
   enforce_consumer_deletion = false
@@ -66,19 +66,22 @@ resource "aws_ecs_task_definition" "aggregate" {
       # in flight, each bounded by the store timeout; killed sooner, nothing is lost (the next
       # holder applies the begun window again, and its writes find their tokens applied).
       stopTimeout = 30
-      environment = [
+      environment = concat([
         # /metrics and /healthz, on loopback: nothing outside the task connects to it.
         { name = "KURZ__SERVER__BIND", value = "127.0.0.1:8080" },
         { name = "KURZ__STORE__BACKEND", value = "dynamodb" },
         { name = "KURZ__STORE__TIMEOUT_MS", value = tostring(var.store_timeout_ms) },
-        { name = "KURZ__STORE__DYNAMODB__TABLE", value = aws_dynamodb_table.kurz.name },
+        { name = "KURZ__STORE__DYNAMODB__TABLE", value = local.table_name },
         { name = "KURZ__STORE__DYNAMODB__REGION", value = local.region },
         { name = "KURZ__CLICKS__KINESIS__STREAM", value = aws_kinesis_stream.clicks[0].name },
         { name = "KURZ__AGGREGATE__WINDOW_MS", value = tostring(var.aggregate_window_ms) },
         { name = "KURZ__STORE__DYNAMODB__FLUSH_CONCURRENCY", value = tostring(var.aggregate_flush_concurrency) },
         { name = "KURZ__LOG__FORMAT", value = "json" },
         { name = "KURZ__LOG__LEVEL", value = var.log_level },
-      ]
+        ],
+        # Several regions: each region's consumer writes its own click rollups.
+        local.region_environment,
+      )
       # `kurz aggregate` serves /healthz on server.bind once its store is open; `kurz
       # healthcheck` asks it (the image has no shell or curl).
       healthCheck = {

@@ -772,3 +772,77 @@ variable "redis_evictions_threshold" {
     error_message = "redis_evictions_threshold must not be negative."
   }
 }
+
+# --- Several regions (README.md, "Several regions"; infra/README.md, "Two regions,
+# active-active") ------------------------------------------------------------------------------
+# One module call per region, each region with its own root and state, so that applying one
+# region never needs the other to answer. The region that creates the table is the primary
+# (region_role = "primary"); the others (region_role = "replica") use its replica of the global
+# table and its replicas of the data key and the shared secrets. The bootstrap order is in
+# infra/README.md.
+
+variable "region_id" {
+  description = "This region's number among kurz's regions, 0-7 (KURZ__REGION__ID): every id and generated code minted here carries it. The region's name (KURZ__REGION__NAME) is its AWS region. null: a single-region deployment, exactly as without any region setting."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.region_id == null || try(var.region_id >= 0 && var.region_id <= 7 && floor(var.region_id) == var.region_id, false)
+    error_message = "region_id must be null or a whole number from 0 to 7."
+  }
+}
+
+variable "region_role" {
+  description = "With region_id set: \"primary\", this module creates the global table, the multi-Region data key and the shared secrets (admin token, API keys, permutation key) and replicates them to the regions in replica_data_key_arns; \"replica\", they were made by the primary's module and this one uses their replicas in its region."
+  type        = string
+  default     = "primary"
+
+  validation {
+    condition     = contains(["primary", "replica"], var.region_role)
+    error_message = "region_role must be \"primary\" or \"replica\"."
+  }
+}
+
+variable "peer_regions" {
+  description = "The other regions, by AWS region name: their region_id, the DNS name of the DynamoDB interface endpoint in their VPC (their module's output dynamodb_interface_endpoint, reached over VPC peering: claims homed there, and generated codes minted there, are read and written through it), and their VPC's IPv4 range (allowed to this region's endpoint, and the tasks' way out to theirs)."
+  type = map(object({
+    id                = number
+    dynamodb_endpoint = string
+    vpc_cidr          = string
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for name, peer in var.peer_regions : can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", name)) && peer.id >= 0 && peer.id <= 7 && can(cidrhost(peer.vpc_cidr, 0))])
+    error_message = "peer_regions: each key must be an AWS region name (us-east-1), each id 0-7, each vpc_cidr an IPv4 CIDR block."
+  }
+}
+
+variable "replica_data_key_arns" {
+  description = "region_role = \"primary\": for each other region (AWS region name), its replica of the data key (that region's module output data_key_arn). Each becomes a replica of the table and of the shared secrets, encrypted with that key. Empty on the primary's first apply (infra/README.md, the bootstrap order)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "primary_data_key_arn" {
+  description = "region_role = \"replica\": the primary's data key (its module output data_key_arn, a multi-Region key); this module makes its replica in this region."
+  type        = string
+  default     = null
+}
+
+variable "primary_secret_arns" {
+  description = "region_role = \"replica\": the primary's secrets (its module output secret_arns). The admin token, API keys and permutation key are read from their replicas in this region; the Redis URL is this region's own."
+  type        = map(string)
+  default     = {}
+}
+
+variable "region_failover_store_failures_per_minute" {
+  description = "With region_id set: Route 53 sends this region's users to the others while kurz here answers more than this many requests a minute with 503 because the link store did not answer (2 minutes of 3). Not /readyz, which stays up on purpose while the store is down (cached links keep redirecting)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.region_failover_store_failures_per_minute > 0
+    error_message = "region_failover_store_failures_per_minute must be positive."
+  }
+}

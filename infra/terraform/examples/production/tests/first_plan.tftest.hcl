@@ -18,6 +18,9 @@ mock_provider "aws" {
 mock_provider "aws" {
   alias = "backup_copy"
 }
+mock_provider "aws" {
+  alias = "peer"
+}
 
 variables {
   public_base_url = "https://kurz.example"
@@ -27,4 +30,37 @@ variables {
 
 run "first_plan" {
   command = plan
+}
+
+# The replica region of two (infra/README.md, step 4 of the bootstrap): the peering, the
+# replica data key, and only the Redis URL secret of its own.
+run "replica_region_plan" {
+  command = plan
+
+  variables {
+    region             = "eu-west-1"
+    availability_zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+    vpc_cidr           = "10.41.0.0/16"
+    kurz_region        = { id = 1, role = "replica" }
+    peer = {
+      region                  = "us-east-1"
+      id                      = 0
+      vpc_id                  = "vpc-0123456789abcdef0"
+      vpc_cidr                = "10.40.0.0/16"
+      private_route_table_ids = ["rtb-0123456789abcdef0", "rtb-0123456789abcdef1", "rtb-0123456789abcdef2"]
+      dynamodb_endpoint       = "vpce-0123456789abcdef0-abcdefgh.dynamodb.us-east-1.vpce.amazonaws.com"
+      data_key_arn            = "arn:aws:kms:us-east-1:123456789012:key/mrk-0123456789abcdef0123456789abcdef"
+      secret_arns = {
+        admin_token     = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kurz-us-east-1/admin_token-AbCdEf"
+        api_keys        = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kurz-us-east-1/api_keys-AbCdEf"
+        permutation_key = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kurz-us-east-1/permutation_key-AbCdEf"
+        redis_url       = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kurz-us-east-1/redis_url-AbCdEf"
+      }
+    }
+  }
+
+  assert {
+    condition     = length(aws_vpc_peering_connection.regions) == 1 && length(aws_route.from_peer) == 3
+    error_message = "The replica region's root peers the VPCs and routes both ways."
+  }
 }
