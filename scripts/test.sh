@@ -154,8 +154,8 @@ if [[ "$(cat tests/browser/node_modules/.kurz-lock 2>/dev/null)" != "$browser_lo
     echo "$browser_lock" >tests/browser/node_modules/.kurz-lock
 fi
 
-say "cargo build (the binary the browser test starts)"
-cargo build --locked --bin kurz
+say "cargo build (the binary the browser test starts; the chaos run's fleet-replicator)"
+cargo build --locked --bin kurz --example fleet-replicator
 target_dir=$(cargo metadata --locked --format-version 1 --no-deps |
     node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).target_directory))')
 
@@ -173,5 +173,6 @@ if [[ "${KURZ_SKIP_CHAOS:-}" == 1 ]]; then
     say "chaos tests skipped (KURZ_SKIP_CHAOS=1)"
 else
     say "chaos tests on a local fleet (infra/local/chaos.sh; report in target/chaos-report.md)"
-    KURZ_BIN="$target_dir/debug/kurz" infra/local/chaos.sh
+    KURZ_BIN="$target_dir/debug/kurz" KURZ_REPLICATOR_BIN="$target_dir/debug/examples/fleet-replicator" \
+        infra/local/chaos.sh
 fi

@@ -322,6 +322,9 @@ class Chaos:
         self.lb = env["KURZ_FLEET_LB"]
         self.instances = {n: env[f"KURZ_FLEET_K{n}"] for n in (1, 2, 3)}
         self.stream = env.get("KURZ_FLEET_CLICKS") == "kinesis"
+        self.regions = env.get("KURZ_FLEET_REGIONS") == "2"
+        self.lb2 = env.get("KURZ_FLEET_LB2")
+        self.region_links = []  # (code, URL) acknowledged in either region
         self.consumers = {n: env[f"KURZ_FLEET_C{n}"] for n in (1, 2)} if self.stream else {}
         self.admin = {"Authorization": "Bearer " + env["KURZ_FLEET_ADMIN_TOKEN"]}
         self.hot = []
@@ -443,9 +446,19 @@ class Chaos:
         """HEAD (no click) through the load balancer for every acknowledged code: a redirect,
         to the URL the link was created with."""
         links = [(code, url) for code, _, url in creates]
+        bad = self.misdirected(self.lb, links)
+        sc.check(
+            not bad,
+            f"all {len(links)} acknowledged creates {what} redirect to the URL they were "
+            f"created with" + (f"; failing: {bad[:10]}" if bad else ""),
+        )
+
+    def misdirected(self, base, links):
+        """The (code, answer) of each (code, URL) in `links` that `base` does not redirect to
+        that URL, from CONCURRENCY connections (HEAD: no click is counted)."""
 
         def head(chunk):
-            client = Http(self.lb)
+            client = Http(base, timeout=10)
             bad = []
             for code, url in chunk:
                 result = client.request("HEAD", "/" + code)
@@ -458,12 +471,7 @@ class Chaos:
 
         chunks = [links[i::CONCURRENCY] for i in range(CONCURRENCY)]
         with ThreadPoolExecutor(CONCURRENCY) as pool:
-            bad = [b for part in pool.map(head, chunks) for b in part]
-        sc.check(
-            not bad,
-            f"all {len(links)} acknowledged creates {what} redirect to the URL they were "
-            f"created with" + (f"; failing: {bad[:10]}" if bad else ""),
-        )
+            return [b for part in pool.map(head, chunks) for b in part]
 
     def failures_text(self, sc, limit=8):
         counts = collections.Counter(
@@ -959,6 +967,199 @@ class Chaos:
     def final(self, sc):
         self.verify_redirects(sc, self.all_creates, "of the whole run")
 
+    # ------------------------------------------------------------------ two regions
+
+    def replicator(self, *args):
+        return fleet("replicator", *args, timeout=120)
+
+    def create_at(self, base, **body):
+        body.setdefault("url", f"https://example.com/chaos/region/{uuid.uuid4().hex}")
+        client = Http(base)
+        result = client.request("POST", "/api/v1/links", body)
+        client.close()
+        return result, body["url"]
+
+    def head_at(self, base, code):
+        client = Http(base, timeout=10)
+        result = client.request("HEAD", "/" + code)
+        client.close()
+        return result
+
+    def regions_serving(self, sc):
+        """Both regions create at once, each redirecting the other's links at once; aliases
+        raced across them; a delete in one reaching the other's caches."""
+        lag_s = int(self.env["KURZ_FLEET_REPLICATION_LAG_MS"]) / 1000
+        made = {"alpha": [], "beta": []}
+        crossed = []  # (code, answer of the other region at once)
+        lock = threading.Lock()
+
+        def creating(region, seed):
+            base, other = (self.lb, self.lb2) if region == "alpha" else (self.lb2, self.lb)
+            client, across = Http(base), Http(other)
+            for _ in range(25):
+                url = f"https://example.com/chaos/{region}/{seed}/{uuid.uuid4().hex}"
+                result = client.request("POST", "/api/v1/links", {"url": url})
+                code = result.json()["code"] if result.status == 201 else None
+                sc.tally.add("create", result, code is not None, code, url=url)
+                if code:
+                    answer = across.request("HEAD", "/" + code)
+                    with lock:
+                        made[region].append((code, url))
+                        if answer.status not in REDIRECTS or answer.headers.get("location") != url:
+                            crossed.append((code, answer.describe()))
+            client.close()
+            across.close()
+
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda a: creating(*a), [(r, i) for r in ("alpha", "beta") for i in range(3)]))
+        codes = [c for links in made.values() for c, _ in links]
+        sc.check(len(codes) == 150 and len(set(codes)) == len(codes),
+                 f"{len(made['alpha'])} links created in alpha and {len(made['beta'])} in beta "
+                 f"at the same time, {len(set(codes))} distinct codes: none minted twice")
+        sc.check(not crossed, f"each of the {len(codes)} redirects from the other region at once, "
+                 f"before any replication (HEAD right after the 201)"
+                 + (f"; failing: {crossed[:10]}" if crossed else ""))
+        self.region_links = [l for links in made.values() for l in links]
+
+        # Aliases raced across the regions: exactly one create wins each.
+        races = []
+        for i in range(10):
+            alias = f"race-{uuid.uuid4().hex[:10]}"
+            start = threading.Barrier(2)
+
+            def claim(base, alias=alias, start=start):
+                start.wait()
+                return self.create_at(base, alias=alias)
+
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(claim, (self.lb, self.lb2)))
+            races.append((alias, answers))
+        lost = [(a, [r.describe() for r, _ in ans]) for a, ans in races
+                if sorted(r.status for r, _ in ans) != [201, 409]]
+        sc.check(not lost, "10 aliases raced in both regions at once: each has exactly one 201 "
+                 "and one 409" + (f"; not so: {lost}" if lost else ""))
+        winners = [(a, next(url for r, url in ans if r.status == 201))
+                   for a, ans in races if a not in dict(lost)]
+        bad = self.misdirected(self.lb, winners) + self.misdirected(self.lb2, winners)
+        sc.check(not bad, "both regions redirect each raced alias to its winner's URL"
+                 + (f"; failing: {bad[:10]}" if bad else ""))
+        self.region_links += winners
+
+        # A delete in alpha reaches beta's caches (its L1s and its Redis) through beta's stream.
+        code = self.create_code()
+        for n in (4, 5, 6):
+            client = Http(self.env[f"KURZ_FLEET_K{n}"])
+            client.request("HEAD", "/" + code)
+            client.close()
+        deleted = self.once("DELETE", f"/api/v1/links/{code}", headers=self.admin)
+        bound = lag_s + 2.0
+        late, first_404 = [], None
+        deadline = deleted.t_recv + bound + 3
+        while time.time() < deadline:
+            for n in (4, 5, 6):
+                client = Http(self.env[f"KURZ_FLEET_K{n}"], timeout=5)
+                result = client.request("HEAD", "/" + code)
+                client.close()
+                if result.status == 404 and first_404 is None:
+                    first_404 = result.t_send - deleted.t_recv
+                if result.status != 404 and result.t_send - deleted.t_recv > bound:
+                    late.append((f"k{n}", round(result.t_send - deleted.t_recv, 2), result.describe()))
+            time.sleep(0.1)
+        sc.check(deleted.status == 204, f"the delete in alpha answered {deleted.describe()}")
+        sc.check(not late and first_404 is not None,
+                 f"every beta instance answers 404 to every request sent more than {bound:.1f} s "
+                 f"(the replication lag, {lag_s:.1f} s, plus 2 s) after the delete's answer"
+                 + (f"; late: {late[:10]}" if late else ""))
+        if first_404 is not None:
+            sc.note(f"beta's first 404 for the link deleted in alpha came {first_404:.2f} s after "
+                    "the delete's answer")
+
+    def region_lost(self, sc):
+        """Region beta killed, all its processes and its table: alpha keeps redirecting what
+        had replicated and keeps creating; beta comes back and the two converge."""
+        # Clicks in both regions on a link of each, flushed and replicated.
+        tracked = [self.create_code(), self.create_at(self.lb2)[0].json()["code"]]
+        sent = collections.Counter()
+        for base, n in ((self.lb, 7), (self.lb2, 5)):
+            client = Http(base)
+            for code in tracked:
+                for _ in range(n):
+                    result = client.request("GET", "/" + code)
+                    sc.tally.add("hot", result, result.status in REDIRECTS, code)
+                    sent[code] += result.status in REDIRECTS
+            client.close()
+        for code in tracked:
+            totals = [self.wait_clicks_at(base, code, sent[code]) for base in (self.lb, self.lb2)]
+            sc.check(totals == [sent[code]] * 2,
+                     f"{code}: total_clicks {totals} in alpha and beta == {sent[code]} sent in both")
+        # The replication point, then a partition and links made in beta meanwhile.
+        self.replicator("settle")
+        before = list(self.region_links) + [(c, u) for c, _, u in self.all_creates]
+        self.replicator("pause")
+        unreplicated = []
+        for _ in range(5):
+            result, url = self.create_at(self.lb2)
+            if result.status == 201:
+                unreplicated.append(result.json()["code"])
+        with Load(self.lb, self.hot, [c for c, _ in before[:200]], None, sc.tally) as load:
+            time.sleep(2)
+            fleet("region", "kill", timeout=60)
+            lost_at = time.time()
+            time.sleep(8)
+            bad = self.misdirected(self.lb, before)
+            sc.check(not bad, f"with beta gone, alpha redirects all {len(before)} links "
+                     "acknowledged before the replication point (both regions', and the raced "
+                     "aliases)" + (f"; failing: {bad[:10]}" if bad else ""))
+            gone = [c for c in unreplicated if self.head_at(self.lb, c).status != 404]
+            sc.check(len(unreplicated) == 5 and not gone,
+                     f"the {len(unreplicated)} links made in beta after the replication point "
+                     "are lost with it (alpha answers 404): the RPO is the replication lag"
+                     + (f"; not so: {gone}" if gone else ""))
+            time.sleep(2)
+            load.stopping.set()
+        during = [(c, u) for c, r, u in sc.tally.creates if r.t_send > lost_at]
+        sc.check(sum(sc.tally.failed.values()) == 0 and during,
+                 f"alpha's load through the loss: {sc.tally.summary()}, {len(during)} creates "
+                 f"after beta was killed; no failure ({self.failures_text(sc)})")
+
+        # Beta comes back: a new table filled from alpha's, then both replicate again.
+        fleet("region", "start", timeout=240)
+        self.replicator("resume")
+        after = []
+        for _ in range(10):
+            result, url = self.create_at(self.lb2)
+            if result.status == 201:
+                after.append((result.json()["code"], url))
+        reused = [c for c, _ in after if c in unreplicated]
+        sc.check(len(after) == 10 and not reused,
+                 f"beta back creates ({len(after)} of 10), and never hands out a code of a link "
+                 "lost with it" + (f"; reused: {reused}" if reused else ""))
+        self.replicator("settle")
+        everything = before + [(c, u) for c, _, u in sc.tally.creates] + after
+        for name, base in (("alpha", self.lb), ("beta", self.lb2)):
+            bad = self.misdirected(base, everything)
+            sc.check(not bad, f"{name} redirects all {len(everything)} links acknowledged in "
+                     "either region (but those lost with beta)"
+                     + (f"; failing: {bad[:10]}" if bad else ""))
+        for code in tracked:
+            totals = [self.wait_clicks_at(base, code, sent[code]) for base in (self.lb, self.lb2)]
+            sc.check(totals == [sent[code]] * 2,
+                     f"after the loss, {code}: total_clicks {totals} in alpha and beta == "
+                     f"{sent[code]} sent")
+
+    def wait_clicks_at(self, base, code, expected, seconds=60):
+        deadline = time.monotonic() + seconds
+        total = None
+        while time.monotonic() < deadline:
+            client = Http(base)
+            result = client.request("GET", f"/api/v1/links/{code}/stats", headers=self.admin)
+            client.close()
+            total = result.json().get("total_clicks") if result.status == 200 else None
+            if total == expected:
+                return total
+            time.sleep(0.25)
+        return total
+
 
 def metric_value(text, name):
     """The value of an unlabelled metric in Prometheus text, or None."""
@@ -988,7 +1189,10 @@ def report(chaos, path, total_seconds):
         f"{THREADS['create']} creating), through HAProxy to three kurz instances on "
         "DynamoDB Local and Redis"
         + (", their clicks through a Kinesis emulator to two kurz aggregate consumers."
-           if chaos.stream else "."),
+           if chaos.stream else "")
+        + (f"; a second region of the same behind its own HAProxy, the two tables replicated "
+           f"by the fleet-replicator with a {chaos.env['KURZ_FLEET_REPLICATION_LAG_MS']} ms lag."
+           if chaos.regions else "."),
         "",
         "| scenario | result | seconds | hot sent/failed | cold sent/failed | "
         "create sent/failed | LB retries / redispatches |",
@@ -1040,6 +1244,12 @@ def main():
     if chaos.stream:
         # Clicks go through the stream here: its scenario; the others run on the store's sink.
         scenarios = [("kill -9 one consumer (click stream)", chaos.kill_consumer)]
+    if chaos.regions:
+        # Two regions: their scenarios; the others run on one region.
+        scenarios = [
+            ("two regions, both serving", chaos.regions_serving),
+            ("a region lost and back", chaos.region_lost),
+        ]
     for name, body in scenarios:
         if not args.only or any(o in name for o in args.only):
             chaos.run(name, body)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The chaos tests: starts the local fleet (fleet.sh up), runs chaos.py on its client host, and
 # always takes the fleet down again, whatever happened; then the same on a fleet whose clicks go
-# through the click stream (KURZ_FLEET_CLICKS=kinesis) for its scenario, a consumer's kill -9.
-# Exits non-zero when a check failed (the second pass runs whatever the first found).
+# through the click stream (KURZ_FLEET_CLICKS=kinesis) for its scenario, a consumer's kill -9;
+# then on a fleet of two regions (KURZ_FLEET_REGIONS=2) for theirs, a region lost and back.
+# Exits non-zero when a check failed (each pass runs whatever the ones before found).
 #
 # Writes the report to $KURZ_CHAOS_REPORT (default: target/chaos-report.md in this checkout);
 # when a pass fails (or KURZ_CHAOS_KEEP_LOGS is set), its fleet's logs are copied next to it
-# (chaos-logs/, and chaos-logs/stream/ for the second pass) before the fleet is removed. Needs root (network namespaces). KURZ_BIN picks the kurz binary, as for fleet.sh.
+# (chaos-logs/, chaos-logs/stream/ and chaos-logs/regions/ for the later passes) before the
+# fleet is removed. Needs root (network namespaces). KURZ_BIN picks the kurz binary and
+# KURZ_REPLICATOR_BIN the fleet-replicator, as for fleet.sh.
 #
 # Usage: infra/local/chaos.sh [--only NAME]...
 set -euo pipefail
@@ -70,16 +73,27 @@ lb_excerpt || true
 keep_logs "$logs" "$rc"
 "$fleet" down
 
+# A later pass: a fleet started with SETTING=VALUE ($4), chaos.py under a time limit of $3
+# seconds, its report ($1) appended to the main one under the title $2.
+later_pass() {
+    local name="$1" title="$2" limit="$3" setting="$4" pass_rc=0
+    shift 4
+    pass_logs="$logs/$name"
+    local pass_report="${report%.md}-$name.md"
+    env "$setting" "$fleet" up
+    "$fleet" exec client timeout --kill-after=10 "$limit" python3 "$here/chaos.py" \
+        --report "$pass_report" "$@" || pass_rc=$?
+    {
+        printf '\n# %s\n\n' "$title"
+        cat "$pass_report" 2>/dev/null || echo "(no report)"
+    } >>"$report"
+    keep_logs "$pass_logs" "$pass_rc"
+    "$fleet" down
+    if ((rc == 0)); then rc=$pass_rc; fi
+}
+
 # The click stream: two consumers of a Kinesis emulator; one is killed while clicks flow.
-pass_logs="$logs/stream"
-stream_report="${report%.md}-stream.md"
-KURZ_FLEET_CLICKS=kinesis "$fleet" up
-stream_rc=0
-"$fleet" exec client timeout --kill-after=10 240 python3 "$here/chaos.py" \
-    --report "$stream_report" "$@" || stream_rc=$?
-{
-    printf '\n# The click stream (KURZ_FLEET_CLICKS=kinesis)\n\n'
-    cat "$stream_report" 2>/dev/null || echo "(no report)"
-} >>"$report"
-((rc == 0)) && rc=$stream_rc
+later_pass stream "The click stream (KURZ_FLEET_CLICKS=kinesis)" 240 KURZ_FLEET_CLICKS=kinesis "$@"
+# Two regions: both serving at once, then one lost (every process and its table) and back.
+later_pass regions "Two regions (KURZ_FLEET_REGIONS=2)" 300 KURZ_FLEET_REGIONS=2 "$@"
 exit "$rc"

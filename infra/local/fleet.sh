@@ -20,10 +20,18 @@
 #   fleet.sh wait-up N | wait-down N wait until HAProxy routes to instance N / has taken it out
 #   fleet.sh fault dynamodb|redis delay MS | loss PCT | partition | clear | check
 #                                    (check: fails if the fault's NFQUEUE helper has died)
+#   fleet.sh region kill|start       (two regions) every process of the second region and its
+#                                    table gone at once / the region back, its table filled
+#                                    from the first's, its instances and load balancer up
+#   fleet.sh replicator pause|resume|settle|status|backfill SIDE
+#                                    (two regions) the stand-in for global tables
 #
 # Settings (environment): KURZ_BIN (the kurz binary; default: `cargo build` and the debug
 # binary of this checkout), KURZ_FLEET_DIR (state: logs, pids; default /tmp/kurz-fleet),
-# KURZ_FLEET_CLICKS (for `up`: `store`, the default, or `kinesis`), KURZ_TEST_DYNAMODB_DIR and
+# KURZ_FLEET_CLICKS (for `up`: `store`, the default, or `kinesis`), KURZ_FLEET_REGIONS (for
+# `up`: 1, the default, or 2: a second region, k4-k6 behind lb2 on dynamodb2 and redis2, the
+# tables replicated by the fleet-replicator; KURZ_REPLICATOR_BIN names its binary, default
+# `cargo build --example fleet-replicator`), KURZ_TEST_DYNAMODB_DIR and
 # KURZ_TEST_KINESIS_DIR (the folders holding DynamoDBLocal.jar and kinesis-local's main.js, as
 # for the tests).
 set -euo pipefail
@@ -33,12 +41,15 @@ repo="$(cd "$here/../.." && pwd)"
 state="${KURZ_FLEET_DIR:-/tmp/kurz-fleet}"
 prefix="kurzfleet"
 net_ns="$prefix-net"
-hosts=(lb k1 k2 k3 dynamodb redis kinesis c1 c2 client)
+hosts=(lb k1 k2 k3 dynamodb redis kinesis c1 c2 client lb2 k4 k5 k6 dynamodb2 redis2 repl)
 dynamodb_version="10.3.0" # keep in step with scripts/test.sh
 kinesis_version="0.6.2"   # keep in step with scripts/test.sh
 # The click stream of a kinesis fleet: shards, and how long a dead consumer's leases last.
 stream_shards=4
 consumer_lease_ms=5000
+# Two regions: the replicator applies each write to the other region's table this long after
+# it read it from the stream (global tables replicate in about a second).
+replication_lag_ms=200
 
 # HAProxy's health checks, and kurz's drain delay derived from them: an instance that got
 # SIGTERM answers /readyz 503 and keeps serving for longer than HAProxy takes to notice
@@ -65,6 +76,13 @@ addr() {
         c1) echo 10.203.0.31 ;;
         c2) echo 10.203.0.32 ;;
         client) echo 10.203.0.100 ;;
+        lb2) echo 10.203.0.3 ;;
+        k4) echo 10.203.0.14 ;;
+        k5) echo 10.203.0.15 ;;
+        k6) echo 10.203.0.16 ;;
+        dynamodb2) echo 10.203.0.23 ;;
+        redis2) echo 10.203.0.24 ;;
+        repl) echo 10.203.0.40 ;;
         *) die "no host '$1' (hosts: ${hosts[*]})" ;;
     esac
 }
@@ -177,6 +195,29 @@ kurz_bin() {
     echo "${CARGO_TARGET_DIR:-$repo/target}/debug/kurz"
 }
 
+replicator_bin() {
+    if [[ -n "${KURZ_REPLICATOR_BIN:-}" ]]; then
+        [[ -x "$KURZ_REPLICATOR_BIN" ]] || die "KURZ_REPLICATOR_BIN=$KURZ_REPLICATOR_BIN is not an executable"
+        echo "$KURZ_REPLICATOR_BIN"
+        return
+    fi
+    say "building the replicator (cargo build --locked --example fleet-replicator)" >&2
+    (cd "$repo" && cargo build --locked --example fleet-replicator >&2)
+    echo "${CARGO_TARGET_DIR:-$repo/target}/debug/examples/fleet-replicator"
+}
+
+# Two regions: instances 1-3 are region alpha's (lb, dynamodb, redis), 4-6 region beta's (lb2,
+# dynamodb2, redis2). One region: 1-3.
+region_of() { if (($1 >= 4)); then echo beta; else echo alpha; fi; }
+lb_of() { if (($1 >= 4)); then echo lb2; else echo lb; fi; }
+dynamodb_of() { if [[ "$1" == beta ]]; then echo dynamodb2; else echo dynamodb; fi; }
+redis_of() { if [[ "$1" == beta ]]; then echo redis2; else echo redis; fi; }
+instances() {
+    # shellcheck disable=SC1091 # written by `up`
+    source "$state/fleet.env"
+    if [[ "$KURZ_FLEET_REGIONS" == 2 ]]; then echo 1 2 3 4 5 6; else echo 1 2 3; fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # The network: a bridge in a namespace of its own, one veth from it to each host.
 
@@ -247,12 +288,14 @@ log_tail() {
 }
 
 kurz_env() {
-    local n="$1"
+    local n="$1" region lb
     # shellcheck disable=SC1091 # written by `up`
     source "$state/fleet.env"
+    region="$(region_of "$n")"
+    lb="$(lb_of "$n")"
     cat <<EOF
 KURZ__SERVER__BIND=0.0.0.0:8080
-KURZ__SERVER__PUBLIC_BASE_URL=http://$(addr lb)
+KURZ__SERVER__PUBLIC_BASE_URL=http://$(addr "$lb")
 KURZ__SERVER__WORKERS=2
 KURZ__SERVER__DRAIN_DELAY_MS=$drain_delay_ms
 KURZ__STORE__BACKEND=dynamodb
@@ -261,14 +304,14 @@ KURZ__STORE__DYNAMODB__ATTEMPT_TIMEOUT_MS=$((store_timeout_ms * 2 / 5))
 KURZ__STORE__DYNAMODB__ADMISSION__LATENCY_TARGET_MS=$((store_timeout_ms / 4))
 KURZ__STORE__DYNAMODB__ADMISSION__MIN_LIMIT=16
 KURZ__STORE__DYNAMODB__TABLE=kurz
-KURZ__STORE__DYNAMODB__ENDPOINT_URL=http://$(addr dynamodb):8000
+KURZ__STORE__DYNAMODB__ENDPOINT_URL=http://$(addr "$(dynamodb_of "$region")"):8000
 KURZ__STORE__DYNAMODB__REGION=us-east-1
 KURZ__STORE__DYNAMODB__ACCESS_KEY_ID=local
 KURZ__STORE__DYNAMODB__SECRET_ACCESS_KEY=local
-KURZ__CACHE__REDIS__URL=redis://$(addr redis):6379
+KURZ__CACHE__REDIS__URL=redis://$(addr "$(redis_of "$region")"):6379
 KURZ__AUTH__ADMIN_TOKEN=$KURZ_FLEET_ADMIN_TOKEN
 KURZ__AUTH__OPEN_CREATION=true
-KURZ__SERVER__TRUSTED_PROXIES=$(addr lb)
+KURZ__SERVER__TRUSTED_PROXIES=$(addr "$lb")
 KURZ__LIMITS__RATE__CREATES_PER_MINUTE_PER_IP=0
 KURZ__LIMITS__RATE__MISSES_PER_MINUTE_PER_IP=0
 KURZ__CLICKS__FLUSH_INTERVAL_MS=1000
@@ -284,11 +327,20 @@ KURZ__CLICKS__KINESIS__SHARDS=$stream_shards
 KURZ__AGGREGATE__LEASE_MS=$consumer_lease_ms
 EOF
     fi
+    if [[ "$KURZ_FLEET_REGIONS" == 2 ]]; then
+        # Each region's table is read and written here; the other's through its endpoint, for
+        # claims homed there and codes minted there (README.md, "Several regions").
+        if [[ "$region" == alpha ]]; then
+            printf 'KURZ__REGION__NAME=alpha\nKURZ__REGION__ID=0\nKURZ__REGION__PEERS=beta=1@http://%s:8000\n' "$(addr dynamodb2)"
+        else
+            printf 'KURZ__REGION__NAME=beta\nKURZ__REGION__ID=1\nKURZ__REGION__PEERS=alpha=0@http://%s:8000\n' "$(addr dynamodb)"
+        fi
+    fi
 }
 
 start_kurz() {
     local n="$1" offset="${2:-}"
-    [[ "$n" =~ ^[123]$ ]] || die "instance must be 1, 2 or 3, not '$n'"
+    [[ " $(instances) " == *" $n "* ]] || die "instance must be one of $(instances), not '$n'"
     if alive "$(pid_of "k$n")"; then die "k$n is already running (pid $(pid_of "k$n"))"; fi
     local bin env=() extra name
     bin="$(cat "$state/kurz-bin")"
@@ -382,7 +434,7 @@ kill_kurz() {
 
 # HAProxy's view of server kN: UP, DOWN, "UP 1/2" (going down), MAINT...
 lb_status() {
-    in_ns client curl -fsS --max-time 2 "http://$(addr lb):8404/stats;csv" |
+    in_ns client curl -fsS --max-time 2 "http://$(addr "$(lb_of "$1")"):8404/stats;csv" |
         awk -F, -v s="k$1" '$1 == "kurz" && $2 == s { print $18 }'
 }
 lb_is() { [[ "$(lb_status "$1")" == "$2" ]]; }
@@ -467,10 +519,122 @@ fault_clear() {
 
 # ---------------------------------------------------------------------------------------------
 
+# DynamoDB Local (in memory: its tables go with it) and redis-server of a region.
+start_stores() {
+    local region="$1" dynamodb redis dynamo_dir
+    dynamodb="$(dynamodb_of "$region")"
+    redis="$(redis_of "$region")"
+    dynamo_dir="$(cat "$state/dynamodb-dir")"
+    say "DynamoDB Local on $(addr "$dynamodb"):8000"
+    spawn "$dynamodb" "$dynamodb" java -Djava.library.path="$dynamo_dir/DynamoDBLocal_lib" \
+        -jar "$dynamo_dir/DynamoDBLocal.jar" -inMemory -sharedDb -disableTelemetry -port 8000
+    say "redis-server on $(addr "$redis"):6379"
+    spawn "$redis" "$redis" redis-server --port 6379 --bind 0.0.0.0 --protected-mode no --save '' \
+        --appendonly no --maxmemory 256mb --maxmemory-policy allkeys-lru
+    wait_for 60 tcp_open "$(addr "$redis")" 6379 || {
+        log_tail "$redis"
+        false
+    }
+    wait_for 90 tcp_open "$(addr "$dynamodb")" 8000 || {
+        log_tail "$dynamodb"
+        false
+    }
+}
+
+# `kurz init` for a region's table (in a fleet of two regions, with its stream, which the
+# replicator reads), from the region's first instance's host and settings.
+init_table() {
+    local region="$1" what="$2" n=1 log=init env=() bin
+    [[ "$region" == beta ]] && n=4 && log=init2
+    bin="$(cat "$state/kurz-bin")"
+    say "kurz init ($what)"
+    mapfile -t env < <(kurz_env "$n")
+    local deadline=$((SECONDS + 60))
+    until in_ns "k$n" env "${env[@]}" "$bin" init >>"$state/logs/$log.log" 2>&1; do
+        if ((SECONDS >= deadline)); then
+            log_tail "$log"
+            return 1
+        fi
+        sleep 1
+    done
+}
+
+# A region's HAProxy, once it has every instance of the region up.
+start_lb() {
+    local region="$1" lb=lb name=haproxy first=1
+    [[ "$region" == beta ]] && lb=lb2 && name=haproxy2 && first=4
+    say "HAProxy on $(addr "$lb"):80 (stats on :8404)"
+    spawn "$name" "$lb" env KURZ_FLEET_DIR="$state" KURZ_FLEET_LB_NAME="$name" \
+        KURZ_FLEET_LB_ADDR="$(addr "$lb")" \
+        KURZ_FLEET_S1="k$first" KURZ_FLEET_K1_ADDR="$(addr "k$first")" \
+        KURZ_FLEET_S2="k$((first + 1))" KURZ_FLEET_K2_ADDR="$(addr "k$((first + 1))")" \
+        KURZ_FLEET_S3="k$((first + 2))" KURZ_FLEET_K3_ADDR="$(addr "k$((first + 2))")" \
+        KURZ_FLEET_CHECK_INTER_MS="$check_inter_ms" KURZ_FLEET_CHECK_FALL="$check_fall" \
+        KURZ_FLEET_CHECK_TIMEOUT_MS="$check_timeout_ms" haproxy -db -f "$here/haproxy.cfg"
+    local n
+    for n in $first $((first + 1)) $((first + 2)); do
+        wait_lb "$n" UP || {
+            log_tail "$name"
+            return 1
+        }
+    done
+}
+
+# Two regions: region beta lost (SIGKILL to all its processes; its DynamoDB Local is in memory,
+# so its table goes too), or back: a new table, filled from alpha's (as global tables fill a
+# replica added again), then its instances and its load balancer.
+region() {
+    # shellcheck disable=SC1091 # written by `up`
+    source "$state/fleet.env"
+    [[ "$KURZ_FLEET_REGIONS" == 2 ]] || die "region: a fleet of two regions (KURZ_FLEET_REGIONS=2 $0 up)"
+    local name pids=()
+    case "${1:-}" in
+        kill)
+            for name in k4 k5 k6 haproxy2 redis2 dynamodb2; do
+                alive "$(pid_of "$name")" && pids+=("$(pid_of "$name")")
+            done
+            ((${#pids[@]})) && kill -KILL "${pids[@]}"
+            local deadline=$((SECONDS + 10))
+            while any_alive "${pids[@]}"; do
+                ((SECONDS < deadline)) || die "region beta: processes survived SIGKILL"
+                sleep 0.1
+            done
+            say "region beta: killed (its instances, load balancer, Redis and table)"
+            ;;
+        start)
+            start_stores beta
+            init_table beta "the second region's table, again"
+            local copied
+            copied="$(replicator backfill 0)" || die "region beta: the backfill failed: $copied"
+            say "region beta: table filled from alpha's ($copied items)"
+            local n
+            for n in 4 5 6; do start_kurz "$n"; done
+            start_lb beta
+            say "region beta: back"
+            ;;
+        *) die "region kill|start" ;;
+    esac
+}
+
+# Two regions: the replicator's control API (infra/local/replicator.rs).
+replicator() {
+    # shellcheck disable=SC1091 # written by `up`
+    source "$state/fleet.env"
+    local action="${1:-}" method=POST path
+    case "$action" in
+        pause | resume | settle) path="/$action" ;;
+        status) method=GET path=/status ;;
+        backfill) path="/backfill/${2:?side 0 or 1}" ;;
+        *) die "replicator pause|resume|settle|status|backfill SIDE" ;;
+    esac
+    in_ns client curl -fsS --max-time 90 -X "$method" "$KURZ_FLEET_REPLICATOR$path"
+}
+
 up_failed() {
     ((${1:-1} == 0)) && return
     local name
-    for name in dynamodb redis kinesis init k1 k2 k3 c1 c2 haproxy; do
+    for name in dynamodb redis kinesis init k1 k2 k3 c1 c2 haproxy dynamodb2 redis2 init2 \
+        replicator k4 k5 k6 haproxy2; do
         [[ -s "$state/logs/$name.log" ]] && log_tail "$name"
     done
     say "start-up failed; removing what was made"
@@ -493,9 +657,17 @@ up() {
     local clicks="${KURZ_FLEET_CLICKS:-store}"
     [[ "$clicks" == store || "$clicks" == kinesis ]] ||
         die "KURZ_FLEET_CLICKS must be store or kinesis, not '$clicks'"
-    local bin dynamo_dir kinesis_pkg=""
+    local regions="${KURZ_FLEET_REGIONS:-1}"
+    [[ "$regions" == 1 || "$regions" == 2 ]] ||
+        die "KURZ_FLEET_REGIONS must be 1 or 2, not '$regions'"
+    [[ "$regions" == 1 || "$clicks" == store ]] ||
+        die "a fleet of two regions sends its clicks to the store (KURZ_FLEET_CLICKS=store)"
+    local bin dynamo_dir kinesis_pkg="" replicator=""
     bin="$(kurz_bin)"
     dynamo_dir="$(dynamodb_dir)"
+    if [[ "$regions" == 2 ]]; then
+        replicator="$(replicator_bin)"
+    fi
     if [[ "$clicks" == kinesis ]]; then
         command -v node >/dev/null || apt_install nodejs
         kinesis_pkg="$(kinesis_dir)"
@@ -503,6 +675,7 @@ up() {
     remove_state
     mkdir -p "$state/logs" "$state/pids"
     echo "$bin" >"$state/kurz-bin"
+    echo "$dynamo_dir" >"$state/dynamodb-dir"
     cat >"$state/fleet.env" <<EOF
 KURZ_FLEET_LB=http://$(addr lb)
 KURZ_FLEET_STATS=http://$(addr lb):8404/stats
@@ -522,6 +695,14 @@ KURZ_FLEET_ADMIN_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KURZ_FLEET_PERMUTATION_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KURZ_FLEET_DRAIN_DELAY_MS=$drain_delay_ms
 KURZ_FLEET_CHECK_WINDOW_MS=$((check_inter_ms * check_fall))
+KURZ_FLEET_REGIONS=$regions
+KURZ_FLEET_LB2=http://$(addr lb2)
+KURZ_FLEET_STATS2=http://$(addr lb2):8404/stats
+KURZ_FLEET_K4=http://$(addr k4):8080
+KURZ_FLEET_K5=http://$(addr k5):8080
+KURZ_FLEET_K6=http://$(addr k6):8080
+KURZ_FLEET_REPLICATOR=http://$(addr repl):9000
+KURZ_FLEET_REPLICATION_LAG_MS=$replication_lag_ms
 EOF
     # If anything below fails, leave nothing behind (what failed was shown above).
     trap 'up_failed $?' EXIT
@@ -529,20 +710,7 @@ EOF
     say "network: namespaces $prefix-{net,$(IFS=,; echo "${hosts[*]}")}, bridge br0, 10.203.0.0/24"
     net_up
 
-    say "DynamoDB Local on $(addr dynamodb):8000"
-    spawn dynamodb dynamodb java -Djava.library.path="$dynamo_dir/DynamoDBLocal_lib" \
-        -jar "$dynamo_dir/DynamoDBLocal.jar" -inMemory -sharedDb -disableTelemetry -port 8000
-    say "redis-server on $(addr redis):6379"
-    spawn redis redis redis-server --port 6379 --bind 0.0.0.0 --protected-mode no --save '' \
-        --appendonly no --maxmemory 256mb --maxmemory-policy allkeys-lru
-    wait_for 60 tcp_open "$(addr redis)" 6379 || {
-        log_tail redis
-        false
-    }
-    wait_for 90 tcp_open "$(addr dynamodb)" 8000 || {
-        log_tail dynamodb
-        false
-    }
+    start_stores alpha
     if [[ "$clicks" == kinesis ]]; then
         say "kinesis-local on $(addr kinesis):4567 (the click stream)"
         # Streams are created in 0.5 s by default; shorter keeps `kurz init` quick.
@@ -555,21 +723,22 @@ EOF
         }
     fi
 
-    say "kurz init (the table${kinesis_pkg:+ and the click stream})"
-    local env=()
-    mapfile -t env < <(kurz_env 1)
-    local deadline=$((SECONDS + 60))
-    until in_ns k1 env "${env[@]}" "$bin" init >>"$state/logs/init.log" 2>&1; do
-        if ((SECONDS >= deadline)); then
-            log_tail init
+    init_table alpha "the table${kinesis_pkg:+ and the click stream}"
+    if [[ "$regions" == 2 ]]; then
+        start_stores beta
+        init_table beta "the second region's table"
+        say "fleet-replicator on $(addr repl):9000 (alpha <-> beta, lag ${replication_lag_ms} ms)"
+        spawn replicator repl "$replicator" kurz "http://$(addr dynamodb):8000" \
+            "http://$(addr dynamodb2):8000" "$replication_lag_ms" 0.0.0.0:9000
+        wait_for 30 tcp_open "$(addr repl)" 9000 || {
+            log_tail replicator
             false
-        fi
-        sleep 1
-    done
+        }
+    fi
 
     local n
-    for n in 1 2 3; do
-        say "kurz k$n on $(addr "k$n"):8080 (drain delay ${drain_delay_ms} ms)"
+    for n in $(instances); do
+        say "kurz k$n on $(addr "k$n"):8080 (region $(region_of "$n"), drain delay ${drain_delay_ms} ms)"
         start_kurz "$n"
     done
 
@@ -580,18 +749,8 @@ EOF
         done
     fi
 
-    say "HAProxy on $(addr lb):80 (stats on :8404)"
-    spawn haproxy lb env KURZ_FLEET_DIR="$state" KURZ_FLEET_LB_ADDR="$(addr lb)" \
-        KURZ_FLEET_K1_ADDR="$(addr k1)" KURZ_FLEET_K2_ADDR="$(addr k2)" \
-        KURZ_FLEET_K3_ADDR="$(addr k3)" KURZ_FLEET_CHECK_INTER_MS="$check_inter_ms" \
-        KURZ_FLEET_CHECK_FALL="$check_fall" KURZ_FLEET_CHECK_TIMEOUT_MS="$check_timeout_ms" \
-        haproxy -db -f "$here/haproxy.cfg"
-    for n in 1 2 3; do
-        wait_lb "$n" UP || {
-            log_tail haproxy
-            false
-        }
-    done
+    start_lb alpha
+    [[ "$regions" == 1 ]] || start_lb beta
     trap - EXIT
     say "up: http://$(addr lb) (run commands there with: $0 exec client CMD)"
 }
@@ -639,7 +798,7 @@ status() {
         printf '%-20s %s\n' "$ns_name" "${pids:-(no process)}"
     done
     local n
-    for n in 1 2 3; do
+    for n in $(instances); do
         printf 'k%s: haproxy %-8s readyz %s\n' "$n" "$(lb_status "$n" || echo '?')" \
             "$(in_ns client curl -sS --max-time 2 "http://$(addr "k$n"):8080/readyz" 2>&1 || true)"
     done
@@ -678,6 +837,8 @@ case "$cmd" in
     wait-down) wait_lb "${1:?instance 1-3}" DOWN || exit 1 ;;
     fault) fault "${1:?dynamodb or redis}" "${2:-}" "${3:-}" ;;
     consumer) consumer "${1:-}" "${2:-}" ;;
+    region) region "${1:-}" ;;
+    replicator) replicator "${1:-}" "${2:-}" ;;
     *)
         sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
         exit 2

@@ -23,7 +23,12 @@ impl KurzProcess {
 
     /// As [`start`](Self::start), its logs (stderr) going to `logs`, e.g. a file to read.
     pub fn start_with_logs(data: &Path, extra_env: &[(&str, &str)], logs: Stdio) -> Self {
-        Self::spawn(Path::new(env!("CARGO_BIN_EXE_kurz")), data, extra_env, logs)
+        // Cargo names the binary to tests and benches; the fleet's replicator (an example)
+        // shares this harness without starting kurz.
+        let Some(kurz) = option_env!("CARGO_BIN_EXE_kurz") else {
+            panic!("only tests and benches are given the kurz binary to start");
+        };
+        Self::spawn(Path::new(kurz), data, extra_env, logs)
     }
 
     /// As [`start`](Self::start), with another `kurz` binary (an earlier build, for a
