@@ -31,7 +31,8 @@ locals {
   # Two regions: kurz is told of the other once its endpoint exists.
   peer_known = var.kurz_region != null && try(var.peer.dynamodb_endpoint, null) != null
   # The replica region's root peers the two VPCs (requester here, accepter there).
-  peering = var.kurz_region != null && var.peer != null && try(var.kurz_region.role, "") == "replica"
+  peering        = var.kurz_region != null && var.peer != null && try(var.kurz_region.role, "") == "replica"
+  shorter_prefix = var.peer == null ? 0 : min(tonumber(split("/", var.vpc_cidr)[1]), tonumber(split("/", var.peer.vpc_cidr)[1]))
 }
 
 # --- network ---
@@ -345,7 +346,9 @@ resource "aws_vpc_peering_connection" "regions" {
 
   lifecycle {
     precondition {
-      condition     = !cidrcontains(var.vpc_cidr, cidrhost(var.peer.vpc_cidr, 0)) && !cidrcontains(var.peer.vpc_cidr, cidrhost(var.vpc_cidr, 0))
+      # Two blocks overlap when their networks agree on the shorter prefix of the two.
+      condition = (cidrhost("${cidrhost(var.vpc_cidr, 0)}/${local.shorter_prefix}", 0)
+      != cidrhost("${cidrhost(var.peer.vpc_cidr, 0)}/${local.shorter_prefix}", 0))
       error_message = "vpc_cidr and peer.vpc_cidr overlap: peered VPCs need disjoint ranges."
     }
   }

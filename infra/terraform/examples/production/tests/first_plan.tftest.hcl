@@ -64,3 +64,62 @@ run "replica_region_plan" {
     error_message = "The replica region's root peers the VPCs and routes both ways."
   }
 }
+
+# The primary region once the replica region's key exists (step 3 of the bootstrap): the table
+# gets its replica there; the records become latency records; the peering is the replica's.
+run "primary_region_plan" {
+  command = plan
+
+  variables {
+    route53_zone_id = "Z0123456789ABCDEFGHIJ"
+    kurz_region     = { id = 0, role = "primary" }
+    peer = {
+      region                  = "eu-west-1"
+      id                      = 1
+      vpc_id                  = "vpc-0123456789abcdef1"
+      vpc_cidr                = "10.41.0.0/16"
+      private_route_table_ids = ["rtb-0123456789abcdef3"]
+      dynamodb_endpoint       = "vpce-0123456789abcdef1-abcdefgh.dynamodb.eu-west-1.vpce.amazonaws.com"
+      data_key_arn            = "arn:aws:kms:eu-west-1:123456789012:key/mrk-0123456789abcdef0123456789abcdef"
+    }
+  }
+
+  assert {
+    condition     = length(aws_vpc_peering_connection.regions) == 0
+    error_message = "The primary region's root leaves the peering to the replica's."
+  }
+
+  assert {
+    condition     = aws_route53_record.kurz[0].set_identifier == "us-east-1" && aws_route53_record.api[0].set_identifier == "us-east-1"
+    error_message = "With two regions the records are latency records, one per region."
+  }
+}
+
+# The same, with a range inside the peer's: the plan stops before the peering is made.
+run "peered_ranges_must_not_overlap" {
+  command = plan
+
+  variables {
+    region             = "eu-west-1"
+    availability_zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+    vpc_cidr           = "10.40.128.0/17"
+    kurz_region        = { id = 1, role = "replica" }
+    peer = {
+      region                  = "us-east-1"
+      id                      = 0
+      vpc_id                  = "vpc-0123456789abcdef0"
+      vpc_cidr                = "10.40.0.0/16"
+      private_route_table_ids = ["rtb-0123456789abcdef0", "rtb-0123456789abcdef1", "rtb-0123456789abcdef2"]
+      dynamodb_endpoint       = "vpce-0123456789abcdef0-abcdefgh.dynamodb.us-east-1.vpce.amazonaws.com"
+      data_key_arn            = "arn:aws:kms:us-east-1:123456789012:key/mrk-0123456789abcdef0123456789abcdef"
+      secret_arns = {
+        admin_token     = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kurz-us-east-1/admin_token-AbCdEf"
+        api_keys        = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kurz-us-east-1/api_keys-AbCdEf"
+        permutation_key = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kurz-us-east-1/permutation_key-AbCdEf"
+        redis_url       = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kurz-us-east-1/redis_url-AbCdEf"
+      }
+    }
+  }
+
+  expect_failures = [aws_vpc_peering_connection.regions]
+}
