@@ -50,7 +50,7 @@ locals {
   secret_arns = merge(
     { for k, s in aws_secretsmanager_secret.kurz : k => s.arn },
     local.region_replica ? {
-      for k in local.shared_secrets : k => join(":", [for i, part in split(":", var.primary_secret_arns[k]) : i == 3 ? local.region : part])
+      for k in local.shared_secrets : k => join(":", [for i, part in split(":", lookup(var.primary_secret_arns, k, "")) : i == 3 ? local.region : part])
     } : {},
   )
 }
@@ -75,7 +75,7 @@ resource "aws_secretsmanager_secret" "kurz" {
 
   lifecycle {
     precondition {
-      condition     = !local.region_replica || alltrue([for k in local.shared_secrets : can(regex("^arn:[^:]+:secretsmanager:[^:]+:[0-9]{12}:secret:", var.primary_secret_arns[k]))])
+      condition     = !local.region_replica || alltrue([for k in local.shared_secrets : can(regex("^arn:[^:]+:secretsmanager:[^:]+:[0-9]{12}:secret:", lookup(var.primary_secret_arns, k, "")))])
       error_message = "region_role = \"replica\" needs primary_secret_arns: the primary region's module output secret_arns (admin_token, api_keys, permutation_key)."
     }
   }
