@@ -9,8 +9,10 @@
 #   fleet.sh down                    stop and remove everything `up` made (idempotent)
 #   fleet.sh status                  what runs, and HAProxy's view of the instances
 #   fleet.sh env                     the fleet's addresses and admin token, as shell variables
-#   fleet.sh exec HOST CMD...        run CMD on HOST (client, lb, k1..k3, dynamodb, redis)
-#   fleet.sh stop N                  SIGTERM kurz instance N (1-3), wait for its exit
+#   fleet.sh exec HOST CMD...        run CMD on HOST (client, lb, k1..k3, dynamodb, redis; with
+#                                    two regions lb2, k4..k6, dynamodb2, redis2, repl too)
+#   fleet.sh stop N                  SIGTERM kurz instance N (1-3; 4-6 too with two regions),
+#                                    wait for its exit
 #   fleet.sh kill N                  SIGKILL kurz instance N
 #   fleet.sh start N [OFFSET]        start instance N again; OFFSET (e.g. +300) runs its clock
 #                                    that many seconds off, through libfaketime; settings in
