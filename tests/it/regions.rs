@@ -643,6 +643,42 @@ async fn a_delete_or_edit_in_one_region_reaches_the_other_region_s_caches_once_r
     eprintln!(
         "a change in alpha reached every beta cache within {bound:?} (replication lag {REPLICATION_LAG:?})"
     );
+
+    // The shared instance that reads the stream stops: once its heartbeat has ended, the other
+    // reads the shard, and a change in alpha still reaches its cache.
+    let mut shared = shared;
+    let mut reading = Vec::new();
+    for app in &shared {
+        reading.push(metric(&app.metrics().await, "kurz_region_stream_reading"));
+    }
+    let reader = reading
+        .iter()
+        .position(|shards| *shards == 1.0)
+        .expect("one shared instance reads beta's stream");
+    shared.remove(reader).stop().await;
+    let other = &shared[0];
+    eventually(
+        "the other shared instance reads beta's stream",
+        Duration::from_secs(30),
+        || async { metric(&other.metrics().await, "kurz_region_stream_reading") == 1.0 },
+    )
+    .await;
+    let later = code_of(
+        regions
+            .alpha
+            .create(json!({ "url": "https://example.com/later" }))
+            .await,
+    )
+    .await;
+    replicator.settle(Duration::from_secs(30)).await;
+    assert_eq!(other.get(&format!("/{later}")).await.status(), 302);
+    assert_eq!(regions.alpha.admin_delete(&later).await.status(), 204);
+    eventually(
+        "the remaining shared instance lets go of a link deleted in alpha",
+        Duration::from_secs(20),
+        || async { other.get(&format!("/{later}")).await.status() == 404 },
+    )
+    .await;
     for app in shared {
         app.stop().await;
     }

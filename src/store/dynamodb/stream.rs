@@ -2,15 +2,19 @@
 //! in this region's table, whichever region wrote them, so that the region's caches let go of a
 //! link deleted, disabled or edited in another region once the change has replicated here.
 //!
-//! One instance per region reads it (DynamoDB Streams serves at most two readers per shard),
-//! chosen by a lease in the region's own partition of the table (`#leases#region-stream-{id}`:
-//! only this region writes it), and tells the region's instances through Redis, as a delete
-//! made here would. Without Redis every instance reads the stream for its own cache: fine for
-//! one or two instances a region, throttled beyond that. The reader starts at the stream's
-//! newest record: a change made while no instance read (the reader's lease moving, about
+//! Each shard is read by one instance of the region (DynamoDB Streams serves at most two readers
+//! per shard), which tells the region's instances through Redis, as a delete made here would.
+//! The region's instances say they are alive in the region's own partition of the table
+//! (`#leases#region-stream-{id}`: only this region writes it, a heartbeat each, renewed every
+//! third of [`LEASE`]), and every instance gives each shard to the same one of them, by
+//! rendezvous hashing over the live ones: a table of many shards is read by many instances,
+//! and an instance that comes or goes moves only its share. Without Redis every instance reads
+//! the whole stream for its own cache: fine for one or two instances a region, throttled beyond
+//! that. A shard is read from its newest record when an instance starts reading it: a change
+//! made while no instance read that shard (its reader gone and not yet seen gone, about
 //! [`LEASE`]) is seen by the caches only when their entries expire.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +22,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, ShardIteratorType};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 
 use super::item::LINK_SK;
 use crate::aggregate::leases::Leases;
@@ -25,10 +31,41 @@ use crate::config::StoreSettings;
 use crate::store::StoreError;
 use crate::telemetry::Metrics;
 
-/// How often the stream is read.
+/// How often the stream is read: each shard at most this often.
 pub const POLL: Duration = Duration::from_millis(250);
-/// How long the reader's lease lasts unrenewed (it is renewed every third of it).
+/// The most `GetRecords` calls a second one instance makes: an instance given more shards than
+/// that allows at [`POLL`] reads each less often ([`read_every`]).
+pub const READS_PER_SECOND: f64 = 1_000.0;
+/// `GetRecords` calls one instance has in flight at once.
+const READS_IN_FLIGHT: usize = 16;
+
+/// How often each of `shards` shards is read by the instance reading them: [`POLL`], or as
+/// often as [`READS_PER_SECOND`] allows (4.6 s for the 4,600 shards an instance reads of the
+/// design's year-5 table, infra/CAPACITY.md section 10).
+pub fn read_every(shards: usize) -> Duration {
+    #[allow(clippy::cast_precision_loss)] // shard counts are far below 2^52
+    POLL.max(Duration::from_secs_f64(shards as f64 / READS_PER_SECOND))
+}
+/// How long an instance's heartbeat lasts unrenewed (it is renewed every third of it): after
+/// that, the others read its shards.
 pub const LEASE: Duration = Duration::from_secs(10);
+
+/// The instance of `readers` (ids) that reads `shard`: the one whose hash with it is highest,
+/// so that every instance names the same one, and a reader that comes or goes moves only the
+/// shards it wins or held. `None` without readers.
+pub fn reader_of<'a>(shard: &str, readers: &'a [String]) -> Option<&'a str> {
+    readers
+        .iter()
+        .max_by_key(|reader| {
+            Sha256::new()
+                .chain_update(b"kurz-stream-shard\0")
+                .chain_update(shard.as_bytes())
+                .chain_update(b"\0")
+                .chain_update(reader.as_bytes())
+                .finalize()
+        })
+        .map(String::as_str)
+}
 
 /// Reads the stream of the table's links: where each shard is read up to.
 pub struct ChangedLinks {
@@ -37,9 +74,16 @@ pub struct ChangedLinks {
     arn: Option<String>,
     /// Shard id -> the next iterator (`None`: a closed shard read to its end).
     iterators: HashMap<String, Option<String>>,
+    /// Shard id -> when it is read next.
+    due: HashMap<String, tokio::time::Instant>,
     /// False until the first read: shards open then are read from their newest record, shards
     /// seen later (a split's children) from their first.
     started: bool,
+    /// Every shard seen in the stream so far.
+    seen: HashSet<String>,
+    /// `Some`: this instance's id and the region's live readers, and only the shards given to
+    /// it are read. `None`: every shard.
+    readers: Option<(String, Vec<String>)>,
 }
 
 impl ChangedLinks {
@@ -49,15 +93,42 @@ impl ChangedLinks {
             table: table.to_owned(),
             arn: None,
             iterators: HashMap::new(),
+            due: HashMap::new(),
             started: false,
+            seen: HashSet::new(),
+            readers: None,
         }
+    }
+
+    /// Reads from now on only the shards [`reader_of`] gives `me` among `readers`.
+    fn share(&mut self, me: &str, mut readers: Vec<String>) {
+        if !readers.iter().any(|r| r == me) {
+            readers.push(me.to_owned());
+        }
+        readers.sort();
+        self.readers = Some((me.to_owned(), readers));
+    }
+
+    fn mine(&self, shard: &str) -> bool {
+        match &self.readers {
+            None => true,
+            Some((me, readers)) => reader_of(shard, readers) == Some(me.as_str()),
+        }
+    }
+
+    /// How many of the stream's shards this instance reads now (closed ones read to their end
+    /// excepted).
+    fn reading(&self) -> usize {
+        self.iterators.values().filter(|i| i.is_some()).count()
     }
 
     /// Starts again from the stream's newest record (after a pause in reading).
     fn restart(&mut self) {
         self.arn = None;
         self.iterators.clear();
+        self.due.clear();
         self.started = false;
+        self.seen.clear();
     }
 
     /// The codes of the link items changed since the last call (created, changed or
@@ -89,19 +160,27 @@ impl ChangedLinks {
             }
         };
         self.find_shards(&arn).await?;
+        let now = tokio::time::Instant::now();
+        let every = read_every(self.reading());
+        let due: Vec<(String, String)> = self
+            .iterators
+            .iter()
+            .filter(|(shard, _)| self.due.get(*shard).is_none_or(|at| *at <= now))
+            .filter_map(|(shard, iterator)| Some((shard.clone(), iterator.clone()?)))
+            .collect();
+        let client = &self.client;
+        let reads: Vec<_> = futures_util::stream::iter(due)
+            .map(|(shard, iterator)| async move {
+                let out = client.get_records().shard_iterator(iterator).send().await;
+                (shard, out)
+            })
+            .buffer_unordered(READS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut codes = Vec::new();
-        let shards: Vec<String> = self.iterators.keys().cloned().collect();
-        for shard in shards {
-            let Some(Some(iterator)) = self.iterators.get(&shard).cloned() else {
-                continue;
-            };
-            match self
-                .client
-                .get_records()
-                .shard_iterator(iterator)
-                .send()
-                .await
-            {
+        for (shard, out) in reads {
+            self.due.insert(shard.clone(), now + every);
+            match out {
                 Ok(out) => {
                     for record in out.records() {
                         let keys = record.dynamodb().and_then(|r| r.keys());
@@ -152,23 +231,35 @@ impl ChangedLinks {
                 None => break,
             }
         }
-        self.iterators
-            .retain(|id, _| shards.iter().any(|s| s.shard_id() == Some(id.as_str())));
+        // Shards gone from the stream, or given to another reader, are let go.
+        let current: HashSet<&str> = shards.iter().filter_map(|s| s.shard_id()).collect();
+        let mine: HashSet<String> = current
+            .iter()
+            .filter(|id| self.mine(id))
+            .map(|id| (*id).to_owned())
+            .collect();
+        self.iterators.retain(|id, _| mine.contains(id));
+        self.due.retain(|id, _| mine.contains(id));
         for shard in shards {
             let Some(id) = shard.shard_id() else { continue };
-            if self.iterators.contains_key(id) {
+            let new = self.seen.insert(id.to_owned());
+            if self.iterators.contains_key(id) || !mine.contains(id) {
                 continue;
             }
             let closed = shard
                 .sequence_number_range()
                 .is_some_and(|r| r.ending_sequence_number().is_some());
-            let from = if self.started {
+            let from = if self.started && new {
+                // A shard that appeared since this reader started (a split's child): all of it
+                // is news.
                 ShardIteratorType::TrimHorizon
             } else if closed {
                 // Closed before this reader started: nothing in it is news.
                 self.iterators.insert(id.to_owned(), None);
                 continue;
             } else {
+                // Open, and known before: given to this reader now (another one left), from
+                // now on.
                 ShardIteratorType::Latest
             };
             let out = self
@@ -191,8 +282,8 @@ impl ChangedLinks {
 pub type OnChange = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Reads region `region`'s replica's stream (at `endpoint`, else where the table is) from now
-/// on and calls `on_change` with each link code changed there; with `shared` (the region's instances share Redis), only while this
-/// instance holds the region's reader lease.
+/// on and calls `on_change` with each link code changed there; with `shared` (the region's
+/// instances share Redis), only the shards given to this instance among the region's live ones.
 pub async fn follow(
     settings: &StoreSettings,
     endpoint: Option<&str>,
@@ -210,7 +301,7 @@ pub async fn follow(
         streams = streams.endpoint_url(endpoint);
     }
     let mut changed = ChangedLinks::new(Client::from_conf(streams.build()), &dynamo.table);
-    let leases = shared.then(|| {
+    let readers = shared.then(|| {
         Leases::new(
             crate::aws::dynamodb_client(&config),
             &dynamo.table,
@@ -220,33 +311,31 @@ pub async fn follow(
     let me = format!("{:016x}", getrandom::u64().unwrap_or(0));
     Ok(tokio::spawn(async move {
         let mut renew_at = tokio::time::Instant::now();
-        let mut reading = !shared;
-        metrics.region_stream_reading.set(u64::from(reading));
+        // Shared: nothing is read until this instance knows the region's readers.
+        let mut alive = !shared;
+        let mut was_reading = 0;
         loop {
-            if let Some(leases) = &leases
+            if let Some(readers) = &readers
                 && tokio::time::Instant::now() >= renew_at
             {
-                let now = crate::clock::system_now_ms();
-                let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-                let held = match leases.take("reader", &me, now, until, None).await {
-                    Ok(lease) => lease.is_some(),
-                    Err(e) => {
-                        metrics.region_stream_errors.inc();
-                        tracing::warn!(error = %e, "cannot renew this region's stream reader lease");
-                        false
+                match live_readers(readers, &me).await {
+                    Ok(live) => {
+                        changed.share(&me, live);
+                        alive = true;
                     }
-                };
-                if held && !reading {
-                    tracing::info!("reading this region's table stream for its caches");
-                } else if !held && reading {
-                    tracing::info!("another instance reads this region's table stream now");
-                    changed.restart();
+                    Err(e) => {
+                        // Not seen alive by the others (or not seeing them): their shards are
+                        // theirs to read, and this instance's go to them once its heartbeat
+                        // ends.
+                        metrics.region_stream_errors.inc();
+                        tracing::warn!(error = %e, "cannot renew this instance's stream reader heartbeat");
+                        alive = false;
+                        changed.restart();
+                    }
                 }
-                reading = held;
-                metrics.region_stream_reading.set(u64::from(held));
                 renew_at = tokio::time::Instant::now() + LEASE / 3;
             }
-            if reading {
+            if alive {
                 match changed.poll().await {
                     Ok(codes) => {
                         for code in codes {
@@ -262,7 +351,111 @@ pub async fn follow(
                     }
                 }
             }
+            let reading = if alive { changed.reading() } else { 0 };
+            if reading != was_reading {
+                tracing::info!(
+                    shards = reading,
+                    "reading this many of this region's table stream's shards for its caches"
+                );
+                was_reading = reading;
+            }
+            metrics.region_stream_reading.set(reading as u64);
             tokio::time::sleep(POLL).await;
         }
     }))
+}
+
+/// Says this instance reads the region's stream for a while longer, and answers the ids of
+/// the region's instances that do (their heartbeats not yet ended).
+async fn live_readers(readers: &Leases, me: &str) -> Result<Vec<String>, String> {
+    let now = crate::clock::system_now_ms();
+    let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+    readers.heartbeat(me, until).await?;
+    let (_, heartbeats) = readers.list().await?;
+    Ok(heartbeats
+        .into_iter()
+        .filter(|(_, expires)| *expires > now)
+        .map(|(id, _)| id)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{i:016x}")).collect()
+    }
+
+    fn shards(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("shardId-{i:020}")).collect()
+    }
+
+    #[test]
+    fn an_instance_reads_its_shards_every_poll_until_that_passes_its_call_budget() {
+        assert_eq!(read_every(0), POLL);
+        assert_eq!(read_every(1), POLL);
+        assert_eq!(read_every(250), POLL);
+        assert_eq!(read_every(500), Duration::from_millis(500));
+        assert_eq!(read_every(4_600), Duration::from_millis(4_600));
+    }
+
+    #[test]
+    fn every_shard_has_one_reader_and_the_readers_share_them() {
+        let readers = names(4);
+        let mut counts = HashMap::new();
+        for shard in shards(1000) {
+            let reader = reader_of(&shard, &readers).expect("a reader");
+            *counts.entry(reader.to_owned()).or_insert(0) += 1;
+            // Every instance names the same one, in whatever order it lists them.
+            let mut reversed = readers.clone();
+            reversed.reverse();
+            assert_eq!(reader_of(&shard, &reversed), Some(reader));
+        }
+        assert_eq!(counts.len(), 4, "{counts:?}");
+        assert!(
+            counts.values().all(|n| (150..=350).contains(n)),
+            "{counts:?}"
+        );
+        assert_eq!(reader_of("shardId-1", &[]), None);
+    }
+
+    #[test]
+    fn a_reader_that_comes_or_goes_moves_only_its_own_shards() {
+        let before = names(3);
+        let mut after = before.clone();
+        after.push("newcomer".to_owned());
+        for shard in shards(500) {
+            let (was, is) = (
+                reader_of(&shard, &before).expect("a reader"),
+                reader_of(&shard, &after).expect("a reader"),
+            );
+            assert!(was == is || is == "newcomer", "{shard}: {was} -> {is}");
+        }
+        let gone = &before[1];
+        let left: Vec<String> = before.iter().filter(|r| *r != gone).cloned().collect();
+        for shard in shards(500) {
+            let was = reader_of(&shard, &before).expect("a reader");
+            let is = reader_of(&shard, &left).expect("a reader");
+            assert!(was == is || was == gone, "{shard}: {was} -> {is}");
+        }
+    }
+
+    #[test]
+    fn an_instance_reads_only_the_shards_given_to_it() {
+        let config = aws_sdk_dynamodbstreams::Config::builder()
+            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
+            .build();
+        let mut changed = ChangedLinks::new(Client::from_conf(config), "kurz");
+        assert!(changed.mine("any"), "unshared, every shard is read");
+        let readers = names(3);
+        changed.share(&readers[0], readers[1..].to_vec());
+        for shard in shards(100) {
+            assert_eq!(
+                changed.mine(&shard),
+                reader_of(&shard, &readers) == Some(readers[0].as_str()),
+                "{shard}"
+            );
+        }
+    }
 }
