@@ -176,13 +176,15 @@ metrics! {
     /// Lookups this region's replica missed that the code's home region found: links not yet
     /// replicated here.
     counter region_remote_found: Counter = "kurz_region_remote_lookups_found_total";
-    /// 1 while this instance reads its region's table stream for the region's caches (one
-    /// instance a region with Redis; every instance without).
+    /// How many shards of its region's table stream this instance reads for the region's
+    /// caches (with Redis each shard is read by one instance of the region; without, every
+    /// instance reads them all).
     gauge region_stream_reading: Gauge = "kurz_region_stream_reading";
     /// Links changed in this region's table (by any region) that were evicted from the
     /// region's caches because its stream showed them.
     counter region_stream_invalidations: Counter = "kurz_region_stream_invalidations_total";
-    /// Reads of the region's table stream, or renewals of its reader lease, that failed.
+    /// Reads of the region's table stream, or of the heartbeats that share it out, that
+    /// failed.
     counter region_stream_errors: Counter = "kurz_region_stream_errors_total";
     /// Links created.
     counter links_created: Counter = "kurz_links_created_total";
