@@ -181,3 +181,51 @@ pub async fn observe(
     res.headers_mut().insert(X_REQUEST_ID, request_id.clone());
     Ok(res)
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::middleware::from_fn;
+    use actix_web::test as actix_test;
+    use actix_web::{App, HttpResponse};
+
+    use super::*;
+    use crate::store::StoreError;
+
+    /// The JSON line a 503 writes, as a region's failover reads it
+    /// (infra/terraform/modules/kurz/monitoring.tf: `$.status = 503 && $.unavailable = "store"`).
+    fn line_of(error: fn() -> ApiError) -> serde_json::Value {
+        let text = crate::telemetry::logs::tests::logged(true, || {
+            actix_web::rt::System::new().block_on(async {
+                let app = actix_test::init_service(App::new().wrap(from_fn(observe)).route(
+                    "/down",
+                    web::get().to(move || async move { Err::<HttpResponse, _>(error()) }),
+                ))
+                .await;
+                let request = actix_test::TestRequest::get().uri("/down").to_request();
+                let res = actix_test::call_service(&app, request).await;
+                assert_eq!(res.status(), 503);
+            });
+        });
+        let line = text
+            .lines()
+            .find(|line| line.contains("dependency unavailable"))
+            .unwrap_or_else(|| panic!("no 503 line in {text}"));
+        serde_json::from_str(line).expect("a JSON line")
+    }
+
+    #[test]
+    fn a_503_line_says_in_json_what_was_unavailable() {
+        let store = line_of(|| ApiError::from(StoreError::unavailable("table gone")));
+        assert_eq!(store["status"], 503, "{store}");
+        assert_eq!(store["unavailable"], "store", "{store}");
+        assert_eq!(store["level"], "WARN", "{store}");
+        let peer = line_of(|| {
+            ApiError::from(StoreError::Region {
+                region: "eu-west-1".into(),
+                reason: "timed out".into(),
+            })
+        });
+        assert_eq!(peer["status"], 503, "{peer}");
+        assert_eq!(peer["unavailable"], "region", "{peer}");
+    }
+}

@@ -65,7 +65,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -84,8 +84,9 @@ mod tests {
         }
     }
 
-    /// What `log` wrote, in the format `json` or not.
-    fn logged(json: bool, log: impl FnOnce()) -> String {
+    /// What `log` wrote, in kurz's log format, `json` or not (the other modules' tests use it
+    /// to read the lines they cause).
+    pub(crate) fn logged(json: bool, log: impl FnOnce()) -> String {
         let lines = Lines::default();
         let writer = lines.clone();
         let builder = tracing_subscriber::fmt()

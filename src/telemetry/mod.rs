@@ -1,6 +1,6 @@
 //! Logging, request ids, the metrics registry and traces.
 
-mod logs;
+pub(crate) mod logs;
 mod metrics;
 mod otlp;
 pub mod trace;
