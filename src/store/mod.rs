@@ -11,6 +11,7 @@ mod embedded;
 pub(crate) mod faulty;
 mod purge;
 pub mod regions;
+pub mod rendezvous;
 mod traced;
 
 use std::ops::Range;

@@ -26,12 +26,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 
 use super::{
     Analytics, ClickDelta, DiskState, FlushError, IdempotencyRecord, ImportOutcome, InsertOutcome,
     Link, LinkStats, LinkStore, ListPosition, ListScope, Purged, ReplaceOutcome, StoreError,
-    StoredKey,
+    StoredKey, rendezvous,
 };
 use crate::code::{CodeGenerator, region};
 use crate::telemetry::Metrics;
@@ -190,26 +189,18 @@ impl RegionalStore {
         }
     }
 
-    /// The home region of a name: the region scoring highest for it.
+    /// The home region of a name: the region scoring highest for it (rendezvous hashing on
+    /// the regions' ids).
     fn home_of_name(&self, name: &str) -> Home<'_> {
-        let score = |id: u8| {
-            let digest = Sha256::new()
-                .chain_update(b"kurz-region-home\0")
-                .chain_update([id])
-                .chain_update(name.as_bytes())
-                .finalize();
-            let mut first = [0u8; 8];
-            first.copy_from_slice(&digest[..8]);
-            (u64::from_be_bytes(first), id)
-        };
-        let best = self
-            .peers
-            .iter()
-            .map(|peer| (score(peer.region.id), Home::There(peer)))
-            .fold((score(self.this.id), Home::Here), |best, next| {
-                if next.0 > best.0 { next } else { best }
-            });
-        best.1
+        let here = [self.this.id];
+        let ids: Vec<[u8; 1]> = self.peers.iter().map(|peer| [peer.region.id]).collect();
+        let candidates = std::iter::once((Home::Here, here.as_slice())).chain(
+            self.peers
+                .iter()
+                .zip(&ids)
+                .map(|(peer, id)| (Home::There(peer), id.as_slice())),
+        );
+        rendezvous::pick(b"kurz-region-home\0", name.as_bytes(), candidates).unwrap_or(Home::Here)
     }
 
     fn region(&self, id: u8) -> Option<Home<'_>> {

@@ -23,7 +23,6 @@ use std::time::Duration;
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, ShardIteratorType};
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 
 use super::item::LINK_SK;
 use crate::aggregate::leases::Leases;
@@ -54,17 +53,8 @@ pub const LEASE: Duration = Duration::from_secs(10);
 /// so that every instance names the same one, and a reader that comes or goes moves only the
 /// shards it wins or held. `None` without readers.
 pub fn reader_of<'a>(shard: &str, readers: &'a [String]) -> Option<&'a str> {
-    readers
-        .iter()
-        .max_by_key(|reader| {
-            Sha256::new()
-                .chain_update(b"kurz-stream-shard\0")
-                .chain_update(shard.as_bytes())
-                .chain_update(b"\0")
-                .chain_update(reader.as_bytes())
-                .finalize()
-        })
-        .map(String::as_str)
+    let candidates = readers.iter().map(|r| (r.as_str(), r.as_bytes()));
+    crate::store::rendezvous::pick(b"kurz-stream-shard\0", shard.as_bytes(), candidates)
 }
 
 /// Reads the stream of the table's links: where each shard is read up to.
@@ -232,11 +222,11 @@ impl ChangedLinks {
             }
         }
         // Shards gone from the stream, or given to another reader, are let go.
-        let current: HashSet<&str> = shards.iter().filter_map(|s| s.shard_id()).collect();
-        let mine: HashSet<String> = current
+        let mine: HashSet<String> = shards
             .iter()
+            .filter_map(|s| s.shard_id())
             .filter(|id| self.mine(id))
-            .map(|id| (*id).to_owned())
+            .map(str::to_owned)
             .collect();
         self.iterators.retain(|id, _| mine.contains(id));
         self.due.retain(|id, _| mine.contains(id));
