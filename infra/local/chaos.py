@@ -418,17 +418,20 @@ class Chaos:
             client.close()
         return code
 
-    def clicks_of(self, code):
-        result = self.once("GET", f"/api/v1/links/{code}/stats", headers=self.admin)
+    def clicks_of(self, code, base=None):
+        """The link's total_clicks as the load balancer at `base` (default: the fleet's) says."""
+        client = Http(base or self.lb)
+        result = client.request("GET", f"/api/v1/links/{code}/stats", headers=self.admin)
+        client.close()
         return result.json().get("total_clicks") if result.status == 200 else None
 
-    def wait_clicks(self, code, expected, seconds=60):
+    def wait_clicks(self, code, expected, seconds=60, base=None):
         """Polls the stats until total_clicks reaches `expected` (clicks are flushed in the
         background) or the deadline passes; returns the last total seen."""
         deadline = time.monotonic() + seconds
         total = None
         while time.monotonic() < deadline:
-            total = self.clicks_of(code)
+            total = self.clicks_of(code, base)
             if total == expected:
                 return total
             time.sleep(0.25)
@@ -973,9 +976,10 @@ class Chaos:
         return fleet("replicator", *args, timeout=120)
 
     def create_at(self, base, **body):
+        """A create through the load balancer at `base`: its answer, and the URL sent."""
         body.setdefault("url", f"https://example.com/chaos/region/{uuid.uuid4().hex}")
         client = Http(base)
-        result = client.request("POST", "/api/v1/links", body)
+        result = self.create(client, **body)
         client.close()
         return result, body["url"]
 
@@ -1092,7 +1096,7 @@ class Chaos:
                     sent[code] += result.status in REDIRECTS
             client.close()
         for code in tracked:
-            totals = [self.wait_clicks_at(base, code, sent[code]) for base in (self.lb, self.lb2)]
+            totals = [self.wait_clicks(code, sent[code], base=base) for base in (self.lb, self.lb2)]
             sc.check(totals == [sent[code]] * 2,
                      f"{code}: total_clicks {totals} in alpha and beta == {sent[code]} sent in both")
         # The replication point, then a partition and links made in beta meanwhile.
@@ -1145,23 +1149,10 @@ class Chaos:
                      "either region (but those lost with beta)"
                      + (f"; failing: {bad[:10]}" if bad else ""))
         for code in tracked:
-            totals = [self.wait_clicks_at(base, code, sent[code]) for base in (self.lb, self.lb2)]
+            totals = [self.wait_clicks(code, sent[code], base=base) for base in (self.lb, self.lb2)]
             sc.check(totals == [sent[code]] * 2,
                      f"after the loss, {code}: total_clicks {totals} in alpha and beta == "
                      f"{sent[code]} sent")
-
-    def wait_clicks_at(self, base, code, expected, seconds=60):
-        deadline = time.monotonic() + seconds
-        total = None
-        while time.monotonic() < deadline:
-            client = Http(base)
-            result = client.request("GET", f"/api/v1/links/{code}/stats", headers=self.admin)
-            client.close()
-            total = result.json().get("total_clicks") if result.status == 200 else None
-            if total == expected:
-                return total
-            time.sleep(0.25)
-        return total
 
 
 def metric_value(text, name):

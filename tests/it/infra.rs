@@ -821,9 +821,9 @@ fn traversal_names(expr: &Expression) -> Vec<String> {
 fn string_list(files: &[(String, Body)], expr: &Expression) -> Vec<String> {
     let names = traversal_names(expr);
     let expr = match names.as_slice() {
-        [local, name] if local == "local" => blocks(files, "locals")
-            .find_map(|b| attribute(b.body(), name))
-            .unwrap_or_else(|| panic!("no local.{name}")),
+        [local, name] if local == "local" => {
+            local_value(files, name).unwrap_or_else(|| panic!("no local.{name}"))
+        }
         _ => expr,
     };
     let Expression::Array(items) = expr else {
@@ -1049,9 +1049,7 @@ fn filter_messages(files: &[(String, Body)], filter: &str, local: &str) -> Vec<S
         format!("{pattern:?}").contains(local),
         "the {filter} filter's pattern should be built from local.{local}"
     );
-    let list = blocks(files, "locals")
-        .find_map(|b| attribute(b.body(), local))
-        .unwrap_or_else(|| panic!("no local.{local}"));
+    let list = local_value(files, local).unwrap_or_else(|| panic!("no local.{local}"));
     string_list(files, list)
 }
 
