@@ -26,7 +26,7 @@ locals {
 
   # Two regions: names of global resources (IAM roles) carry the region; one region keeps the
   # names it always had.
-  name        = var.kurz_region == null ? "kurz" : "kurz-${var.region}"
+  name        = var.name != null ? var.name : var.kurz_region == null ? "kurz" : "kurz-${var.region}"
   region_role = try(var.kurz_region.role, "primary")
   # Two regions: kurz is told of the other once its endpoint exists.
   peer_known = var.kurz_region != null && try(var.peer.dynamodb_endpoint, null) != null
@@ -218,6 +218,7 @@ module "kurz" {
   replica_data_key_arns = local.region_role == "primary" && try(var.peer.data_key_arn, null) != null ? { (var.peer.region) = var.peer.data_key_arn } : {}
   primary_data_key_arn  = local.region_role == "replica" ? try(var.peer.data_key_arn, null) : null
   primary_secret_arns   = local.region_role == "replica" ? try(var.peer.secret_arns, {}) : {}
+  retiring_data_key_arn = var.retiring_data_key_arn
 
   tags = { environment = "production" }
 }

@@ -200,6 +200,18 @@ variable "kurz_region" {
   default = null
 }
 
+variable "name" {
+  description = "The prefix of the resources' names. null: \"kurz\", or \"kurz-REGION\" with kurz_region set (IAM role names are global). A deployment that already runs in one region keeps \"kurz\" when it becomes the primary of two (infra/README.md, \"From one region to two\")."
+  type        = string
+  default     = null
+}
+
+variable "retiring_data_key_arn" {
+  description = "While the data key is being replaced (infra/README.md, \"From one region to two\"): the old key, which the roles may still use until it is retired. null: none."
+  type        = string
+  default     = null
+}
+
 variable "peer" {
   description = "The other region (with kurz_region set), from its root's outputs (terraform output -json there): its AWS region and kurz number, its VPC (id, IPv4 range, private route tables: the replica's root makes the peering and the routes on both sides), and, once its own apply made them, its dynamodb_interface_endpoint and data_key_arn and, for a replica, the primary's secret_arns. null: no other region yet."
   type = object({

@@ -115,7 +115,7 @@ data "aws_iam_policy_document" "backup" {
   statement {
     sid       = "TheTablesAndTheVaultsKeys"
     actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncryptFrom", "kms:ReEncryptTo"]
-    resources = [local.data_key_arn, aws_kms_key.backup.arn]
+    resources = concat(local.data_key_arns, [aws_kms_key.backup.arn])
   }
   statement {
     sid       = "FindTheResourcesOfTheSelection"

@@ -59,7 +59,7 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "DecryptKurzSecrets"
     actions   = ["kms:Decrypt"]
-    resources = [local.data_key_arn]
+    resources = local.data_key_arns
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
@@ -106,7 +106,7 @@ data "aws_iam_policy_document" "task" {
     # this key's ARN in their region.
     sid       = "KurzTableKeyThroughDynamoDB"
     actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
-    resources = concat([local.data_key_arn], [for region in keys(var.peer_regions) : local.peer_data_key_arns[region]])
+    resources = concat(local.data_key_arns, [for region in keys(var.peer_regions) : local.peer_data_key_arns[region]])
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
@@ -156,7 +156,7 @@ data "aws_iam_policy_document" "task_click_stream" {
     # Kinesis only.
     sid       = "ClickStreamKeyThroughKinesis"
     actions   = ["kms:GenerateDataKey"]
-    resources = [local.data_key_arn]
+    resources = local.data_key_arns
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
@@ -200,7 +200,7 @@ data "aws_iam_policy_document" "aggregate" {
     # Records are decrypted with the data key, through Kinesis only.
     sid       = "ClickStreamKeyThroughKinesis"
     actions   = ["kms:Decrypt"]
-    resources = [local.data_key_arn]
+    resources = local.data_key_arns
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
@@ -211,7 +211,7 @@ data "aws_iam_policy_document" "aggregate" {
     # As the task role: the table's items are encrypted with the data key.
     sid       = "KurzTableKeyThroughDynamoDB"
     actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
-    resources = [local.data_key_arn]
+    resources = local.data_key_arns
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"

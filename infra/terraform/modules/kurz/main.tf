@@ -122,6 +122,8 @@ locals {
   # The data key here: the multi-Region key this module made, or this region's replica of the
   # primary's.
   data_key_arn = local.region_replica ? aws_kms_replica_key.data[0].arn : aws_kms_key.data[0].arn
+  # The roles' grants on the data key: also on the one being retired, while there is one.
+  data_key_arns = concat([local.data_key_arn], var.retiring_data_key_arn == null ? [] : [var.retiring_data_key_arn])
   # The table here: this module's, or this region's replica of the primary's global table (a
   # replica has the table's name and this region in its ARN).
   table_name = local.region_replica ? var.table_name : aws_dynamodb_table.kurz[0].name

@@ -830,6 +830,17 @@ variable "primary_data_key_arn" {
   default     = null
 }
 
+variable "retiring_data_key_arn" {
+  description = "While the data key is being replaced (infra/README.md, \"From one region to two\"): the key the table, secrets and click stream were encrypted with until now. The task, aggregate and backup roles may still use it, for what the switch has not re-encrypted yet; nothing new is encrypted with it. null once the old key is retired."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.retiring_data_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/", var.retiring_data_key_arn))
+    error_message = "retiring_data_key_arn must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)."
+  }
+}
+
 variable "primary_secret_arns" {
   description = "region_role = \"replica\": the primary's secrets (its module output secret_arns). The admin token, API keys and permutation key are read from their replicas in this region; the Redis URL is this region's own."
   type        = map(string)

@@ -95,6 +95,23 @@ run "primary_region_plan" {
   }
 }
 
+# A deployment that ran in one region becomes the primary of two (infra/README.md, "From one
+# region to two", step 3): its names stay, and its old data key stays usable.
+run "single_region_becomes_the_primary" {
+  command = plan
+
+  variables {
+    name                  = "kurz"
+    kurz_region           = { id = 0, role = "primary" }
+    retiring_data_key_arn = "arn:aws:kms:us-east-1:123456789012:key/0123abcd-0123-4567-89ab-0123456789ab"
+  }
+
+  assert {
+    condition     = output.cluster_name == "kurz" && output.service_name == "kurz"
+    error_message = "A region that ran alone keeps its names when it becomes the primary."
+  }
+}
+
 # The same, with a range inside the peer's: the plan stops before the peering is made.
 run "peered_ranges_must_not_overlap" {
   command = plan
