@@ -831,7 +831,7 @@ variable "primary_data_key_arn" {
 }
 
 variable "retiring_data_key_arn" {
-  description = "While the data key is being replaced (infra/README.md, \"From one region to two\"): the key the table, secrets and click stream were encrypted with until now. The task, aggregate and backup roles may still use it, for what the switch has not re-encrypted yet; nothing new is encrypted with it. null once the old key is retired."
+  description = "While the data key is being replaced (infra/README.md, \"From one region to two\"): the key the table, secrets and click stream were encrypted with until now. The execution, task, aggregate and backup roles may still use it, for what the switch has not re-encrypted yet; nothing new is encrypted with it. null once the old key is retired."
   type        = string
   default     = null
 
