@@ -67,3 +67,22 @@ output "backup_role_arn" {
   description = "The role AWS Backup backs the table up with; restore drills use it (infra/README.md)."
   value       = module.kurz.backup_role_arn
 }
+
+output "data_key_arn" {
+  description = "The data key (with kurz_region: a multi-Region key, or this region's replica of the primary's)."
+  value       = module.kurz.data_key_arn
+}
+
+output "as_peer" {
+  description = "With kurz_region set: this region as the other region's root takes it in its variable peer (terraform output -json as_peer here, into the other's tfvars). Its dynamodb_endpoint is null until this region's full apply made the endpoint."
+  value = var.kurz_region == null ? null : {
+    region                  = var.region
+    id                      = var.kurz_region.id
+    vpc_id                  = aws_vpc.kurz.id
+    vpc_cidr                = var.vpc_cidr
+    private_route_table_ids = aws_route_table.private[*].id
+    dynamodb_endpoint       = module.kurz.dynamodb_interface_endpoint
+    data_key_arn            = module.kurz.data_key_arn
+    secret_arns             = module.kurz.secret_arns
+  }
+}

@@ -30,6 +30,11 @@ variables {
 
 run "first_plan" {
   command = plan
+
+  assert {
+    condition     = output.as_peer == null
+    error_message = "A region alone is nobody's peer."
+  }
 }
 
 # The replica region of two (infra/README.md, step 4 of the bootstrap): the peering, the
@@ -109,6 +114,11 @@ run "single_region_becomes_the_primary" {
   assert {
     condition     = output.cluster_name == "kurz" && output.service_name == "kurz"
     error_message = "A region that ran alone keeps its names when it becomes the primary."
+  }
+
+  assert {
+    condition     = output.as_peer.region == "us-east-1" && output.as_peer.id == 0 && output.as_peer.vpc_cidr == "10.40.0.0/16"
+    error_message = "as_peer describes this region as the other region's root takes it."
   }
 }
 
