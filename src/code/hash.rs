@@ -17,9 +17,15 @@ pub fn hash_code(url: &str, salt: &[u8], len: u32) -> String {
 /// The first 64 bits of SHA-256(url ‖ salt): what a hash code is made of (in a deployment
 /// with regions, through the region's range of ids: [`super::region::hash_counter`]).
 pub fn hash_value(url: &str, salt: &[u8]) -> u64 {
+    sha256_prefix(&[url.as_bytes(), salt])
+}
+
+/// The first 8 bytes, big-endian, of SHA-256 over `parts` one after another.
+pub(crate) fn sha256_prefix(parts: &[&[u8]]) -> u64 {
     let mut hasher = Sha256::new();
-    hasher.update(url.as_bytes());
-    hasher.update(salt);
+    for part in parts {
+        hasher.update(part);
+    }
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);

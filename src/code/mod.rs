@@ -14,6 +14,7 @@ pub mod region;
 
 pub use alias::{AliasError, is_reserved, parse_alias};
 pub use generator::{CodeGenerator, V1_IDS};
+pub(crate) use hash::sha256_prefix;
 pub use hash::{hash_code, hash_value};
 pub use permutation::Permutation;
 

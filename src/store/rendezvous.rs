@@ -3,8 +3,6 @@
 //! it wins or held. A name's home region ([`super::regions`]) and the reader of a region's
 //! stream shard (`dynamodb::stream`) are picked this way.
 
-use sha2::{Digest, Sha256};
-
 /// Of `candidates` (each with the bytes that name it), the one scoring highest for `key`: the
 /// first 8 bytes of SHA-256(`domain` ‖ name ‖ `key`), big-endian, then the greater name.
 /// `None` without candidates.
@@ -21,18 +19,13 @@ pub fn pick<'n, T>(
 }
 
 fn score(domain: &[u8], name: &[u8], key: &[u8]) -> u64 {
-    let digest = Sha256::new()
-        .chain_update(domain)
-        .chain_update(name)
-        .chain_update(key)
-        .finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(first)
+    crate::code::sha256_prefix(&[domain, name, key])
 }
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     /// Homes of names are stored facts (an alias is claimed in its home): the score is the one
