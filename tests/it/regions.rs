@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::{
-    Backend, DynamoLocal, RedisServer, Replicator, TestApp, TestStore, assert_problem, code_of,
-    eventually, metric, sdk_client, spawn_app_on, unique_name,
+    Backend, DynamoLocal, RedisServer, Replicator, TestApp, TestStore, assert_problem, eventually,
+    metric, sdk_client, spawn_app_on, unique_name,
 };
 use kurz::config::{PeerRegion, RegionSettings, Secret, Settings};
 use kurz::store::LinkStore;
@@ -126,7 +126,7 @@ async fn create_many(app: Arc<TestApp>, region: &'static str, n: usize) -> Vec<(
             let app = Arc::clone(&app);
             tokio::spawn(async move {
                 let url = format!("https://example.com/{region}/{i}");
-                (code_of(app.create(json!({ "url": url })).await).await, url)
+                (app.create_code(&url).await, url)
             })
         })
         .collect();
@@ -228,30 +228,12 @@ async fn an_alias_raced_in_two_regions_has_exactly_one_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_region_s_table_gone_the_other_creates_and_refuses_only_claims_homed_there() {
     let regions = two_regions(false).await;
-    let before = code_of(
-        regions
-            .alpha
-            .create(json!({ "url": "https://example.com/a" }))
-            .await,
-    )
-    .await;
-    let beta_code = code_of(
-        regions
-            .beta
-            .create(json!({ "url": "https://example.com/b" }))
-            .await,
-    )
-    .await;
+    let before = regions.alpha.create_code("https://example.com/a").await;
+    let beta_code = regions.beta.create_code("https://example.com/b").await;
     regions.beta_dynamo.server.kill();
 
     // Generated codes are alpha's own: creating and redirecting go on.
-    let after = code_of(
-        regions
-            .alpha
-            .create(json!({ "url": "https://example.com/c" }))
-            .await,
-    )
-    .await;
+    let after = regions.alpha.create_code("https://example.com/c").await;
     for code in [&before, &after] {
         assert_eq!(regions.alpha.get(&format!("/{code}")).await.status(), 302);
     }
@@ -386,12 +368,9 @@ async fn a_region_lost_costs_only_what_had_not_replicated_and_the_regions_conver
         in_region(s, "alpha", 0, "beta", 1, &beta_endpoint);
     })
     .await;
-    code_of(
-        started
-            .create(json!({ "url": "https://example.com/started-during" }))
-            .await,
-    )
-    .await;
+    started
+        .create_code("https://example.com/started-during")
+        .await;
     for (code, url) in at_beta.iter().take(5) {
         let response = started.head(&format!("/{code}")).await;
         assert_eq!(response.status(), 302, "{code} from the new instance");
@@ -452,7 +431,7 @@ async fn clicks_counted_in_both_regions_are_summed_and_neither_overwrites_the_ot
     let regions = two_regions(true).await;
     let replicator = regions.replicator.as_ref().expect("replicated");
     let url = "https://example.com/clicked";
-    let code = code_of(regions.alpha.create(json!({ "url": url })).await).await;
+    let code = regions.alpha.create_code(url).await;
     replicator.settle(Duration::from_secs(30)).await;
     let clicks = |app: Arc<TestApp>, n: usize, code: String| async move {
         for _ in 0..n {
@@ -520,7 +499,7 @@ async fn clicks_counted_in_both_regions_are_summed_and_neither_overwrites_the_ot
 async fn edits_and_deletes_made_in_another_region_are_made_in_the_link_s_home() {
     let regions = two_regions(false).await;
     let url = "https://example.com/edited";
-    let code = code_of(regions.beta.create(json!({ "url": url })).await).await;
+    let code = regions.beta.create_code(url).await;
     // Alpha reads beta's version (its replica has none: nothing replicates here), edits it
     // there, and beta redirects by the edit at once.
     let response = regions
@@ -583,20 +562,8 @@ async fn a_delete_or_edit_in_one_region_reaches_the_other_region_s_caches_once_r
     )
     .await;
 
-    let deleted = code_of(
-        regions
-            .alpha
-            .create(json!({ "url": "https://example.com/d" }))
-            .await,
-    )
-    .await;
-    let edited = code_of(
-        regions
-            .alpha
-            .create(json!({ "url": "https://example.com/e" }))
-            .await,
-    )
-    .await;
+    let deleted = regions.alpha.create_code("https://example.com/d").await;
+    let edited = regions.alpha.create_code("https://example.com/e").await;
     replicator.settle(Duration::from_secs(30)).await;
     // Every beta instance caches both, as they are.
     for app in &beta {
@@ -663,13 +630,7 @@ async fn a_delete_or_edit_in_one_region_reaches_the_other_region_s_caches_once_r
         || async { metric(&other.metrics().await, "kurz_region_stream_reading") == 1.0 },
     )
     .await;
-    let later = code_of(
-        regions
-            .alpha
-            .create(json!({ "url": "https://example.com/later" }))
-            .await,
-    )
-    .await;
+    let later = regions.alpha.create_code("https://example.com/later").await;
     replicator.settle(Duration::from_secs(30)).await;
     assert_eq!(other.get(&format!("/{later}")).await.status(), 302);
     assert_eq!(regions.alpha.admin_delete(&later).await.status(), 204);
