@@ -12,7 +12,9 @@
 //! the whole stream for its own cache: fine for one or two instances a region, throttled beyond
 //! that. A shard is read from its newest record when an instance starts reading it: a change
 //! made while no instance read that shard (its reader gone and not yet seen gone, about
-//! [`LEASE`]) is seen by the caches only when their entries expire.
+//! [`LEASE`]) is seen by the caches only when their entries expire. The shards are listed
+//! ([`list_every`]) far less often than they are read: a year-5 table lists in 686 calls, and
+//! `DescribeStream` allows 10 a second.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::Client;
-use aws_sdk_dynamodbstreams::types::{AttributeValue, ShardIteratorType};
+use aws_sdk_dynamodbstreams::types::{AttributeValue, Shard, ShardIteratorType};
 use futures_util::StreamExt;
 
 use super::item::LINK_SK;
@@ -37,6 +39,23 @@ pub const POLL: Duration = Duration::from_millis(250);
 pub const READS_PER_SECOND: f64 = 1_000.0;
 /// `GetRecords` calls one instance has in flight at once.
 const READS_IN_FLIGHT: usize = 16;
+/// The `DescribeStream` calls a second the region's instances make between them, at most: half
+/// of what DynamoDB Streams allows (10 a second), each call listing 100 shards.
+pub const DESCRIBES_PER_SECOND: f64 = 5.0;
+/// The shortest time between two listings of the stream's shards by one instance.
+pub const LIST_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
+
+/// How often one of `readers` instances lists a stream whose listing took `pages`
+/// `DescribeStream` calls: every [`LIST_AT_LEAST_EVERY`], or as often as the region's share of
+/// [`DESCRIBES_PER_SECOND`] allows (34 minutes for the 686 pages of the design's year-5 table
+/// over 15 instances). A shard a split makes is read, from its first record, once a listing
+/// has seen it; a reader that comes or goes moves shards at once, from the last listing.
+pub fn list_every(pages: usize, readers: usize) -> Duration {
+    #[allow(clippy::cast_precision_loss)] // page and reader counts are far below 2^52
+    LIST_AT_LEAST_EVERY.max(Duration::from_secs_f64(
+        (pages * readers.max(1)) as f64 / DESCRIBES_PER_SECOND,
+    ))
+}
 
 /// How often each of `shards` shards is read by the instance reading them: [`POLL`], or as
 /// often as [`READS_PER_SECOND`] allows (4.6 s for the 4,600 shards an instance reads of the
@@ -74,6 +93,12 @@ pub struct ChangedLinks {
     /// `Some`: this instance's id and the region's live readers, and only the shards given to
     /// it are read. `None`: every shard.
     readers: Option<(String, Vec<String>)>,
+    /// The stream's shards as last listed, and when it is listed next (`None`: at the next
+    /// poll).
+    shards: Vec<Shard>,
+    list_at: Option<tokio::time::Instant>,
+    /// False when the listing or the readers changed since this instance last took its share.
+    assigned: bool,
 }
 
 impl ChangedLinks {
@@ -87,6 +112,9 @@ impl ChangedLinks {
             started: false,
             seen: HashSet::new(),
             readers: None,
+            shards: Vec::new(),
+            list_at: None,
+            assigned: false,
         }
     }
 
@@ -96,6 +124,13 @@ impl ChangedLinks {
             readers.push(me.to_owned());
         }
         readers.sort();
+        if self
+            .readers
+            .as_ref()
+            .is_none_or(|(_, known)| *known != readers)
+        {
+            self.assigned = false;
+        }
         self.readers = Some((me.to_owned(), readers));
     }
 
@@ -118,6 +153,8 @@ impl ChangedLinks {
         self.iterators.clear();
         self.due.clear();
         self.started = false;
+        self.list_at = None;
+        self.assigned = false;
         self.seen.clear();
     }
 
@@ -149,7 +186,15 @@ impl ChangedLinks {
                 arn
             }
         };
-        self.find_shards(&arn).await?;
+        if self
+            .list_at
+            .is_none_or(|at| tokio::time::Instant::now() >= at)
+        {
+            self.list_shards(&arn).await?;
+        }
+        if !self.assigned {
+            self.take_share(&arn).await?;
+        }
         let now = tokio::time::Instant::now();
         let every = read_every(self.reading());
         let due: Vec<(String, String)> = self
@@ -192,6 +237,7 @@ impl ChangedLinks {
                 Err(e) => {
                     tracing::warn!(shard, error = %e, "reading the table's stream again from its newest record");
                     self.iterators.remove(&shard);
+                    self.assigned = false;
                 }
             }
         }
@@ -199,11 +245,13 @@ impl ChangedLinks {
         Ok(codes)
     }
 
-    /// Adds the stream's shards not known yet, and forgets those it no longer has.
-    async fn find_shards(&mut self, arn: &str) -> Result<(), String> {
+    /// Lists the stream's shards, and when to list them again.
+    async fn list_shards(&mut self, arn: &str) -> Result<(), String> {
         let mut shards = Vec::new();
         let mut after: Option<String> = None;
+        let mut pages = 0;
         loop {
+            pages += 1;
             let out = self
                 .client
                 .describe_stream()
@@ -221,8 +269,22 @@ impl ChangedLinks {
                 None => break,
             }
         }
+        let readers = self
+            .readers
+            .as_ref()
+            .map_or(1, |(_, readers)| readers.len());
+        self.list_at = Some(tokio::time::Instant::now() + list_every(pages, readers));
+        self.shards = shards;
+        self.assigned = false;
+        Ok(())
+    }
+
+    /// Reads from now on the listed shards given to this instance, new ones from where the
+    /// listing says, and forgets the others.
+    async fn take_share(&mut self, arn: &str) -> Result<(), String> {
         // Shards gone from the stream, or given to another reader, are let go.
-        let mine: HashSet<String> = shards
+        let mine: HashSet<String> = self
+            .shards
             .iter()
             .filter_map(|s| s.shard_id())
             .filter(|id| self.mine(id))
@@ -230,7 +292,7 @@ impl ChangedLinks {
             .collect();
         self.iterators.retain(|id, _| mine.contains(id));
         self.due.retain(|id, _| mine.contains(id));
-        for shard in shards {
+        for shard in &self.shards {
             let Some(id) = shard.shard_id() else { continue };
             let new = self.seen.insert(id.to_owned());
             if self.iterators.contains_key(id) || !mine.contains(id) {
@@ -264,6 +326,7 @@ impl ChangedLinks {
             self.iterators
                 .insert(id.to_owned(), out.shard_iterator().map(str::to_owned));
         }
+        self.assigned = true;
         Ok(())
     }
 }
@@ -391,6 +454,17 @@ mod tests {
     }
 
     #[test]
+    fn the_region_lists_its_stream_within_its_share_of_the_describe_budget() {
+        assert_eq!(list_every(1, 1), LIST_AT_LEAST_EVERY);
+        assert_eq!(list_every(1, 3), LIST_AT_LEAST_EVERY);
+        assert_eq!(list_every(25, 2), LIST_AT_LEAST_EVERY);
+        assert_eq!(list_every(100, 1), Duration::from_secs(20));
+        // The design's year-5 table: 686 pages of 100 shards, 15 instances in the region.
+        assert_eq!(list_every(686, 15), Duration::from_secs(2_058));
+        assert_eq!(list_every(686, 0), list_every(686, 1));
+    }
+
+    #[test]
     fn every_shard_has_one_reader_and_the_readers_share_them() {
         let readers = names(4);
         let mut counts = HashMap::new();
@@ -429,6 +503,26 @@ mod tests {
             let is = reader_of(&shard, &left).expect("a reader");
             assert!(was == is || was == gone, "{shard}: {was} -> {is}");
         }
+    }
+
+    #[test]
+    fn a_change_of_readers_and_only_that_makes_an_instance_take_its_share_again() {
+        let config = aws_sdk_dynamodbstreams::Config::builder()
+            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
+            .build();
+        let mut changed = ChangedLinks::new(Client::from_conf(config), "kurz");
+        let readers = names(3);
+        changed.share(&readers[0], readers[1..].to_vec());
+        assert!(!changed.assigned);
+        changed.assigned = true;
+        // The heartbeat's list again, in another order: nothing moves.
+        changed.share(&readers[0], vec![readers[2].clone(), readers[1].clone()]);
+        assert!(changed.assigned);
+        changed.share(&readers[0], vec![readers[1].clone()]);
+        assert!(
+            !changed.assigned,
+            "a reader gone: its shards are shared out again"
+        );
     }
 
     #[test]
