@@ -436,6 +436,14 @@ async fn live_readers(readers: &Leases, me: &str) -> Result<Vec<String>, String>
 mod tests {
     use super::*;
 
+    /// A reader that is never polled: its client goes nowhere.
+    fn unconnected() -> ChangedLinks {
+        let config = aws_sdk_dynamodbstreams::Config::builder()
+            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
+            .build();
+        ChangedLinks::new(Client::from_conf(config), "kurz")
+    }
+
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{i:016x}")).collect()
     }
@@ -507,10 +515,7 @@ mod tests {
 
     #[test]
     fn a_change_of_readers_and_only_that_makes_an_instance_take_its_share_again() {
-        let config = aws_sdk_dynamodbstreams::Config::builder()
-            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
-            .build();
-        let mut changed = ChangedLinks::new(Client::from_conf(config), "kurz");
+        let mut changed = unconnected();
         let readers = names(3);
         changed.share(&readers[0], readers[1..].to_vec());
         assert!(!changed.assigned);
@@ -527,10 +532,7 @@ mod tests {
 
     #[test]
     fn an_instance_reads_only_the_shards_given_to_it() {
-        let config = aws_sdk_dynamodbstreams::Config::builder()
-            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
-            .build();
-        let mut changed = ChangedLinks::new(Client::from_conf(config), "kurz");
+        let mut changed = unconnected();
         assert!(changed.mine("any"), "unshared, every shard is read");
         let readers = names(3);
         changed.share(&readers[0], readers[1..].to_vec());
