@@ -689,7 +689,8 @@ fn tiers_client(seconds: u64, state: &Path) -> String {
 /// and 32 per commit with random keys (as links were kept by their permuted codes before);
 /// then kurz's durable creates through the API at 32 and 256 connections on a fresh store,
 /// with the writes each commit carried (`/metrics`). `LOAD_BASELINE=path` runs another kurz
-/// binary (an earlier build) the same way, for an A/B in the same run.
+/// binary (an earlier build) the same way, for an A/B in the same run. Preloading
+/// `benches/common/slow_sync.c` into the run gives all of them a disk whose sync is slow.
 fn creates(dir: &Path, seconds: u64) -> String {
     assert!(
         Command::new("fio").arg("--version").output().is_ok(),
