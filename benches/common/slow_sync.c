@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -31,13 +32,15 @@ static void wait_out(void) {
     }
 }
 
-/* The real call, then the wait. */
+/* The real call, then the wait; the caller sees the real call's result and errno. */
 #define SLOW(name)                                                        \
     int name(int fd) {                                                    \
         static int (*real)(int);                                          \
         if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, #name);          \
         int done = real(fd);                                              \
+        int error = errno;                                                \
         wait_out();                                                       \
+        errno = error;                                                    \
         return done;                                                      \
     }
 
