@@ -22,6 +22,10 @@ const FULL_RETRY_AFTER_SECS: &str = "30";
 /// The problem type of a write whose outcome kurz does not know.
 pub const OUTCOME_UNKNOWN_TYPE: &str = "urn:kurz:problem:outcome-unknown";
 
+/// Longest `detail` sent, in characters: room for every message kurz writes, while one that
+/// quotes a client's oversized input back (a 5,000-character tag) is cut short.
+const MAX_DETAIL_CHARS: usize = 512;
+
 /// The IETF rate-limit headers: the policy, and what is left of it.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -153,7 +157,7 @@ impl ResponseError for ApiError {
         };
         let status = error.status_code();
         let mut response = if negotiated_html == Some(true) {
-            html::error_page(status, &error.to_string())
+            html::error_page(status, &error.detail())
         } else {
             let problem = error.problem();
             HttpResponse::build(status)
@@ -213,12 +217,23 @@ impl ApiError {
             },
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
-            detail: self.to_string(),
+            detail: self.detail(),
             outcome: unknown.then_some("unknown"),
             checks: match self.inner() {
                 Self::ClockSkewed { checks, .. } => Some(checks.clone()),
                 _ => None,
             },
+        }
+    }
+
+    /// What a client is told: the message, cut at [`MAX_DETAIL_CHARS`] (with "…").
+    fn detail(&self) -> String {
+        let message = self.to_string();
+        match message.char_indices().nth(MAX_DETAIL_CHARS - 1) {
+            Some((cut, _)) if message[cut..].chars().nth(1).is_some() => {
+                format!("{}…", &message[..cut])
+            }
+            _ => message,
         }
     }
 
@@ -365,6 +380,34 @@ mod tests {
         let refused = ApiError::from(CreateError::Store(StoreError::unavailable("down")));
         let problem = serde_json::to_value(refused.problem()).expect("json");
         assert_eq!(problem.get("outcome"), None, "{problem}");
+    }
+
+    #[test]
+    fn a_detail_that_quotes_oversized_input_is_cut_short() {
+        let detail = |message: String| {
+            let problem = serde_json::to_value(ApiError::BadRequest(message).problem());
+            problem.expect("json")["detail"]
+                .as_str()
+                .expect("detail")
+                .to_owned()
+        };
+        let exactly = "é".repeat(MAX_DETAIL_CHARS);
+        assert_eq!(
+            detail(exactly.clone()),
+            exactly,
+            "a message that fits is kept whole"
+        );
+
+        let quoted = format!(
+            "a tag must be 1 to 40 characters; got '{}'",
+            "é".repeat(5_000)
+        );
+        let cut = detail(quoted.clone());
+        assert_eq!(cut.chars().count(), MAX_DETAIL_CHARS);
+        assert!(cut.ends_with('…'), "{cut}");
+        let kept = cut.trim_end_matches('…');
+        assert!(quoted.starts_with(kept), "{cut}");
+        assert_eq!(kept.chars().count(), MAX_DETAIL_CHARS - 1);
     }
 
     /// A region fails over on the 503s that blame its own store, never on those of a peer
