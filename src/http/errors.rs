@@ -229,12 +229,11 @@ impl ApiError {
     /// What a client is told: the message, cut at [`MAX_DETAIL_CHARS`] (with "…").
     fn detail(&self) -> String {
         let message = self.to_string();
-        match message.char_indices().nth(MAX_DETAIL_CHARS - 1) {
-            Some((cut, _)) if message[cut..].chars().nth(1).is_some() => {
-                format!("{}…", &message[..cut])
-            }
-            _ => message,
+        if message.chars().count() <= MAX_DETAIL_CHARS {
+            return message;
         }
+        let kept: String = message.chars().take(MAX_DETAIL_CHARS - 1).collect();
+        format!("{kept}…")
     }
 
     /// What a 503 blames, for the logs (the `unavailable` field of the request observer's
